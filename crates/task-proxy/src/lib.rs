@@ -1,0 +1,2 @@
+//! Task proxy for YTsaurus. (Being built.)
+pub mod routing;

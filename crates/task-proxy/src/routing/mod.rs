@@ -1,0 +1,1 @@
+//! Routing. (Being built.)

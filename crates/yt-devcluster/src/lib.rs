@@ -1,0 +1,1 @@
+//! The dev cluster. (Being built.)
