@@ -1,0 +1,1 @@
+//! Demo and test upstreams. (Being built.)
