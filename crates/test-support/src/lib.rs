@@ -42,7 +42,10 @@ pub async fn wait_for_port(addr: std::net::SocketAddr, timeout: Duration) {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return;
         }
-        assert!(Instant::now() < deadline, "{addr} did not accept connections within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{addr} did not accept connections within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
