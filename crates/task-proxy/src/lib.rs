@@ -1,2 +1,10 @@
-//! Task proxy for YTsaurus. (Being built.)
+//! Task proxy for YTsaurus: gives every web service running in YTsaurus jobs a stable domain,
+//! checks that the caller may read the operation, and forwards requests to the jobs.
+//!
+//! Data flows one way: a source (discovery, or the static services file) builds an immutable
+//! [`routing::RoutingSnapshot`] and publishes it in the [`routing::RoutingTable`]; the data plane
+//! reads the current snapshot for each request, asks [`auth::Gate`] to admit it, and forwards it.
+
+pub mod answer;
+pub mod auth;
 pub mod routing;
