@@ -97,7 +97,7 @@ pub fn local_answer(
             );
             h.insert(
                 "grpc-status",
-                HeaderValue::from(GrpcCode::for_status(status) as u8),
+                HeaderValue::from(GrpcCode::for_status(status) as u16),
             );
             h.insert("grpc-message", grpc_message(message));
             return r;
