@@ -24,7 +24,7 @@ pub(super) fn index(name: &str) -> Response<Body> {
 }
 
 /// `* /headers`: what reached the job, as JSON:
-/// `{"job", "method", "uri", "version", "headers": {name: value}, "header_list": [[name, value]],
+/// `{"job", "method", "uri", "path", "authority", "version", "headers": {name: value}, "header_list": [[name, value]],
 /// "body_bytes", "peer_addr", "local_addr"}`. In `headers` the values of a repeated name are joined with `", "`;
 /// `header_list` keeps every entry in order. The request body is read (streamed) and counted.
 pub(super) async fn headers(
@@ -48,6 +48,17 @@ pub(super) async fn headers(
             }
         }
     }
+    // HTTP/2 carries the authority in the URI (`:authority`), HTTP/1.1 in `Host`.
+    let authority = parts
+        .uri
+        .authority()
+        .map(|authority| authority.as_str().to_owned())
+        .or_else(|| {
+            joined
+                .get("host")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
     let mut body_bytes: u64 = 0;
     while let Some(frame) = incoming.frame().await {
         match frame {
@@ -66,6 +77,8 @@ pub(super) async fn headers(
             "job": name,
             "method": parts.method.as_str(),
             "uri": parts.uri.to_string(),
+            "path": parts.uri.path_and_query().map_or("/", |path| path.as_str()),
+            "authority": authority,
             "version": format!("{:?}", parts.version),
             "headers": joined,
             "header_list": list,
