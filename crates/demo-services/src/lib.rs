@@ -6,7 +6,7 @@
 //! Used in process by integration tests and the `task-proxy dev` demo (through [`spawn_http`],
 //! [`spawn_grpc`] or the `serve_*` functions), and as the `demo-services` binary inside jobs.
 //!
-//! Layers: [`server`] is the accept loop shared by both jobs; [`mod@http`] and [`grpc`] hold the
+//! Layers: `server` is the accept loop shared by both jobs; `http` and `grpc` hold the
 //! endpoints; this module adds handles for jobs running in the background.
 
 mod grpc;

@@ -150,16 +150,25 @@ fn query_param<'a, B>(request: &'a Request<B>, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
-/// Query parameter `name` parsed as a number: its default when absent, an error response when
-/// it does not parse.
-fn numeric_param<B>(request: &Request<B>, name: &str, default: u64) -> Result<u64, Response<Body>> {
+/// A query parameter that does not parse; answered with 400.
+#[derive(Debug)]
+struct BadQuery(String);
+
+impl BadQuery {
+    fn into_response(self) -> Response<Body> {
+        body::text(StatusCode::BAD_REQUEST, self.0)
+    }
+}
+
+/// Query parameter `name` parsed as a number: its default when absent, [`BadQuery`] when it
+/// does not parse.
+fn numeric_param<B>(request: &Request<B>, name: &str, default: u64) -> Result<u64, BadQuery> {
     match query_param(request, name) {
         None => Ok(default),
         Some(raw) => raw.parse().map_err(|_| {
-            body::text(
-                StatusCode::BAD_REQUEST,
-                format!("query parameter `{name}` must be a non-negative integer, got `{raw}`\n"),
-            )
+            BadQuery(format!(
+                "query parameter `{name}` must be a non-negative integer, got `{raw}`\n"
+            ))
         }),
     }
 }

@@ -112,7 +112,7 @@ pub(super) fn target(name: &str) -> Response<Body> {
 pub(super) async fn delay<B>(request: &Request<B>) -> Response<Body> {
     let ms = match numeric_param(request, "ms", 0) {
         Ok(ms) => ms,
-        Err(response) => return response,
+        Err(bad) => return bad.into_response(),
     };
     tokio::time::sleep(Duration::from_millis(ms)).await;
     body::text(StatusCode::OK, format!("delayed {ms} ms\n"))

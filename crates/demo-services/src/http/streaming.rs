@@ -21,11 +21,11 @@ use super::numeric_param;
 pub(super) fn sse<B>(request: &Request<B>) -> Response<Body> {
     let count = match numeric_param(request, "count", 5) {
         Ok(count) => count,
-        Err(response) => return response,
+        Err(bad) => return bad.into_response(),
     };
     let interval = match numeric_param(request, "interval_ms", 100) {
         Ok(ms) => Duration::from_millis(ms),
-        Err(response) => return response,
+        Err(bad) => return bad.into_response(),
     };
     let events = stream::unfold(0u64, move |index| async move {
         if index >= count {
@@ -52,7 +52,7 @@ pub(super) fn sse<B>(request: &Request<B>) -> Response<Body> {
 pub(super) fn bytes<B>(request: &Request<B>) -> Response<Body> {
     let size = match numeric_param(request, "size", 1 << 20) {
         Ok(size) => size,
-        Err(response) => return response,
+        Err(bad) => return bad.into_response(),
     };
     let mut response = Response::new(body::boxed(PatternBody::new(size)));
     let headers = response.headers_mut();
