@@ -217,6 +217,29 @@ async fn status_delay_static_and_trailers() {
     .await;
     assert_eq!(status, "400");
 
+    let status = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        &format!("{url}/sse"),
+    ])
+    .await;
+    assert_eq!(status, "405");
+    let status = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        &format!("{url}/nope"),
+    ])
+    .await;
+    assert_eq!(status, "404");
+
     let started = Instant::now();
     let delayed = curl(&[HTTP2, &format!("{url}/delay?ms=300")]).await;
     assert!(started.elapsed() >= Duration::from_millis(300), "{delayed}");

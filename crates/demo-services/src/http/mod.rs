@@ -100,32 +100,83 @@ impl Job {
         connection: &ConnectionInfo,
     ) -> Response<Body> {
         let path = request.uri().path().to_owned();
-        let method = request.method().clone();
-        let readable = method == Method::GET || method == Method::HEAD;
-        match path.as_str() {
-            "/headers" => routes::headers(request, &self.name, connection).await,
-            "/upload" if method == Method::POST || method == Method::PUT => {
-                streaming::upload(request).await
-            }
-            "/upload" => method_not_allowed("POST, PUT"),
-            _ if !readable => method_not_allowed("GET, HEAD"),
-            "/" => routes::index(&self.name),
-            "/sse" => streaming::sse(&request),
-            "/ws" => websocket::echo(request, &connection.lifetime),
-            "/bytes" => streaming::bytes(&request),
-            "/redirect" => routes::redirect(connection.local_addr),
-            "/target" => routes::target(&self.name),
-            "/delay" => routes::delay(&request).await,
-            "/trailers" => streaming::trailers(),
-            _ => {
-                if let Some(code) = path.strip_prefix("/status/") {
-                    routes::status(code)
-                } else if path.starts_with("/static/") {
-                    routes::static_file(&path, &self.name)
-                } else {
-                    body::text(StatusCode::NOT_FOUND, format!("not found: {path}\n"))
-                }
-            }
+        let route = Route::parse(&path);
+        if !route.allows(request.method()) {
+            return method_not_allowed(route.allowed_methods());
+        }
+        match route {
+            Route::Index => routes::index(&self.name),
+            Route::Headers => routes::headers(request, &self.name, connection).await,
+            Route::Sse => streaming::sse(&request),
+            Route::WebSocket => websocket::echo(request, &connection.lifetime),
+            Route::Bytes => streaming::bytes(&request),
+            Route::Upload => streaming::upload(request).await,
+            Route::Redirect => routes::redirect(connection.local_addr),
+            Route::Target => routes::target(&self.name),
+            Route::Delay => routes::delay(&request).await,
+            Route::Status(code) => routes::status(code),
+            Route::Static => routes::static_file(&path, &self.name),
+            Route::Trailers => streaming::trailers(),
+            Route::NotFound => body::text(StatusCode::NOT_FOUND, format!("not found: {path}\n")),
+        }
+    }
+}
+
+/// The endpoint a request path names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Index,
+    Headers,
+    Sse,
+    WebSocket,
+    Bytes,
+    Upload,
+    Redirect,
+    Target,
+    Delay,
+    /// `/status/<code>`, with the unparsed code.
+    Status(&'a str),
+    Static,
+    Trailers,
+    NotFound,
+}
+
+impl<'a> Route<'a> {
+    fn parse(path: &'a str) -> Self {
+        match path {
+            "/" => Route::Index,
+            "/headers" => Route::Headers,
+            "/sse" => Route::Sse,
+            "/ws" => Route::WebSocket,
+            "/bytes" => Route::Bytes,
+            "/upload" => Route::Upload,
+            "/redirect" => Route::Redirect,
+            "/target" => Route::Target,
+            "/delay" => Route::Delay,
+            "/trailers" => Route::Trailers,
+            _ => match path.strip_prefix("/status/") {
+                Some(code) => Route::Status(code),
+                None if path.starts_with("/static/") => Route::Static,
+                None => Route::NotFound,
+            },
+        }
+    }
+
+    /// The `Allow` header value of the route.
+    fn allowed_methods(self) -> &'static str {
+        match self {
+            Route::Headers | Route::NotFound => "*",
+            Route::Upload => "POST, PUT",
+            _ => "GET, HEAD",
+        }
+    }
+
+    fn allows(self, method: &Method) -> bool {
+        match self {
+            // The echo answers any method; unknown paths answer 404 whatever the method.
+            Route::Headers | Route::NotFound => true,
+            Route::Upload => method == Method::POST || method == Method::PUT,
+            _ => method == Method::GET || method == Method::HEAD,
         }
     }
 }
@@ -145,7 +196,7 @@ fn query_param<'a, B>(request: &'a Request<B>, name: &str) -> Option<&'a str> {
         .uri()
         .query()?
         .split('&')
-        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
         .find(|(key, _)| *key == name)
         .map(|(_, value)| value)
 }
@@ -170,5 +221,39 @@ fn numeric_param<B>(request: &Request<B>, name: &str, default: u64) -> Result<u6
                 "query parameter `{name}` must be a non-negative integer, got `{raw}`\n"
             ))
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str) -> Request<()> {
+        Request::builder()
+            .uri(uri)
+            .body(())
+            .expect("valid test request")
+    }
+
+    #[test]
+    fn query_params_are_found_by_name() {
+        let with_query = request("/sse?count=3&flag&interval_ms=20");
+        assert_eq!(query_param(&with_query, "count"), Some("3"));
+        assert_eq!(query_param(&with_query, "flag"), Some(""));
+        assert_eq!(numeric_param(&with_query, "interval_ms", 1).ok(), Some(20));
+        assert_eq!(numeric_param(&with_query, "missing", 7).ok(), Some(7));
+        assert!(numeric_param(&with_query, "flag", 7).is_err());
+        assert_eq!(query_param(&request("/sse"), "count"), None);
+    }
+
+    #[test]
+    fn routes_are_parsed_from_paths_and_check_methods() {
+        assert_eq!(Route::parse("/status/418"), Route::Status("418"));
+        assert_eq!(Route::parse("/static/a/b.css"), Route::Static);
+        assert_eq!(Route::parse("/headers/x"), Route::NotFound);
+        assert!(Route::Upload.allows(&Method::PUT));
+        assert!(!Route::Upload.allows(&Method::GET));
+        assert!(!Route::Sse.allows(&Method::POST));
+        assert!(Route::NotFound.allows(&Method::DELETE));
     }
 }
