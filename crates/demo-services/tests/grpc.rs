@@ -149,3 +149,44 @@ async fn tonic_client_sees_the_job_and_its_metadata() {
         Some("test")
     );
 }
+
+#[tokio::test]
+async fn reflection_v1_lists_the_services() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let job = spawn_grpc("g3").await;
+    let channel = tonic::transport::Endpoint::from_shared(job.url())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = client
+        .server_reflection_info(futures_util::stream::iter([request]))
+        .await
+        .expect("reflection call")
+        .into_inner();
+    let reply = replies.next().await.expect("one reply").expect("reply");
+    let Some(MessageResponse::ListServicesResponse(listed)) = reply.message_response else {
+        panic!("unexpected reflection reply: {reply:?}");
+    };
+    let names: Vec<&str> = listed
+        .service
+        .iter()
+        .map(|service| service.name.as_str())
+        .collect();
+    for service in [
+        "helloworld.Greeter",
+        "demo.Inspect",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(names.contains(&service), "{service} missing from {names:?}");
+    }
+}
