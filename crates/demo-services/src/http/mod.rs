@@ -7,7 +7,7 @@
 //! | `GET /` | a small page saying `demo job <name>` |
 //! | `* /headers` | JSON: method, uri, version, the request headers, the body length, addresses |
 //! | `GET /sse?count=N&interval_ms=M` | `text/event-stream`, N events `data: <i>` (i from 0), M ms apart |
-//! | `GET /ws` | WebSocket echo |
+//! | `GET /ws` | WebSocket echo (HTTP/1.1 upgrade) |
 //! | `GET /bytes?size=N` | N bytes of [`pattern_byte`](crate::pattern_byte), with `Content-Length` |
 //! | `POST /upload` (or `PUT`) | JSON `{"bytes": n, "sha256": "<hex>"}` of the streamed request body |
 //! | `GET /redirect` | 302 to `http://<local ip:port of the connection>/target` |
@@ -16,9 +16,10 @@
 //! | `GET /status/N` | status N |
 //! | `GET /static/...` | 200 text naming the path |
 //! | `GET /trailers` | chunked body followed by the trailer `x-demo-trailer: done` |
-//! | anything else | 404 text |
+//! | anything else | 404 text, whatever the method |
 //!
-//! Every response carries `x-demo-job: <name>`.
+//! A known route asked with another method answers 405. Every response carries
+//! `x-demo-job: <name>`.
 
 mod body;
 mod routes;
