@@ -204,12 +204,11 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
         "get" => {
             let (path, _) = path_param_in(shared, p)?;
             let attrs = p.string_list("attributes")?;
-            if let Some(v) = crate::orchid::get(shared, &path, attrs.as_deref())? {
-                return Ok(Output::Structured(v));
-            }
-            Ok(Output::Structured(
-                lock(&shared.cypress).get(&path, attrs.as_deref())?,
-            ))
+            let value = match crate::orchid::get(shared, &path, attrs.as_deref())? {
+                Some(v) => v,
+                None => lock(&shared.cypress).get(&path, attrs.as_deref())?,
+            };
+            Ok(Output::Structured(value_answer(p, value)?))
         }
         "list" => {
             let (path, _) = path_param_in(shared, p)?;
