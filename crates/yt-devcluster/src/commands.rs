@@ -728,7 +728,10 @@ fn list_jobs(shared: &Arc<Shared>, p: &Params) -> Result<Output, YtError> {
     for j in &jobs {
         *state_counts.entry(j.state).or_default() += 1;
     }
-    jobs.retain(|j| !state.as_deref().is_some_and(|s| s != j.state));
+    jobs.retain(|j| match &state {
+        Some(s) => s == j.state,
+        None => true,
+    });
     jobs.sort_by(|a, b| a.start_us.cmp(&b.start_us).then_with(|| a.id.cmp(&b.id)));
     let total = jobs.len();
     let page: Vec<Node> = jobs

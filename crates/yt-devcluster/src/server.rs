@@ -361,7 +361,10 @@ async fn handle_command(
     }
     let descriptor = commands::descriptor(command);
     let body = decode_body(headers, read_body(body).await?)?;
-    let body_is_params = descriptor.map_or(true, |d| d.input_type == "null");
+    let body_is_params = match descriptor {
+        Some(d) => d.input_type == "null",
+        None => true,
+    };
     let params = collect_params(headers, parts.uri.query(), &body, body_is_params)?;
     if descriptor.is_none() {
         return Err(YtError::not_implemented(command));
