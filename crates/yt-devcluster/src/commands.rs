@@ -605,7 +605,7 @@ async fn abort_operation(
         .map(|op| op.running.keys().cloned().collect())
         .unwrap_or_default();
     for job in synthetic_jobs {
-        store.finish_job(&id, &job, "aborted");
+        store.finish_job(&id, &job, "aborted", None);
     }
     store.set_state(&id, target);
     tracing::info!(operation = %id, state = target.as_str(), "operation stopped");

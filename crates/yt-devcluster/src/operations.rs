@@ -178,6 +178,8 @@ pub struct Job {
     pub ports: Vec<u16>,
     pub sandbox: Option<PathBuf>,
     pub pid: Option<i32>,
+    /// Why a failed job failed.
+    pub error: Option<YtError>,
 }
 
 impl Job {
@@ -212,6 +214,9 @@ impl Job {
         ];
         if let Some(f) = self.finish_us {
             m.push(("finish_time".into(), Node::string(ids::format_time(f))));
+        }
+        if let Some(e) = &self.error {
+            m.push(("error".into(), e.to_node()));
         }
         Node::map(m)
     }
@@ -708,11 +713,18 @@ impl OpsStore {
     }
 
     /// Moves a running job to the finished list with the given state.
-    pub fn finish_job(&mut self, op_id: &str, job_id: &str, state: &'static str) {
+    pub fn finish_job(
+        &mut self,
+        op_id: &str,
+        job_id: &str,
+        state: &'static str,
+        error: Option<YtError>,
+    ) {
         self.job_index.remove(job_id);
         if let Some(op) = self.ops.get_mut(op_id) {
             if let Some(mut job) = op.running.remove(job_id) {
                 job.state = state;
+                job.error = error;
                 job.finish_us = Some(ids::now_micros());
                 match state {
                     "completed" => op.completed_jobs += 1,
@@ -922,6 +934,7 @@ pub fn synthetic_operations(
                 ports,
                 sandbox: None,
                 pid: None,
+                error: None,
             };
             op.running.insert(job.id.clone(), job);
             summary.jobs += 1;
