@@ -414,3 +414,87 @@ async fn handle_command(
     }
     Ok(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn parameters_merge_query_header_and_body() {
+        let h = headers(&[
+            ("x-yt-header-format", "<format=text>yson"),
+            ("x-yt-parameters", r#"{path="//from-header";limit=5}"#),
+            ("content-type", "application/x-yt-yson-text"),
+        ]);
+        let p = collect_params(
+            &h,
+            Some("path=%2F%2Fq&user=alice"),
+            b"{state=running}",
+            true,
+        )
+        .unwrap();
+        assert_eq!(p.str("path").unwrap(), "//from-header");
+        assert_eq!(p.str("user").unwrap(), "alice");
+        assert_eq!(p.str("state").unwrap(), "running");
+        assert_eq!(p.i64("limit").unwrap(), Some(5));
+        // A body that is command input is not read as parameters.
+        let p = collect_params(&h, None, b"not yson at all {", false).unwrap();
+        assert!(p.get("state").is_none());
+    }
+
+    #[test]
+    fn json_is_the_default_header_format() {
+        let h = headers(&[(
+            "x-yt-parameters",
+            r#"{"path": "//a", "attributes": ["id"]}"#,
+        )]);
+        let p = collect_params(&h, None, b"", true).unwrap();
+        assert_eq!(p.str("path").unwrap(), "//a");
+        let h = headers(&[("x-yt-parameters", "{path=//a}")]);
+        let err = collect_params(&h, None, b"", true).unwrap_err();
+        assert!(
+            err.message.contains("X-YT-Parameters") && err.message.contains("JSON"),
+            "{}",
+            err.message
+        );
+        assert_eq!(err.status, 400);
+    }
+
+    #[test]
+    fn broken_yson_body_is_a_clear_error() {
+        let h = headers(&[("content-type", "application/x-yt-yson-text")]);
+        let err = collect_params(&h, None, b"{path=", true).unwrap_err();
+        assert!(err.message.contains("request body"), "{}", err.message);
+    }
+
+    #[test]
+    fn bodies_are_decoded() {
+        let h = headers(&[("content-encoding", "br")]);
+        assert!(decode_body(&h, Bytes::from_static(b"x")).is_err());
+        let h = headers(&[("content-encoding", "identity")]);
+        assert_eq!(
+            decode_body(&h, Bytes::from_static(b"x")).unwrap(),
+            Bytes::from_static(b"x")
+        );
+        let h = headers(&[("content-encoding", "gzip")]);
+        assert!(decode_body(&h, Bytes::from_static(b"not gzip at all, really")).is_err());
+    }
+
+    #[test]
+    fn errors_carry_the_header() {
+        let r = error_response(&YtError::resolve("no such node"));
+        assert_eq!(r.status(), 400);
+        let header = r.headers().get("x-yt-error").unwrap().to_str().unwrap();
+        let json: serde_json::Value = serde_json::from_str(header).unwrap();
+        assert_eq!(json["code"], 500);
+        assert_eq!(json["message"], "no such node");
+    }
+}
