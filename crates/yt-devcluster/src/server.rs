@@ -257,10 +257,12 @@ async fn handle_service(
                 serde_json::from_slice(&body)
             };
             match load {
-                Ok(load) => {
-                    let summary = shared.add_synthetic(&load);
-                    json_response(200, &serde_json::to_value(summary).unwrap_or_default())
-                }
+                Ok(load) => match shared.add_synthetic(&load) {
+                    Ok(summary) => {
+                        json_response(200, &serde_json::to_value(summary).unwrap_or_default())
+                    }
+                    Err(e) => error_response(&e),
+                },
                 Err(e) => error_response(&YtError::bad_request(format!("Bad synthetic load: {e}"))),
             }
         }
