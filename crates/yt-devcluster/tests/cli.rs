@@ -299,7 +299,7 @@ async fn quick_start_tracked_and_shutdown_kills_jobs() {
     .await;
     let jobs = wait_two_running(&cluster, &op).await;
     // The CLI keeps tracking (it polls get_operation).
-    wait_for("the CLI to poll", Duration::from_secs(20), || async {
+    wait_for("the CLI to poll", Duration::from_secs(40), || async {
         (cluster
             .request_counts()
             .get("get_operation")
