@@ -600,6 +600,22 @@ async fn errors_are_yt_shaped() {
         .lines()
         .find(|l| l.to_ascii_lowercase().starts_with("x-yt-error:"));
     assert!(err_header.is_some(), "{}", r.headers);
+    let r = curl(&[
+        "-H",
+        "Authorization: OAuth alice-token",
+        "-H",
+        "X-YT-Header-Format: <format=text>yson",
+        "-H",
+        "X-YT-Output-Format: <format=text>yson",
+        &format!("{}/api/v4/get?path=//sys/exec_nodes", cluster.url()),
+    ])
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.starts_with("{\"value\"={\"127.0.0.1:9012\"=#;"),
+        "{}",
+        r.body
+    );
     let r = api(&cluster, "alice-token", "get", "path=//home/missing").await;
     assert_eq!(r.json()["code"], 500);
     let r = api(&cluster, "alice-token", "list_operations", "limit=lots").await;
@@ -709,6 +725,23 @@ async fn knobs_and_request_counts() {
     ])
     .await;
     assert_eq!(r.status, 0, "the connection is refused without an answer");
+    cluster.knobs().set(
+        "get_current_user",
+        yt_devcluster::CommandKnob {
+            hang: true,
+            hang_ms: Some(30_000),
+            ..Default::default()
+        },
+    );
+    let hung = curl(&[
+        "--max-time",
+        "1",
+        "-H",
+        "Authorization: OAuth alice-token",
+        &format!("{}/api/v4/get_current_user", cluster.url()),
+    ])
+    .await;
+    assert_eq!(hung.status, 0, "a hung command does not answer in time");
     cluster.knobs().clear();
     let stats = curl(&[&format!("{}/devcluster/stats", cluster.url())])
         .await
