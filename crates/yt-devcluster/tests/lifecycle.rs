@@ -191,3 +191,22 @@ async fn binary_with_users_file_and_sigterm() {
     assert!(status.success(), "{status:?}");
     assert!(!alive(pid), "the job died with the cluster");
 }
+
+/// The cluster has its own runtime: a single-threaded test may block on the CLI.
+#[tokio::test]
+async fn blocking_callers_on_a_current_thread_runtime() {
+    let cluster = start(None).await;
+    let out = std::process::Command::new(test_support::tool("yt"))
+        .args(["list", "/"])
+        .env("YT_PROXY", cluster.url())
+        .env("YT_TOKEN", "root-token")
+        .output()
+        .expect("yt runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("home"));
+    drop(cluster);
+}
