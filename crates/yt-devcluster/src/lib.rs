@@ -22,7 +22,7 @@ mod server;
 pub use auth::{demo_users, UserSpec, UsersError};
 pub use error::YtError;
 pub use ids::{format_time, is_yt_id, parse_time};
-pub use knobs::{CommandKnob, Knobs};
+pub use knobs::{CommandKnob, Fault, Knobs};
 pub use operations::{node_address, SyntheticLoad, SyntheticSummary, NODE_PORT};
 
 use anyhow::Context;
