@@ -210,6 +210,29 @@ async fn routes_http1_and_h2c_balances_and_rewrites() {
     assert_eq!(seen["headers"]["host"], format!("{domain}:{port}"));
     assert_eq!(seen["version"], "HTTP/1.1");
 
+    // Trailers pass: to HTTP/1.1 callers that ask (TE: trailers), and to HTTP/2 callers.
+    let (code, text) = curl(&[
+        "--raw",
+        "-H",
+        "TE: trailers",
+        "-H",
+        &host_header,
+        &env.url("/trailers"),
+    ])
+    .await;
+    assert_eq!(code, 200);
+    assert!(text.contains("x-demo-trailer: done"), "{text}");
+    let (code, text) = curl(&[
+        "-i",
+        "--http2-prior-knowledge",
+        "-H",
+        &id_header,
+        &env.url("/trailers"),
+    ])
+    .await;
+    assert_eq!(code, 200);
+    assert!(text.contains("x-demo-trailer: done"), "{text}");
+
     // A redirect to the job's own address comes back on the service domain.
     let (code, text) = curl(&["-i", "-H", &host_header, &env.url("/redirect")]).await;
     assert_eq!(code, 302);
@@ -862,4 +885,62 @@ fn invalid_configurations_are_refused_with_a_clear_message() {
     );
     let (ok, err) = run(&["--base-domain", BASE, "--auth-enabled=false"]);
     assert!(!ok && err.contains("nothing to route"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_disconnected() {
+    let job = spawn_http("timeouts").await;
+    let svc = Svc {
+        op: "op-timeouts",
+        protocol: "http",
+        endpoints: vec![addr(&job)],
+    };
+    let env = start(
+        std::slice::from_ref(&svc),
+        &["--header-read-timeout", "500ms", "--idle-timeout", "700ms"],
+    );
+    let closed_within = |mut s: tokio::net::TcpStream, limit: Duration| async move {
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(limit, s.read_to_end(&mut buf)).await;
+        (
+            read.is_ok(),
+            started.elapsed(),
+            String::from_utf8_lossy(&buf).to_string(),
+        )
+    };
+
+    // A client that never finishes its request head.
+    let mut slow = tokio::net::TcpStream::connect(env.proxy.plain)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: ")
+        .await
+        .expect("write");
+    let (closed, after, _) = closed_within(slow, Duration::from_secs(3)).await;
+    assert!(closed, "slow client not disconnected (waited {after:?})");
+
+    // An idle keep-alive connection (HTTP/1.1 here; the same watchdog covers HTTP/2). The
+    // header read timeout also runs while HTTP/1.1 waits for the next request: make it longer
+    // so this is the idle timeout at work.
+    let env = start(
+        std::slice::from_ref(&svc),
+        &["--header-read-timeout", "10s", "--idle-timeout", "700ms"],
+    );
+    let mut idle = tokio::net::TcpStream::connect(env.proxy.plain)
+        .await
+        .expect("connect");
+    idle.write_all(
+        format!(
+            "GET / HTTP/1.1\r\nHost: {}\r\nx-yt-taskproxy-id: {}\r\n\r\n",
+            svc.domain(),
+            svc.hash()
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let (closed, after, text) = closed_within(idle, Duration::from_secs(3)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(closed, "idle connection kept open (waited {after:?})");
 }
