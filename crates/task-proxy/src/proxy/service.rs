@@ -171,7 +171,8 @@ impl Pipeline {
         let caller = CallerKind::of(req.headers());
 
         // Route.
-        let key = {
+        let backend = {
+            let snapshot = self.shared.table.current();
             let ids = req
                 .headers()
                 .get_all(X_YT_TASKPROXY_ID)
@@ -184,22 +185,18 @@ impl Pipeline {
                     .get(http::header::HOST)
                     .and_then(|h| h.to_str().ok()),
             };
-            route_key(ids, host, self.shared.table.load().base_domain())
-        };
-        let key = match key {
-            Ok(k) => k,
-            Err(e) => {
-                self.shared.metrics.count_unrouted(Unrouted::BadRequest);
-                return Ok(local_answer(
-                    caller,
-                    StatusCode::BAD_REQUEST,
-                    &e.to_string(),
-                    None,
-                ));
-            }
-        };
-        let backend = {
-            let snapshot = self.shared.table.load();
+            let key = match route_key(ids, host, snapshot.base_domain()) {
+                Ok(k) => k,
+                Err(e) => {
+                    self.shared.metrics.count_unrouted(Unrouted::BadRequest);
+                    return Ok(local_answer(
+                        caller,
+                        StatusCode::BAD_REQUEST,
+                        &e.to_string(),
+                        None,
+                    ));
+                }
+            };
             match snapshot.get(&key) {
                 Some(route) => self.shared.balancer.backend(route),
                 None => {
