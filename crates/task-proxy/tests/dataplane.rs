@@ -287,7 +287,17 @@ async fn grpc_unary_streaming_and_reflection_through_grpcurl() {
         protocol: "grpc",
         endpoints: vec![addr(&a), addr(&b)],
     };
-    let env = start(std::slice::from_ref(&svc), &[]);
+    let dead = Svc {
+        op: "op-grpc-dead",
+        protocol: "grpc",
+        endpoints: vec!["127.0.0.1:1".into()],
+    };
+    let env = start(&[svc, dead], &[]);
+    let svc = Svc {
+        op: "op-grpc",
+        protocol: "grpc",
+        endpoints: vec![],
+    };
     let target = env.proxy.plain.to_string();
     let domain = svc.domain();
     let grpcurl = |args: Vec<String>| async move {
@@ -366,9 +376,27 @@ async fn grpc_unary_streaming_and_reflection_through_grpcurl() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let (ok, out) = grpcurl(args).await;
+    let (ok, out) = grpcurl(args.clone()).await;
     assert!(
         !ok && out.contains("NotFound") && out.contains("no such task"),
+        "{out}"
+    );
+
+    // No job reachable: Unavailable, naming the service.
+    let dead_authority = format!("{}.{BASE}", service_hash("op-grpc-dead", "task", "svc"));
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("0badf00d") {
+                dead_authority.clone()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let (ok, out) = grpcurl(args).await;
+    assert!(
+        !ok && out.contains("Unavailable") && out.contains("no healthy job"),
         "{out}"
     );
 }
@@ -623,6 +651,7 @@ async fn killing_a_job_under_load_loses_no_request() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let doomed_addr = addr(&b);
     drop(b); // The job dies: its listener and connections close.
     let mut failures = Vec::new();
     let mut by_job = std::collections::HashMap::<String, usize>::new();
@@ -637,8 +666,19 @@ async fn killing_a_job_under_load_loses_no_request() {
     assert!(failures.is_empty(), "lost requests: {failures:?}");
     assert_eq!(by_job.values().sum::<usize>(), clients * per_client);
     assert!(by_job.get("doomed").copied().unwrap_or(0) > 0);
+    // The dead job was ejected (failures are counted until a connection succeeds again).
     let (_, services) = env.proxy.admin_get("/services");
-    assert!(services.contains("\"healthy\": false"), "{services}");
+    let services: serde_json::Value = serde_json::from_str(&services).expect("services json");
+    let endpoints = services["services"][0]["endpoints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let dead = endpoints
+        .iter()
+        .find(|e| e["address"] == doomed_addr.as_str())
+        .expect("dead endpoint listed");
+    assert!(dead["consecutive_failures"].as_u64() >= Some(1), "{dead}");
+    assert!(dead["ejections"].as_u64() >= Some(1), "{dead}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -658,7 +698,33 @@ async fn dead_and_slow_jobs_give_502_and_504() {
         protocol: "http",
         endpoints: vec![addr(&slow)],
     };
-    let env = start(&[dead, slow_svc], &["--upstream-response-timeout", "500ms"]);
+    let mixed = Svc {
+        op: "op-mixed",
+        protocol: "http",
+        endpoints: vec![format!("127.0.0.1:{dead_port}"), addr(&slow)],
+    };
+    let env = start(
+        &[dead, slow_svc, mixed],
+        &["--upstream-response-timeout", "500ms"],
+    );
+
+    // A connect failure is safe for any method: POSTs with bodies go to the live job.
+    let mixed = format!(
+        "x-yt-taskproxy-id: {}",
+        service_hash("op-mixed", "task", "svc")
+    );
+    for _ in 0..6 {
+        let (code, text) = curl(&[
+            "-H",
+            &mixed,
+            "--data-binary",
+            "payload",
+            &env.url("/upload"),
+        ])
+        .await;
+        assert_eq!(code, 200, "{text}");
+        assert!(text.contains("\"bytes\":7"), "{text}");
+    }
     let dead = service_hash("op-dead", "task", "svc");
     let started = Instant::now();
     let (code, text) = curl(&["-H", &format!("x-yt-taskproxy-id: {dead}"), &env.url("/")]).await;
