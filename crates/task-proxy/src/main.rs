@@ -183,7 +183,14 @@ fn serve(config: Config) -> anyhow::Result<()> {
         follower.abort();
         // Workers stop accepting at once and exit when drained (or at the drain timeout);
         // the admin listener stays up meanwhile, saying "draining" on /readyz.
-        let _ = tokio::task::spawn_blocking(move || data_plane.join()).await;
+        let drained = tokio::task::spawn_blocking(move || data_plane.join());
+        tokio::select! {
+            _ = drained => {}
+            _ = wait_for_signal() => {
+                tracing::warn!("second signal: exiting without waiting for the drain");
+                std::process::exit(1);
+            }
+        }
         admin_stop.cancel();
         let _ = admin_task.await;
         anyhow::Ok(())
