@@ -783,7 +783,11 @@ async fn bad_input_is_answered_cleanly() {
         answer.starts_with("HTTP/1.0 400") || answer.starts_with("HTTP/1.1 400"),
         "{answer}"
     );
-    let answer = raw(proxy, b"GET / HTTP/1.1\r\nHost: \xff\xfe.tp.test\r\n\r\n").await;
+    let answer = raw(
+        proxy,
+        b"GET / HTTP/1.1\r\nHost: \xff\xfe.tp.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(answer.contains(" 400 "), "{answer}");
     let answer = raw(
         proxy,
@@ -791,6 +795,14 @@ async fn bad_input_is_answered_cleanly() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    let answer = raw(
+        proxy,
+        format!("CONNECT {domain}:443 HTTP/1.1\r\nHost: {domain}:443\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
 
     // The connection cap: beyond 3 open connections, a new one gets 503 and is closed; the
     // open ones go on working.

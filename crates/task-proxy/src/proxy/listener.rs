@@ -233,7 +233,7 @@ async fn serve_connection<I>(worker: Arc<Worker>, io: I, peer: SocketAddr, schem
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+    let peer_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let activity = ConnActivity::new();
     let ctx = Arc::new(ConnContext {

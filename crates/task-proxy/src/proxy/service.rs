@@ -170,6 +170,22 @@ impl Pipeline {
         let active = conn.activity.begin();
         let caller = CallerKind::of(req.headers());
 
+        // The proxy is not a forward proxy: CONNECT names no service path to forward.
+        if req.method() == Method::CONNECT {
+            self.shared.metrics.count_unrouted(Unrouted::BadRequest);
+            let mut answer = local_answer(
+                caller,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported",
+                None,
+            );
+            answer.headers_mut().insert(
+                http::header::ALLOW,
+                http::HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+            return Ok(answer);
+        }
+
         // Route.
         let backend = {
             let snapshot = self.shared.table.current();
