@@ -434,6 +434,29 @@ async fn websocket_echo_and_sse_stream_through_the_proxy() {
     }
     ws.close(None).await.expect("close");
 
+    // The same with Python's `websockets`, routed by x-yt-taskproxy-id.
+    let script = r#"
+import sys
+from websockets.sync.client import connect
+with connect(sys.argv[1], additional_headers={"x-yt-taskproxy-id": sys.argv[2]}, open_timeout=10) as ws:
+    for text in ["ping", "pong" * 1000]:
+        ws.send(text)
+        assert ws.recv(timeout=10) == text
+print("ok")
+"#;
+    let out = Command::new(tool("python3"))
+        .args(["-c", script])
+        .arg(format!("ws://{}/ws", env.proxy.plain))
+        .arg(svc.hash())
+        .output()
+        .await
+        .expect("python3");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // SSE: events arrive one by one, as the job sends them (not buffered to the end).
     let mut child = Command::new(tool("curl"))
         .args(["-sS", "-N", "-H", &format!("Host: {}", svc.domain())])
