@@ -801,6 +801,20 @@ async fn bad_input_is_answered_cleanly() {
 
     let answer = raw(proxy, b"THIS IS NOT HTTP\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // HTTP/1.0 without Host, routed by header: the job gets the service domain as Host.
+    let answer = raw(
+        proxy,
+        format!(
+            "GET /headers HTTP/1.0\r\nx-yt-taskproxy-id: {}\r\n\r\n",
+            svc.hash()
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(
+        answer.contains(&format!("\"host\":\"{domain}\"")),
+        "{answer}"
+    );
     let answer = raw(proxy, b"GET / HTTP/1.0\r\n\r\n").await;
     assert!(
         answer.starts_with("HTTP/1.0 400") || answer.starts_with("HTTP/1.1 400"),

@@ -253,7 +253,10 @@ impl Pipeline {
         }
 
         // Forward.
-        let host = forward::client_host(&parts);
+        // Without a Host (an HTTP/1.0 caller routed by x-yt-taskproxy-id), the job sees the
+        // service domain: HTTP/1.1 requires a Host, and redirects then point at the service.
+        let host = forward::client_host(&parts)
+            .or_else(|| http::HeaderValue::from_str(&backend.route.domain).ok());
         let client_upgrade = if is_upgrade {
             parts.extensions.remove::<OnUpgrade>()
         } else {
