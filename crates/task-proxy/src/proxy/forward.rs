@@ -249,6 +249,8 @@ mod tests {
             "keep-alive",
             "upgrade",
             "proxy-authorization",
+            "proxy",
+            "proxy-connection",
         ] {
             assert!(!h.contains_key(gone), "{gone}");
         }
