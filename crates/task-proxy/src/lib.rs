@@ -5,6 +5,10 @@
 //! [`routing::RoutingSnapshot`] and publishes it in the [`routing::RoutingTable`]; the data plane
 //! reads the current snapshot for each request, asks [`auth::Gate`] to admit it, and forwards it.
 
+pub mod admin;
 pub mod answer;
 pub mod auth;
+pub mod config;
+pub mod proxy;
 pub mod routing;
+pub mod source;
