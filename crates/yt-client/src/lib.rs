@@ -336,9 +336,16 @@ impl YtClient {
     ) -> Result<Vec<Result<Node, YtError>>, Error> {
         let chunk_size = self.inner.config.batch_chunk_size.max(1);
         let concurrency = concurrency.max(1);
-        let chunks: Vec<&[BatchRequest]> = requests.chunks(chunk_size).collect();
+        // Owned chunks and a cloned client keep the future `Send` for any caller (borrowing
+        // closures in stream combinators trip rustc's higher-ranked `Send` inference).
+        let chunks: Vec<Vec<BatchRequest>> =
+            requests.chunks(chunk_size).map(<[_]>::to_vec).collect();
+        let client = self.clone();
         let results: Vec<Result<Vec<Result<Node, YtError>>, Error>> = stream::iter(chunks)
-            .map(|chunk| self.execute_batch_chunk(chunk, concurrency))
+            .map(move |chunk| {
+                let client = client.clone();
+                async move { client.execute_batch_chunk(&chunk, concurrency).await }
+            })
             .buffered(PARALLEL_BATCH_CHUNKS)
             .collect()
             .await;

@@ -395,8 +395,17 @@ async fn fetch_jobs(
     } else {
         direct.extend(ids);
     }
+    // Owned ids and a cloned client keep the pass future `Send`.
+    let direct: Vec<String> = direct.into_iter().map(str::to_string).collect();
+    let owned_client = client.clone();
     let listed: Vec<(String, Result<Vec<Job>, Error>)> = stream::iter(direct)
-        .map(|id| async move { (id.to_string(), client.list_jobs(id, Some("running")).await) })
+        .map(move |id| {
+            let client = owned_client.clone();
+            async move {
+                let jobs = client.list_jobs(&id, Some("running")).await;
+                (id, jobs)
+            }
+        })
         .buffer_unordered(settings.concurrency.max(1))
         .collect()
         .await;
