@@ -101,13 +101,24 @@ impl YtClient {
     /// again (and are deduplicated by id) instead of being skipped, whether the server's cursor
     /// is inclusive or exclusive. Listing ends at a short page that is not `incomplete`.
     pub async fn list_running_operations(&self, attributes: &[&str]) -> Result<Vec<Node>, Error> {
+        self.list_running_operations_paged(attributes, self.inner.config.page_size)
+            .await
+    }
+
+    /// [`YtClient::list_running_operations`] with pages of `page_size` (the real cluster
+    /// accepts up to 1000; a server that caps lower must say `incomplete`).
+    pub async fn list_running_operations_paged(
+        &self,
+        attributes: &[&str],
+        page_size: u32,
+    ) -> Result<Vec<Node>, Error> {
         let mut attrs: Vec<String> = attributes.iter().map(|a| a.to_string()).collect();
         for needed in ["id", "start_time"] {
             if !attrs.iter().any(|a| a == needed) {
                 attrs.push(needed.to_string());
             }
         }
-        let page_size = self.inner.config.page_size.max(1);
+        let page_size = page_size.max(1);
         let mut seen: HashSet<String> = HashSet::new();
         let mut out = Vec::new();
         let mut cursor: Option<time::Instant> = None;

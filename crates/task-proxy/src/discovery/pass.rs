@@ -30,6 +30,8 @@ pub struct PassSettings {
     pub concurrency: usize,
     /// Server-side parallelism asked of each `execute_batch` call.
     pub batch_concurrency: usize,
+    /// Operations per `list_operations` page.
+    pub list_page_size: u32,
 }
 
 /// What one pass found.
@@ -89,7 +91,9 @@ impl ClusterView {
         client: &YtClient,
         settings: &PassSettings,
     ) -> Result<PassResult, Error> {
-        let listed = client.list_running_operations(LIST_ATTRIBUTES).await?;
+        let listed = client
+            .list_running_operations_paged(LIST_ATTRIBUTES, settings.list_page_size)
+            .await?;
         let mut result = PassResult {
             operations_seen: listed.len(),
             ..PassResult::default()
