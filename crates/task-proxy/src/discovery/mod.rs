@@ -324,3 +324,37 @@ impl Discovery {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn the_loop_can_be_spawned() {
+        // `tokio::spawn` needs the loop's future to be `Send`; this fails to compile otherwise.
+        let client = YtClient::new(yt_client::ClientConfig::new("127.0.0.1:1")).unwrap();
+        let discovery = Discovery::new(client, DiscoveryConfig::new("tp.test"));
+        let table = Arc::new(RoutingTable::new("tp.test"));
+        let run = discovery.run(table, std::future::ready(()));
+        assert_send(&run);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_cluster_fails_the_pass_and_publishes_nothing() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap();
+        let mut config = yt_client::ClientConfig::new(closed.to_string());
+        config.max_retries = 0;
+        let client = YtClient::new(config).unwrap();
+        let mut discovery = Discovery::new(client, DiscoveryConfig::new("tp.test"));
+        let table = RoutingTable::new("tp.test");
+        let report = discovery.run_pass(&table).await;
+        assert!(!report.succeeded());
+        assert_eq!(report.requests, 1);
+        assert!(!table.is_loaded());
+        assert_eq!(discovery.last_pass(), Some(report));
+    }
+}

@@ -60,7 +60,13 @@ pub struct ClusterView {
     warned: HashMap<String, HashSet<String>>,
     /// Whether `list_jobs` works inside `execute_batch` (`None`: not tried yet).
     batch_list_jobs: Option<bool>,
+    /// Passes since batching `list_jobs` was found not to work (it is tried again now and then,
+    /// in case that was a fluke).
+    passes_without_batching: u32,
 }
+
+/// Passes after which batching `list_jobs` is tried again when it once failed.
+const BATCH_REPROBE_PASSES: u32 = 100;
 
 struct VanillaOp {
     info: OperationInfo,
@@ -162,6 +168,13 @@ impl ClusterView {
         } = vanilla;
         if batch_list_jobs.is_some() {
             self.batch_list_jobs = batch_list_jobs;
+        }
+        if self.batch_list_jobs == Some(false) {
+            self.passes_without_batching += 1;
+            if self.passes_without_batching >= BATCH_REPROBE_PASSES {
+                self.batch_list_jobs = None;
+                self.passes_without_batching = 0;
+            }
         }
         for (id, layout) in layouts_fetched {
             self.layouts.insert(id, layout);
@@ -315,27 +328,56 @@ async fn fetch_layouts(
         }
     };
     let mut layouts = Vec::new();
-    let mut errors = 0;
+    let mut retry: Vec<String> = Vec::new();
     for (id, result) in ids.iter().zip(results) {
         match result {
+            Ok(node) => layouts.push((id.to_string(), layout_from_operation(id, &node))),
+            Err(error) => {
+                tracing::debug!(operation_id = id, %error, "discovery: batched get_operation failed; asking directly");
+                retry.push(id.to_string());
+            }
+        }
+    }
+    // Items the batch could not answer (a cluster that does not batch get_operation, say):
+    // one request each, bounded.
+    let owned_client = client.clone();
+    let direct: Vec<(String, Result<Node, Error>)> = stream::iter(retry)
+        .map(move |id| {
+            let client = owned_client.clone();
+            async move {
+                let node = client.get_operation(&id, &["spec"]).await;
+                (id, node)
+            }
+        })
+        .buffer_unordered(settings.concurrency.max(1))
+        .collect()
+        .await;
+    let mut errors = 0;
+    for (id, result) in direct {
+        match result {
             Ok(node) => {
-                let spec = node.get("spec").unwrap_or(&node);
-                let layout = match TaskLayout::from_spec(spec) {
-                    Ok(layout) => Some(layout),
-                    Err(reason) => {
-                        tracing::warn!(operation_id = id, %reason, "discovery: unusable spec; tasks are taken from running jobs");
-                        None
-                    }
-                };
-                layouts.push((id.to_string(), layout));
+                let layout = layout_from_operation(&id, &node);
+                layouts.push((id, layout));
             }
             Err(error) => {
                 errors += 1;
-                tracing::debug!(operation_id = id, %error, "discovery: cannot read the operation spec");
+                tracing::debug!(operation_id = %id, %error, "discovery: cannot read the operation spec");
             }
         }
     }
     (layouts, errors)
+}
+
+/// The task layout in a `get_operation` answer; `None` (logged) when its spec is unusable.
+fn layout_from_operation(id: &str, operation: &Node) -> Option<TaskLayout> {
+    let spec = operation.get("spec").unwrap_or(operation);
+    match TaskLayout::from_spec(spec) {
+        Ok(layout) => Some(layout),
+        Err(reason) => {
+            tracing::warn!(operation_id = id, %reason, "discovery: unusable spec; tasks are taken from running jobs");
+            None
+        }
+    }
 }
 
 /// Running jobs of each operation: batched `list_jobs` when the cluster allows it, otherwise one
