@@ -644,3 +644,57 @@ async fn services_table_is_readable_with_the_cli() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_passes_send_few_requests() {
+    let cluster = cluster().await;
+    let load = cluster.add_synthetic_operations(yt_devcluster::SyntheticLoad {
+        operations: 150,
+        jobs_per_operation: 3,
+        ports_per_job: 2,
+        ..yt_devcluster::SyntheticLoad::default()
+    });
+    cluster.add_synthetic_operations(yt_devcluster::SyntheticLoad {
+        operations: 300,
+        jobs_per_operation: 0,
+        task_proxy: false,
+        ..yt_devcluster::SyntheticLoad::default()
+    });
+    let table = RoutingTable::new(BASE);
+    let mut discovery = discovery(&cluster);
+    let cold = discovery.run_pass(&table).await;
+    assert!(cold.succeeded(), "{cold:?}");
+    assert_eq!((cold.operations_seen, cold.operations_exposing), (450, 150));
+    assert_eq!((cold.services, cold.endpoints, cold.jobs), (300, 900, 450));
+    // Specs (150, in 2 batches), jobs (150, in 2 batches), ports (450, in 5 batches).
+    assert_eq!(
+        cold.requests_by_command.get("execute_batch"),
+        Some(&9),
+        "{cold:?}"
+    );
+    assert_eq!(cold.requests_by_command.get("list_operations"), Some(&1));
+    assert!(cold.table_written);
+    let steady = discovery.run_pass(&table).await;
+    assert!(steady.succeeded());
+    assert!(
+        !steady.published && !steady.table_written,
+        "nothing changed"
+    );
+    assert_eq!(steady.endpoints, 900);
+    let expected: std::collections::BTreeMap<String, u64> = [
+        ("execute_batch".to_string(), 2),
+        ("list_operations".to_string(), 1),
+    ]
+    .into();
+    assert_eq!(
+        steady.requests_by_command, expected,
+        "only the listing and the jobs"
+    );
+    assert_eq!(steady.requests, 3);
+    let first = load.first_operation_id.unwrap();
+    assert!(table
+        .load()
+        .get(&service_hash(&first, "server", "port_1"))
+        .is_some_and(|r| r.endpoints.len() == 3));
+    cluster.shutdown().await;
+}

@@ -52,8 +52,8 @@ pub struct PassResult {
 pub struct ClusterView {
     /// Operation -> its tasks and port counts (`None`: its spec is unusable).
     layouts: HashMap<String, Option<TaskLayout>>,
-    /// Job -> its ports (a job keeps its ports for life).
-    job_ports: HashMap<String, Vec<u16>>,
+    /// Job -> its operation and ports (a job keeps its ports for life).
+    job_ports: HashMap<String, (String, Vec<u16>)>,
     /// Operation -> its services in the last pass, kept when a later read fails.
     last_services: HashMap<String, Vec<ServiceSpec>>,
     /// Operation -> reasons already logged (each is logged once per operation).
@@ -179,17 +179,23 @@ impl ClusterView {
         for (id, layout) in layouts_fetched {
             self.layouts.insert(id, layout);
         }
+        // Forget the ports of jobs that are gone, except where this pass could not tell (the
+        // operation's jobs could not be listed).
         let live_jobs: HashSet<&str> = jobs_by_op
             .values()
             .filter_map(|r| r.as_ref().ok())
             .flatten()
             .map(|j| j.id.as_str())
             .collect();
-        self.job_ports
-            .retain(|id, _| live_jobs.contains(id.as_str()));
-        for (job_id, ports) in orchid {
-            self.job_ports.insert(job_id, ports);
-        }
+        let unlisted: HashSet<&str> = jobs_by_op
+            .iter()
+            .filter(|(_, r)| r.is_err())
+            .map(|(id, _)| id.as_str())
+            .collect();
+        self.job_ports.retain(|job_id, (op_id, _)| {
+            live_jobs.contains(job_id.as_str()) || unlisted.contains(op_id.as_str())
+        });
+        self.job_ports.extend(orchid);
         let mut notes: Vec<(String, String)> = Vec::new();
         for op in &vanilla_ops {
             let id = &op.info.id;
@@ -213,7 +219,7 @@ impl ClusterView {
                         job_id: job.id.clone(),
                         task_name: job.task_name.clone(),
                         host: job.host().to_string(),
-                        ports: self.job_ports.get(&job.id)?.clone(),
+                        ports: self.job_ports.get(&job.id)?.1.clone(),
                     })
                 })
                 .collect();
@@ -231,7 +237,14 @@ impl ClusterView {
         }
 
         // SPYT standalone clusters.
-        let (standalone_specs, standalone_notes, standalone_failed) = standalone;
+        let (standalone_found, standalone_notes, standalone_failed) = standalone;
+        let mut standalone_specs: HashMap<String, Vec<ServiceSpec>> = HashMap::new();
+        for spec in standalone_found {
+            standalone_specs
+                .entry(spec.operation_id.clone())
+                .or_default()
+                .push(spec);
+        }
         for op in &standalone_ops {
             let id = &op.info.id;
             if standalone_failed.contains(id) {
@@ -241,11 +254,7 @@ impl ClusterView {
                     .extend(self.last_services.get(id).cloned().unwrap_or_default());
                 continue;
             }
-            let specs: Vec<ServiceSpec> = standalone_specs
-                .iter()
-                .filter(|s| &s.operation_id == id)
-                .cloned()
-                .collect();
+            let specs = standalone_specs.remove(id).unwrap_or_default();
             self.last_services.insert(id.clone(), specs.clone());
             result.specs.extend(specs);
         }
@@ -274,11 +283,11 @@ impl ClusterView {
             fetch_layouts(client, settings, &new_ops),
             fetch_jobs(client, settings, &ids, self.batch_list_jobs),
         );
-        let unknown: Vec<&Job> = jobs
-            .values()
-            .filter_map(|r| r.as_ref().ok())
-            .flatten()
-            .filter(|job| !self.job_ports.contains_key(&job.id))
+        let unknown: Vec<(&str, &Job)> = jobs
+            .iter()
+            .filter_map(|(op, r)| Some((op.as_str(), r.as_ref().ok()?)))
+            .flat_map(|(op, list)| list.iter().map(move |job| (op, job)))
+            .filter(|(_, job)| !self.job_ports.contains_key(&job.id))
             .collect();
         let (ports, orchid_errors) = fetch_job_ports(client, settings, &unknown).await;
         VanillaFetch {
@@ -296,8 +305,8 @@ struct VanillaFetch {
     jobs: HashMap<String, Result<Vec<Job>, Error>>,
     /// Layouts of operations not seen before.
     layouts: Vec<(String, Option<TaskLayout>)>,
-    /// Ports of jobs not seen before.
-    ports: Vec<(String, Vec<u16>)>,
+    /// Ports of jobs not seen before: job -> (operation, ports).
+    ports: Vec<(String, (String, Vec<u16>))>,
     errors: usize,
     /// What was learnt about batching `list_jobs`, if anything.
     batch_list_jobs: Option<bool>,
@@ -464,14 +473,14 @@ async fn fetch_jobs(
 async fn fetch_job_ports(
     client: &YtClient,
     settings: &PassSettings,
-    jobs: &[&Job],
-) -> (Vec<(String, Vec<u16>)>, usize) {
+    jobs: &[(&str, &Job)],
+) -> (Vec<(String, (String, Vec<u16>))>, usize) {
     if jobs.is_empty() {
         return (Vec::new(), 0);
     }
     let requests: Vec<BatchRequest> = jobs
         .iter()
-        .map(|job| BatchRequest::get(job_ports_path(&job.address, &job.id)))
+        .map(|(_, job)| BatchRequest::get(job_ports_path(&job.address, &job.id)))
         .collect();
     let results = match client
         .execute_batch(&requests, settings.batch_concurrency)
@@ -485,12 +494,12 @@ async fn fetch_job_ports(
     };
     let mut out = Vec::with_capacity(jobs.len());
     let mut errors = 0;
-    for (job, result) in jobs.iter().zip(results) {
+    for ((op, job), result) in jobs.iter().zip(results) {
         match result
             .map_err(|e| e.to_string())
             .and_then(|node| vanilla::parse_job_ports(&node))
         {
-            Ok(ports) => out.push((job.id.clone(), ports)),
+            Ok(ports) => out.push((job.id.clone(), (op.to_string(), ports))),
             Err(reason) => {
                 errors += 1;
                 tracing::debug!(job_id = %job.id, address = %job.address, %reason, "discovery: job ports unavailable");
