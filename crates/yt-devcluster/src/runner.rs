@@ -274,6 +274,14 @@ impl Slot {
         for (k, v) in &self.task.environment {
             command.env(k, v);
         }
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // async-signal-safe prctl(2): if the cluster process dies, the job gets SIGKILL.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let files = std::fs::File::create(sandbox.join("stdout"))
             .and_then(|out| Ok((out, std::fs::File::create(sandbox.join("stderr"))?)));
         match files {

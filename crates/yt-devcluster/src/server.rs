@@ -386,14 +386,28 @@ async fn handle_command(
         Encoding::Json => "application/json",
         Encoding::Yson => "application/x-yt-yson-text",
     };
+    let mut response_parameters = None;
     let (bytes, content_type) = match output {
         Output::Structured(node) => (output_encoding.write_document(&node), content_type),
-        Output::Rows(rows) => (output_encoding.write_rows(&rows), content_type),
+        Output::Rows {
+            rows,
+            start_row_index,
+        } => {
+            let parameters = format!(
+                "{{\"start_row_index\"={start_row_index};\"approximate_row_count\"={}}}",
+                rows.len()
+            );
+            response_parameters = HeaderValue::from_str(&parameters).ok();
+            (output_encoding.write_rows(&rows), content_type)
+        }
         Output::Binary(b) => (b, "application/octet-stream"),
         Output::Null => (Vec::new(), "text/plain"),
     };
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(v) = response_parameters {
+        r.headers_mut().insert("x-yt-response-parameters", v);
+    }
     Ok(r)
 }
