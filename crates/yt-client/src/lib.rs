@@ -228,22 +228,16 @@ impl YtClient {
 
     /// The node at `path` (a Cypress or orchid path).
     pub async fn get(&self, path: &str) -> Result<Node, Error> {
-        self.structured(Call::new(
-            "get",
-            Method::Get,
-            vec![param("path", string(path))],
-        ))
-        .await
+        let request = BatchRequest::get(path);
+        self.structured(Call::new("get", Method::Get, request.parameters))
+            .await
     }
 
     /// The names of the children of the map node at `path`.
     pub async fn list(&self, path: &str) -> Result<Vec<String>, Error> {
+        let request = BatchRequest::list(path);
         let node = self
-            .structured(Call::new(
-                "list",
-                Method::Get,
-                vec![param("path", string(path))],
-            ))
+            .structured(Call::new("list", Method::Get, request.parameters))
             .await?;
         list_names("list", &node)
     }
@@ -432,7 +426,13 @@ fn parse_whoami(body: &[u8]) -> Result<String, Error> {
         .ok_or_else(|| Error::Decode("whoami: no \"login\" in the answer".into()))
 }
 
-fn list_names(command: &str, node: &Node) -> Result<Vec<String>, Error> {
+/// The names in a `list` answer: a list, or (API v4 without `return_only_value`) a map
+/// `{"value": [...]}`.
+pub fn list_names(command: &str, node: &Node) -> Result<Vec<String>, Error> {
+    let node = match node.get("value") {
+        Some(value) if node.as_map().is_some_and(|m| m.len() == 1) => value,
+        _ => node,
+    };
     let items = node.as_list().ok_or_else(|| {
         Error::Decode(format!(
             "{command}: expected a list, got {}",
@@ -488,6 +488,8 @@ pub fn jobs_from_list_jobs_output(
 }
 
 fn parse_batch_results(node: &Node, expected: usize) -> Result<Vec<Result<Node, YtError>>, Error> {
+    // API v4 answers `{"results": [...]}`; older versions a bare list.
+    let node = node.get("results").unwrap_or(node);
     let items = node.as_list().ok_or_else(|| {
         Error::Decode(format!(
             "execute_batch: expected a list, got {}",
@@ -534,6 +536,14 @@ mod tests {
         assert!(results[1].as_ref().unwrap_err().is_resolve_error());
         assert!(results[2].as_ref().unwrap().is_entity());
         assert!(parse_batch_results(&node, 2).is_err());
+        let v4 = yson::parse(br#"{"results"=[{"output"=%true;};];}"#).unwrap();
+        assert_eq!(
+            parse_batch_results(&v4, 1).unwrap()[0]
+                .as_ref()
+                .unwrap()
+                .as_bool(),
+            Some(true)
+        );
         assert!(parse_batch_results(&yson::parse(b"{}").unwrap(), 0).is_err());
     }
 
@@ -551,5 +561,9 @@ mod tests {
             vec!["x", "y"]
         );
         assert!(list_names("list", &yson::parse(b"[1]").unwrap()).is_err());
+        assert_eq!(
+            list_names("list", &yson::parse(br#"{"value"=["a"]}"#).unwrap()).unwrap(),
+            vec!["a"]
+        );
     }
 }

@@ -176,14 +176,33 @@ impl BatchRequest {
         }
     }
 
-    /// `get` of a Cypress path (orchid paths included).
+    /// `get` of a Cypress path (orchid paths included). Asks for the bare value
+    /// (`return_only_value`), as API v4 otherwise wraps it in `{"value": ...}`.
     pub fn get(path: impl Into<String>) -> BatchRequest {
-        BatchRequest::new("get", vec![("path".into(), Node::string(path))])
+        BatchRequest::new(
+            "get",
+            vec![
+                ("path".into(), Node::string(path)),
+                (
+                    "return_only_value".into(),
+                    yson::Value::Boolean(true).into(),
+                ),
+            ],
+        )
     }
 
-    /// `list` of a Cypress path.
+    /// `list` of a Cypress path (the bare list, like [`BatchRequest::get`]).
     pub fn list(path: impl Into<String>) -> BatchRequest {
-        BatchRequest::new("list", vec![("path".into(), Node::string(path))])
+        BatchRequest::new(
+            "list",
+            vec![
+                ("path".into(), Node::string(path)),
+                (
+                    "return_only_value".into(),
+                    yson::Value::Boolean(true).into(),
+                ),
+            ],
+        )
     }
 
     /// `get_operation` with the given attributes (all when empty).

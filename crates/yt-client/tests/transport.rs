@@ -149,6 +149,13 @@ async fn light_commands_use_get_with_header_parameters_and_the_robot_token() {
     assert_eq!(get.method, "GET");
     assert_eq!(get.param_str("path").as_deref(), Some("//home/dir/тест"));
     assert_eq!(
+        get.params()
+            .get("return_only_value")
+            .and_then(Node::as_bool),
+        Some(true),
+        "API v4 would wrap the value otherwise"
+    );
+    assert_eq!(
         get.headers.get("authorization").unwrap(),
         "OAuth robot-secret"
     );

@@ -548,13 +548,10 @@ async fn fetch_standalone(
             let Some(result) = results.next() else { break };
             match result {
                 Ok(node) => {
-                    let children: Vec<String> = node
-                        .as_list()
-                        .unwrap_or_default()
-                        .iter()
-                        .filter_map(Node::as_str)
-                        .map(str::to_string)
-                        .collect();
+                    let children = yt_client::list_names("list", &node).unwrap_or_else(|e| {
+                        notes.push((id.clone(), format!("SPYT discovery listing: {e}")));
+                        Vec::new()
+                    });
                     let (spec, warnings) =
                         spyt::standalone_service(id, op.info.start_time.as_deref(), dir, &children);
                     specs.push(spec);
