@@ -99,7 +99,8 @@ impl YtClient {
     /// Pages of [`ClientConfig::page_size`] go to the past from now; each next cursor is the
     /// oldest `start_time` seen plus 1 µs, so operations that share the boundary instant come
     /// again (and are deduplicated by id) instead of being skipped, whether the server's cursor
-    /// is inclusive or exclusive. Listing ends at a short page that is not `incomplete`.
+    /// is inclusive or exclusive. Listing ends when the server says the page is not `incomplete`
+    /// (or, if it does not say, at a short page).
     pub async fn list_running_operations(&self, attributes: &[&str]) -> Result<Vec<Node>, Error> {
         self.list_running_operations_paged(attributes, self.inner.config.page_size)
             .await
@@ -152,7 +153,8 @@ impl YtClient {
                     fresh += 1;
                 }
             }
-            let more = page.incomplete || count >= page_size as usize;
+            // The server's `incomplete` is authoritative; without it, a full page may have more.
+            let more = page.incomplete.unwrap_or(count >= page_size as usize);
             if !more || count == 0 {
                 return Ok(out);
             }

@@ -83,8 +83,8 @@ impl ListOperationsRequest {
 pub struct OperationsPage {
     /// The operations, each a map of the requested attributes.
     pub operations: Vec<Node>,
-    /// The server's "there are more operations than it returned".
-    pub incomplete: bool,
+    /// The server's "there are more operations than it returned" (`None`: it did not say).
+    pub incomplete: Option<bool>,
 }
 
 impl OperationsPage {
@@ -96,10 +96,7 @@ impl OperationsPage {
                 Error::Decode("list_operations: no \"operations\" list in the answer".into())
             })?
             .to_vec();
-        let incomplete = node
-            .get("incomplete")
-            .and_then(Node::as_bool)
-            .unwrap_or(false);
+        let incomplete = node.get("incomplete").and_then(Node::as_bool);
         Ok(OperationsPage {
             operations,
             incomplete,
