@@ -672,3 +672,75 @@ async fn steady_passes_send_few_requests() {
         .is_some_and(|r| r.endpoints.len() == 3));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_collisions_are_resolved_counted_once_and_reported() {
+    // Two service keys whose 8-character hashes collide (a birthday search).
+    let mut seen = std::collections::HashMap::new();
+    let (older_op, newer_op) = (0..200_000u32)
+        .find_map(|i| {
+            let op = format!("op-{i}");
+            seen.insert(service_hash(&op, "t", "s"), op.clone())
+                .map(|previous| (previous, op))
+        })
+        .expect("a collision within 200k keys");
+    let spec = |op: &str, start: &str, port: u16| task_proxy::routing::ServiceSpec {
+        operation_id: op.to_string(),
+        task_name: "t".into(),
+        service: "s".into(),
+        protocol: Protocol::Http,
+        endpoints: vec![task_proxy::routing::Endpoint::new("127.0.0.1", port)],
+        operation_start_time: Some(start.to_string()),
+    };
+    let cluster = cluster().await;
+    let mut config = DiscoveryConfig::new(BASE);
+    config.static_services = vec![
+        spec(&newer_op, "2027-02-01T00:00:00.000000Z", 2),
+        spec(&older_op, "2027-01-01T00:00:00.000000Z", 1),
+    ];
+    let mut discovery = Discovery::new(client(&cluster), config);
+    let status = discovery.status();
+    let table = RoutingTable::new(BASE);
+    for _ in 0..2 {
+        let report = discovery.run_pass(&table).await;
+        assert!(report.succeeded(), "{report:?}");
+        assert_eq!((report.services, report.collisions), (2, 1));
+    }
+    let snapshot = table.load();
+    let short = service_hash(&older_op, "t", "s");
+    assert_eq!(
+        snapshot.get(&short).unwrap().key.operation_id,
+        older_op,
+        "the older keeps the short hash"
+    );
+    let renamed = &snapshot.collisions()[0].renamed_hash;
+    assert_eq!(snapshot.get(renamed).unwrap().key.operation_id, newer_op);
+    // Both domains are in the services table.
+    let rows = yt(
+        &cluster,
+        &[
+            "read-table",
+            "//sys/task_proxies/services",
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    assert!(
+        rows.contains(&format!("{short}.{BASE}")) && rows.contains(&format!("{renamed}.{BASE}")),
+        "{rows}"
+    );
+    let mut registry = prometheus_client::registry::Registry::default();
+    status.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("task_proxy_discovery_hash_collisions 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("task_proxy_discovery_hash_collisions_detected_total 1"),
+        "counted once: {text}"
+    );
+    cluster.shutdown().await;
+}
