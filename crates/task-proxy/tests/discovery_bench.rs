@@ -45,7 +45,7 @@ async fn pass_over_ten_thousand_operations() {
     let client = YtClient::new(ClientConfig::new(cluster.url()).with_token("robot-token")).unwrap();
     let mut config = DiscoveryConfig::new("tp.test");
     config.pass_timeout = Duration::from_secs(60);
-    let mut discovery = Discovery::new(client, config);
+    let mut discovery = Discovery::new(client.clone(), config);
     let table = RoutingTable::new("tp.test");
     for label in ["cold", "steady", "steady"] {
         let report = discovery.run_pass(&table).await;
@@ -65,5 +65,16 @@ async fn pass_over_ten_thousand_operations() {
             report.endpoints
         );
     }
+    // The share of the listing alone (sequential pages).
+    let started = std::time::Instant::now();
+    let listed = client
+        .list_running_operations_paged(task_proxy::discovery::operation::LIST_ATTRIBUTES, 1000)
+        .await
+        .unwrap();
+    println!(
+        "listing alone: {:?} for {} operations",
+        started.elapsed(),
+        listed.len()
+    );
     cluster.shutdown().await;
 }
