@@ -204,12 +204,11 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
         "get" => {
             let (path, _) = path_param_in(shared, p)?;
             let attrs = p.string_list("attributes")?;
-            if let Some(v) = crate::orchid::get(shared, &path, attrs.as_deref())? {
-                return Ok(Output::Structured(v));
-            }
-            Ok(Output::Structured(
-                lock(&shared.cypress).get(&path, attrs.as_deref())?,
-            ))
+            let value = match crate::orchid::get(shared, &path, attrs.as_deref())? {
+                Some(v) => v,
+                None => lock(&shared.cypress).get(&path, attrs.as_deref())?,
+            };
+            Ok(Output::Structured(value_answer(p, value)?))
         }
         "list" => {
             let (path, _) = path_param_in(shared, p)?;
@@ -606,7 +605,7 @@ async fn abort_operation(
         .map(|op| op.running.keys().cloned().collect())
         .unwrap_or_default();
     for job in synthetic_jobs {
-        store.finish_job(&id, &job, "aborted");
+        store.finish_job(&id, &job, "aborted", None);
     }
     store.set_state(&id, target);
     tracing::info!(operation = %id, state = target.as_str(), "operation stopped");
@@ -729,7 +728,10 @@ fn list_jobs(shared: &Arc<Shared>, p: &Params) -> Result<Output, YtError> {
     for j in &jobs {
         *state_counts.entry(j.state).or_default() += 1;
     }
-    jobs.retain(|j| !state.as_deref().is_some_and(|s| s != j.state));
+    jobs.retain(|j| match &state {
+        Some(s) => s == j.state,
+        None => true,
+    });
     jobs.sort_by(|a, b| a.start_us.cmp(&b.start_us).then_with(|| a.id.cmp(&b.id)));
     let total = jobs.len();
     let page: Vec<Node> = jobs

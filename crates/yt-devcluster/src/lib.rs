@@ -163,8 +163,12 @@ impl DevCluster {
         }
     }
 
-    /// Adds operations and jobs without processes (fake ports in the orchid).
-    pub fn add_synthetic_operations(&self, spec: SyntheticLoad) -> SyntheticSummary {
+    /// Adds operations and jobs without processes (fake ports in the orchid). Fails only on an
+    /// unknown `state`.
+    pub fn add_synthetic_operations(
+        &self,
+        spec: SyntheticLoad,
+    ) -> Result<SyntheticSummary, YtError> {
         self.shared.add_synthetic(&spec)
     }
 
