@@ -20,19 +20,23 @@ async fn pass_over_ten_thousand_operations() {
     })
     .await
     .unwrap();
-    let annotated = cluster.add_synthetic_operations(SyntheticLoad {
-        operations: 1_000,
-        jobs_per_operation: 10,
-        task_proxy: true,
-        ports_per_job: 1,
-        ..SyntheticLoad::default()
-    });
-    let plain = cluster.add_synthetic_operations(SyntheticLoad {
-        operations: 9_000,
-        jobs_per_operation: 0,
-        task_proxy: false,
-        ..SyntheticLoad::default()
-    });
+    let annotated = cluster
+        .add_synthetic_operations(SyntheticLoad {
+            operations: 1_000,
+            jobs_per_operation: 10,
+            task_proxy: true,
+            ports_per_job: 1,
+            ..SyntheticLoad::default()
+        })
+        .unwrap();
+    let plain = cluster
+        .add_synthetic_operations(SyntheticLoad {
+            operations: 9_000,
+            jobs_per_operation: 0,
+            task_proxy: false,
+            ..SyntheticLoad::default()
+        })
+        .unwrap();
     assert_eq!(annotated.jobs, 10_000);
     assert_eq!(annotated.operations + plain.operations, 10_000);
     cluster.knobs().set(

@@ -622,18 +622,22 @@ async fn a_failing_or_hanging_cluster_keeps_the_last_table_until_it_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_passes_send_few_requests() {
     let cluster = cluster().await;
-    let load = cluster.add_synthetic_operations(yt_devcluster::SyntheticLoad {
-        operations: 150,
-        jobs_per_operation: 3,
-        ports_per_job: 2,
-        ..yt_devcluster::SyntheticLoad::default()
-    });
-    cluster.add_synthetic_operations(yt_devcluster::SyntheticLoad {
-        operations: 300,
-        jobs_per_operation: 0,
-        task_proxy: false,
-        ..yt_devcluster::SyntheticLoad::default()
-    });
+    let load = cluster
+        .add_synthetic_operations(yt_devcluster::SyntheticLoad {
+            operations: 150,
+            jobs_per_operation: 3,
+            ports_per_job: 2,
+            ..yt_devcluster::SyntheticLoad::default()
+        })
+        .unwrap();
+    cluster
+        .add_synthetic_operations(yt_devcluster::SyntheticLoad {
+            operations: 300,
+            jobs_per_operation: 0,
+            task_proxy: false,
+            ..yt_devcluster::SyntheticLoad::default()
+        })
+        .unwrap();
     let table = RoutingTable::new(BASE);
     let mut discovery = discovery(&cluster);
     let cold = discovery.run_pass(&table).await;

@@ -63,12 +63,14 @@ async fn whoami_with_each_kind_of_credentials() {
 #[tokio::test]
 async fn running_operations_page_and_permissions_follow_the_acl() {
     let cluster = cluster().await;
-    let summary = cluster.add_synthetic_operations(SyntheticLoad {
-        operations: 250,
-        jobs_per_operation: 0,
-        task_proxy: false,
-        ..SyntheticLoad::default()
-    });
+    let summary = cluster
+        .add_synthetic_operations(SyntheticLoad {
+            operations: 250,
+            jobs_per_operation: 0,
+            task_proxy: false,
+            ..SyntheticLoad::default()
+        })
+        .unwrap();
     assert_eq!(summary.operations, 250);
     let client = robot(&cluster);
     cluster.reset_request_counts();
@@ -111,12 +113,14 @@ async fn running_operations_page_and_permissions_follow_the_acl() {
 #[tokio::test]
 async fn jobs_and_their_ports_through_a_batch() {
     let cluster = cluster().await;
-    let summary = cluster.add_synthetic_operations(SyntheticLoad {
-        operations: 1,
-        jobs_per_operation: 230,
-        ports_per_job: 2,
-        ..SyntheticLoad::default()
-    });
+    let summary = cluster
+        .add_synthetic_operations(SyntheticLoad {
+            operations: 1,
+            jobs_per_operation: 230,
+            ports_per_job: 2,
+            ..SyntheticLoad::default()
+        })
+        .unwrap();
     let op = summary.first_operation_id.unwrap();
     let client = robot(&cluster);
     let jobs = client.list_jobs(&op, Some("running")).await.unwrap();
