@@ -163,7 +163,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
             tokio::spawn(file_source.watch(Duration::from_secs(1), shutdown.clone()));
         }
         if let Some(discovery) = discovery {
-            tokio::spawn(discovery.run(table.clone(), shutdown.clone().cancelled_owned()));
+            spawn_discovery(discovery, table.clone(), shutdown.clone())?;
         }
         if let Some((_, tls)) = tls {
             tokio::spawn(tls.watch(Duration::from_secs(1), shutdown.clone()));
@@ -209,6 +209,24 @@ fn serve(config: Config) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs discovery on a thread of its own, so a pass over many operations never stalls the
+/// admin listener or signal handling on the control runtime.
+fn spawn_discovery(
+    discovery: Discovery,
+    table: Arc<RoutingTable>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the discovery runtime")?;
+    std::thread::Builder::new()
+        .name("task-proxy-discovery".into())
+        .spawn(move || runtime.block_on(discovery.run(table, shutdown.cancelled_owned())))
+        .context("cannot start the discovery thread")?;
     Ok(())
 }
 
