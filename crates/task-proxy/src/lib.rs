@@ -9,6 +9,7 @@ pub mod admin;
 pub mod answer;
 pub mod auth;
 pub mod config;
+pub mod discovery;
 pub mod proxy;
 pub mod routing;
 pub mod source;
