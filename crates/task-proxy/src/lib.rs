@@ -7,4 +7,5 @@
 
 pub mod answer;
 pub mod auth;
+pub mod discovery;
 pub mod routing;

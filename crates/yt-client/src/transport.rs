@@ -1,0 +1,449 @@
+//! One command over HTTP: URL, method, parameters, formats, credentials, timeouts, retries with
+//! back-off, error extraction and request accounting. Typed commands live in `commands.rs`.
+
+use crate::config::{ClientConfig, Credentials};
+use crate::error::{Error, YtError};
+use bytes::Bytes;
+use rand::Rng;
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+use yson::Node;
+
+/// `<format=text>yson`: what the client asks for and sends.
+pub(crate) const YSON_TEXT_FORMAT: &str = "<format=text>yson";
+
+/// How a command travels (DESIGN §4): light reads GET, mutations POST, inputs PUT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Method {
+    /// Parameters in `X-YT-Parameters`.
+    Get,
+    /// Parameters in the body (YSON text).
+    Post,
+    /// Parameters in `X-YT-Parameters`, the input in the body.
+    Put,
+}
+
+/// Requests sent so far (every HTTP attempt, retries included).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    pub requests_total: u64,
+    /// Attempts that failed (transport errors and error answers).
+    pub errors_total: u64,
+    /// Attempts that were retries of an earlier failed attempt.
+    pub retries_total: u64,
+    pub by_command: BTreeMap<String, u64>,
+}
+
+impl ClientStats {
+    /// Requests sent between `earlier` and `self`.
+    pub fn requests_since(&self, earlier: &ClientStats) -> u64 {
+        self.requests_total.saturating_sub(earlier.requests_total)
+    }
+
+    /// Per-command requests sent between `earlier` and `self`.
+    pub fn by_command_since(&self, earlier: &ClientStats) -> BTreeMap<String, u64> {
+        self.by_command
+            .iter()
+            .map(|(k, v)| {
+                let before = earlier.by_command.get(k).copied().unwrap_or(0);
+                (k.clone(), v.saturating_sub(before))
+            })
+            .filter(|(_, v)| *v > 0)
+            .collect()
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct StatsCounters {
+    total: AtomicU64,
+    errors: AtomicU64,
+    retries: AtomicU64,
+    by_command: Mutex<BTreeMap<String, u64>>,
+}
+
+impl StatsCounters {
+    fn count(&self, command: &str, retry: bool) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        if retry {
+            self.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut map) = self.by_command.lock() {
+            *map.entry(command.to_string()).or_default() += 1;
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> ClientStats {
+        ClientStats {
+            requests_total: self.total.load(Ordering::Relaxed),
+            errors_total: self.errors.load(Ordering::Relaxed),
+            retries_total: self.retries.load(Ordering::Relaxed),
+            by_command: self
+                .by_command
+                .lock()
+                .map(|m| m.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The shared state behind a `YtClient`.
+#[derive(Debug)]
+pub(crate) struct Transport {
+    http: reqwest::Client,
+    /// `scheme://host:port`, no trailing slash.
+    base: String,
+    robot_auth: Option<HeaderValue>,
+    pub(crate) config: ClientConfig,
+    pub(crate) stats: StatsCounters,
+}
+
+/// A request to send.
+pub(crate) struct Call<'a> {
+    pub command: &'static str,
+    pub method: Method,
+    pub params: yson::Map,
+    /// The body of a PUT (already in YSON text).
+    pub input: Option<Vec<u8>>,
+    /// Use these instead of the robot token.
+    pub credentials: Option<&'a Credentials>,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(command: &'static str, method: Method, params: yson::Map) -> Call<'a> {
+        Call {
+            command,
+            method,
+            params,
+            input: None,
+            credentials: None,
+        }
+    }
+}
+
+impl Transport {
+    pub(crate) fn new(config: ClientConfig) -> Result<Transport, Error> {
+        let base = normalize_base(&config.proxy_url)?;
+        let robot_auth = match &config.token {
+            Some(token) => {
+                let mut value =
+                    HeaderValue::from_str(&format!("OAuth {}", token.trim())).map_err(|_| {
+                        Error::InvalidArgument(
+                            "the token has characters not allowed in a header".into(),
+                        )
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        let http = reqwest::Client::builder()
+            .user_agent(config.user_agent.clone())
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .no_proxy()
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Transport {
+            http,
+            base,
+            robot_auth,
+            config,
+            stats: StatsCounters::default(),
+        })
+    }
+
+    /// Sends `call` with retries; returns the answer's body.
+    pub(crate) async fn execute(&self, call: &Call<'_>) -> Result<Bytes, Error> {
+        let mut attempt = 0u32;
+        loop {
+            self.stats.count(call.command, attempt > 0);
+            match self.attempt(call, None).await {
+                Ok(body) => return Ok(body),
+                Err((error, retry_after)) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    if attempt >= self.config.max_retries || !error.is_transient() {
+                        return Err(error);
+                    }
+                    let delay = retry_after.unwrap_or_else(|| self.backoff(attempt));
+                    tracing::debug!(
+                        command = call.command,
+                        attempt,
+                        ?delay,
+                        %error,
+                        "transient error; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Sends a request to a non-command path (like `/auth/whoami`) once per attempt, with the
+    /// same retry rules; returns the body.
+    pub(crate) async fn execute_raw(
+        &self,
+        path: &'static str,
+        credentials: &Credentials,
+    ) -> Result<Bytes, Error> {
+        let call = Call {
+            credentials: Some(credentials),
+            ..Call::new(path, Method::Post, Vec::new())
+        };
+        let mut attempt = 0u32;
+        loop {
+            self.stats.count(path, attempt > 0);
+            match self.attempt(&call, Some(path)).await {
+                Ok(body) => return Ok(body),
+                Err((error, retry_after)) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    if attempt >= self.config.max_retries || !error.is_transient() {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(retry_after.unwrap_or_else(|| self.backoff(attempt))).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .config
+            .initial_backoff
+            .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+            .min(self.config.max_backoff);
+        // Full jitter in [base/2, base].
+        let half = base / 2;
+        let jitter =
+            rand::rng().random_range(0..=half.as_micros().min(u128::from(u64::MAX)) as u64);
+        half + Duration::from_micros(jitter)
+    }
+
+    async fn attempt(
+        &self,
+        call: &Call<'_>,
+        raw_path: Option<&str>,
+    ) -> Result<Bytes, (Error, Option<Duration>)> {
+        let fail = |e: Error| (e, None);
+        let url = match raw_path {
+            Some(path) => format!("{}{}", self.base, path),
+            None => format!("{}/api/v4/{}", self.base, call.command),
+        };
+        let mut request = match call.method {
+            Method::Get => self.http.get(&url),
+            Method::Post => self.http.post(&url),
+            Method::Put => self.http.put(&url),
+        };
+        let mut headers = HeaderMap::new();
+        if raw_path.is_none() {
+            headers.insert(
+                "X-YT-Header-Format",
+                HeaderValue::from_static(YSON_TEXT_FORMAT),
+            );
+            headers.insert(
+                "X-YT-Output-Format",
+                HeaderValue::from_static(YSON_TEXT_FORMAT),
+            );
+            let mut params = call.params.clone();
+            params.push(("output_format".to_string(), yson_text_format_node()));
+            if call.input.is_some() {
+                headers.insert(
+                    "X-YT-Input-Format",
+                    HeaderValue::from_static(YSON_TEXT_FORMAT),
+                );
+                params.push(("input_format".to_string(), yson_text_format_node()));
+            }
+            let params_text = ascii_yson(&Node::map(params));
+            match call.method {
+                Method::Post => {
+                    headers.insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("application/x-yt-yson-text"),
+                    );
+                    request = request.body(params_text);
+                }
+                Method::Get | Method::Put => {
+                    let value = HeaderValue::from_str(&params_text).map_err(|_| {
+                        fail(Error::InvalidArgument(
+                            "parameters cannot be sent in a header".into(),
+                        ))
+                    })?;
+                    headers.insert("X-YT-Parameters", value);
+                    if let Some(input) = &call.input {
+                        request = request.body(input.clone());
+                    }
+                }
+            }
+        }
+        match call.credentials {
+            Some(credentials) => {
+                let (name, value) = credentials.header();
+                let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                    fail(Error::Unauthenticated(
+                        "the credentials have characters not allowed in a header".into(),
+                    ))
+                })?;
+                value.set_sensitive(true);
+                headers.insert(name, value);
+            }
+            None => {
+                if let Some(auth) = &self.robot_auth {
+                    headers.insert(reqwest::header::AUTHORIZATION, auth.clone());
+                }
+            }
+        }
+        let response = request
+            .headers(headers)
+            .send()
+            .await
+            .map_err(|e| fail(classify_reqwest(e)))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(60)));
+        let header_error = response
+            .headers()
+            .get("X-YT-Error")
+            .map(|v| v.as_bytes().to_vec());
+        let response_code = response
+            .headers()
+            .get("X-YT-Response-Code")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| (classify_reqwest(e), retry_after))?;
+
+        let failed = !status.is_success() || response_code.is_some_and(|c| c != 0);
+        if !failed {
+            return Ok(body);
+        }
+        let error = header_error
+            .as_deref()
+            .and_then(|h| YtError::parse(h).ok())
+            .or_else(|| YtError::parse(&body).ok())
+            .unwrap_or_else(|| {
+                let text = String::from_utf8_lossy(&body);
+                let text = text.trim();
+                let message = if text.is_empty() {
+                    format!("HTTP {status} with no error body")
+                } else {
+                    text.chars().take(500).collect()
+                };
+                YtError::new(1, message)
+            });
+        if status.as_u16() == 401 {
+            return Err((Error::Unauthenticated(error.to_string()), None));
+        }
+        // An error object inside a 2xx answer still is an error; call it 500 for classification
+        // only if the server said nothing else.
+        let status = if status.is_success() {
+            500
+        } else {
+            status.as_u16()
+        };
+        Err((Error::Yt { status, error }, retry_after))
+    }
+}
+
+fn yson_text_format_node() -> Node {
+    Node {
+        attributes: vec![("format".to_string(), Node::string("text"))],
+        value: yson::Value::String("yson".to_string()),
+    }
+}
+
+/// YSON text with every non-ASCII byte escaped (`\xNN`), so it fits in a header.
+pub(crate) fn ascii_yson(node: &Node) -> String {
+    let text = yson::to_text(node);
+    if text.is_ascii() {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for b in text.bytes() {
+        if b.is_ascii() {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+fn classify_reqwest(error: reqwest::Error) -> Error {
+    if error.is_timeout() {
+        return Error::Timeout;
+    }
+    // The full chain tells "connection refused" from "reset by peer".
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(inner) = source {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    if error.is_builder() {
+        Error::InvalidArgument(message)
+    } else {
+        Error::Transport(message)
+    }
+}
+
+fn normalize_base(proxy_url: &str) -> Result<String, Error> {
+    let trimmed = proxy_url.trim().trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err(Error::InvalidArgument("the proxy URL is empty".into()));
+    }
+    let with_scheme = if trimmed.contains("://") {
+        trimmed.to_string()
+    } else {
+        format!("http://{trimmed}")
+    };
+    let url = reqwest::Url::parse(&with_scheme)
+        .map_err(|e| Error::InvalidArgument(format!("bad proxy URL {proxy_url:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(Error::InvalidArgument(format!(
+            "bad proxy URL {proxy_url:?}: expected http://host[:port] or https://host[:port]"
+        )));
+    }
+    Ok(with_scheme)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls() {
+        assert_eq!(
+            normalize_base("localhost:8000").unwrap(),
+            "http://localhost:8000"
+        );
+        assert_eq!(
+            normalize_base("https://yt.example/").unwrap(),
+            "https://yt.example"
+        );
+        assert!(normalize_base("").is_err());
+        assert!(normalize_base("ftp://x").is_err());
+    }
+
+    #[test]
+    fn headers_stay_ascii() {
+        let node = Node::map(vec![("path".into(), Node::string("//home/тест"))]);
+        let text = ascii_yson(&node);
+        assert!(text.is_ascii());
+        let back = yson::parse(text.as_bytes()).unwrap();
+        assert_eq!(back.get("path").and_then(Node::as_str), Some("//home/тест"));
+    }
+}

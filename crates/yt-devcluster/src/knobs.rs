@@ -1,0 +1,151 @@
+//! Fault injection: per-command (or `*`) added latency, error rate, hangs and refused
+//! connections, settable in-process ([`Knobs`]) or over HTTP (`/devcluster/knobs`).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+use std::time::Duration;
+
+/// The faults applied to one command.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CommandKnob {
+    /// Added latency before answering, in milliseconds.
+    pub latency_ms: u64,
+    /// Probability (0..1) of answering with an injected error.
+    pub error_rate: f64,
+    /// The HTTP status of injected errors (default 503).
+    pub error_status: Option<u16>,
+    /// The YT error code of injected errors (default 105, "unavailable").
+    pub error_code: Option<i64>,
+    /// Sleep `hang_ms` (default 10 minutes) before answering.
+    pub hang: bool,
+    pub hang_ms: Option<u64>,
+    /// Close the connection without an answer.
+    pub refuse: bool,
+}
+
+/// What the server should do with one request, decided from the knobs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    None,
+    Delay(Duration),
+    Error {
+        delay: Duration,
+        status: u16,
+        code: i64,
+    },
+    Refuse {
+        delay: Duration,
+    },
+}
+
+/// All knobs; cheap to read on every request.
+#[derive(Debug, Default)]
+pub struct Knobs {
+    commands: RwLock<BTreeMap<String, CommandKnob>>,
+}
+
+impl Knobs {
+    /// Sets the knob of `command` (or `*` for every command without its own).
+    pub fn set(&self, command: &str, knob: CommandKnob) {
+        if let Ok(mut map) = self.commands.write() {
+            map.insert(command.to_string(), knob);
+        }
+    }
+
+    /// Replaces all knobs.
+    pub fn replace(&self, knobs: BTreeMap<String, CommandKnob>) {
+        if let Ok(mut map) = self.commands.write() {
+            *map = knobs;
+        }
+    }
+
+    pub fn clear(&self) {
+        self.replace(BTreeMap::new());
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, CommandKnob> {
+        self.commands.read().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// The knob in force for `command`.
+    pub fn get(&self, command: &str) -> Option<CommandKnob> {
+        let map = self.commands.read().ok()?;
+        map.get(command).or_else(|| map.get("*")).cloned()
+    }
+
+    /// Decides the fault for one request of `command`.
+    pub fn decide(&self, command: &str) -> Fault {
+        let Some(knob) = self.get(command) else {
+            return Fault::None;
+        };
+        let mut delay = Duration::from_millis(knob.latency_ms);
+        if knob.hang {
+            delay += Duration::from_millis(knob.hang_ms.unwrap_or(600_000));
+        }
+        if knob.refuse {
+            return Fault::Refuse { delay };
+        }
+        if knob.error_rate > 0.0 && rand::random::<f64>() < knob.error_rate {
+            return Fault::Error {
+                delay,
+                status: knob.error_status.unwrap_or(503),
+                code: knob.error_code.unwrap_or(crate::error::codes::UNAVAILABLE),
+            };
+        }
+        if delay.is_zero() {
+            Fault::None
+        } else {
+            Fault::Delay(delay)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specific_knobs_override_the_wildcard() {
+        let k = Knobs::default();
+        assert_eq!(k.decide("get"), Fault::None);
+        k.set(
+            "*",
+            CommandKnob {
+                latency_ms: 5,
+                ..Default::default()
+            },
+        );
+        k.set(
+            "list_operations",
+            CommandKnob {
+                error_rate: 1.0,
+                ..Default::default()
+            },
+        );
+        assert_eq!(k.decide("get"), Fault::Delay(Duration::from_millis(5)));
+        assert_eq!(
+            k.decide("list_operations"),
+            Fault::Error {
+                delay: Duration::ZERO,
+                status: 503,
+                code: 105
+            }
+        );
+        k.set(
+            "whoami",
+            CommandKnob {
+                refuse: true,
+                ..Default::default()
+            },
+        );
+        assert!(matches!(k.decide("whoami"), Fault::Refuse { .. }));
+        k.clear();
+        assert_eq!(k.decide("get"), Fault::None);
+        let parsed: BTreeMap<String, CommandKnob> =
+            serde_json::from_str(r#"{"get": {"hang": true, "hang_ms": 10}}"#).unwrap();
+        k.replace(parsed);
+        assert_eq!(k.decide("get"), Fault::Delay(Duration::from_millis(10)));
+    }
+}

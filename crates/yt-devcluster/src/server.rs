@@ -1,0 +1,399 @@
+//! The HTTP server: routing (`/api`, `/api/v4/<command>`, `/auth/whoami`, `/hosts`,
+//! `/devcluster/*`), credentials, parameters from the query string, headers and bodies, body
+//! decompression, output formats, fault knobs, and YT-shaped error answers.
+
+use crate::cluster::Shared;
+use crate::commands::{self, Call, Output};
+use crate::error::YtError;
+use crate::knobs::{CommandKnob, Fault};
+use crate::operations::SyntheticLoad;
+use crate::params::{Encoding, Params};
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use http::{Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// The largest request body accepted (uploads of files and tables).
+const MAX_BODY: usize = 512 * 1024 * 1024;
+
+type Body = Full<Bytes>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The banner shown at start and on `GET /`.
+pub fn banner(shared: &Shared) -> String {
+    let mut text = format!(
+        "YTsaurus DEVELOPMENT cluster at http://{addr} -- for development and tests only, \
+         NOT for production data (everything lives in memory; jobs run as local processes).\n\
+         Point the yt CLI at it: YT_PROXY=http://{addr} YT_TOKEN=alice-token yt list /\n\
+         Users (token / other credentials):\n",
+        addr = shared.addr
+    );
+    for u in shared.users.all() {
+        let mut creds: Vec<String> = u.tokens.iter().map(|t| format!("token {t}")).collect();
+        creds.extend(u.bearer_tokens.iter().map(|t| format!("bearer {t}")));
+        creds.extend(
+            u.cookies
+                .iter()
+                .map(|c| format!("cookie YTCypressCookie={c}")),
+        );
+        let mut roles = Vec::new();
+        if u.superuser {
+            roles.push("superuser".to_string());
+        }
+        if !u.operations_permissions.is_empty() {
+            roles.push(format!(
+                "{} on all operations",
+                u.operations_permissions.join(",")
+            ));
+        }
+        text.push_str(&format!(
+            "  {:<18} {}{}\n",
+            u.name,
+            creds.join(", "),
+            if roles.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", roles.join("; "))
+            }
+        ));
+    }
+    text
+}
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(io, service)
+                        .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+            _ = async { let _ = shutdown.wait_for(|&s| s).await; } => break,
+        }
+    }
+    connections.abort_all();
+}
+
+fn json_response(status: u16, value: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// A YT error answer: status, JSON body and the `X-YT-Error` header.
+pub fn error_response(error: &YtError) -> Response<Body> {
+    let json = error.to_json();
+    let mut r = json_response(error.status, &json);
+    if let Ok(v) = HeaderValue::from_str(&json.to_string()) {
+        r.headers_mut().insert("x-yt-error", v);
+    }
+    r.headers_mut()
+        .insert("x-yt-response-code", HeaderValue::from(error.code));
+    r
+}
+
+fn text_response(status: u16, text: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: http::Request<Incoming>,
+) -> Result<Response<Body>, BoxError> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    tracing::debug!(%method, uri = %req.uri(), "request");
+    let (command, is_api) = match path.as_str() {
+        "/auth/whoami" => ("whoami".to_string(), true),
+        p => match p
+            .strip_prefix("/api/v4/")
+            .or_else(|| p.strip_prefix("/api/v3/"))
+        {
+            Some(c) if !c.is_empty() => (c.trim_end_matches('/').to_string(), true),
+            _ => (String::new(), false),
+        },
+    };
+    if !is_api {
+        return Ok(handle_service(&shared, &method, &path, req).await);
+    }
+    shared.count_request(&command);
+    match shared.knobs.decide(&command) {
+        Fault::None => {}
+        Fault::Delay(d) => tokio::time::sleep(d).await,
+        Fault::Error {
+            delay,
+            status,
+            code,
+        } => {
+            tokio::time::sleep(delay).await;
+            return Ok(error_response(&YtError::new(
+                code,
+                status,
+                format!("Injected failure of command {command:?} (development cluster knob)"),
+            )));
+        }
+        Fault::Refuse { delay } => {
+            tokio::time::sleep(delay).await;
+            return Err(format!("refusing {command} (development cluster knob)").into());
+        }
+    }
+    let response = match handle_command(&shared, &command, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(command, code = e.code, message = %e.message, "command failed");
+            error_response(&e)
+        }
+    };
+    Ok(response)
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, YtError> {
+    Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| YtError::bad_request(format!("Cannot read the request body: {e}")))
+}
+
+async fn handle_service(
+    shared: &Arc<Shared>,
+    method: &Method,
+    path: &str,
+    req: http::Request<Incoming>,
+) -> Response<Body> {
+    match (method, path) {
+        (_, "/") => text_response(200, banner(shared)),
+        (_, "/ping") => text_response(200, String::new()),
+        (_, "/api") => json_response(200, &serde_json::json!(["v3", "v4"])),
+        (_, "/api/v4" | "/api/v4/" | "/api/v3" | "/api/v3/") => {
+            json_response(200, &commands::descriptors_json())
+        }
+        (_, p) if p == "/hosts" || p.starts_with("/hosts/") => {
+            json_response(200, &serde_json::json!([shared.addr.to_string()]))
+        }
+        (&Method::GET, "/devcluster/knobs") => json_response(
+            200,
+            &serde_json::to_value(shared.knobs.snapshot()).unwrap_or_default(),
+        ),
+        (&Method::POST | &Method::PUT, "/devcluster/knobs") => {
+            let body = match read_body(req.into_body()).await {
+                Ok(b) => b,
+                Err(e) => return error_response(&e),
+            };
+            match serde_json::from_slice::<BTreeMap<String, CommandKnob>>(&body) {
+                Ok(knobs) => {
+                    shared.knobs.replace(knobs);
+                    json_response(
+                        200,
+                        &serde_json::to_value(shared.knobs.snapshot()).unwrap_or_default(),
+                    )
+                }
+                Err(e) => error_response(&YtError::bad_request(format!(
+                    "Knobs must be a JSON map of command (or \"*\") to knob: {e}"
+                ))),
+            }
+        }
+        (&Method::GET, "/devcluster/stats") => {
+            let counts = shared
+                .request_counts
+                .lock()
+                .map(|c| c.clone())
+                .unwrap_or_default();
+            let live_jobs = shared.runner.live_job_count();
+            json_response(
+                200,
+                &serde_json::json!({"request_counts": counts, "live_job_processes": live_jobs}),
+            )
+        }
+        (&Method::DELETE, "/devcluster/stats") => {
+            if let Ok(mut c) = shared.request_counts.lock() {
+                c.clear();
+            }
+            json_response(200, &serde_json::json!({}))
+        }
+        (&Method::POST, "/devcluster/synthetic") => {
+            let body = match read_body(req.into_body()).await {
+                Ok(b) => b,
+                Err(e) => return error_response(&e),
+            };
+            let load: Result<SyntheticLoad, _> = if body.is_empty() {
+                Ok(SyntheticLoad::default())
+            } else {
+                serde_json::from_slice(&body)
+            };
+            match load {
+                Ok(load) => {
+                    let summary = shared.add_synthetic(&load);
+                    json_response(200, &serde_json::to_value(summary).unwrap_or_default())
+                }
+                Err(e) => error_response(&YtError::bad_request(format!("Bad synthetic load: {e}"))),
+            }
+        }
+        _ => error_response(
+            &YtError::new(
+                1,
+                404,
+                format!("{method} {path} is not served by the development cluster"),
+            )
+            .with_attribute("path", yson::Node::string(path)),
+        ),
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Collects parameters from the query string, `X-YT-Parameters` and (for commands without
+/// input) the body.
+fn collect_params(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+    body_is_params: bool,
+) -> Result<Params, YtError> {
+    let mut params = Params::default();
+    if let Some(q) = query {
+        params.merge(Params::from_query(q)?);
+    }
+    let header_encoding = match header_str(headers, "x-yt-header-format") {
+        Some(f) => Encoding::from_format_text(f)?,
+        None => Encoding::Json,
+    };
+    if let Some(raw) = headers.get("x-yt-parameters") {
+        params.merge(Params::parse_map(
+            "X-YT-Parameters",
+            header_encoding,
+            raw.as_bytes(),
+        )?);
+    }
+    if body_is_params && !body.iter().all(u8::is_ascii_whitespace) {
+        let encoding = match header_str(headers, "content-type") {
+            Some(ct) if ct.contains("yson") => Encoding::Yson,
+            _ => Encoding::Json,
+        };
+        params.merge(Params::parse_map("the request body", encoding, body)?);
+    }
+    Ok(params)
+}
+
+fn decode_body(headers: &HeaderMap, body: Bytes) -> Result<Bytes, YtError> {
+    match header_str(headers, "content-encoding").map(|s| s.trim().to_ascii_lowercase()) {
+        None => Ok(body),
+        Some(e) if e.is_empty() || e == "identity" => Ok(body),
+        Some(e) if e == "gzip" || e == "deflate" => crate::inflate::gunzip(&body)
+            .map(Bytes::from)
+            .map_err(|err| YtError::bad_request(format!("Cannot decode the {e} request body: {err}"))),
+        Some(e) => Err(YtError::bad_request(format!(
+            "Content-Encoding {e:?} is not supported by the development cluster (use gzip or identity; \
+             e.g. YT_CONTENT_ENCODING=gzip)"
+        ))),
+    }
+}
+
+fn format_from(
+    params: &Params,
+    param: &str,
+    headers: &HeaderMap,
+    header: &str,
+) -> Result<Option<Encoding>, YtError> {
+    if let Some(node) = params.node(param)? {
+        return Encoding::from_format_node(&node).map(Some);
+    }
+    match header_str(headers, header) {
+        Some(text) => Encoding::from_format_text(text).map(Some),
+        None => Ok(None),
+    }
+}
+
+async fn handle_command(
+    shared: &Arc<Shared>,
+    command: &str,
+    req: http::Request<Incoming>,
+) -> Result<Response<Body>, YtError> {
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
+    let user = shared
+        .users
+        .authenticate(
+            header_str(headers, "authorization"),
+            header_str(headers, "cookie"),
+        )?
+        .name
+        .clone();
+    if command == "whoami" {
+        return Ok(json_response(200, &serde_json::json!({"login": user})));
+    }
+    let descriptor = commands::descriptor(command);
+    let body = decode_body(headers, read_body(body).await?)?;
+    let body_is_params = descriptor.map_or(true, |d| d.input_type == "null");
+    let params = collect_params(headers, parts.uri.query(), &body, body_is_params)?;
+    if descriptor.is_none() {
+        return Err(YtError::not_implemented(command));
+    }
+    let output_encoding = format_from(&params, "output_format", headers, "x-yt-output-format")?
+        .unwrap_or(Encoding::Json);
+    let input_encoding = match format_from(&params, "input_format", headers, "x-yt-input-format")? {
+        Some(e) => e,
+        None => match header_str(headers, "content-type") {
+            Some(ct) if ct.contains("json") => Encoding::Json,
+            _ => Encoding::Yson,
+        },
+    };
+    let call = Call {
+        user: &user,
+        params,
+        body: if body_is_params { &[] } else { &body },
+        input: input_encoding,
+    };
+    let output = commands::execute(shared, command, call).await?;
+    let content_type = match output_encoding {
+        Encoding::Json => "application/json",
+        Encoding::Yson => "application/x-yt-yson-text",
+    };
+    let (bytes, content_type) = match output {
+        Output::Structured(node) => (output_encoding.write_document(&node), content_type),
+        Output::Rows(rows) => (output_encoding.write_rows(&rows), content_type),
+        Output::Binary(b) => (b, "application/octet-stream"),
+        Output::Null => (Vec::new(), "text/plain"),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(r)
+}
