@@ -7,7 +7,8 @@
 //! - [`credentials`]: parsing the `Authorization` header and the auth cookie, and removing them;
 //! - [`static_skip`]: the `/static` exemption of `ui` services, with path normalization;
 //! - [`cache`]: bounded TTL caches with a grace period and collapsed look-ups;
-//! - [`backend`]: the cluster calls (`whoami`, `check_operation_permission`) behind a trait;
+//! - [`backend`]: the cluster calls (`whoami`, `check_operation_permission`) behind a trait,
+//!   implemented for `yt_client::YtClient`;
 //! - [`gate`]: the decision itself and its configuration;
 //! - [`login_page`]: the page browsers get instead of a bare 401;
 //! - [`metrics`]: decisions, cache look-ups, cluster latency.
@@ -19,6 +20,7 @@ pub mod gate;
 pub mod login_page;
 pub mod metrics;
 pub mod static_skip;
+mod yt_backend;
 
 pub use backend::{AuthBackend, BackendError};
 pub use credentials::{Credential, Presented, Secret};
