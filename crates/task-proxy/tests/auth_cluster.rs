@@ -193,6 +193,7 @@ async fn grace_period_during_cluster_failures() {
         identity_ttl: Duration::from_millis(300),
         allow_ttl: Duration::from_millis(300),
         grace: Duration::from_secs(60),
+        failure_hold: Duration::from_millis(200),
         ..AuthConfig::default()
     };
     let gate = gate(&cluster, config);
@@ -247,8 +248,9 @@ async fn grace_period_during_cluster_failures() {
         Err(Refusal::Unavailable { .. })
     ));
 
-    // Recovery.
+    // Recovery (seen once the failure hold is over).
     cluster.knobs().clear();
+    tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(admit(&gate, &route, alice).await, user("alice"));
     assert_eq!(
         admit(&gate, &route, Some(("authorization", "OAuth root-token"))).await,

@@ -43,6 +43,9 @@ pub struct AuthConfig {
     pub deny_ttl: Duration,
     /// How long past its TTL an answer may still be used while the cluster fails.
     pub grace: Duration,
+    /// How long a failed cluster call is remembered per key: meanwhile requests get the stale
+    /// answer (or 503) without asking the cluster again.
+    pub failure_hold: Duration,
     /// Size bounds of the two caches (entries).
     pub max_identities: u64,
     pub max_decisions: u64,
@@ -62,6 +65,7 @@ impl Default for AuthConfig {
             allow_ttl: Duration::from_secs(60),
             deny_ttl: Duration::from_secs(10),
             grace: Duration::from_secs(300),
+            failure_hold: Duration::from_secs(1),
             max_identities: 100_000,
             max_decisions: 200_000,
             retry_after: Duration::from_secs(5),
@@ -116,8 +120,8 @@ struct DecisionKey {
 
 struct Checks {
     backend: Arc<dyn AuthBackend>,
-    identities: GraceCache<[u8; 32], Identity>,
-    decisions: GraceCache<DecisionKey, bool>,
+    identities: GraceCache<[u8; 32], Identity, String>,
+    decisions: GraceCache<DecisionKey, bool, String>,
     login: Arc<LoginHint>,
     identity_ttl: Duration,
     rejected_identity_ttl: Duration,
@@ -197,9 +201,16 @@ impl Gate {
                 config.max_identities,
                 identity_max_ttl,
                 config.grace,
+                config.failure_hold,
                 clock.clone(),
             ),
-            decisions: GraceCache::new(config.max_decisions, decision_max_ttl, config.grace, clock),
+            decisions: GraceCache::new(
+                config.max_decisions,
+                decision_max_ttl,
+                config.grace,
+                config.failure_hold,
+                clock,
+            ),
             login: Arc::new(LoginHint {
                 login_url: config.login_url.clone(),
                 cookie_name: config.cookie_name.clone(),

@@ -360,8 +360,9 @@ async fn grace_keeps_known_users_in_during_failures() {
         admit(&gate, &alice_token).await,
         Err(Refusal::Unavailable { .. })
     ));
-    // Recovery.
+    // Recovery (seen once the failure hold is over).
     cluster.failing.store(false, Ordering::SeqCst);
+    clock.advance(config.failure_hold);
     assert_eq!(admit(&gate, &alice_token).await, alice());
     assert!(admit(&gate, &[("authorization", "OAuth carol-token")])
         .await
