@@ -5,7 +5,11 @@
 //! [`routing::RoutingSnapshot`] and publishes it in the [`routing::RoutingTable`]; the data plane
 //! reads the current snapshot for each request, asks [`auth::Gate`] to admit it, and forwards it.
 
+pub mod admin;
 pub mod answer;
 pub mod auth;
+pub mod config;
 pub mod discovery;
+pub mod proxy;
 pub mod routing;
+pub mod source;

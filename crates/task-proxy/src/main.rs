@@ -1,1 +1,243 @@
-fn main() {}
+//! `task-proxy`: subcommand `serve` runs the proxy (a `dev` subcommand will start a local dev
+//! cluster with it).
+//!
+//! `serve` wires the parts: a source publishes routing snapshots, the balancer follows them,
+//! worker threads serve traffic, and a small control runtime runs the admin listener, the
+//! services-file and certificate watchers and the signal handling (graceful drain).
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+use task_proxy::admin::{self, Admin};
+use task_proxy::auth::Gate;
+use task_proxy::config::{Config, ServeArgs, ServicesSource};
+use task_proxy::proxy::balance::Balancer;
+use task_proxy::proxy::{tls::Tls, DataPlane, ListenConfig, Shared};
+use task_proxy::routing::RoutingTable;
+use task_proxy::source::services_file::ServicesFileSource;
+use tokio_util::sync::CancellationToken;
+use yt_client::{ClientConfig, YtClient};
+
+#[derive(Parser)]
+#[command(name = "task-proxy", version, about = "Task proxy for YTsaurus")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Route, authenticate and forward requests to services running in jobs.
+    Serve(ServeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => args
+            .into_config()
+            .context("invalid configuration")
+            .and_then(serve),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("task-proxy: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// The auth gate for the configuration: with auth on, a client of the cluster that asks
+/// `whoami` with callers' credentials and `check_operation_permission` with the robot token.
+fn build_gate(config: &Config) -> anyhow::Result<Gate> {
+    if !config.auth.enabled {
+        return Ok(Gate::disabled_with_cookie_name(&config.auth.cookie_name));
+    }
+    let Some(yt_proxy) = &config.yt_proxy else {
+        bail!("auth needs --yt-proxy (or --namespace)");
+    };
+    let token = robot_token(config)?.context(
+        "auth needs the robot token for permission checks: give --yt-token-path or YT_TOKEN \
+         (or pass --auth-enabled=false)",
+    )?;
+    let client = YtClient::new(
+        ClientConfig::new(yt_proxy.clone())
+            .with_token(token)
+            .with_timeout(config.auth_timeout)
+            .with_max_retries(1),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot create the cluster client for auth: {e}"))?;
+    Gate::new(config.auth.clone(), Arc::new(client)).context("invalid auth configuration")
+}
+
+/// The robot token: `--yt-token`/`YT_TOKEN`, else the file `--yt-token-path` (trimmed).
+fn robot_token(config: &Config) -> anyhow::Result<Option<String>> {
+    if let Some(token) = &config.yt_token {
+        return Ok(Some(token.trim().to_string()));
+    }
+    match &config.yt_token_path {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the token file {}", path.display()))?;
+            let token = token.trim().to_string();
+            if token.is_empty() {
+                bail!("the token file {} is empty", path.display());
+            }
+            Ok(Some(token))
+        }
+        None => Ok(None),
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    tracing::info!(?config, "starting");
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("task-proxy-control")
+        .build()
+        .context("cannot start the control runtime")?;
+    let _guard = control.enter();
+
+    let gate = build_gate(&config)?;
+    let table = Arc::new(RoutingTable::new(&config.base_domain));
+    let shutdown = CancellationToken::new();
+
+    // The routing source: the first load must succeed before traffic is served.
+    let file_source = match &config.source {
+        ServicesSource::File(path) => {
+            let mut source =
+                ServicesFileSource::new(path.clone(), config.base_domain.clone(), table.clone());
+            source.reload().context("cannot load the services file")?;
+            source
+        }
+        ServicesSource::Discovery => {
+            bail!("discovery is not available in this build yet; give --services-file")
+        }
+    };
+
+    let balancer = Arc::new(Balancer::new(
+        config.worker_threads,
+        config.limits.eject_base,
+        config.limits.eject_max,
+    ));
+    balancer.rebuild(&table.load());
+    let metrics = Arc::new(admin::metrics::ProxyMetrics::default());
+
+    let tls = match &config.tls {
+        Some(t) => Some((
+            t.listen,
+            Tls::new(t.cert.clone(), t.key.clone()).context("cannot load the TLS certificate")?,
+        )),
+        None => None,
+    };
+    let shared = Arc::new(Shared {
+        table: table.clone(),
+        balancer: balancer.clone(),
+        gate: gate.clone(),
+        limits: config.limits.clone(),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let admin_listener = std::net::TcpListener::bind(config.admin_listen)
+        .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
+    admin_listener.set_nonblocking(true)?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let data_plane = DataPlane::start(
+        shared,
+        &ListenConfig {
+            plain: config.listen,
+            tls: tls.clone(),
+            workers: config.worker_threads,
+        },
+    )?;
+
+    control.block_on(async {
+        // Follow routing generations: rebuild backends (health and pools kept) on each.
+        let mut generations = table.subscribe();
+        let follower = {
+            let (table, balancer, shutdown) = (table.clone(), balancer.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        changed = generations.changed() => if changed.is_err() { return },
+                    }
+                    balancer.rebuild(&table.load());
+                }
+            })
+        };
+        tokio::spawn(file_source.watch(Duration::from_secs(1), shutdown.clone()));
+        if let Some((_, tls)) = tls {
+            tokio::spawn(tls.watch(Duration::from_secs(1), shutdown.clone()));
+        }
+        let mut registry =
+            admin::metrics::registry(table.clone(), balancer.clone(), metrics.clone());
+        gate.register_metrics(&mut registry);
+        let admin = Arc::new(Admin {
+            registry,
+            table: table.clone(),
+            balancer: balancer.clone(),
+            shutdown: shutdown.clone(),
+        });
+        let admin_listener = tokio::net::TcpListener::from_std(admin_listener)?;
+        let admin_task = tokio::spawn(admin.serve(admin_listener));
+
+        // One line for tools and tests that start the proxy on port 0.
+        let tls_addr = data_plane
+            .tls_addr
+            .map(|a| format!(" tls={a}"))
+            .unwrap_or_default();
+        let line = format!(
+            "task-proxy listening plain={} admin={admin_addr}{tls_addr}",
+            data_plane.plain_addr
+        );
+        tracing::info!("{line}");
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+
+        wait_for_signal().await;
+        tracing::info!(drain_timeout = ?config.limits.drain_timeout, "draining");
+        shutdown.cancel();
+        follower.abort();
+        let _ = admin_task.await;
+        anyhow::Ok(())
+    })?;
+    // Workers stop accepting at once and exit when drained (or at the drain timeout).
+    data_plane.join();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT; stopping on Ctrl-C only");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

@@ -137,21 +137,22 @@ impl AuthMetrics {
         }
     }
 
-    /// Adds the metrics to `registry` (names `auth_decisions`, `auth_cache_lookups`,
-    /// `auth_cluster_call_seconds`, under the registry's prefix).
+    /// Adds the metrics to `registry`: `task_proxy_auth_decisions_total{outcome}`,
+    /// `task_proxy_auth_cache_lookups_total{cache,result}`,
+    /// `task_proxy_auth_cluster_call_seconds{call,result}`.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
-            "auth_decisions",
+            "task_proxy_auth_decisions",
             "Auth decisions on routed requests, by outcome",
             self.decisions.clone(),
         );
         registry.register(
-            "auth_cache_lookups",
+            "task_proxy_auth_cache_lookups",
             "Auth cache look-ups by cache and result",
             self.lookups.clone(),
         );
         registry.register(
-            "auth_cluster_call_seconds",
+            "task_proxy_auth_cluster_call_seconds",
             "Latency of the cluster calls auth makes (whoami, check_operation_permission)",
             self.cluster_seconds.clone(),
         );

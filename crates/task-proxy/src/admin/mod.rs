@@ -1,0 +1,241 @@
+//! The admin listener: `/healthz` (alive), `/readyz` (a routing table is loaded and the proxy
+//! is not draining), `/services` (JSON: every service with its endpoints and their health),
+//! `/metrics` (Prometheus text) and a minimal status page at `/`.
+
+pub mod metrics;
+
+use crate::answer::{full_body, ProxyBody};
+use crate::proxy::balance::Balancer;
+use crate::routing::RoutingTable;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What the admin endpoints read.
+pub struct Admin {
+    pub table: Arc<RoutingTable>,
+    pub balancer: Arc<Balancer>,
+    pub registry: Registry,
+    pub shutdown: CancellationToken,
+}
+
+#[derive(Serialize)]
+struct EndpointView {
+    address: String,
+    healthy: bool,
+    ejected_for_ms: Option<u64>,
+    consecutive_failures: u32,
+    in_flight: u32,
+    ejections: u64,
+}
+
+#[derive(Serialize)]
+struct ServiceView<'a> {
+    domain: &'a str,
+    hash: &'a str,
+    operation_id: &'a str,
+    task_name: &'a str,
+    service: &'a str,
+    protocol: &'a str,
+    endpoints: Vec<EndpointView>,
+}
+
+#[derive(Serialize)]
+struct ServicesView<'a> {
+    generation: u64,
+    base_domain: &'a str,
+    services: Vec<ServiceView<'a>>,
+}
+
+impl Admin {
+    /// Serves the admin endpoints on `listener` until `shutdown`.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let builder = auto::Builder::new(TokioExecutor::new());
+        loop {
+            let stream = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let admin = self.clone();
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(admin.answer(&req)) }
+                });
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    fn answer(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
+        }
+        match req.uri().path() {
+            "/healthz" => text(StatusCode::OK, "ok\n".into()),
+            "/readyz" => {
+                if self.shutdown.is_cancelled() {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
+                } else if self.table.is_loaded() {
+                    text(StatusCode::OK, "ready\n".into())
+                } else {
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no routing table loaded yet\n".into(),
+                    )
+                }
+            }
+            "/services" => self.services(),
+            "/metrics" => match metrics::render(&self.registry) {
+                Ok(body) => {
+                    let mut r = text(StatusCode::OK, body);
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        ),
+                    );
+                    r
+                }
+                Err(_) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot render metrics\n".into(),
+                ),
+            },
+            "/" => self.status_page(),
+            _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+        }
+    }
+
+    fn services(&self) -> Response<ProxyBody> {
+        let snapshot = self.table.load();
+        let backends = self.balancer.current();
+        let services = snapshot
+            .routes()
+            .iter()
+            .map(|route| {
+                let endpoints = match backends.by_hash.get(&route.hash) {
+                    Some(b) => b
+                        .endpoints
+                        .iter()
+                        .map(|ep| {
+                            let ejected = self.balancer.ejected_for_ms(ep);
+                            EndpointView {
+                                address: ep.authority.clone(),
+                                healthy: ejected.is_none(),
+                                ejected_for_ms: ejected,
+                                consecutive_failures: ep.consecutive_failures(),
+                                in_flight: ep.in_flight(),
+                                ejections: ep.ejections(),
+                            }
+                        })
+                        .collect(),
+                    None => route
+                        .endpoints
+                        .iter()
+                        .map(|e| EndpointView {
+                            address: e.authority(),
+                            healthy: true,
+                            ejected_for_ms: None,
+                            consecutive_failures: 0,
+                            in_flight: 0,
+                            ejections: 0,
+                        })
+                        .collect(),
+                };
+                ServiceView {
+                    domain: &route.domain,
+                    hash: &route.hash,
+                    operation_id: &route.key.operation_id,
+                    task_name: &route.key.task_name,
+                    service: &route.key.service,
+                    protocol: route.protocol.as_str(),
+                    endpoints,
+                }
+            })
+            .collect();
+        let view = ServicesView {
+            generation: snapshot.generation(),
+            base_domain: snapshot.base_domain(),
+            services,
+        };
+        match serde_json::to_string_pretty(&view) {
+            Ok(json) => {
+                let mut r = text(StatusCode::OK, json);
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r
+            }
+            Err(_) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot render services\n".into(),
+            ),
+        }
+    }
+
+    fn status_page(&self) -> Response<ProxyBody> {
+        let snapshot = self.table.load();
+        let mut rows = String::new();
+        for route in snapshot.routes() {
+            rows.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                html_escape(&route.domain),
+                html_escape(&route.key.to_string()),
+                route.protocol
+            ));
+        }
+        let page = format!(
+            "<!doctype html><title>task-proxy</title><h1>task-proxy</h1>\
+             <p>Routing generation {}, {} services. See <a href=\"/services\">/services</a> and \
+             <a href=\"/metrics\">/metrics</a>.</p><table><tr><th>domain</th><th>service</th>\
+             <th>protocol</th></tr>{rows}</table>",
+            snapshot.generation(),
+            snapshot.len()
+        );
+        let mut r = text(StatusCode::OK, page);
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        r
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut r = Response::new(full_body(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}

@@ -1,0 +1,568 @@
+//! Flags and environment of `task-proxy serve` (DESIGN §7), validated into a [`Config`].
+//!
+//! Every flag can also be set by an environment variable: the ones DESIGN §7 names keep their
+//! names (`YT_PROXY`, `YT_TOKEN_PATH`, `YT_TOKEN`); the others are `TASK_PROXY_<FLAG>`.
+//! Durations are written `500ms`, `10s`, `2m` or a bare number of seconds.
+
+use clap::{ArgAction, Args};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where TLS material is looked for when `--tls-cert`/`--tls-key` are not given.
+pub const DEFAULT_TLS_CERT: &str = "/etc/certs/tls.crt";
+pub const DEFAULT_TLS_KEY: &str = "/etc/certs/tls.key";
+
+/// hyper refuses HTTP/1 read buffers smaller than this.
+const MIN_HEADER_BYTES: usize = 8192;
+
+/// The flags of `task-proxy serve`, as clap parses them.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The cluster's HTTP proxy (discovery and auth talk to it).
+    #[arg(long, env = "YT_PROXY")]
+    pub yt_proxy: Option<String>,
+
+    /// Kubernetes namespace of the cluster: `--yt-proxy` defaults to
+    /// `http://http-proxies-lb.<namespace>.svc.cluster.local`.
+    #[arg(long, env = "TASK_PROXY_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// File holding the robot token used for discovery and permission checks.
+    #[arg(long, env = "YT_TOKEN_PATH")]
+    pub yt_token_path: Option<PathBuf>,
+
+    /// The robot token itself (prefer --yt-token-path).
+    #[arg(long, env = "YT_TOKEN", hide_env_values = true)]
+    pub yt_token: Option<String>,
+
+    /// Services are served at `<hash>.<base-domain>`.
+    #[arg(long, env = "TASK_PROXY_BASE_DOMAIN")]
+    pub base_domain: String,
+
+    /// Cypress directory of the services table.
+    #[arg(
+        long,
+        env = "TASK_PROXY_DIR_PATH",
+        default_value = "//sys/task_proxies"
+    )]
+    pub dir_path: String,
+
+    /// Seconds between discovery passes.
+    #[arg(long, env = "TASK_PROXY_DISCOVERY_PERIOD_SECONDS", default_value_t = 2)]
+    pub discovery_period_seconds: u64,
+
+    /// Check callers' YTsaurus credentials and the operation's ACL (`--auth-enabled=false` turns
+    /// it off).
+    #[arg(long, env = "TASK_PROXY_AUTH_ENABLED", action = ArgAction::Set,
+          num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub auth_enabled: bool,
+
+    /// Cookie that carries a YTsaurus session.
+    #[arg(
+        long,
+        env = "TASK_PROXY_AUTH_COOKIE_NAME",
+        default_value = "YTCypressCookie"
+    )]
+    pub auth_cookie_name: String,
+
+    /// Where the 401 page for browsers links to log in (the YTsaurus UI).
+    #[arg(long, env = "TASK_PROXY_AUTH_LOGIN_URL")]
+    pub auth_login_url: Option<String>,
+
+    /// Services whose paths under --auth-static-prefix skip auth (comma-separated; empty: none).
+    #[arg(
+        long,
+        env = "TASK_PROXY_AUTH_STATIC_SERVICES",
+        value_delimiter = ',',
+        default_value = "ui"
+    )]
+    pub auth_static_services: Vec<String>,
+
+    /// Path prefix that skips auth for --auth-static-services (clean paths only).
+    #[arg(long, env = "TASK_PROXY_AUTH_STATIC_PREFIX", default_value = "/static")]
+    pub auth_static_prefix: String,
+
+    /// How long a credential's login is cached.
+    #[arg(long, env = "TASK_PROXY_AUTH_IDENTITY_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub auth_identity_ttl: Duration,
+
+    /// How long an allow decision (user, operation) is cached.
+    #[arg(long, env = "TASK_PROXY_AUTH_ALLOW_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub auth_allow_ttl: Duration,
+
+    /// How long a deny decision, or a rejected credential, is cached.
+    #[arg(long, env = "TASK_PROXY_AUTH_DENY_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub auth_deny_ttl: Duration,
+
+    /// While the cluster fails, cached answers this much past their TTL are still used.
+    #[arg(long, env = "TASK_PROXY_AUTH_GRACE", default_value = "5m", value_parser = parse_duration)]
+    pub auth_grace: Duration,
+
+    /// A failed cluster call is remembered this long per key (no retry storm during outages).
+    #[arg(long, env = "TASK_PROXY_AUTH_FAILURE_HOLD", default_value = "1s", value_parser = parse_duration)]
+    pub auth_failure_hold: Duration,
+
+    /// Limit of one auth call to the cluster (whoami, check_operation_permission).
+    #[arg(long, env = "TASK_PROXY_AUTH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub auth_timeout: Duration,
+
+    /// Plaintext listener: HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one port.
+    #[arg(long, env = "TASK_PROXY_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// TLS certificate chain (PEM); reloaded when the file changes.
+    #[arg(long, env = "TASK_PROXY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM); reloaded when the file changes.
+    #[arg(long, env = "TASK_PROXY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// TLS listener (ALPN h2 and http/1.1), used when a certificate and key are present.
+    #[arg(long, env = "TASK_PROXY_TLS_LISTEN", default_value = "0.0.0.0:8443")]
+    pub tls_listen: SocketAddr,
+
+    /// Admin listener: /healthz, /readyz, /services, /metrics, /.
+    #[arg(long, env = "TASK_PROXY_ADMIN_LISTEN", default_value = "0.0.0.0:9901")]
+    pub admin_listen: SocketAddr,
+
+    /// Static services (JSON `{"services": [...]}`), re-read when it changes and on SIGHUP.
+    #[arg(long, env = "TASK_PROXY_SERVICES_FILE")]
+    pub services_file: Option<PathBuf>,
+
+    /// Data-plane worker threads, each with its own runtime, listeners and upstream pools
+    /// (default: TOKIO_WORKER_THREADS, else the number of cores).
+    #[arg(long, env = "TASK_PROXY_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+
+    /// Most client connections open at once; beyond it new connections are refused.
+    #[arg(long, env = "TASK_PROXY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Largest request head (HTTP/1 buffer; HTTP/2 header list) before 431 (at least 8192).
+    #[arg(long, env = "TASK_PROXY_MAX_HEADER_BYTES", default_value_t = 65_536)]
+    pub max_header_bytes: usize,
+
+    /// Time a client has to send a request head (and the TLS handshake).
+    #[arg(long, env = "TASK_PROXY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// A client connection with no request in flight for this long is closed.
+    #[arg(long, env = "TASK_PROXY_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Time to establish a TCP connection to a job.
+    #[arg(long, env = "TASK_PROXY_UPSTREAM_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub upstream_connect_timeout: Duration,
+
+    /// Time a job has to start its response (headers) before the caller gets 504.
+    #[arg(long, env = "TASK_PROXY_UPSTREAM_RESPONSE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub upstream_response_timeout: Duration,
+
+    /// Pooled idle connections to jobs are closed after this long.
+    #[arg(long, env = "TASK_PROXY_UPSTREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub upstream_idle_timeout: Duration,
+
+    /// First ejection of a job that refused a connection; doubled on each further failure.
+    #[arg(long, env = "TASK_PROXY_EJECT_BASE", default_value = "1s", value_parser = parse_duration)]
+    pub eject_base: Duration,
+
+    /// Longest ejection.
+    #[arg(long, env = "TASK_PROXY_EJECT_MAX", default_value = "30s", value_parser = parse_duration)]
+    pub eject_max: Duration,
+
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    #[arg(long, env = "TASK_PROXY_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h` or a bare number of seconds (fractions allowed).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 10s, 2m)"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {s:?}")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Where services come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServicesSource {
+    /// The static services file.
+    File(PathBuf),
+    /// Discovery on the cluster (wired by the discovery issue).
+    Discovery,
+}
+
+/// TLS material and listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub listen: SocketAddr,
+}
+
+/// Data-plane limits and timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_response_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
+    pub eject_base: Duration,
+    pub eject_max: Duration,
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 10_000,
+            max_header_bytes: 65_536,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            upstream_connect_timeout: Duration::from_secs(2),
+            upstream_response_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: Duration::from_secs(30),
+            eject_base: Duration::from_secs(1),
+            eject_max: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Auth settings (the gate's own configuration type).
+pub use crate::auth::AuthConfig;
+
+/// The validated configuration of `task-proxy serve`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    pub base_domain: String,
+    pub yt_proxy: Option<String>,
+    pub yt_token_path: Option<PathBuf>,
+    pub yt_token: Option<String>,
+    pub dir_path: String,
+    pub discovery_period: Duration,
+    pub auth: AuthConfig,
+    /// Limit of one auth call to the cluster.
+    pub auth_timeout: Duration,
+    pub listen: SocketAddr,
+    pub tls: Option<TlsConfig>,
+    pub admin_listen: SocketAddr,
+    pub source: ServicesSource,
+    pub worker_threads: usize,
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for Config {
+    // The token must never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("base_domain", &self.base_domain)
+            .field("yt_proxy", &self.yt_proxy)
+            .field("yt_token_path", &self.yt_token_path)
+            .field("yt_token", &self.yt_token.as_ref().map(|_| "<set>"))
+            .field("dir_path", &self.dir_path)
+            .field("discovery_period", &self.discovery_period)
+            .field("auth", &self.auth)
+            .field("auth_timeout", &self.auth_timeout)
+            .field("listen", &self.listen)
+            .field("tls", &self.tls)
+            .field("admin_listen", &self.admin_listen)
+            .field("source", &self.source)
+            .field("worker_threads", &self.worker_threads)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// Why the flags do not make a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--base-domain must be a domain name like tp.example.net, got {0:?}")]
+    BadBaseDomain(String),
+    #[error("auth needs --yt-proxy (or --namespace) to check credentials; pass --auth-enabled=false to serve without auth")]
+    AuthNeedsYtProxy,
+    #[error(
+        "nothing to route: give --services-file, or --yt-proxy (or --namespace) for discovery"
+    )]
+    NoSource,
+    #[error("--tls-cert and --tls-key go together (got only {0})")]
+    HalfTls(&'static str),
+    #[error("--worker-threads must be between 1 and 1024, got {0}")]
+    BadWorkerThreads(usize),
+    #[error("--max-header-bytes must be at least {MIN_HEADER_BYTES}, got {0}")]
+    HeaderBytesTooSmall(usize),
+    #[error("--max-connections must be at least 1")]
+    NoConnections,
+    #[error("--{0} must be greater than zero")]
+    ZeroDuration(&'static str),
+    #[error("--discovery-period-seconds must be at least 1")]
+    ZeroDiscoveryPeriod,
+    #[error(transparent)]
+    Auth(crate::auth::AuthConfigError),
+}
+
+impl ServeArgs {
+    /// Validates the flags. `env_worker_threads` is `TOKIO_WORKER_THREADS` when set.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let tokio_threads = std::env::var("TOKIO_WORKER_THREADS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        self.into_config_with(tokio_threads, Path::exists)
+    }
+
+    /// [`ServeArgs::into_config`] with the environment passed in (for tests).
+    pub fn into_config_with(
+        self,
+        tokio_worker_threads: Option<usize>,
+        file_exists: impl Fn(&Path) -> bool,
+    ) -> Result<Config, ConfigError> {
+        let base_domain = self.base_domain.trim().trim_end_matches('.').to_string();
+        let domain_ok = !base_domain.is_empty()
+            && base_domain.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !domain_ok {
+            return Err(ConfigError::BadBaseDomain(self.base_domain));
+        }
+
+        let yt_proxy = self.yt_proxy.filter(|p| !p.trim().is_empty()).or_else(|| {
+            self.namespace
+                .as_ref()
+                .map(|ns| format!("http://http-proxies-lb.{ns}.svc.cluster.local"))
+        });
+        if self.auth_enabled && yt_proxy.is_none() {
+            return Err(ConfigError::AuthNeedsYtProxy);
+        }
+        let auth = AuthConfig {
+            enabled: self.auth_enabled,
+            cookie_name: self.auth_cookie_name,
+            login_url: self.auth_login_url.filter(|u| !u.trim().is_empty()),
+            static_skip: crate::auth::StaticSkip::new(
+                self.auth_static_services
+                    .into_iter()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                &self.auth_static_prefix,
+            ),
+            identity_ttl: self.auth_identity_ttl,
+            rejected_identity_ttl: self.auth_deny_ttl,
+            allow_ttl: self.auth_allow_ttl,
+            deny_ttl: self.auth_deny_ttl,
+            grace: self.auth_grace,
+            failure_hold: self.auth_failure_hold,
+            ..AuthConfig::default()
+        };
+        auth.validate().map_err(ConfigError::Auth)?;
+        if self.auth_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration("auth-timeout"));
+        }
+        let source = match (&self.services_file, &yt_proxy) {
+            (Some(file), _) => ServicesSource::File(file.clone()),
+            (None, Some(_)) => ServicesSource::Discovery,
+            (None, None) => return Err(ConfigError::NoSource),
+        };
+
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (Some(_), None) => return Err(ConfigError::HalfTls("--tls-cert")),
+            (None, Some(_)) => return Err(ConfigError::HalfTls("--tls-key")),
+            (None, None) => {
+                let (cert, key) = (
+                    PathBuf::from(DEFAULT_TLS_CERT),
+                    PathBuf::from(DEFAULT_TLS_KEY),
+                );
+                (file_exists(&cert) && file_exists(&key)).then_some((cert, key))
+            }
+        }
+        .map(|(cert, key)| TlsConfig {
+            cert,
+            key,
+            listen: self.tls_listen,
+        });
+
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let worker_threads = self
+            .worker_threads
+            .or(tokio_worker_threads)
+            .unwrap_or(cores);
+        if !(1..=1024).contains(&worker_threads) {
+            return Err(ConfigError::BadWorkerThreads(worker_threads));
+        }
+        if self.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(ConfigError::HeaderBytesTooSmall(self.max_header_bytes));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::NoConnections);
+        }
+        if self.discovery_period_seconds == 0 {
+            return Err(ConfigError::ZeroDiscoveryPeriod);
+        }
+        for (name, d) in [
+            ("header-read-timeout", self.header_read_timeout),
+            ("idle-timeout", self.idle_timeout),
+            ("upstream-connect-timeout", self.upstream_connect_timeout),
+            ("upstream-response-timeout", self.upstream_response_timeout),
+            ("upstream-idle-timeout", self.upstream_idle_timeout),
+            ("eject-base", self.eject_base),
+            ("eject-max", self.eject_max),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::ZeroDuration(name));
+            }
+        }
+
+        Ok(Config {
+            base_domain,
+            yt_proxy,
+            yt_token_path: self.yt_token_path,
+            yt_token: self.yt_token.filter(|t| !t.trim().is_empty()),
+            dir_path: self.dir_path,
+            discovery_period: Duration::from_secs(self.discovery_period_seconds),
+            auth,
+            auth_timeout: self.auth_timeout,
+            listen: self.listen,
+            tls,
+            admin_listen: self.admin_listen,
+            source,
+            worker_threads,
+            limits: Limits {
+                max_connections: self.max_connections,
+                max_header_bytes: self.max_header_bytes,
+                header_read_timeout: self.header_read_timeout,
+                idle_timeout: self.idle_timeout,
+                upstream_connect_timeout: self.upstream_connect_timeout,
+                upstream_response_timeout: self.upstream_response_timeout,
+                upstream_idle_timeout: self.upstream_idle_timeout,
+                eject_base: self.eject_base,
+                eject_max: self.eject_max.max(self.eject_base),
+                drain_timeout: self.drain_timeout,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let cli = Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .expect("flags parse");
+        cli.serve.into_config_with(None, |_| false)
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn minimal_static_config() {
+        let c = parse(&[
+            "--base-domain",
+            "tp.example.net.",
+            "--auth-enabled=false",
+            "--services-file",
+            "/tmp/s.json",
+        ])
+        .unwrap();
+        assert_eq!(c.base_domain, "tp.example.net");
+        assert!(!c.auth.enabled);
+        assert_eq!(c.source, ServicesSource::File("/tmp/s.json".into()));
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.admin_listen, "0.0.0.0:9901".parse().unwrap());
+        assert_eq!(c.auth.cookie_name, "YTCypressCookie");
+        assert!(c.tls.is_none());
+        assert!(c.worker_threads >= 1);
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(
+            parse(&["--base-domain", "d", "--services-file", "f"]),
+            Err(ConfigError::AuthNeedsYtProxy)
+        );
+        assert_eq!(
+            parse(&["--base-domain", "d", "--auth-enabled=false"]),
+            Err(ConfigError::NoSource)
+        );
+        assert_eq!(
+            parse(&[
+                "--base-domain",
+                "d",
+                "--auth-enabled=false",
+                "--services-file",
+                "f",
+                "--tls-cert",
+                "c"
+            ]),
+            Err(ConfigError::HalfTls("--tls-cert"))
+        );
+        assert!(matches!(
+            parse(&[
+                "--base-domain",
+                "a b",
+                "--auth-enabled=false",
+                "--services-file",
+                "f"
+            ]),
+            Err(ConfigError::BadBaseDomain(_))
+        ));
+        assert_eq!(
+            parse(&[
+                "--base-domain",
+                "d",
+                "--auth-enabled=false",
+                "--services-file",
+                "f",
+                "--max-header-bytes",
+                "100"
+            ]),
+            Err(ConfigError::HeaderBytesTooSmall(100))
+        );
+    }
+
+    #[test]
+    fn namespace_gives_yt_proxy() {
+        let c = parse(&["--base-domain", "d", "--namespace", "yt"]).unwrap();
+        assert_eq!(
+            c.yt_proxy.as_deref(),
+            Some("http://http-proxies-lb.yt.svc.cluster.local")
+        );
+        assert_eq!(c.source, ServicesSource::Discovery);
+        assert!(c.auth.enabled);
+    }
+}

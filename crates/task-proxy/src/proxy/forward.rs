@@ -1,0 +1,307 @@
+//! Rewriting requests for jobs and responses for callers: hop-by-hop headers removed,
+//! `X-Forwarded-*` set, the caller's Host kept (`:authority` becomes `Host` for HTTP/1.1 jobs),
+//! the URI put in the form the upstream protocol needs, and absolute redirects to a job's own
+//! `host:port` rewritten to the service domain the caller used.
+
+use super::balance::Backend;
+use crate::routing::Protocol;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::Version;
+
+/// What the proxy knows about the caller's side of a request.
+#[derive(Debug, Clone)]
+pub struct ClientView {
+    /// `http` or `https`: how the caller reached the proxy.
+    pub scheme: &'static str,
+    /// The caller's address, ready for `X-Forwarded-For`.
+    pub peer_ip: HeaderValue,
+}
+
+/// Why a request cannot be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("the request has no usable host")]
+    BadHost,
+    #[error("the request target is not valid for the job")]
+    BadTarget,
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones named in `Connection`. `TE: trailers` is
+/// kept (gRPC needs it); the `Upgrade` pair is kept for an upgrade handshake.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if let Some(connection) = headers.get(header::CONNECTION) {
+        // Only allocate when Connection names something beyond the usual tokens.
+        let named: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case("close")
+                    && !t.eq_ignore_ascii_case("keep-alive")
+                    && !t.eq_ignore_ascii_case("upgrade")
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    headers.remove(header::CONNECTION);
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
+    headers.remove(header::PROXY_AUTHENTICATE);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    headers.remove(header::TRAILER);
+    headers.remove(header::TRANSFER_ENCODING);
+    let te_trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_trailers {
+        headers.remove(header::TE);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// The host the caller named (`:authority` for HTTP/2 and absolute-form targets, else `Host`).
+pub fn client_host(parts: &http::request::Parts) -> Option<HeaderValue> {
+    match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    }
+}
+
+/// Rewrites the request head for the job.
+pub fn prepare_request(
+    parts: &mut http::request::Parts,
+    protocol: Protocol,
+    upgrade: bool,
+    host: Option<&HeaderValue>,
+    client: &ClientView,
+) -> Result<(), ForwardError> {
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers, upgrade);
+
+    match headers.get_mut(X_FORWARDED_FOR) {
+        Some(existing) => {
+            let mut v = Vec::with_capacity(existing.len() + 2 + client.peer_ip.len());
+            v.extend_from_slice(existing.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(client.peer_ip.as_bytes());
+            *existing = HeaderValue::from_bytes(&v).map_err(|_| ForwardError::BadHost)?;
+        }
+        None => {
+            headers.insert(X_FORWARDED_FOR, client.peer_ip.clone());
+        }
+    }
+    // A fronting ingress that terminated TLS knows better than we do: keep what it set.
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.scheme));
+    }
+    if let Some(host) = host {
+        if !headers.contains_key(X_FORWARDED_HOST) {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+        }
+    }
+
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    match protocol {
+        Protocol::Http => {
+            parts.version = Version::HTTP_11;
+            if let Some(host) = host {
+                headers.insert(header::HOST, host.clone());
+            }
+            if parts.uri.authority().is_some() {
+                parts.uri = Uri::from(path);
+            }
+        }
+        Protocol::Grpc => {
+            parts.version = Version::HTTP_2;
+            headers.remove(header::HOST);
+            let authority = match (parts.uri.authority(), host) {
+                (Some(a), _) => a.clone(),
+                (None, Some(h)) => {
+                    Authority::try_from(h.as_bytes()).map_err(|_| ForwardError::BadHost)?
+                }
+                (None, None) => Authority::from_static("localhost"),
+            };
+            parts.uri = Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(authority)
+                .path_and_query(path)
+                .build()
+                .map_err(|_| ForwardError::BadTarget)?;
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites the response head for the caller.
+pub fn prepare_response(
+    parts: &mut http::response::Parts,
+    upgrade: bool,
+    backend: &Backend,
+    host: Option<&HeaderValue>,
+    client: &ClientView,
+) {
+    let switching = upgrade && parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(&mut parts.headers, switching);
+    if let (Some(location), Some(host)) = (parts.headers.get(header::LOCATION), host) {
+        if let Some(rewritten) = rewrite_location(location, backend, host, client.scheme) {
+            parts.headers.insert(header::LOCATION, rewritten);
+        }
+    }
+}
+
+/// `scheme://<endpoint host:port>/rest` -> `<client scheme>://<client host>/rest` when the
+/// authority is one of the service's endpoints.
+fn rewrite_location(
+    location: &HeaderValue,
+    backend: &Backend,
+    host: &HeaderValue,
+    scheme: &str,
+) -> Option<HeaderValue> {
+    let s = location.to_str().ok()?;
+    let (_, rest) = s
+        .split_once("://")
+        .filter(|(sch, _)| sch.eq_ignore_ascii_case("http") || sch.eq_ignore_ascii_case("https"))?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let ours = backend
+        .endpoints
+        .iter()
+        .any(|ep| ep.authority.eq_ignore_ascii_case(authority));
+    if !ours {
+        return None;
+    }
+    let host = host.to_str().ok()?;
+    let tail = if tail.is_empty() { "/" } else { tail };
+    HeaderValue::from_str(&format!("{scheme}://{host}{tail}")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::{RoutingSnapshot, ServiceSpec};
+
+    fn client() -> ClientView {
+        ClientView {
+            scheme: "http",
+            peer_ip: HeaderValue::from_static("10.0.0.9"),
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_and_forwarded() {
+        let mut req = http::Request::builder()
+            .uri("/p?q=1")
+            .header("host", "abcdef12.d:8080")
+            .header("connection", "keep-alive, x-secret")
+            .header("x-secret", "1")
+            .header("keep-alive", "timeout=5")
+            .header("te", "trailers")
+            .header("upgrade", "h2c")
+            .header("proxy-authorization", "Basic x")
+            .header("x-forwarded-for", "1.2.3.4")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let host = client_host(&req);
+        prepare_request(&mut req, Protocol::Http, false, host.as_ref(), &client()).unwrap();
+        let h = &req.headers;
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "upgrade",
+            "proxy-authorization",
+        ] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "abcdef12.d:8080");
+        assert_eq!(h["host"], "abcdef12.d:8080");
+        assert_eq!(req.uri, "/p?q=1");
+    }
+
+    #[test]
+    fn authority_becomes_host_and_grpc_gets_absolute_uri() {
+        let mut req = http::Request::builder()
+            .version(Version::HTTP_2)
+            .uri("http://abcdef12.d/svc/M")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let host = client_host(&req);
+        let mut h1 = req.clone();
+        prepare_request(&mut h1, Protocol::Http, false, host.as_ref(), &client()).unwrap();
+        assert_eq!(h1.headers["host"], "abcdef12.d");
+        assert_eq!(h1.uri, "/svc/M");
+        assert_eq!(h1.version, Version::HTTP_11);
+        prepare_request(&mut req, Protocol::Grpc, false, host.as_ref(), &client()).unwrap();
+        assert_eq!(req.uri, "http://abcdef12.d/svc/M");
+    }
+
+    #[test]
+    fn location_rewrite() {
+        let snap = RoutingSnapshot::build(
+            "d",
+            [ServiceSpec {
+                operation_id: "o".into(),
+                task_name: "t".into(),
+                service: "s".into(),
+                protocol: Protocol::Http,
+                endpoints: vec!["127.0.0.1:9000".parse().unwrap()],
+                operation_start_time: None,
+            }],
+        );
+        let balancer = super::super::balance::Balancer::new(
+            1,
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(1),
+        );
+        let backend = balancer.backend(&snap.routes()[0]);
+        let host = HeaderValue::from_static("abcdef12.d:8080");
+        let got = rewrite_location(
+            &HeaderValue::from_static("http://127.0.0.1:9000/x?y#z"),
+            &backend,
+            &host,
+            "https",
+        );
+        assert_eq!(got.unwrap(), "https://abcdef12.d:8080/x?y#z");
+        assert!(rewrite_location(
+            &HeaderValue::from_static("http://other:9000/x"),
+            &backend,
+            &host,
+            "http"
+        )
+        .is_none());
+        assert!(rewrite_location(
+            &HeaderValue::from_static("/relative"),
+            &backend,
+            &host,
+            "http"
+        )
+        .is_none());
+    }
+}

@@ -1,0 +1,261 @@
+//! Listeners and workers: thread-per-core. Each worker thread runs its own `current_thread`
+//! runtime with its own `SO_REUSEPORT` sockets (plain, and TLS when configured), so the kernel
+//! spreads connections and a request never crosses threads. Here live the accept loops, the
+//! connection cap, per-connection limits (header size and read timeout, idle timeout) and the
+//! graceful drain.
+
+use super::forward::ClientView;
+use super::service::{ConnActivity, ConnContext, Pipeline};
+use super::upstream::Upstreams;
+use super::Shared;
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+
+/// Binds `count` sockets to `addr` with `SO_REUSEPORT`. With port 0, the first socket picks
+/// the port and the others join it.
+pub fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<StdListener>> {
+    let mut out = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM,
+            Some(SockProtocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.set_nodelay(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener: StdListener = socket.into();
+        addr = listener.local_addr()?;
+        out.push(listener);
+    }
+    Ok(out)
+}
+
+/// One worker's sockets.
+pub struct WorkerSockets {
+    pub plain: StdListener,
+    pub tls: Option<(StdListener, TlsAcceptor)>,
+}
+
+/// Runs one worker until the shutdown token fires and its connections drained (or the drain
+/// timeout passed). Blocks the calling thread.
+pub fn run_worker(id: usize, shared: Arc<Shared>, sockets: WorkerSockets) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name(format!("task-proxy-worker-{id}"))
+        .build()?;
+    runtime.block_on(async move {
+        let limits = &shared.limits;
+        let upstreams = Upstreams::new(
+            id,
+            limits.upstream_connect_timeout,
+            limits.upstream_idle_timeout,
+        );
+        let pipeline = Arc::new(Pipeline::new(shared.clone(), upstreams));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let worker = Arc::new(Worker {
+            shared: shared.clone(),
+            pipeline,
+            builder,
+        });
+        let tracker = TaskTracker::new();
+
+        let plain = TcpListener::from_std(sockets.plain)?;
+        let mut accepts = vec![tokio::spawn(accept_loop(
+            worker.clone(),
+            plain,
+            None,
+            tracker.clone(),
+        ))];
+        if let Some((listener, acceptor)) = sockets.tls {
+            let listener = TcpListener::from_std(listener)?;
+            accepts.push(tokio::spawn(accept_loop(
+                worker.clone(),
+                listener,
+                Some(acceptor),
+                tracker.clone(),
+            )));
+        }
+        shared.shutdown.cancelled().await;
+        for a in &accepts {
+            a.abort();
+        }
+        // Listening sockets close with the accept loops: new connections are refused now.
+        for a in accepts {
+            let _ = a.await;
+        }
+        tracker.close();
+        if tokio::time::timeout(shared.limits.drain_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                worker = id,
+                "drain timeout: closing the remaining connections"
+            );
+        }
+        Ok(())
+    })
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    pipeline: Arc<Pipeline>,
+    builder: auto::Builder<TokioExecutor>,
+}
+
+/// Decrements the connection count when a connection ends.
+struct ConnSlot(Arc<Shared>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0
+            .metrics
+            .active_connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn accept_loop(
+    worker: Arc<Worker>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    tracker: TaskTracker,
+) {
+    let shared = &worker.shared;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let open = shared
+            .metrics
+            .active_connections
+            .fetch_add(1, Ordering::Relaxed);
+        let slot = ConnSlot(shared.clone());
+        if open >= shared.limits.max_connections {
+            shared
+                .metrics
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(refuse(stream, slot));
+            continue;
+        }
+        shared
+            .metrics
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        let worker = worker.clone();
+        match &tls {
+            None => {
+                tracker.spawn(async move {
+                    serve_connection(worker, stream, peer, "http").await;
+                    drop(slot);
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tracker.spawn(async move {
+                    let timeout = worker.shared.limits.header_read_timeout;
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            serve_connection(worker, tls_stream, peer, "https").await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                    drop(slot);
+                });
+            }
+        }
+    }
+}
+
+/// Over the connection cap: a short 503 for HTTP/1 callers, then close.
+async fn refuse(mut stream: TcpStream, slot: ConnSlot) {
+    const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: 24\r\n\r\ntoo many connections...\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(ANSWER)).await;
+    let _ = stream.shutdown().await;
+    drop(slot);
+}
+
+async fn serve_connection<I>(worker: Arc<Worker>, io: I, peer: SocketAddr, scheme: &'static str)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let activity = ConnActivity::new();
+    let ctx = Arc::new(ConnContext {
+        client: ClientView { scheme, peer_ip },
+        activity: activity.clone(),
+    });
+    let pipeline = worker.pipeline.clone();
+    let service = service_fn(move |req| pipeline.clone().handle(ctx.clone(), req));
+    let conn = worker
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+
+    let shared = &worker.shared;
+    let idle_ms = shared.limits.idle_timeout.as_millis() as u64;
+    let mut closing = false;
+    let mut check = Duration::from_millis(idle_ms);
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shared.shutdown.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep(check), if !closing => {
+                match activity.idle_for_ms() {
+                    Some(idle) if idle >= idle_ms => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    Some(idle) => check = Duration::from_millis(idle_ms - idle),
+                    None => check = Duration::from_millis(idle_ms),
+                }
+            }
+        }
+    }
+}

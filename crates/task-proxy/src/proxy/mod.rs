@@ -1,0 +1,120 @@
+//! The data plane: listeners, the request pipeline, forwarding to jobs.
+//!
+//! Layers, one job each: [`listener`] accepts connections on per-worker runtimes,
+//! [`service`] runs route -> admit -> forward per request, [`forward`] rewrites heads,
+//! [`balance`] picks endpoints and tracks their health, [`upstream`] keeps connections to jobs,
+//! [`upgrade`] tunnels WebSockets, [`tls`] terminates TLS with reloadable certificates.
+//! Shared state is read-mostly: the routing table (arc-swap) and atomics.
+
+pub mod balance;
+pub mod forward;
+pub mod listener;
+pub mod service;
+pub mod tls;
+pub mod upgrade;
+pub mod upstream;
+
+use crate::admin::metrics::ProxyMetrics;
+use crate::auth::Gate;
+use crate::config::Limits;
+use crate::routing::RoutingTable;
+use balance::Balancer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// State every worker reads.
+#[derive(Debug)]
+pub struct Shared {
+    pub table: Arc<RoutingTable>,
+    pub balancer: Arc<Balancer>,
+    pub gate: Gate,
+    pub limits: Limits,
+    pub metrics: Arc<ProxyMetrics>,
+    /// Fired on SIGTERM/SIGINT: stop accepting, finish what is in flight.
+    pub shutdown: CancellationToken,
+}
+
+/// What to listen on.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    pub plain: SocketAddr,
+    pub tls: Option<(SocketAddr, tls::Tls)>,
+    pub workers: usize,
+}
+
+/// A running data plane.
+pub struct DataPlane {
+    pub plain_addr: SocketAddr,
+    pub tls_addr: Option<SocketAddr>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// Why the data plane did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start worker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl DataPlane {
+    /// Binds every socket (so a busy port fails the start), then starts the workers.
+    pub fn start(shared: Arc<Shared>, listen: &ListenConfig) -> Result<DataPlane, StartError> {
+        let bind = |addr: SocketAddr| {
+            listener::bind_reuseport(addr, listen.workers)
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let plain = bind(listen.plain)?;
+        let plain_addr = plain
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .unwrap_or(listen.plain);
+        let (tls_sockets, tls_addr) = match &listen.tls {
+            Some((addr, tls)) => {
+                let sockets = bind(*addr)?;
+                let bound = sockets.first().and_then(|l| l.local_addr().ok());
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config.clone());
+                (
+                    sockets
+                        .into_iter()
+                        .map(|s| Some((s, acceptor.clone())))
+                        .collect(),
+                    bound,
+                )
+            }
+            None => ((0..plain.len()).map(|_| None).collect::<Vec<_>>(), None),
+        };
+        let mut workers = Vec::with_capacity(plain.len());
+        for (id, (plain, tls)) in plain.into_iter().zip(tls_sockets).enumerate() {
+            let shared = shared.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("task-proxy-worker-{id}"))
+                .spawn(move || {
+                    let sockets = listener::WorkerSockets { plain, tls };
+                    if let Err(e) = listener::run_worker(id, shared, sockets) {
+                        tracing::error!(worker = id, error = %e, "worker failed");
+                    }
+                })
+                .map_err(StartError::Thread)?;
+            workers.push(handle);
+        }
+        Ok(DataPlane {
+            plain_addr,
+            tls_addr,
+            workers,
+        })
+    }
+
+    /// Waits for every worker to finish draining (call after firing the shutdown token).
+    pub fn join(self) {
+        for w in self.workers {
+            let _ = w.join();
+        }
+    }
+}

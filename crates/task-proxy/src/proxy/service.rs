@@ -1,0 +1,456 @@
+//! The per-request pipeline: route -> admit -> forward. Each step is small; errors become
+//! local answers rendered for the caller (gRPC callers get trailers-only statuses).
+//!
+//! Forwarding tries up to [`MAX_ATTEMPTS`] endpoints: a connect failure (nothing sent yet) moves
+//! on to another endpoint and ejects the failed one; a pooled connection found closed gives its
+//! request back and it goes on a fresh one; an idempotent request without a body that failed
+//! after it was sent is replayed once elsewhere (a job killed mid-request loses nothing).
+
+use super::balance::{Backend, EndpointState, InFlight, Tried, MAX_ATTEMPTS};
+use super::forward::{self, ClientView};
+use super::upgrade;
+use super::upstream::Upstreams;
+use super::Shared;
+use crate::admin::metrics::Unrouted;
+use crate::answer::{local_answer, BoxError, CallerKind, ProxyBody};
+use crate::routing::{route_key, Protocol};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+const X_YT_TASKPROXY_ID: &str = "x-yt-taskproxy-id";
+
+/// Milliseconds since the process's first call; a cheap monotonic clock for idle tracking.
+pub fn monotonic_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Requests in flight on one client connection, for its idle timeout.
+#[derive(Debug, Default)]
+pub struct ConnActivity {
+    in_flight: AtomicUsize,
+    idle_since_ms: AtomicU64,
+}
+
+impl ConnActivity {
+    pub fn new() -> Arc<ConnActivity> {
+        Arc::new(ConnActivity {
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(monotonic_ms()),
+        })
+    }
+
+    fn begin(self: &Arc<Self>) -> Active {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Active(self.clone())
+    }
+
+    /// How long the connection has had no request in flight (None while one is).
+    pub fn idle_for_ms(&self) -> Option<u64> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        Some(monotonic_ms().saturating_sub(self.idle_since_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A request in flight on a client connection, until its response body is done.
+#[derive(Debug)]
+struct Active(Arc<ConnActivity>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0
+            .idle_since_ms
+            .store(monotonic_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a connection's requests share.
+#[derive(Debug)]
+pub struct ConnContext {
+    pub client: ClientView,
+    pub activity: Arc<ConnActivity>,
+}
+
+/// A response body that holds guards until it is finished or dropped.
+struct Guarded<B> {
+    inner: B,
+    _guards: (Active, InFlight),
+}
+
+impl<B> Body for Guarded<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The head of an idempotent request without a body, kept to replay it on another endpoint.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn request(&self) -> Request<ProxyBody> {
+        let mut req = Request::new(empty_body());
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+fn empty_body() -> ProxyBody {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Why forwarding gave no response.
+enum Failure {
+    /// No endpoint could be connected.
+    NoJob { last: Option<String> },
+    /// The job did not start its response in time.
+    Timeout,
+    /// The job failed after the request was sent.
+    Upstream(hyper::Error),
+}
+
+/// One worker's request handler.
+#[derive(Debug)]
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    upstreams: Upstreams,
+}
+
+impl Pipeline {
+    pub fn new(shared: Arc<Shared>, upstreams: Upstreams) -> Pipeline {
+        Pipeline { shared, upstreams }
+    }
+
+    /// Handles one request; never fails (errors are answers).
+    pub async fn handle(
+        self: Arc<Self>,
+        conn: Arc<ConnContext>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let active = conn.activity.begin();
+        let caller = CallerKind::of(req.headers());
+
+        // Route.
+        let key = {
+            let ids = req
+                .headers()
+                .get_all(X_YT_TASKPROXY_ID)
+                .iter()
+                .map(|v| v.as_bytes());
+            let host = match req.uri().authority() {
+                Some(a) => Some(a.as_str()),
+                None => req
+                    .headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok()),
+            };
+            route_key(ids, host, self.shared.table.load().base_domain())
+        };
+        let key = match key {
+            Ok(k) => k,
+            Err(e) => {
+                self.shared.metrics.count_unrouted(Unrouted::BadRequest);
+                return Ok(local_answer(
+                    caller,
+                    StatusCode::BAD_REQUEST,
+                    &e.to_string(),
+                    None,
+                ));
+            }
+        };
+        let backend = {
+            let snapshot = self.shared.table.load();
+            match snapshot.get(&key) {
+                Some(route) => self.shared.balancer.backend(route),
+                None => {
+                    self.shared.metrics.count_unrouted(Unrouted::NoSuchTask);
+                    return Ok(local_answer(
+                        caller,
+                        StatusCode::NOT_FOUND,
+                        &format!("no such task: {key}"),
+                        None,
+                    ));
+                }
+            }
+        };
+        let protocol = backend.route.protocol;
+        let stats = backend.stats.clone();
+
+        let (mut parts, body) = req.into_parts();
+        let is_upgrade = upgrade::is_upgrade_request(&parts);
+        if is_upgrade && protocol == Protocol::Grpc {
+            stats.count_status(StatusCode::BAD_REQUEST);
+            return Ok(local_answer(
+                caller,
+                StatusCode::BAD_REQUEST,
+                "protocol upgrades are not supported for grpc services",
+                None,
+            ));
+        }
+
+        // Admit.
+        match self.shared.gate.admit(&mut parts, &backend.route).await {
+            Ok(admitted) => {
+                tracing::trace!(user = ?admitted.user, service = %backend.route.key, "admitted")
+            }
+            Err(refusal) => {
+                stats.count_status(refusal.status());
+                return Ok(refusal.into_response(caller));
+            }
+        }
+
+        // Forward.
+        let host = forward::client_host(&parts);
+        let client_upgrade = if is_upgrade {
+            parts.extensions.remove::<OnUpgrade>()
+        } else {
+            None
+        };
+        if let Err(e) = forward::prepare_request(
+            &mut parts,
+            protocol,
+            is_upgrade,
+            host.as_ref(),
+            &conn.client,
+        ) {
+            stats.count_status(StatusCode::BAD_REQUEST);
+            return Ok(local_answer(
+                caller,
+                StatusCode::BAD_REQUEST,
+                &e.to_string(),
+                None,
+            ));
+        }
+        let replay = (!is_upgrade
+            && body.is_end_stream()
+            && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS))
+        .then(|| Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+        });
+        let body: ProxyBody = if body.is_end_stream() {
+            empty_body()
+        } else {
+            body.map_err(BoxError::from).boxed()
+        };
+        let req = Request::from_parts(parts, body);
+
+        let (response, in_flight) = match self.send(&backend, req, replay, is_upgrade).await {
+            Ok(ok) => ok,
+            Err(failure) => {
+                let (status, message) = match failure {
+                    Failure::NoJob { last } => (
+                        StatusCode::BAD_GATEWAY,
+                        match last {
+                            Some(e) => {
+                                format!("no healthy job for service {} ({e})", backend.route.key)
+                            }
+                            None => format!("no healthy job for service {}", backend.route.key),
+                        },
+                    ),
+                    Failure::Timeout => (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "the job of service {} did not answer in time",
+                            backend.route.key
+                        ),
+                    ),
+                    Failure::Upstream(e) => (
+                        StatusCode::BAD_GATEWAY,
+                        format!("the job of service {} failed: {e}", backend.route.key),
+                    ),
+                };
+                tracing::debug!(service = %backend.route.key, %status, %message, "local answer");
+                stats.count_status(status);
+                return Ok(local_answer(caller, status, &message, None));
+            }
+        };
+
+        let (mut rparts, rbody) = response.into_parts();
+        stats.count_status(rparts.status);
+        if is_upgrade && rparts.status == StatusCode::SWITCHING_PROTOCOLS {
+            match (client_upgrade, rparts.extensions.remove::<OnUpgrade>()) {
+                (Some(client), Some(upstream)) => {
+                    upgrade::spawn_tunnel(client, upstream, self.shared.metrics.clone())
+                }
+                _ => {
+                    return Ok(local_answer(
+                        caller,
+                        StatusCode::BAD_GATEWAY,
+                        "the upgrade could not be completed",
+                        None,
+                    ))
+                }
+            }
+        }
+        forward::prepare_response(
+            &mut rparts,
+            is_upgrade,
+            &backend,
+            host.as_ref(),
+            &conn.client,
+        );
+        let body = Guarded {
+            inner: rbody,
+            _guards: (active, in_flight),
+        }
+        .boxed();
+        Ok(Response::from_parts(rparts, body))
+    }
+
+    /// Sends the request to one of the backend's endpoints (see the module docs for retries).
+    async fn send(
+        &self,
+        backend: &Arc<Backend>,
+        mut req: Request<ProxyBody>,
+        mut replay: Option<Replay>,
+        upgrade: bool,
+    ) -> Result<(Response<Incoming>, InFlight), Failure> {
+        let balancer = &self.shared.balancer;
+        let timeout = self.shared.limits.upstream_response_timeout;
+        let service = backend.route.domain.as_str();
+        let mut tried = Tried::default();
+        let mut last: Option<String> = None;
+        // Stale pooled connections do not count as attempts; bound the loop anyway.
+        for _ in 0..MAX_ATTEMPTS * 4 {
+            if tried.len() >= MAX_ATTEMPTS {
+                break;
+            }
+            let Some(i) = balancer.pick(backend, &tried) else {
+                break;
+            };
+            let ep: &Arc<EndpointState> = &backend.endpoints[i];
+            let outcome = match backend.route.protocol {
+                Protocol::Http => {
+                    let pooled = if upgrade {
+                        None
+                    } else {
+                        self.upstreams.http1_pooled(ep)
+                    };
+                    let fresh = pooled.is_none();
+                    let mut sender = match pooled {
+                        Some(s) => s,
+                        None => match self.upstreams.http1_connect(ep, upgrade).await {
+                            Ok(s) => {
+                                balancer.connect_succeeded(ep);
+                                s
+                            }
+                            Err(e) => {
+                                balancer.connect_failed(ep, service, &e);
+                                last = Some(e.to_string());
+                                tried.push(i);
+                                continue;
+                            }
+                        },
+                    };
+                    let in_flight = ep.start_request();
+                    let started = Instant::now();
+                    match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
+                        Err(_) => return Err(Failure::Timeout),
+                        Ok(Ok(response)) => {
+                            backend.stats.upstream_latency.observe(started.elapsed());
+                            if !upgrade {
+                                self.upstreams.http1_release(ep.clone(), sender);
+                            }
+                            return Ok((response, in_flight));
+                        }
+                        Ok(Err(e)) => (e, fresh),
+                    }
+                }
+                Protocol::Grpc => {
+                    let (mut sender, fresh) = match self.upstreams.http2(ep).await {
+                        Ok(s) => {
+                            if s.1 {
+                                balancer.connect_succeeded(ep);
+                            }
+                            s
+                        }
+                        Err(e) => {
+                            balancer.connect_failed(ep, service, &e);
+                            last = Some(e.to_string());
+                            tried.push(i);
+                            continue;
+                        }
+                    };
+                    if let Err(e) = sender.ready().await {
+                        last = Some(e.to_string());
+                        tried.push(i);
+                        continue;
+                    }
+                    let in_flight = ep.start_request();
+                    let started = Instant::now();
+                    match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
+                        Err(_) => return Err(Failure::Timeout),
+                        Ok(Ok(response)) => {
+                            backend.stats.upstream_latency.observe(started.elapsed());
+                            return Ok((response, in_flight));
+                        }
+                        Ok(Err(e)) => (e, fresh),
+                    }
+                }
+            };
+            let (mut error, fresh) = outcome;
+            if let Some(unsent) = error.take_message() {
+                // Nothing reached the job: a stale pooled connection; try again.
+                req = unsent;
+                if fresh {
+                    tried.push(i);
+                }
+                continue;
+            }
+            let error = error.into_error();
+            tried.push(i);
+            match replay.take() {
+                Some(r) => {
+                    tracing::debug!(endpoint = %ep.endpoint, %error, "replaying an idempotent request elsewhere");
+                    req = r.request();
+                    last = Some(error.to_string());
+                }
+                None => return Err(Failure::Upstream(error)),
+            }
+        }
+        Err(Failure::NoJob { last })
+    }
+}

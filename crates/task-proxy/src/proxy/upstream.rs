@@ -1,0 +1,189 @@
+//! Connections to jobs: HTTP/1.1 keep-alive pools for `http` services, one multiplexed HTTP/2
+//! (h2c) connection per endpoint for `grpc` services, and fresh upgradeable HTTP/1.1
+//! connections for WebSocket handshakes. Pools are per worker (a [`WorkerPool`] slot per worker
+//! in each endpoint state), so no lock is ever contended across threads.
+
+use super::balance::EndpointState;
+use crate::answer::ProxyBody;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// An idle HTTP/1.1 connection ready for a request.
+#[derive(Debug)]
+struct IdleHttp1 {
+    sender: http1::SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+/// Most idle HTTP/1.1 connections kept per endpoint per worker.
+const MAX_IDLE_PER_ENDPOINT: usize = 64;
+
+/// One worker's connections to one endpoint.
+#[derive(Debug, Default)]
+pub struct WorkerPool {
+    http1: Mutex<Vec<IdleHttp1>>,
+    http2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
+}
+
+/// Why no connection to an endpoint could be made. Nothing of the request was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {endpoint} failed: {source}")]
+    Io {
+        endpoint: String,
+        source: std::io::Error,
+    },
+    #[error("connect to {endpoint} timed out")]
+    Timeout { endpoint: String },
+    #[error("handshake with {endpoint} failed: {source}")]
+    Handshake {
+        endpoint: String,
+        source: hyper::Error,
+    },
+}
+
+/// A worker's view of upstream connections.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    worker: usize,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Upstreams {
+    pub fn new(worker: usize, connect_timeout: Duration, idle_timeout: Duration) -> Upstreams {
+        Upstreams {
+            worker,
+            connect_timeout,
+            idle_timeout,
+        }
+    }
+
+    async fn tcp(&self, ep: &EndpointState) -> Result<TcpStream, ConnectError> {
+        let e = &ep.endpoint;
+        let connect = TcpStream::connect((e.host.as_str(), e.port));
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(stream)) => {
+                // Small requests and responses must not wait for Nagle.
+                let _ = stream.set_nodelay(true);
+                Ok(stream)
+            }
+            Ok(Err(source)) => Err(ConnectError::Io {
+                endpoint: ep.authority.clone(),
+                source,
+            }),
+            Err(_) => Err(ConnectError::Timeout {
+                endpoint: ep.authority.clone(),
+            }),
+        }
+    }
+
+    /// An idle pooled HTTP/1.1 connection to `ep`, if one is usable.
+    pub fn http1_pooled(&self, ep: &EndpointState) -> Option<http1::SendRequest<ProxyBody>> {
+        let pool = ep.pool(self.worker)?;
+        let mut idle = pool.http1.lock().ok()?;
+        while let Some(conn) = idle.pop() {
+            if conn.since.elapsed() < self.idle_timeout
+                && !conn.sender.is_closed()
+                && conn.sender.is_ready()
+            {
+                return Some(conn.sender);
+            }
+        }
+        None
+    }
+
+    /// A new HTTP/1.1 connection to `ep` (`upgrades`: one that can be taken over by a tunnel).
+    pub async fn http1_connect(
+        &self,
+        ep: &EndpointState,
+        upgrades: bool,
+    ) -> Result<http1::SendRequest<ProxyBody>, ConnectError> {
+        let stream = self.tcp(ep).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                endpoint: ep.authority.clone(),
+                source,
+            })?;
+        if upgrades {
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(error = %e, "upstream connection ended");
+                }
+            });
+        } else {
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream connection ended");
+                }
+            });
+        }
+        Ok(sender)
+    }
+
+    /// Returns `sender` to this worker's pool once its current exchange is complete (the
+    /// response body fully read and the request body fully sent); dropped if it fails first.
+    pub fn http1_release(
+        &self,
+        ep: std::sync::Arc<EndpointState>,
+        mut sender: http1::SendRequest<ProxyBody>,
+    ) {
+        let worker = self.worker;
+        tokio::spawn(async move {
+            if sender.ready().await.is_err() {
+                return;
+            }
+            let Some(pool) = ep.pool(worker) else { return };
+            if let Ok(mut idle) = pool.http1.lock() {
+                if idle.len() < MAX_IDLE_PER_ENDPOINT {
+                    idle.push(IdleHttp1 {
+                        sender,
+                        since: Instant::now(),
+                    });
+                }
+            }
+        });
+    }
+
+    /// The worker's HTTP/2 connection to `ep`, made if there is none or it closed. The second
+    /// value says whether it was just made (a failure then is a connect failure).
+    pub async fn http2(
+        &self,
+        ep: &EndpointState,
+    ) -> Result<(http2::SendRequest<ProxyBody>, bool), ConnectError> {
+        if let Some(pool) = ep.pool(self.worker) {
+            if let Ok(slot) = pool.http2.lock() {
+                if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
+                    return Ok((sender.clone(), false));
+                }
+            }
+        }
+        let stream = self.tcp(ep).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                endpoint: ep.authority.clone(),
+                source,
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream h2 connection ended");
+            }
+        });
+        if let Some(pool) = ep.pool(self.worker) {
+            if let Ok(mut slot) = pool.http2.lock() {
+                *slot = Some(sender.clone());
+            }
+        }
+        Ok((sender, true))
+    }
+}
