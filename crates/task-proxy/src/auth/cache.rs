@@ -71,6 +71,15 @@ impl Clock {
     }
 }
 
+/// A look-up's value, where it came from, and until when it is fresh (`None` for a stale
+/// value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found<V> {
+    pub value: V,
+    pub source: Source,
+    pub fresh_until: Option<Instant>,
+}
+
 /// Why a look-up has no value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LookupError<E> {
@@ -97,10 +106,14 @@ struct Stamped<V, E> {
 
 impl<V: Clone, E: Clone> Stamped<V, E> {
     /// The answer this entry gives at `now` without a fetch, if any.
-    fn answer(&self, now: Instant) -> Option<Result<(V, Source), E>> {
+    fn answer(&self, now: Instant) -> Option<Result<Found<V>, E>> {
         if let Some(good) = &self.good {
             if now < good.fresh_until {
-                return Some(Ok((good.value.clone(), Source::Hit)));
+                return Some(Ok(Found {
+                    value: good.value.clone(),
+                    source: Source::Hit,
+                    fresh_until: Some(good.fresh_until),
+                }));
             }
         }
         match &self.failure {
@@ -110,9 +123,13 @@ impl<V: Clone, E: Clone> Stamped<V, E> {
     }
 
     /// The answer after a failure: the stale value when usable, else the error.
-    fn after_failure(&self, error: &E, now: Instant) -> Result<(V, Source), E> {
+    fn after_failure(&self, error: &E, now: Instant) -> Result<Found<V>, E> {
         match &self.good {
-            Some(good) if now < good.usable_until => Ok((good.value.clone(), Source::Stale)),
+            Some(good) if now < good.usable_until => Ok(Found {
+                value: good.value.clone(),
+                source: Source::Stale,
+                fresh_until: None,
+            }),
             _ => Err(error.clone()),
         }
     }
@@ -156,8 +173,7 @@ where
         }
     }
 
-    /// The cached value for `key` when fresh, else the result of `fetch` (see the module docs).
-    /// `ttl_of` gives each fetched value its TTL.
+    /// [`GraceCache::lookup`] without the freshness deadline.
     pub async fn get_or_fetch<Q, Fut>(
         &self,
         key: &Q,
@@ -165,6 +181,25 @@ where
         ttl_of: impl FnOnce(&V) -> Duration,
         fetch: impl FnOnce() -> Fut,
     ) -> Result<(V, Source), LookupError<E>>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+        Fut: std::future::Future<Output = Result<V, E>>,
+    {
+        self.lookup(key, to_owned, ttl_of, fetch)
+            .await
+            .map(|found| (found.value, found.source))
+    }
+
+    /// The cached value for `key` when fresh, else the result of `fetch` (see the module docs).
+    /// `ttl_of` gives each fetched value its TTL.
+    pub async fn lookup<Q, Fut>(
+        &self,
+        key: &Q,
+        to_owned: impl FnOnce(&Q) -> K,
+        ttl_of: impl FnOnce(&V) -> Duration,
+        fetch: impl FnOnce() -> Fut,
+    ) -> Result<Found<V>, LookupError<E>>
     where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -225,18 +260,22 @@ where
             // This call fetched and failed.
             (Some((error, _)), true) => entry.after_failure(error, now),
             _ => match entry.answer(now) {
-                Some(Ok((value, Source::Hit))) => Ok((
-                    value,
-                    if fetched {
+                Some(Ok(found)) if found.source == Source::Hit => Ok(Found {
+                    source: if fetched {
                         Source::Fetched
                     } else {
                         Source::Collapsed
                     },
-                )),
+                    ..found
+                }),
                 Some(other) => other,
                 // Expired between storing and reading (a TTL shorter than the wait).
                 None => match &entry.good {
-                    Some(good) => Ok((good.value.clone(), Source::Fetched)),
+                    Some(good) => Ok(Found {
+                        value: good.value.clone(),
+                        source: Source::Fetched,
+                        fresh_until: None,
+                    }),
                     None => return Err(LookupError::Vanished),
                 },
             },

@@ -7,8 +7,9 @@
 //! period ago are used; a caller with no such answer gets 503.
 
 use super::backend::{AuthBackend, BackendError};
-use super::cache::{Clock, GraceCache, Source};
+use super::cache::{Clock, Found, GraceCache, Source};
 use super::credentials::{take_credentials, Credential, Presented};
+use super::front::FrontCache;
 use super::login_page::{validate_login_url, BadLoginUrl};
 use super::metrics::{AuthMetrics, CacheName, CacheResult, Call, CallResult, Outcome};
 use super::static_skip::StaticSkip;
@@ -120,6 +121,9 @@ struct DecisionKey {
 
 struct Checks {
     backend: Arc<dyn AuthBackend>,
+    /// Per-thread copies of fresh allow decisions (the hot path of thread-per-core workers).
+    front: FrontCache,
+    clock: Clock,
     identities: GraceCache<[u8; 32], Identity, String>,
     decisions: GraceCache<DecisionKey, bool, String>,
     login: Arc<LoginHint>,
@@ -197,6 +201,8 @@ impl Gate {
         let decision_max_ttl = config.allow_ttl.max(config.deny_ttl);
         let checks = Checks {
             backend,
+            front: FrontCache::new(),
+            clock: clock.clone(),
             identities: GraceCache::new(
                 config.max_identities,
                 identity_max_ttl,
@@ -323,9 +329,19 @@ impl Checks {
         metrics: &AuthMetrics,
     ) -> Result<(Admitted, bool), Refusal> {
         let fingerprint = credential.fingerprint();
+        if let Some(user) = self.front.get(&fingerprint, operation_id, self.clock.now()) {
+            metrics.lookup(CacheName::Identity, CacheResult::Hit);
+            metrics.lookup(CacheName::Decision, CacheResult::Hit);
+            return Ok((
+                Admitted {
+                    user: Some(user.to_string()),
+                },
+                false,
+            ));
+        }
         let identity = self
             .identities
-            .get_or_fetch(
+            .lookup(
                 &fingerprint,
                 |f| *f,
                 |identity| match identity {
@@ -335,7 +351,11 @@ impl Checks {
                 || self.fetch_identity(credential, metrics),
             )
             .await;
-        let (identity, identity_source) = match identity {
+        let Found {
+            value: identity,
+            source: identity_source,
+            fresh_until: identity_fresh_until,
+        } = match identity {
             Ok(found) => found,
             Err(_) => {
                 metrics.lookup(CacheName::Identity, CacheResult::Error);
@@ -356,7 +376,7 @@ impl Checks {
         };
         let decision = self
             .decisions
-            .get_or_fetch(
+            .lookup(
                 &key,
                 |k| k.clone(),
                 |allowed| {
@@ -369,7 +389,11 @@ impl Checks {
                 || self.fetch_decision(&key, metrics),
             )
             .await;
-        let (allowed, decision_source) = match decision {
+        let Found {
+            value: allowed,
+            source: decision_source,
+            fresh_until: decision_fresh_until,
+        } = match decision {
             Ok(found) => found,
             Err(_) => {
                 metrics.lookup(CacheName::Decision, CacheResult::Error);
@@ -383,6 +407,14 @@ impl Checks {
             });
         }
         let stale = identity_source == Source::Stale || decision_source == Source::Stale;
+        if let (Some(a), Some(b)) = (identity_fresh_until, decision_fresh_until) {
+            self.front.put(
+                fingerprint,
+                key.operation.clone(),
+                key.user.clone(),
+                a.min(b),
+            );
+        }
         Ok((
             Admitted {
                 user: Some(key.user.to_string()),

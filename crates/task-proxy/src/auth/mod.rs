@@ -7,6 +7,7 @@
 //! - [`credentials`]: parsing the `Authorization` header and the auth cookie, and removing them;
 //! - [`static_skip`]: the `/static` exemption of `ui` services, with path normalization;
 //! - [`cache`]: bounded TTL caches with a grace period and collapsed look-ups;
+//! - [`front`]: a per-thread copy of fresh allow decisions for the hot path;
 //! - [`backend`]: the cluster calls (`whoami`, `check_operation_permission`) behind a trait,
 //!   implemented for `yt_client::YtClient`;
 //! - [`gate`]: the decision itself and its configuration;
@@ -16,6 +17,7 @@
 pub mod backend;
 pub mod cache;
 pub mod credentials;
+pub mod front;
 pub mod gate;
 pub mod login_page;
 pub mod metrics;
