@@ -27,9 +27,11 @@ struct Decision {
     fresh_until: Instant,
 }
 
+/// (gate id, credential fingerprint) -> the most recent allowed operations.
+type Entries = HashMap<(u64, [u8; 32]), Vec<Decision>>;
+
 thread_local! {
-    static ENTRIES: RefCell<HashMap<(u64, [u8; 32]), Vec<Decision>>> =
-        RefCell::new(HashMap::new());
+    static ENTRIES: RefCell<Entries> = RefCell::new(HashMap::new());
 }
 
 /// One gate's view of the per-thread front caches (gates never see each other's entries).
