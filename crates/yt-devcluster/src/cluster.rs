@@ -25,7 +25,10 @@ pub struct Shared {
 
 impl Shared {
     /// Adds synthetic operations (no processes).
-    pub fn add_synthetic(&self, load: &SyntheticLoad) -> SyntheticSummary {
+    pub fn add_synthetic(
+        &self,
+        load: &SyntheticLoad,
+    ) -> Result<SyntheticSummary, crate::error::YtError> {
         let mut store = self
             .store
             .lock()

@@ -103,7 +103,11 @@ pub fn descriptors_json() -> serde_json::Value {
 #[derive(Debug)]
 pub enum Output {
     Structured(Node),
-    Rows(Vec<Node>),
+    /// Table rows and the index of the first one (`X-YT-Response-Parameters`).
+    Rows {
+        rows: Vec<Node>,
+        start_row_index: u64,
+    },
     Binary(Vec<u8>),
     Null,
 }
@@ -116,6 +120,14 @@ pub struct Call<'a> {
     pub body: &'a [u8],
     /// The encoding of a structured or tabular body.
     pub input: Encoding,
+}
+
+fn path_param_in(shared: &Shared, params: &Params) -> Result<(YPath, Node), YtError> {
+    let (path, node) = path_param(params)?;
+    Ok((path, node)).and_then(|(path, node)| match &path.object_id {
+        None => Ok((path, node)),
+        Some(_) => Ok((lock(&shared.cypress).resolve_object_id(&path)?, node)),
+    })
 }
 
 fn path_param(params: &Params) -> Result<(YPath, Node), YtError> {
@@ -132,6 +144,33 @@ fn path_param(params: &Params) -> Result<(YPath, Node), YtError> {
         _ => text,
     };
     Ok((YPath::parse(text)?, node))
+}
+
+/// The row range of a rich path (`<ranges=[{lower_limit={row_index=N}; upper_limit=...}]>`),
+/// clamped to the table.
+fn row_range(path: &Node, len: usize) -> (usize, usize) {
+    let range = path
+        .attribute("ranges")
+        .and_then(|r| r.as_list())
+        .and_then(|r| r.first());
+    let limit = |key: &str| {
+        range
+            .and_then(|r| r.get(key))
+            .and_then(|l| l.get("row_index"))
+            .and_then(Node::as_u64)
+            .map(|v| (v as usize).min(len))
+    };
+    let exact = range
+        .and_then(|r| r.get("exact"))
+        .and_then(|l| l.get("row_index"))
+        .and_then(Node::as_u64);
+    if let Some(e) = exact {
+        let e = (e as usize).min(len);
+        return (e, (e + 1).min(len));
+    }
+    let lower = limit("lower_limit").unwrap_or(0);
+    let upper = limit("upper_limit").unwrap_or(len);
+    (lower, upper.max(lower))
 }
 
 fn int(v: i64) -> Node {
@@ -163,35 +202,37 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
     let p = &call.params;
     match name {
         "get" => {
-            let (path, _) = path_param(p)?;
+            let (path, _) = path_param_in(shared, p)?;
             let attrs = p.string_list("attributes")?;
-            if let Some(v) = crate::orchid::get(shared, &path, attrs.as_deref())? {
-                return Ok(Output::Structured(v));
-            }
-            Ok(Output::Structured(
-                lock(&shared.cypress).get(&path, attrs.as_deref())?,
-            ))
+            let value = match crate::orchid::get(shared, &path, attrs.as_deref())? {
+                Some(v) => v,
+                None => lock(&shared.cypress).get(&path, attrs.as_deref())?,
+            };
+            Ok(Output::Structured(value_answer(p, value)?))
         }
         "list" => {
-            let (path, _) = path_param(p)?;
+            let (path, _) = path_param_in(shared, p)?;
             let attrs = p.string_list("attributes")?;
-            if let Some(v) = crate::orchid::list(shared, &path)? {
-                return Ok(Output::Structured(Node::list(v)));
-            }
-            let items = lock(&shared.cypress).list(&path, attrs.as_deref())?;
-            Ok(Output::Structured(Node::list(items)))
+            let items = match crate::orchid::list(shared, &path)? {
+                Some(v) => v,
+                None => lock(&shared.cypress).list(&path, attrs.as_deref())?,
+            };
+            Ok(Output::Structured(value_answer(p, Node::list(items))?))
         }
         "exists" => {
-            let (path, _) = path_param(p)?;
+            let (path, _) = path_param_in(shared, p)?;
             let exists = match crate::orchid::get(shared, &path, None) {
                 Ok(Some(_)) => true,
                 Ok(None) => lock(&shared.cypress).exists(&path),
                 Err(_) => false,
             };
-            Ok(Output::Structured(bool_node(exists)))
+            Ok(Output::Structured(Node::map(vec![(
+                "value".into(),
+                bool_node(exists),
+            )])))
         }
         "set" => {
-            let (path, _) = path_param(p)?;
+            let (path, _) = path_param_in(shared, p)?;
             crate::orchid::refuse_write(&path)?;
             let value = match p.node("value")? {
                 Some(v) if call.body.is_empty() => v,
@@ -207,7 +248,7 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
         }
         "create" => {
             let type_name = p.str("type")?.to_string();
-            let (path, _) = path_param(p)?;
+            let (path, _) = path_param_in(shared, p)?;
             crate::orchid::refuse_write(&path)?;
             let attributes = match p.node("attributes")? {
                 None => Map::new(),
@@ -234,7 +275,7 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
             )])))
         }
         "remove" => {
-            let (path, _) = path_param(p)?;
+            let (path, _) = path_param_in(shared, p)?;
             crate::orchid::refuse_write(&path)?;
             lock(&shared.cypress).remove(
                 &path,
@@ -244,11 +285,11 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
             Ok(Output::Null)
         }
         "lock" => {
-            let (path, _) = path_param(p)?;
-            lock(&shared.cypress).node(&path)?;
+            let (path, _) = path_param_in(shared, p)?;
+            let node_id = lock(&shared.cypress).node(&path)?.id.clone();
             Ok(Output::Structured(Node::map(vec![
                 ("lock_id".into(), Node::string(ids::node_id())),
-                ("node_id".into(), Node::string(ids::node_id())),
+                ("node_id".into(), Node::string(node_id)),
                 ("revision".into(), Value::Uint64(1).into()),
             ])))
         }
@@ -258,7 +299,7 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
         )]))),
         "ping_transaction" | "commit_transaction" | "abort_transaction" => Ok(Output::Null),
         "write_file" => {
-            let (path, node) = path_param(p)?;
+            let (path, node) = path_param_in(shared, p)?;
             let append = node
                 .attribute("append")
                 .and_then(Node::as_bool)
@@ -272,13 +313,13 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
             Ok(Output::Null)
         }
         "read_file" => {
-            let (path, _) = path_param(p)?;
+            let (path, _) = path_param_in(shared, p)?;
             Ok(Output::Binary(
                 lock(&shared.cypress).read_file(&path)?.to_vec(),
             ))
         }
         "write_table" => {
-            let (path, node) = path_param(p)?;
+            let (path, node) = path_param_in(shared, p)?;
             let append = node
                 .attribute("append")
                 .and_then(Node::as_bool)
@@ -296,10 +337,14 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
             Ok(Output::Null)
         }
         "read_table" => {
-            let (path, _) = path_param(p)?;
-            Ok(Output::Rows(
-                lock(&shared.cypress).read_table(&path)?.to_vec(),
-            ))
+            let (path, node) = path_param_in(shared, p)?;
+            let cypress = lock(&shared.cypress);
+            let rows = cypress.read_table(&path)?;
+            let (lower, upper) = row_range(&node, rows.len());
+            Ok(Output::Rows {
+                rows: rows[lower..upper].to_vec(),
+                start_row_index: lower as u64,
+            })
         }
         "start_operation" => start_operation(shared, call),
         "get_operation" => {
@@ -362,7 +407,7 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
         "check_permission" => {
             let user = p.str("user")?;
             let permission = p.str("permission")?;
-            let (path, _) = path_param(p)?;
+            let (path, _) = path_param_in(shared, p)?;
             if path.nodes.first().map(String::as_str) == Some("sys")
                 && path.nodes.get(1).map(String::as_str) == Some("operations")
             {
@@ -400,6 +445,15 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
             )))
         }
         other => Err(YtError::not_implemented(other)),
+    }
+}
+
+/// API v4 wraps single values as `{"value": ...}` unless `return_only_value` is set.
+fn value_answer(p: &Params, value: Node) -> Result<Node, YtError> {
+    if p.bool("return_only_value", false)? {
+        Ok(value)
+    } else {
+        Ok(Node::map(vec![("value".into(), value)]))
     }
 }
 
@@ -551,7 +605,7 @@ async fn abort_operation(
         .map(|op| op.running.keys().cloned().collect())
         .unwrap_or_default();
     for job in synthetic_jobs {
-        store.finish_job(&id, &job, "aborted");
+        store.finish_job(&id, &job, "aborted", None);
     }
     store.set_state(&id, target);
     tracing::info!(operation = %id, state = target.as_str(), "operation stopped");
@@ -674,7 +728,10 @@ fn list_jobs(shared: &Arc<Shared>, p: &Params) -> Result<Output, YtError> {
     for j in &jobs {
         *state_counts.entry(j.state).or_default() += 1;
     }
-    jobs.retain(|j| !state.as_deref().is_some_and(|s| s != j.state));
+    jobs.retain(|j| match &state {
+        Some(s) => s == j.state,
+        None => true,
+    });
     jobs.sort_by(|a, b| a.start_us.cmp(&b.start_us).then_with(|| a.id.cmp(&b.id)));
     let total = jobs.len();
     let page: Vec<Node> = jobs
@@ -768,5 +825,9 @@ fn execute_batch(shared: &Arc<Shared>, call: &Call<'_>) -> Result<Output, YtErro
             Err(e) => Node::map(vec![("error".into(), e.to_node())]),
         });
     }
-    Ok(Output::Structured(Node::list(results)))
+    // API v4 answers `{"results": [...]}` (what the Python client reads).
+    Ok(Output::Structured(Node::map(vec![(
+        "results".into(),
+        Node::list(results),
+    )])))
 }

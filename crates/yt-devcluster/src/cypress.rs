@@ -13,6 +13,8 @@ pub struct YPath {
     pub nodes: Vec<String>,
     /// `Some(vec![])` for `//a/@`, `Some(["x","y"])` for `//a/@x/y`.
     pub attribute: Option<Vec<String>>,
+    /// `#<id>` at the start: `nodes` are relative to that object.
+    pub object_id: Option<String>,
 }
 
 impl YPath {
@@ -22,11 +24,19 @@ impl YPath {
             YtError::bad_request(format!("Malformed YPath {text:?}: {why}"))
                 .with_attribute("path", Node::string(text))
         };
+        let mut object_id = None;
         let rest = if text == "/" {
             ""
+        } else if let Some(after) = text.strip_prefix('#') {
+            let (id, rest) = after.split_once('/').unwrap_or((after, ""));
+            if !crate::ids::is_yt_id(id) {
+                return Err(bad("malformed object id"));
+            }
+            object_id = Some(id.to_string());
+            rest
         } else {
             text.strip_prefix("//")
-                .ok_or_else(|| bad("a path must start with \"//\""))?
+                .ok_or_else(|| bad("a path must start with \"//\" or \"#<id>\""))?
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let mut nodes = Vec::new();
@@ -51,7 +61,11 @@ impl YPath {
                 }
             }
         }
-        Ok(YPath { nodes, attribute })
+        Ok(YPath {
+            nodes,
+            attribute,
+            object_id,
+        })
     }
 
     pub fn display_nodes(&self, count: usize) -> String {
@@ -278,6 +292,39 @@ impl Cypress {
             path.display_nodes(path.nodes.len())
         ))
         .with_attribute("path", Node::string(path.display_nodes(path.nodes.len())))
+    }
+
+    /// Rewrites a `#<id>/...` path into one from the root.
+    pub fn resolve_object_id(&self, path: &YPath) -> Result<YPath, YtError> {
+        let Some(id) = &path.object_id else {
+            return Ok(path.clone());
+        };
+        fn find(node: &CypressNode, id: &str, trail: &mut Vec<String>) -> bool {
+            if node.id == id {
+                return true;
+            }
+            if let Content::Map(children) = &node.content {
+                for (name, child) in children {
+                    trail.push(name.clone());
+                    if find(child, id, trail) {
+                        return true;
+                    }
+                    trail.pop();
+                }
+            }
+            false
+        }
+        let mut trail = Vec::new();
+        if !find(&self.root, id, &mut trail) {
+            return Err(YtError::resolve(format!("No such object #{id}"))
+                .with_attribute("object_id", Node::string(id.clone())));
+        }
+        trail.extend(path.nodes.iter().cloned());
+        Ok(YPath {
+            nodes: trail,
+            attribute: path.attribute.clone(),
+            object_id: None,
+        })
     }
 
     /// Walks to the deepest stored node; returns it and how many path components it consumed.

@@ -217,7 +217,7 @@ pub fn inflate(input: &[u8]) -> Result<(Vec<u8>, usize), InflateError> {
         bit_buf: 0,
         bit_count: 0,
     };
-    let mut out = Vec::with_capacity(input.len() * 3);
+    let mut out = Vec::with_capacity(input.len().saturating_mul(3).min(64 << 20));
     loop {
         let last = bits.need(1)?;
         match bits.need(2)? {
@@ -344,5 +344,24 @@ mod tests {
             .unwrap();
         assert_eq!(gunzip(&out.stdout).unwrap(), random);
         assert!(gunzip(b"garbage data here!!").is_err());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in 0..400usize {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            let _ = inflate(&data);
+            let mut gz = vec![0x1f, 0x8b, 8, (len % 32) as u8, 0, 0, 0, 0, 0, 0];
+            gz.extend_from_slice(&data);
+            let _ = gunzip(&gz);
+        }
     }
 }

@@ -22,7 +22,7 @@ mod server;
 pub use auth::{demo_users, UserSpec, UsersError};
 pub use error::YtError;
 pub use ids::{format_time, is_yt_id, parse_time};
-pub use knobs::{CommandKnob, Knobs};
+pub use knobs::{CommandKnob, Fault, Knobs};
 pub use operations::{node_address, SyntheticLoad, SyntheticSummary, NODE_PORT};
 
 use anyhow::Context;
@@ -60,10 +60,15 @@ impl Default for DevClusterConfig {
 
 /// A running dev cluster. Dropping it kills every job process (best effort, synchronously);
 /// [`DevCluster::shutdown`] stops jobs gracefully and waits for them.
+///
+/// The cluster runs on its own small runtime (two threads), so callers may block their own
+/// runtime (e.g. `std::process::Command::output()` of the `yt` CLI inside a
+/// `#[tokio::test]`) without starving it.
 pub struct DevCluster {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
     _temp_dir: Option<TempDir>,
 }
 
@@ -93,12 +98,20 @@ impl DevCluster {
         };
         std::fs::create_dir_all(&work_dir)
             .with_context(|| format!("cannot create the work directory {}", work_dir.display()))?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
+        let listener = std::net::TcpListener::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        listener
+            .set_nonblocking(true)
+            .context("cannot make the listener non-blocking")?;
         let addr = listener
             .local_addr()
             .context("cannot read the listening address")?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("yt-devcluster")
+            .enable_all()
+            .build()
+            .context("cannot start the cluster's runtime")?;
         let store = Arc::new(Mutex::new(operations::OpsStore::new(config.node_count)));
         let mut cypress = cypress::Cypress::new();
         cypress
@@ -119,12 +132,19 @@ impl DevCluster {
             clock: ids::UniqueClock::default(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let server = tokio::spawn(server::serve(listener, shared.clone(), shutdown_rx));
+        let server_shared = shared.clone();
+        let server = runtime.spawn(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => server::serve(listener, server_shared, shutdown_rx).await,
+                Err(e) => tracing::error!(error = %e, "cannot serve the listener"),
+            }
+        });
         tracing::info!(%addr, "development cluster started");
         Ok(DevCluster {
             shared,
             shutdown,
             server: Some(server),
+            runtime: Some(runtime),
             _temp_dir: temp_dir,
         })
     }
@@ -163,8 +183,12 @@ impl DevCluster {
         }
     }
 
-    /// Adds operations and jobs without processes (fake ports in the orchid).
-    pub fn add_synthetic_operations(&self, spec: SyntheticLoad) -> SyntheticSummary {
+    /// Adds operations and jobs without processes (fake ports in the orchid). Fails only on an
+    /// unknown `state`.
+    pub fn add_synthetic_operations(
+        &self,
+        spec: SyntheticLoad,
+    ) -> Result<SyntheticSummary, YtError> {
         self.shared.add_synthetic(&spec)
     }
 
@@ -179,7 +203,13 @@ impl DevCluster {
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
-        self.shared.runner.stop_all().await;
+        if let Some(runtime) = &self.runtime {
+            let shared = self.shared.clone();
+            let _ = runtime
+                .spawn(async move { shared.runner.stop_all().await })
+                .await;
+        }
+        // `Drop` kills anything left and stops the runtime.
     }
 }
 
@@ -190,5 +220,8 @@ impl Drop for DevCluster {
             server.abort();
         }
         self.shared.runner.kill_all_now();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }

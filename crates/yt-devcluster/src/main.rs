@@ -45,10 +45,13 @@ async fn main() -> anyhow::Result<()> {
     })
     .await
     .context("cannot start the development cluster")?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
     println!("{}", cluster.banner());
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot wait for Ctrl-C")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot wait for Ctrl-C")?,
+        _ = terminate.recv() => {}
+    }
     eprintln!("stopping: terminating job processes");
     cluster.shutdown().await;
     Ok(())

@@ -178,6 +178,8 @@ pub struct Job {
     pub ports: Vec<u16>,
     pub sandbox: Option<PathBuf>,
     pub pid: Option<i32>,
+    /// Why a failed job failed.
+    pub error: Option<YtError>,
 }
 
 impl Job {
@@ -212,6 +214,9 @@ impl Job {
         ];
         if let Some(f) = self.finish_us {
             m.push(("finish_time".into(), Node::string(ids::format_time(f))));
+        }
+        if let Some(e) = &self.error {
+            m.push(("error".into(), e.to_node()));
         }
         Node::map(m)
     }
@@ -622,6 +627,8 @@ impl Counts {
 pub struct OpsStore {
     ops: HashMap<String, Operation>,
     by_time: BTreeMap<u64, String>,
+    /// The same per state, so a `state=running` page never walks finished operations.
+    by_state_time: HashMap<&'static str, BTreeMap<u64, String>>,
     job_index: HashMap<String, String>,
     counts: Counts,
     node_count: usize,
@@ -633,6 +640,7 @@ impl OpsStore {
         OpsStore {
             ops: HashMap::new(),
             by_time: BTreeMap::new(),
+            by_state_time: HashMap::new(),
             job_index: HashMap::new(),
             counts: Counts::default(),
             node_count: node_count.max(1),
@@ -654,6 +662,10 @@ impl OpsStore {
     pub fn insert(&mut self, op: Operation) {
         self.counts.add(&op, 1);
         self.by_time.insert(op.start_us, op.id.clone());
+        self.by_state_time
+            .entry(op.state.as_str())
+            .or_default()
+            .insert(op.start_us, op.id.clone());
         for job in op.running.values() {
             self.job_index.insert(job.id.clone(), op.id.clone());
         }
@@ -688,6 +700,13 @@ impl OpsStore {
     pub fn set_state(&mut self, id: &str, state: OpState) {
         if let Some(op) = self.ops.get_mut(id) {
             self.counts.add(op, -1);
+            if let Some(index) = self.by_state_time.get_mut(op.state.as_str()) {
+                index.remove(&op.start_us);
+            }
+            self.by_state_time
+                .entry(state.as_str())
+                .or_default()
+                .insert(op.start_us, op.id.clone());
             op.state = state;
             if state.is_finished() && op.finish_us.is_none() {
                 op.finish_us = Some(ids::now_micros());
@@ -708,11 +727,18 @@ impl OpsStore {
     }
 
     /// Moves a running job to the finished list with the given state.
-    pub fn finish_job(&mut self, op_id: &str, job_id: &str, state: &'static str) {
+    pub fn finish_job(
+        &mut self,
+        op_id: &str,
+        job_id: &str,
+        state: &'static str,
+        error: Option<YtError>,
+    ) {
         self.job_index.remove(job_id);
         if let Some(op) = self.ops.get_mut(op_id) {
             if let Some(mut job) = op.running.remove(job_id) {
                 job.state = state;
+                job.error = error;
                 job.finish_us = Some(ids::now_micros());
                 match state {
                     "completed" => op.completed_jobs += 1,
@@ -793,7 +819,17 @@ impl OpsStore {
         let mut page = Vec::with_capacity(limit);
         let mut incomplete = false;
         if lower <= upper {
-            let range = self.by_time.range(lower..=upper);
+            let empty = BTreeMap::new();
+            let index = match q.state.as_deref() {
+                Some(state) => self
+                    .by_state_time
+                    .iter()
+                    .find(|(k, _)| **k == state)
+                    .map(|(_, v)| v)
+                    .unwrap_or(&empty),
+                None => &self.by_time,
+            };
+            let range = index.range(lower..=upper);
             let iter: Box<dyn Iterator<Item = (&u64, &String)>> = if q.past {
                 Box::new(range.rev())
             } else {
@@ -843,6 +879,8 @@ pub struct SyntheticLoad {
     pub user: String,
     pub task_name: String,
     pub title_prefix: String,
+    /// `running` (default) or a finished state (`completed`, `failed`, `aborted`: no jobs).
+    pub state: String,
 }
 
 impl Default for SyntheticLoad {
@@ -855,6 +893,7 @@ impl Default for SyntheticLoad {
             user: "alice".into(),
             task_name: "server".into(),
             title_prefix: "synthetic".into(),
+            state: "running".into(),
         }
     }
 }
@@ -869,11 +908,32 @@ pub struct SyntheticSummary {
 }
 
 /// Builds synthetic operations; `start_time` gives each a unique start time.
+/// Parses an operation state name.
+pub fn parse_state(name: &str) -> Option<OpState> {
+    [
+        OpState::Running,
+        OpState::Aborting,
+        OpState::Aborted,
+        OpState::Completed,
+        OpState::Failed,
+    ]
+    .into_iter()
+    .find(|s| s.as_str() == name)
+}
+
 pub fn synthetic_operations(
     store: &mut OpsStore,
     load: &SyntheticLoad,
     mut start_time: impl FnMut() -> u64,
-) -> SyntheticSummary {
+) -> Result<SyntheticSummary, YtError> {
+    let state = parse_state(&load.state)
+        .filter(|s| *s != OpState::Aborting)
+        .ok_or_else(|| {
+            YtError::bad_request(format!(
+                "Unknown synthetic operation state {:?}: use running, completed, failed or aborted",
+                load.state
+            ))
+        })?;
     let mut summary = SyntheticSummary {
         operations: 0,
         jobs: 0,
@@ -900,7 +960,17 @@ pub fn synthetic_operations(
         let start = start_time();
         let mut op = Operation::new(id.clone(), "vanilla", &load.user, start, spec, tasks);
         op.synthetic = true;
-        for _ in 0..load.jobs_per_operation {
+        op.state = state;
+        if state.is_finished() {
+            op.finish_us = Some(start + 1);
+            op.active_slots = 0;
+        }
+        let job_count = if state == OpState::Running {
+            load.jobs_per_operation
+        } else {
+            0
+        };
+        for _ in 0..job_count {
             let ports = (0..load.ports_per_job)
                 .map(|_| {
                     next_port = if next_port >= 60_000 {
@@ -922,6 +992,7 @@ pub fn synthetic_operations(
                 ports,
                 sandbox: None,
                 pid: None,
+                error: None,
             };
             op.running.insert(job.id.clone(), job);
             summary.jobs += 1;
@@ -933,7 +1004,7 @@ pub fn synthetic_operations(
         summary.operations += 1;
         store.insert(op);
     }
-    summary
+    Ok(summary)
 }
 
 #[cfg(test)]
@@ -999,7 +1070,8 @@ mod tests {
         let summary = synthetic_operations(&mut store, &load, || {
             t += 10;
             t
-        });
+        })
+        .unwrap();
         assert_eq!(summary.jobs, 500);
         let mut q = ListOperationsQuery {
             past: true,
@@ -1029,6 +1101,66 @@ mod tests {
             q.cursor_time = Some(ids::parse_time(last).unwrap() - 1);
         }
         assert_eq!(seen, 250);
+        let finished = SyntheticLoad {
+            operations: 30,
+            state: "completed".into(),
+            ..Default::default()
+        };
+        let summary = synthetic_operations(&mut store, &finished, || {
+            t += 10;
+            t
+        })
+        .unwrap();
+        assert_eq!(summary.jobs, 0);
+        let q = ListOperationsQuery {
+            past: true,
+            limit: 1000,
+            state: Some("running".into()),
+            ..Default::default()
+        };
+        let page = store.list(&q);
+        assert_eq!(
+            page.get("operations")
+                .and_then(Node::as_list)
+                .map(<[Node]>::len),
+            Some(250)
+        );
+        assert_eq!(
+            page.pointer("state_counts/completed")
+                .and_then(Node::as_i64),
+            Some(30)
+        );
+        let first = store.list(&ListOperationsQuery {
+            past: true,
+            limit: 1,
+            ..Default::default()
+        });
+        let id = first
+            .pointer("operations/0/id")
+            .and_then(Node::as_str)
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            first.pointer("operations/0/state").and_then(Node::as_str),
+            Some("completed")
+        );
+        store.set_state(&id, OpState::Running);
+        let page = store.list(&q);
+        assert_eq!(
+            page.get("operations")
+                .and_then(Node::as_list)
+                .map(<[Node]>::len),
+            Some(251)
+        );
+        assert!(synthetic_operations(
+            &mut store,
+            &SyntheticLoad {
+                state: "weird".into(),
+                ..Default::default()
+            },
+            || 1
+        )
+        .is_err());
         let page = store.list(&ListOperationsQuery {
             limit: 5,
             past: true,
@@ -1036,7 +1168,7 @@ mod tests {
         });
         assert_eq!(
             page.pointer("state_counts/running").and_then(Node::as_i64),
-            Some(250)
+            Some(251)
         );
         let addresses: std::collections::HashSet<_> = store
             .ops

@@ -142,7 +142,8 @@ struct Slot {
 
 enum Outcome {
     Completed,
-    Failed,
+    /// The job failed; the message says how.
+    Failed(String),
     Stopped,
 }
 
@@ -160,7 +161,7 @@ impl Slot {
                     self.slot_done();
                     break;
                 }
-                Outcome::Failed => {
+                Outcome::Failed(_) => {
                     let failed = lock(&self.store)
                         .get(&self.op_id)
                         .map(|o| o.failed_jobs)
@@ -251,7 +252,7 @@ impl Slot {
                     &address,
                     &format!("cannot prepare the job: {e}"),
                 );
-                return Outcome::Failed;
+                return Outcome::Failed(String::new());
             }
         };
         let mut command = tokio::process::Command::new("bash");
@@ -274,6 +275,14 @@ impl Slot {
         for (k, v) in &self.task.environment {
             command.env(k, v);
         }
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // async-signal-safe prctl(2): if the cluster process dies, the job gets SIGKILL.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let files = std::fs::File::create(sandbox.join("stdout"))
             .and_then(|out| Ok((out, std::fs::File::create(sandbox.join("stderr"))?)));
         match files {
@@ -286,14 +295,14 @@ impl Slot {
                     &address,
                     &format!("cannot open output files: {e}"),
                 );
-                return Outcome::Failed;
+                return Outcome::Failed(String::new());
             }
         }
         let mut child = match command.spawn() {
             Ok(c) => c,
             Err(e) => {
                 self.record_failed_start(&job_id, &address, &format!("cannot start bash: {e}"));
-                return Outcome::Failed;
+                return Outcome::Failed(String::new());
             }
         };
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
@@ -309,12 +318,18 @@ impl Slot {
             ports,
             sandbox: Some(sandbox),
             pid: Some(pid),
+            error: None,
         });
         tracing::info!(op = %self.op_id, job = %job_id, pid, "job started");
         let outcome = tokio::select! {
             status = child.wait() => match status {
                 Ok(s) if s.success() => Outcome::Completed,
-                _ => Outcome::Failed,
+                Ok(s) => Outcome::Failed(match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
+                    (Some(code), _) => format!("Process exited with code {code}"),
+                    (None, Some(signal)) => format!("Process terminated by signal {signal}"),
+                    (None, None) => "Process ended abnormally".to_string(),
+                }),
+                Err(e) => Outcome::Failed(format!("Cannot wait for the process: {e}")),
             },
             _ = async { let _ = stop_rx.wait_for(|&s| s).await; } => Outcome::Stopped,
         };
@@ -331,13 +346,13 @@ impl Slot {
         // Leftovers of the job (background children) go with it.
         kill_group(pid, libc::SIGKILL);
         lock(&self.live_groups).remove(&pid);
-        let state = match outcome {
-            Outcome::Completed => "completed",
-            Outcome::Failed => "failed",
-            Outcome::Stopped => "aborted",
+        let (state, error) = match &outcome {
+            Outcome::Completed => ("completed", None),
+            Outcome::Failed(message) => ("failed", Some(job_error(message))),
+            Outcome::Stopped => ("aborted", None),
         };
         tracing::info!(op = %self.op_id, job = %job_id, state, "job finished");
-        lock(&self.store).finish_job(&self.op_id, &job_id, state);
+        lock(&self.store).finish_job(&self.op_id, &job_id, state, error);
         outcome
     }
 
@@ -357,9 +372,16 @@ impl Slot {
             ports: Vec::new(),
             sandbox: Some(sandbox),
             pid: None,
+            error: None,
         });
-        store.finish_job(&self.op_id, job_id, "failed");
+        store.finish_job(&self.op_id, job_id, "failed", Some(job_error(message)));
     }
+}
+
+/// The error of a failed job, shaped like the scheduler's ("User job failed" with the cause).
+fn job_error(message: &str) -> crate::error::YtError {
+    let inner = crate::error::YtError::new(10000, 400, message);
+    crate::error::YtError::new(1205, 400, "User job failed").with_inner(inner)
 }
 
 fn write_artifact(sandbox: &Path, file: &FileArtifact) -> std::io::Result<()> {

@@ -257,10 +257,12 @@ async fn handle_service(
                 serde_json::from_slice(&body)
             };
             match load {
-                Ok(load) => {
-                    let summary = shared.add_synthetic(&load);
-                    json_response(200, &serde_json::to_value(summary).unwrap_or_default())
-                }
+                Ok(load) => match shared.add_synthetic(&load) {
+                    Ok(summary) => {
+                        json_response(200, &serde_json::to_value(summary).unwrap_or_default())
+                    }
+                    Err(e) => error_response(&e),
+                },
                 Err(e) => error_response(&YtError::bad_request(format!("Bad synthetic load: {e}"))),
             }
         }
@@ -361,7 +363,10 @@ async fn handle_command(
     }
     let descriptor = commands::descriptor(command);
     let body = decode_body(headers, read_body(body).await?)?;
-    let body_is_params = descriptor.map_or(true, |d| d.input_type == "null");
+    let body_is_params = match descriptor {
+        Some(d) => d.input_type == "null",
+        None => true,
+    };
     let params = collect_params(headers, parts.uri.query(), &body, body_is_params)?;
     if descriptor.is_none() {
         return Err(YtError::not_implemented(command));
@@ -386,14 +391,112 @@ async fn handle_command(
         Encoding::Json => "application/json",
         Encoding::Yson => "application/x-yt-yson-text",
     };
+    let mut response_parameters = None;
     let (bytes, content_type) = match output {
         Output::Structured(node) => (output_encoding.write_document(&node), content_type),
-        Output::Rows(rows) => (output_encoding.write_rows(&rows), content_type),
+        Output::Rows {
+            rows,
+            start_row_index,
+        } => {
+            let parameters = format!(
+                "{{\"start_row_index\"={start_row_index};\"approximate_row_count\"={}}}",
+                rows.len()
+            );
+            response_parameters = HeaderValue::from_str(&parameters).ok();
+            (output_encoding.write_rows(&rows), content_type)
+        }
         Output::Binary(b) => (b, "application/octet-stream"),
         Output::Null => (Vec::new(), "text/plain"),
     };
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(v) = response_parameters {
+        r.headers_mut().insert("x-yt-response-parameters", v);
+    }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn parameters_merge_query_header_and_body() {
+        let h = headers(&[
+            ("x-yt-header-format", "<format=text>yson"),
+            ("x-yt-parameters", r#"{path="//from-header";limit=5}"#),
+            ("content-type", "application/x-yt-yson-text"),
+        ]);
+        let p = collect_params(
+            &h,
+            Some("path=%2F%2Fq&user=alice"),
+            b"{state=running}",
+            true,
+        )
+        .unwrap();
+        assert_eq!(p.str("path").unwrap(), "//from-header");
+        assert_eq!(p.str("user").unwrap(), "alice");
+        assert_eq!(p.str("state").unwrap(), "running");
+        assert_eq!(p.i64("limit").unwrap(), Some(5));
+        // A body that is command input is not read as parameters.
+        let p = collect_params(&h, None, b"not yson at all {", false).unwrap();
+        assert!(p.get("state").is_none());
+    }
+
+    #[test]
+    fn json_is_the_default_header_format() {
+        let h = headers(&[(
+            "x-yt-parameters",
+            r#"{"path": "//a", "attributes": ["id"]}"#,
+        )]);
+        let p = collect_params(&h, None, b"", true).unwrap();
+        assert_eq!(p.str("path").unwrap(), "//a");
+        let h = headers(&[("x-yt-parameters", "{path=//a}")]);
+        let err = collect_params(&h, None, b"", true).unwrap_err();
+        assert!(
+            err.message.contains("X-YT-Parameters") && err.message.contains("JSON"),
+            "{}",
+            err.message
+        );
+        assert_eq!(err.status, 400);
+    }
+
+    #[test]
+    fn broken_yson_body_is_a_clear_error() {
+        let h = headers(&[("content-type", "application/x-yt-yson-text")]);
+        let err = collect_params(&h, None, b"{path=", true).unwrap_err();
+        assert!(err.message.contains("request body"), "{}", err.message);
+    }
+
+    #[test]
+    fn bodies_are_decoded() {
+        let h = headers(&[("content-encoding", "br")]);
+        assert!(decode_body(&h, Bytes::from_static(b"x")).is_err());
+        let h = headers(&[("content-encoding", "identity")]);
+        assert_eq!(
+            decode_body(&h, Bytes::from_static(b"x")).unwrap(),
+            Bytes::from_static(b"x")
+        );
+        let h = headers(&[("content-encoding", "gzip")]);
+        assert!(decode_body(&h, Bytes::from_static(b"not gzip at all, really")).is_err());
+    }
+
+    #[test]
+    fn errors_carry_the_header() {
+        let r = error_response(&YtError::resolve("no such node"));
+        assert_eq!(r.status(), 400);
+        let header = r.headers().get("x-yt-error").unwrap().to_str().unwrap();
+        let json: serde_json::Value = serde_json::from_str(header).unwrap();
+        assert_eq!(json["code"], 500);
+        assert_eq!(json["message"], "no such node");
+    }
 }

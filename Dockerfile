@@ -1,0 +1,13 @@
+# Multi-stage build: a static-ish release binary in a distroless image (no shell, non-root).
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p task-proxy \
+ && strip target/release/task-proxy
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/task-proxy /usr/local/bin/task-proxy
+USER 65532:65532
+EXPOSE 8080 8443 9901
+ENTRYPOINT ["/usr/local/bin/task-proxy"]
+CMD ["serve", "--help"]
