@@ -61,12 +61,14 @@ impl CallerKind {
     /// Classifies a request by its headers: `content-type: application/grpc*` is gRPC; an
     /// `Accept` that prefers `text/html` is a browser.
     pub fn of(headers: &HeaderMap) -> CallerKind {
+        // Called for every request: compare in place, without lowercasing copies.
         let has = |name: header::HeaderName, needle: &str| {
-            headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .any(|v| v.to_ascii_lowercase().contains(needle))
+            let needle = needle.as_bytes();
+            headers.get_all(name).iter().any(|v| {
+                v.as_bytes()
+                    .windows(needle.len())
+                    .any(|w| w.eq_ignore_ascii_case(needle))
+            })
         };
         if has(header::CONTENT_TYPE, "application/grpc") {
             CallerKind::Grpc

@@ -160,7 +160,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TASK_PROXY_UPSTREAM_RESPONSE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub upstream_response_timeout: Duration,
 
-    /// Pooled idle connections to jobs are closed after this long.
+    /// Idle pooled connections to jobs are not reused after this long (and closed soon after).
     #[arg(long, env = "TASK_PROXY_UPSTREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub upstream_idle_timeout: Duration,
 

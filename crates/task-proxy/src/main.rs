@@ -117,6 +117,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let gate = build_gate(&config)?;
     let table = Arc::new(RoutingTable::new(&config.base_domain));
     let shutdown = CancellationToken::new();
+    let admin_stop = CancellationToken::new();
 
     // The routing source: the first load must succeed before traffic is served.
     let file_source = match &config.source {
@@ -194,7 +195,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
             registry,
             table: table.clone(),
             balancer: balancer.clone(),
-            shutdown: shutdown.clone(),
+            draining: shutdown.clone(),
+            stop: admin_stop.clone(),
         });
         let admin_listener = tokio::net::TcpListener::from_std(admin_listener)?;
         let admin_task = tokio::spawn(admin.serve(admin_listener));
@@ -217,11 +219,20 @@ fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(drain_timeout = ?config.limits.drain_timeout, "draining");
         shutdown.cancel();
         follower.abort();
+        // Workers stop accepting at once and exit when drained (or at the drain timeout);
+        // the admin listener stays up meanwhile, saying "draining" on /readyz.
+        let drained = tokio::task::spawn_blocking(move || data_plane.join());
+        tokio::select! {
+            _ = drained => {}
+            _ = wait_for_signal() => {
+                tracing::warn!("second signal: exiting without waiting for the drain");
+                std::process::exit(1);
+            }
+        }
+        admin_stop.cancel();
         let _ = admin_task.await;
         anyhow::Ok(())
     })?;
-    // Workers stop accepting at once and exit when drained (or at the drain timeout).
-    data_plane.join();
     tracing::info!("stopped");
     Ok(())
 }

@@ -49,3 +49,142 @@ pub async fn wait_for_port(addr: std::net::SocketAddr, timeout: Duration) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A `task-proxy serve` process started by a test, killed when dropped.
+///
+/// The proxy prints `task-proxy listening plain=ADDR admin=ADDR [tls=ADDR]` on stdout once its
+/// sockets are bound; [`Proxy::start`] reads that line (so tests can use port 0) and then waits
+/// until `/readyz` answers 200.
+pub struct Proxy {
+    pub child: std::process::Child,
+    pub plain: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+    pub tls: Option<std::net::SocketAddr>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Proxy {
+    /// Starts `binary serve <args>` and waits until it is ready (panics after 20 s).
+    pub fn start(binary: &Path, args: &[&str]) -> Proxy {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        if let Some(err) = child.stderr.take() {
+            let log = stderr.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                    if let Ok(mut log) = log.lock() {
+                        log.push_str(&line);
+                        log.push('\n');
+                    }
+                }
+            });
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                    if line.starts_with("task-proxy listening") {
+                        let _ = tx.send(line);
+                    }
+                }
+            });
+        }
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "task-proxy did not start: {}",
+                    stderr.lock().map(|s| s.clone()).unwrap_or_default()
+                );
+            }
+        };
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .and_then(|a| a.parse().ok())
+        };
+        let proxy = Proxy {
+            plain: field("plain=").expect("plain address"),
+            admin: field("admin=").expect("admin address"),
+            tls: field("tls="),
+            child,
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while proxy.admin_get("/readyz").0 != 200 {
+            assert!(Instant::now() < deadline, "task-proxy never became ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        proxy
+    }
+
+    /// A blocking `GET` on the admin listener: (status, body). Status 0 when it cannot connect.
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path)
+    }
+
+    /// What the proxy logged so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The proxy's resident set size in KiB (Linux), if it is running.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Sends a signal to the proxy (e.g. `"TERM"`, `"HUP"`) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let _ = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal blocking HTTP/1.0 GET: (status, body). Status 0 when it cannot connect.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

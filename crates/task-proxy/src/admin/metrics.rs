@@ -216,17 +216,18 @@ impl prometheus_client::collector::Collector for DataPlaneCollector {
         }
         {
             let states = self.balancer.endpoint_states();
-            let mut family = encoder.encode_descriptor(
-                "task_proxy_endpoint_ejections",
-                "Times an endpoint was ejected after a connect failure",
-                None,
-                MetricType::Counter,
-            )?;
-            for ep in &states {
-                let labels = [("endpoint", ep.authority.as_str())];
-                ConstCounter::new(ep.ejections()).encode(family.encode_family(&labels)?)?;
+            {
+                let mut family = encoder.encode_descriptor(
+                    "task_proxy_endpoint_ejections",
+                    "Times an endpoint was ejected after a connect failure",
+                    None,
+                    MetricType::Counter,
+                )?;
+                for ep in &states {
+                    let labels = [("endpoint", ep.authority.as_str())];
+                    ConstCounter::new(ep.ejections()).encode(family.encode_family(&labels)?)?;
+                }
             }
-            drop(family);
             let mut family = encoder.encode_descriptor(
                 "task_proxy_endpoint_in_flight",
                 "Requests in flight per endpoint",

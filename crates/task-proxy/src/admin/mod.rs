@@ -24,7 +24,10 @@ pub struct Admin {
     pub table: Arc<RoutingTable>,
     pub balancer: Arc<Balancer>,
     pub registry: Registry,
-    pub shutdown: CancellationToken,
+    /// Fired when the data plane starts draining: `/readyz` answers 503 from then on.
+    pub draining: CancellationToken,
+    /// Stops the admin listener.
+    pub stop: CancellationToken,
 }
 
 #[derive(Serialize)]
@@ -61,7 +64,7 @@ impl Admin {
         let builder = auto::Builder::new(TokioExecutor::new());
         loop {
             let stream = tokio::select! {
-                _ = self.shutdown.cancelled() => return,
+                _ = self.stop.cancelled() => return,
                 r = listener.accept() => match r {
                     Ok((s, _)) => s,
                     Err(e) => {
@@ -92,7 +95,7 @@ impl Admin {
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
             "/readyz" => {
-                if self.shutdown.is_cancelled() {
+                if self.draining.is_cancelled() {
                     text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
                 } else if self.table.is_loaded() {
                     text(StatusCode::OK, "ready\n".into())

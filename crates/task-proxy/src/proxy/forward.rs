@@ -34,7 +34,9 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones named in `Connection`. `TE: trailers` is
-/// kept (gRPC needs it); the `Upgrade` pair is kept for an upgrade handshake.
+/// kept (gRPC needs it); the `Upgrade` pair is kept for an upgrade handshake. `Trailer` is kept
+/// on purpose: it only announces trailer fields (RFC 9110 §6.6.2, not hop-by-hop there), and
+/// hyper writes HTTP/1.1 trailers only for fields a message announced in it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if let Some(connection) = headers.get(header::CONNECTION) {
         // Only allocate when Connection names something beyond the usual tokens.
@@ -60,7 +62,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     headers.remove(PROXY_CONNECTION);
     headers.remove(header::PROXY_AUTHENTICATE);
     headers.remove(header::PROXY_AUTHORIZATION);
-    headers.remove(header::TRAILER);
     headers.remove(header::TRANSFER_ENCODING);
     let te_trailers = headers
         .get(header::TE)
@@ -123,6 +124,10 @@ pub fn prepare_request(
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     match protocol {
         Protocol::Http => {
+            if parts.version == Version::HTTP_2 {
+                // HTTP/2 callers can always take trailers; HTTP/1.1 jobs send them when asked.
+                headers.insert(header::TE, HeaderValue::from_static("trailers"));
+            }
             parts.version = Version::HTTP_11;
             if let Some(host) = host {
                 headers.insert(header::HOST, host.clone());

@@ -66,6 +66,22 @@ pub fn run_worker(id: usize, shared: Arc<Shared>, sockets: WorkerSockets) -> std
             limits.upstream_connect_timeout,
             limits.upstream_idle_timeout,
         );
+        let sweeper = {
+            let (upstreams, shared) = (upstreams.clone(), shared.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    let backends = shared.balancer.current();
+                    upstreams.sweep(
+                        backends
+                            .by_hash
+                            .values()
+                            .flat_map(|b| b.endpoints.iter().map(|e| &**e)),
+                    );
+                }
+            })
+        };
         let pipeline = Arc::new(Pipeline::new(shared.clone(), upstreams));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -111,6 +127,7 @@ pub fn run_worker(id: usize, shared: Arc<Shared>, sockets: WorkerSockets) -> std
         for a in accepts {
             let _ = a.await;
         }
+        sweeper.abort();
         tracker.close();
         if tokio::time::timeout(shared.limits.drain_timeout, tracker.wait())
             .await
@@ -216,7 +233,7 @@ async fn serve_connection<I>(worker: Arc<Worker>, io: I, peer: SocketAddr, schem
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+    let peer_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let activity = ConnActivity::new();
     let ctx = Arc::new(ConnContext {

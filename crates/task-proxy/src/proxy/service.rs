@@ -170,8 +170,25 @@ impl Pipeline {
         let active = conn.activity.begin();
         let caller = CallerKind::of(req.headers());
 
+        // The proxy is not a forward proxy: CONNECT names no service path to forward.
+        if req.method() == Method::CONNECT {
+            self.shared.metrics.count_unrouted(Unrouted::BadRequest);
+            let mut answer = local_answer(
+                caller,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported",
+                None,
+            );
+            answer.headers_mut().insert(
+                http::header::ALLOW,
+                http::HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+            return Ok(answer);
+        }
+
         // Route.
-        let key = {
+        let backend = {
+            let snapshot = self.shared.table.current();
             let ids = req
                 .headers()
                 .get_all(X_YT_TASKPROXY_ID)
@@ -184,22 +201,18 @@ impl Pipeline {
                     .get(http::header::HOST)
                     .and_then(|h| h.to_str().ok()),
             };
-            route_key(ids, host, self.shared.table.load().base_domain())
-        };
-        let key = match key {
-            Ok(k) => k,
-            Err(e) => {
-                self.shared.metrics.count_unrouted(Unrouted::BadRequest);
-                return Ok(local_answer(
-                    caller,
-                    StatusCode::BAD_REQUEST,
-                    &e.to_string(),
-                    None,
-                ));
-            }
-        };
-        let backend = {
-            let snapshot = self.shared.table.load();
+            let key = match route_key(ids, host, snapshot.base_domain()) {
+                Ok(k) => k,
+                Err(e) => {
+                    self.shared.metrics.count_unrouted(Unrouted::BadRequest);
+                    return Ok(local_answer(
+                        caller,
+                        StatusCode::BAD_REQUEST,
+                        &e.to_string(),
+                        None,
+                    ));
+                }
+            };
             match snapshot.get(&key) {
                 Some(route) => self.shared.balancer.backend(route),
                 None => {
@@ -240,7 +253,10 @@ impl Pipeline {
         }
 
         // Forward.
-        let host = forward::client_host(&parts);
+        // Without a Host (an HTTP/1.0 caller routed by x-yt-taskproxy-id), the job sees the
+        // service domain: HTTP/1.1 requires a Host, and redirects then point at the service.
+        let host = forward::client_host(&parts)
+            .or_else(|| http::HeaderValue::from_str(&backend.route.domain).ok());
         let client_upgrade = if is_upgrade {
             parts.extensions.remove::<OnUpgrade>()
         } else {

@@ -150,6 +150,24 @@ impl Upstreams {
         });
     }
 
+    /// Closes this worker's idle connections that outlived the idle timeout or were closed by
+    /// the job (run periodically, so idle sockets do not linger without traffic).
+    pub fn sweep<'a>(&self, endpoints: impl IntoIterator<Item = &'a EndpointState>) {
+        for ep in endpoints {
+            let Some(pool) = ep.pool(self.worker) else {
+                continue;
+            };
+            if let Ok(mut idle) = pool.http1.lock() {
+                idle.retain(|c| c.since.elapsed() < self.idle_timeout && !c.sender.is_closed());
+            }
+            if let Ok(mut slot) = pool.http2.lock() {
+                if slot.as_ref().is_some_and(|s| s.is_closed()) {
+                    *slot = None;
+                }
+            }
+        }
+    }
+
     /// The worker's HTTP/2 connection to `ep`, made if there is none or it closed. The second
     /// value says whether it was just made (a failure then is a connect failure).
     pub async fn http2(

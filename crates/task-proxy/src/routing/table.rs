@@ -30,6 +30,12 @@ impl RoutingTable {
         self.current.load_full()
     }
 
+    /// The snapshot in force now, without touching its reference count (cheapest on the
+    /// request path; do not hold the guard across awaits).
+    pub fn current(&self) -> arc_swap::Guard<Arc<RoutingSnapshot>> {
+        self.current.load()
+    }
+
     /// Makes `snapshot` the one in force, atomically; returns its generation.
     pub fn publish(&self, mut snapshot: RoutingSnapshot) -> u64 {
         let generation = *self.generations.borrow() + 1;
