@@ -66,6 +66,47 @@ pub struct ServeArgs {
     )]
     pub auth_cookie_name: String,
 
+    /// Where the 401 page for browsers links to log in (the YTsaurus UI).
+    #[arg(long, env = "TASK_PROXY_AUTH_LOGIN_URL")]
+    pub auth_login_url: Option<String>,
+
+    /// Services whose paths under --auth-static-prefix skip auth (comma-separated; empty: none).
+    #[arg(
+        long,
+        env = "TASK_PROXY_AUTH_STATIC_SERVICES",
+        value_delimiter = ',',
+        default_value = "ui"
+    )]
+    pub auth_static_services: Vec<String>,
+
+    /// Path prefix that skips auth for --auth-static-services (clean paths only).
+    #[arg(long, env = "TASK_PROXY_AUTH_STATIC_PREFIX", default_value = "/static")]
+    pub auth_static_prefix: String,
+
+    /// How long a credential's login is cached.
+    #[arg(long, env = "TASK_PROXY_AUTH_IDENTITY_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub auth_identity_ttl: Duration,
+
+    /// How long an allow decision (user, operation) is cached.
+    #[arg(long, env = "TASK_PROXY_AUTH_ALLOW_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub auth_allow_ttl: Duration,
+
+    /// How long a deny decision, or a rejected credential, is cached.
+    #[arg(long, env = "TASK_PROXY_AUTH_DENY_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub auth_deny_ttl: Duration,
+
+    /// While the cluster fails, cached answers this much past their TTL are still used.
+    #[arg(long, env = "TASK_PROXY_AUTH_GRACE", default_value = "5m", value_parser = parse_duration)]
+    pub auth_grace: Duration,
+
+    /// A failed cluster call is remembered this long per key (no retry storm during outages).
+    #[arg(long, env = "TASK_PROXY_AUTH_FAILURE_HOLD", default_value = "1s", value_parser = parse_duration)]
+    pub auth_failure_hold: Duration,
+
+    /// Limit of one auth call to the cluster (whoami, check_operation_permission).
+    #[arg(long, env = "TASK_PROXY_AUTH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub auth_timeout: Duration,
+
     /// Plaintext listener: HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one port.
     #[arg(long, env = "TASK_PROXY_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -205,12 +246,8 @@ impl Default for Limits {
     }
 }
 
-/// Auth settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthConfig {
-    pub enabled: bool,
-    pub cookie_name: String,
-}
+/// Auth settings (the gate's own configuration type).
+pub use crate::auth::AuthConfig;
 
 /// The validated configuration of `task-proxy serve`.
 #[derive(Clone, PartialEq, Eq)]
@@ -222,6 +259,8 @@ pub struct Config {
     pub dir_path: String,
     pub discovery_period: Duration,
     pub auth: AuthConfig,
+    /// Limit of one auth call to the cluster.
+    pub auth_timeout: Duration,
     pub listen: SocketAddr,
     pub tls: Option<TlsConfig>,
     pub admin_listen: SocketAddr,
@@ -241,6 +280,7 @@ impl std::fmt::Debug for Config {
             .field("dir_path", &self.dir_path)
             .field("discovery_period", &self.discovery_period)
             .field("auth", &self.auth)
+            .field("auth_timeout", &self.auth_timeout)
             .field("listen", &self.listen)
             .field("tls", &self.tls)
             .field("admin_listen", &self.admin_listen)
@@ -274,6 +314,8 @@ pub enum ConfigError {
     ZeroDuration(&'static str),
     #[error("--discovery-period-seconds must be at least 1")]
     ZeroDiscoveryPeriod,
+    #[error(transparent)]
+    Auth(crate::auth::AuthConfigError),
 }
 
 impl ServeArgs {
@@ -310,6 +352,30 @@ impl ServeArgs {
         });
         if self.auth_enabled && yt_proxy.is_none() {
             return Err(ConfigError::AuthNeedsYtProxy);
+        }
+        let auth = AuthConfig {
+            enabled: self.auth_enabled,
+            cookie_name: self.auth_cookie_name,
+            login_url: self.auth_login_url.filter(|u| !u.trim().is_empty()),
+            static_skip: crate::auth::StaticSkip::new(
+                self.auth_static_services
+                    .into_iter()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                &self.auth_static_prefix,
+            ),
+            identity_ttl: self.auth_identity_ttl,
+            rejected_identity_ttl: self.auth_deny_ttl,
+            allow_ttl: self.auth_allow_ttl,
+            deny_ttl: self.auth_deny_ttl,
+            grace: self.auth_grace,
+            failure_hold: self.auth_failure_hold,
+            ..AuthConfig::default()
+        };
+        auth.validate().map_err(ConfigError::Auth)?;
+        if self.auth_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration("auth-timeout"));
         }
         let source = match (&self.services_file, &yt_proxy) {
             (Some(file), _) => ServicesSource::File(file.clone()),
@@ -373,10 +439,8 @@ impl ServeArgs {
             yt_token: self.yt_token.filter(|t| !t.trim().is_empty()),
             dir_path: self.dir_path,
             discovery_period: Duration::from_secs(self.discovery_period_seconds),
-            auth: AuthConfig {
-                enabled: self.auth_enabled,
-                cookie_name: self.auth_cookie_name,
-            },
+            auth,
+            auth_timeout: self.auth_timeout,
             listen: self.listen,
             tls,
             admin_listen: self.admin_listen,

@@ -64,12 +64,41 @@ fn init_tracing() {
         .init();
 }
 
-/// The auth gate for the configuration. (Auth itself is being built in `auth/`.)
+/// The auth gate for the configuration: with auth on, a client of the cluster that asks
+/// `whoami` with callers' credentials and `check_operation_permission` with the robot token.
 fn build_gate(config: &Config) -> anyhow::Result<Gate> {
-    if config.auth.enabled {
-        bail!("auth is not available in this build yet; pass --auth-enabled=false");
+    if !config.auth.enabled {
+        return Ok(Gate::disabled_with_cookie_name(&config.auth.cookie_name));
     }
-    Ok(Gate::disabled())
+    let Some(yt_proxy) = &config.yt_proxy else {
+        bail!("auth needs --yt-proxy (or --namespace)");
+    };
+    let token = robot_token(config)?.context(
+        "auth needs the robot token for permission checks: give --yt-token-path or YT_TOKEN \
+         (or pass --auth-enabled=false)",
+    )?;
+    let client = YtClient::new(
+        ClientConfig::new(yt_proxy.clone())
+            .with_token(token)
+            .with_timeout(config.auth_timeout)
+            .with_max_retries(1),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot create the cluster client for auth: {e}"))?;
+    Gate::new(config.auth.clone(), Arc::new(client)).context("invalid auth configuration")
+}
+
+/// The robot token: the file `--yt-token-path`, else `--yt-token`/`YT_TOKEN` (trimmed; the
+/// same precedence as discovery's client).
+fn robot_token(config: &Config) -> anyhow::Result<Option<String>> {
+    let token = match (&config.yt_token_path, &config.yt_token) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?
+            .trim()
+            .to_string(),
+        (None, Some(token)) => token.trim().to_string(),
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(token).filter(|t| !t.is_empty()))
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
@@ -125,7 +154,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         table: table.clone(),
         balancer: balancer.clone(),
-        gate,
+        gate: gate.clone(),
         limits: config.limits.clone(),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
@@ -170,6 +199,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         }
         let mut registry =
             admin::metrics::registry(table.clone(), balancer.clone(), metrics.clone());
+        gate.register_metrics(&mut registry);
         if let Some(status) = &discovery_status {
             status.register_metrics(&mut registry);
         }

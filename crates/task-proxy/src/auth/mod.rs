@@ -3,10 +3,35 @@
 //! The data plane calls [`Gate::admit`] for every request after routing it. The gate removes
 //! the caller's YTsaurus credentials from the request (jobs never see them) and either admits
 //! the request or refuses it with a [`Refusal`] that the data plane renders.
+//!
+//! - [`credentials`]: parsing the `Authorization` header and the auth cookie, and removing them;
+//! - [`static_skip`]: the `/static` exemption of `ui` services, with path normalization;
+//! - [`cache`]: bounded TTL caches with a grace period and collapsed look-ups;
+//! - [`front`]: a per-thread copy of fresh allow decisions for the hot path;
+//! - [`backend`]: the cluster calls (`whoami`, `check_operation_permission`) behind a trait,
+//!   implemented for `yt_client::YtClient`;
+//! - [`gate`]: the decision itself and its configuration;
+//! - [`login_page`]: the page browsers get instead of a bare 401;
+//! - [`metrics`]: decisions, cache look-ups, cluster latency.
+
+pub mod backend;
+pub mod cache;
+pub mod credentials;
+pub mod front;
+pub mod gate;
+pub mod login_page;
+pub mod metrics;
+pub mod static_skip;
+mod yt_backend;
+
+pub use backend::{AuthBackend, BackendError};
+pub use credentials::{Credential, Presented, Secret};
+pub use gate::{AuthConfig, AuthConfigError, Gate, DEFAULT_COOKIE_NAME};
+pub use static_skip::StaticSkip;
 
 use crate::answer::{local_answer, CallerKind, ProxyBody};
-use crate::routing::Route;
-use http::{Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
+use std::sync::Arc;
 
 /// Who was admitted, for the access log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,11 +40,23 @@ pub struct Admitted {
     pub user: Option<String>,
 }
 
+/// How a browser is told to log in (rendered into the 401 page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginHint {
+    /// `--auth-login-url`.
+    pub login_url: Option<String>,
+    pub cookie_name: String,
+}
+
 /// Why a request is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// No credentials, or credentials the cluster does not accept (401).
-    Unauthenticated { reason: String },
+    /// No credentials, or credentials the cluster does not accept (401). `login` makes the
+    /// browser answer a login page.
+    Unauthenticated {
+        reason: String,
+        login: Option<Arc<LoginHint>>,
+    },
     /// The user may not read the operation (403).
     Forbidden { user: String },
     /// The cluster failed while deciding and no recent decision is cached (503).
@@ -35,46 +72,49 @@ impl Refusal {
         }
     }
 
-    /// The answer for the caller.
+    /// The answer for the caller: trailers-only gRPC status, an HTML page for browsers (the
+    /// login page for 401), plain text otherwise.
     pub fn into_response(self, caller: CallerKind) -> Response<ProxyBody> {
         let status = self.status();
         let message = match &self {
-            Refusal::Unauthenticated { reason } => format!("authentication required: {reason}"),
+            Refusal::Unauthenticated { reason, .. } => format!("authentication required: {reason}"),
             Refusal::Forbidden { user } => format!("user {user} may not read this operation"),
             Refusal::Unavailable { .. } => {
                 "the cluster cannot check access right now; retry later".to_string()
             }
         };
-        let mut response = local_answer(caller, status, &message, None);
-        if let Refusal::Unavailable {
-            retry_after_seconds,
-        } = self
-        {
-            response.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from(retry_after_seconds),
-            );
+        let html = match (&self, caller) {
+            (Refusal::Unauthenticated { reason, login }, CallerKind::Browser) => {
+                Some(match login {
+                    Some(hint) => {
+                        login_page::render(reason, hint.login_url.as_deref(), &hint.cookie_name)
+                    }
+                    None => login_page::render(reason, None, DEFAULT_COOKIE_NAME),
+                })
+            }
+            _ => None,
+        };
+        let mut response = local_answer(caller, status, &message, html);
+        match self {
+            Refusal::Unavailable {
+                retry_after_seconds,
+            } => {
+                response.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_seconds),
+                );
+            }
+            Refusal::Unauthenticated { .. } if caller != CallerKind::Grpc => {
+                response.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("OAuth realm=\"YTsaurus\""),
+                );
+            }
+            _ => {}
         }
         response
     }
 }
 
-/// The auth gate in front of every service. (Auth on: being built; for now only off.)
-#[derive(Debug, Clone, Default)]
-pub struct Gate {}
-
-impl Gate {
-    /// A gate that admits everyone (`--auth-enabled=false`).
-    pub fn disabled() -> Gate {
-        Gate {}
-    }
-
-    /// Decides on a routed request; removes the caller's YTsaurus credentials from `parts`.
-    pub async fn admit(
-        &self,
-        _parts: &mut http::request::Parts,
-        _route: &Route,
-    ) -> Result<Admitted, Refusal> {
-        Ok(Admitted::default())
-    }
-}
+#[cfg(test)]
+mod tests;

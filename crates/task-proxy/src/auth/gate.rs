@@ -1,0 +1,485 @@
+//! The gate: for each routed request, take the caller's credentials out of it, find out who
+//! the caller is and whether they may read the operation, through the caches.
+//!
+//! The cached path costs one SHA-256 of the credential and two cache look-ups (identity by
+//! fingerprint, decision by `(login, operation)`). Misses go to the cluster once per key, however
+//! many requests wait for it. When the cluster fails, answers that expired less than the grace
+//! period ago are used; a caller with no such answer gets 503.
+
+use super::backend::{AuthBackend, BackendError};
+use super::cache::{Clock, Found, GraceCache, Source};
+use super::credentials::{take_credentials, Credential, Presented};
+use super::front::FrontCache;
+use super::login_page::{validate_login_url, BadLoginUrl};
+use super::metrics::{AuthMetrics, CacheName, CacheResult, Call, CallResult, Outcome};
+use super::static_skip::StaticSkip;
+use super::{Admitted, LoginHint, Refusal};
+use crate::routing::Route;
+use prometheus_client::registry::Registry;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The default auth cookie name.
+pub const DEFAULT_COOKIE_NAME: &str = "YTCypressCookie";
+
+/// How the gate behaves. [`AuthConfig::default`] gives production defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// `--auth-enabled`: false admits everyone (credentials are still removed).
+    pub enabled: bool,
+    /// `--auth-cookie-name`.
+    pub cookie_name: String,
+    /// `--auth-login-url`: where the browser login page links to.
+    pub login_url: Option<String>,
+    /// Paths that skip auth (`/static/` of `ui` services by default).
+    pub static_skip: StaticSkip,
+    /// How long a credential's login is trusted.
+    pub identity_ttl: Duration,
+    /// How long a credential the cluster rejected stays rejected without asking again.
+    pub rejected_identity_ttl: Duration,
+    /// How long an allow decision holds.
+    pub allow_ttl: Duration,
+    /// How long a deny decision holds (shorter: a user just granted access waits less).
+    pub deny_ttl: Duration,
+    /// How long past its TTL an answer may still be used while the cluster fails.
+    pub grace: Duration,
+    /// How long a failed cluster call is remembered per key: meanwhile requests get the stale
+    /// answer (or 503) without asking the cluster again.
+    pub failure_hold: Duration,
+    /// Size bounds of the two caches (entries).
+    pub max_identities: u64,
+    pub max_decisions: u64,
+    /// `Retry-After` of 503 answers.
+    pub retry_after: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            cookie_name: DEFAULT_COOKIE_NAME.to_string(),
+            login_url: None,
+            static_skip: StaticSkip::default(),
+            identity_ttl: Duration::from_secs(300),
+            rejected_identity_ttl: Duration::from_secs(10),
+            allow_ttl: Duration::from_secs(60),
+            deny_ttl: Duration::from_secs(10),
+            grace: Duration::from_secs(300),
+            failure_hold: Duration::from_secs(1),
+            max_identities: 100_000,
+            max_decisions: 200_000,
+            retry_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why an [`AuthConfig`] cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error(transparent)]
+    LoginUrl(#[from] BadLoginUrl),
+    #[error("--auth-cookie-name must be a non-empty cookie name (token characters), got {0:?}")]
+    CookieName(String),
+    #[error("auth cache sizes must be positive")]
+    CacheSize,
+}
+
+impl AuthConfig {
+    pub fn validate(&self) -> Result<(), AuthConfigError> {
+        let cookie_ok = !self.cookie_name.is_empty()
+            && self
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !cookie_ok {
+            return Err(AuthConfigError::CookieName(self.cookie_name.clone()));
+        }
+        if let Some(url) = &self.login_url {
+            validate_login_url(url)?;
+        }
+        if self.max_identities == 0 || self.max_decisions == 0 {
+            return Err(AuthConfigError::CacheSize);
+        }
+        Ok(())
+    }
+}
+
+/// What a credential belongs to, as cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Identity {
+    User(Arc<str>),
+    /// The cluster does not accept the credential.
+    Rejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DecisionKey {
+    user: Arc<str>,
+    operation: Arc<str>,
+}
+
+struct Checks {
+    backend: Arc<dyn AuthBackend>,
+    /// Per-thread copies of fresh allow decisions (the hot path of thread-per-core workers).
+    front: FrontCache,
+    clock: Clock,
+    identities: GraceCache<[u8; 32], Identity, String>,
+    decisions: GraceCache<DecisionKey, bool, String>,
+    login: Arc<LoginHint>,
+    identity_ttl: Duration,
+    rejected_identity_ttl: Duration,
+    allow_ttl: Duration,
+    deny_ttl: Duration,
+    retry_after_seconds: u32,
+}
+
+struct Inner {
+    cookie_name: String,
+    static_skip: StaticSkip,
+    metrics: AuthMetrics,
+    /// `None` when auth is off.
+    checks: Option<Checks>,
+}
+
+/// The auth gate in front of every service. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct Gate {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Gate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gate")
+            .field("enabled", &self.is_enabled())
+            .field("cookie_name", &self.inner.cookie_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate::disabled()
+    }
+}
+
+impl Gate {
+    /// A gate that admits everyone (`--auth-enabled=false`); it still removes YTsaurus
+    /// credentials (with the default cookie name) so jobs never see them.
+    pub fn disabled() -> Gate {
+        Gate::disabled_with_cookie_name(DEFAULT_COOKIE_NAME)
+    }
+
+    /// Like [`Gate::disabled`], removing the cookie `cookie_name`.
+    pub fn disabled_with_cookie_name(cookie_name: &str) -> Gate {
+        Gate {
+            inner: Arc::new(Inner {
+                cookie_name: cookie_name.to_string(),
+                static_skip: StaticSkip::none(),
+                metrics: AuthMetrics::new(),
+                checks: None,
+            }),
+        }
+    }
+
+    /// The gate `config` describes, asking `backend` on cache misses. With
+    /// `config.enabled == false` the backend is never called.
+    pub fn new(config: AuthConfig, backend: Arc<dyn AuthBackend>) -> Result<Gate, AuthConfigError> {
+        Gate::with_clock(config, backend, Clock::System)
+    }
+
+    pub(crate) fn with_clock(
+        config: AuthConfig,
+        backend: Arc<dyn AuthBackend>,
+        clock: Clock,
+    ) -> Result<Gate, AuthConfigError> {
+        config.validate()?;
+        if !config.enabled {
+            return Ok(Gate::disabled_with_cookie_name(&config.cookie_name));
+        }
+        let identity_max_ttl = config.identity_ttl.max(config.rejected_identity_ttl);
+        let decision_max_ttl = config.allow_ttl.max(config.deny_ttl);
+        let checks = Checks {
+            backend,
+            front: FrontCache::new(),
+            clock: clock.clone(),
+            identities: GraceCache::new(
+                config.max_identities,
+                identity_max_ttl,
+                config.grace,
+                config.failure_hold,
+                clock.clone(),
+            ),
+            decisions: GraceCache::new(
+                config.max_decisions,
+                decision_max_ttl,
+                config.grace,
+                config.failure_hold,
+                clock,
+            ),
+            login: Arc::new(LoginHint {
+                login_url: config.login_url.clone(),
+                cookie_name: config.cookie_name.clone(),
+            }),
+            identity_ttl: config.identity_ttl,
+            rejected_identity_ttl: config.rejected_identity_ttl,
+            allow_ttl: config.allow_ttl,
+            deny_ttl: config.deny_ttl,
+            retry_after_seconds: u32::try_from(config.retry_after.as_secs().max(1))
+                .unwrap_or(u32::MAX),
+        };
+        Ok(Gate {
+            inner: Arc::new(Inner {
+                cookie_name: config.cookie_name,
+                static_skip: config.static_skip,
+                metrics: AuthMetrics::new(),
+                checks: Some(checks),
+            }),
+        })
+    }
+
+    /// Whether requests are checked.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.checks.is_some()
+    }
+
+    /// The gate's metrics (also for tests).
+    pub fn metrics(&self) -> &AuthMetrics {
+        &self.inner.metrics
+    }
+
+    /// Adds the auth metrics to the data plane's registry.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.inner.metrics.register(registry);
+    }
+
+    /// Decides on a routed request; removes the caller's YTsaurus credentials from `parts`
+    /// whatever the outcome.
+    pub async fn admit(
+        &self,
+        parts: &mut http::request::Parts,
+        route: &Route,
+    ) -> Result<Admitted, Refusal> {
+        let inner = &*self.inner;
+        let presented = take_credentials(&mut parts.headers, &inner.cookie_name);
+        let metrics = &inner.metrics;
+        let Some(checks) = &inner.checks else {
+            metrics.decision(Outcome::Disabled);
+            return Ok(Admitted::default());
+        };
+        if inner
+            .static_skip
+            .applies(&route.key.service, parts.uri.path())
+        {
+            metrics.decision(Outcome::Skipped);
+            return Ok(Admitted::default());
+        }
+        let credential = match presented {
+            Presented::Credential(credential) => credential,
+            Presented::Missing => {
+                metrics.decision(Outcome::Unauthenticated);
+                return Err(checks.unauthenticated("no credentials"));
+            }
+            Presented::Malformed(reason) => {
+                metrics.decision(Outcome::Unauthenticated);
+                return Err(checks.unauthenticated(reason));
+            }
+        };
+        let result = checks
+            .decide(&credential, &route.key.operation_id, metrics)
+            .await;
+        match &result {
+            Ok((_, true)) => metrics.decision(Outcome::AllowedStale),
+            Ok((_, false)) => metrics.decision(Outcome::Allowed),
+            Err(Refusal::Forbidden { .. }) => metrics.decision(Outcome::Denied),
+            Err(Refusal::Unauthenticated { .. }) => metrics.decision(Outcome::Unauthenticated),
+            Err(Refusal::Unavailable { .. }) => metrics.decision(Outcome::Unavailable),
+        }
+        if let Err(refusal) = &result {
+            tracing::debug!(
+                service = %route.key,
+                credential = credential.kind(),
+                ?refusal,
+                "auth refused a request"
+            );
+        }
+        result.map(|(admitted, _)| admitted)
+    }
+}
+
+impl Checks {
+    fn unauthenticated(&self, reason: &str) -> Refusal {
+        Refusal::Unauthenticated {
+            reason: reason.to_string(),
+            login: Some(self.login.clone()),
+        }
+    }
+
+    fn unavailable(&self) -> Refusal {
+        Refusal::Unavailable {
+            retry_after_seconds: self.retry_after_seconds,
+        }
+    }
+
+    /// The admitted user and whether a stale answer was used.
+    async fn decide(
+        &self,
+        credential: &Credential,
+        operation_id: &str,
+        metrics: &AuthMetrics,
+    ) -> Result<(Admitted, bool), Refusal> {
+        let fingerprint = credential.fingerprint();
+        if let Some(user) = self.front.get(&fingerprint, operation_id, self.clock.now()) {
+            metrics.lookup(CacheName::Identity, CacheResult::Hit);
+            metrics.lookup(CacheName::Decision, CacheResult::Hit);
+            return Ok((
+                Admitted {
+                    user: Some(user.to_string()),
+                },
+                false,
+            ));
+        }
+        let identity = self
+            .identities
+            .lookup(
+                &fingerprint,
+                |f| *f,
+                |identity| match identity {
+                    Identity::User(_) => self.identity_ttl,
+                    Identity::Rejected => self.rejected_identity_ttl,
+                },
+                || self.fetch_identity(credential, metrics),
+            )
+            .await;
+        let Found {
+            value: identity,
+            source: identity_source,
+            fresh_until: identity_fresh_until,
+        } = match identity {
+            Ok(found) => found,
+            Err(_) => {
+                metrics.lookup(CacheName::Identity, CacheResult::Error);
+                return Err(self.unavailable());
+            }
+        };
+        metrics.lookup(CacheName::Identity, cache_result(identity_source));
+        let user = match identity {
+            Identity::User(user) => user,
+            Identity::Rejected => {
+                return Err(self.unauthenticated("the cluster does not accept these credentials"))
+            }
+        };
+
+        let key = DecisionKey {
+            user,
+            operation: Arc::from(operation_id),
+        };
+        let decision = self
+            .decisions
+            .lookup(
+                &key,
+                |k| k.clone(),
+                |allowed| {
+                    if *allowed {
+                        self.allow_ttl
+                    } else {
+                        self.deny_ttl
+                    }
+                },
+                || self.fetch_decision(&key, metrics),
+            )
+            .await;
+        let Found {
+            value: allowed,
+            source: decision_source,
+            fresh_until: decision_fresh_until,
+        } = match decision {
+            Ok(found) => found,
+            Err(_) => {
+                metrics.lookup(CacheName::Decision, CacheResult::Error);
+                return Err(self.unavailable());
+            }
+        };
+        metrics.lookup(CacheName::Decision, cache_result(decision_source));
+        if !allowed {
+            return Err(Refusal::Forbidden {
+                user: key.user.to_string(),
+            });
+        }
+        let stale = identity_source == Source::Stale || decision_source == Source::Stale;
+        if let (Some(a), Some(b)) = (identity_fresh_until, decision_fresh_until) {
+            self.front.put(
+                fingerprint,
+                key.operation.clone(),
+                key.user.clone(),
+                a.min(b),
+            );
+        }
+        Ok((
+            Admitted {
+                user: Some(key.user.to_string()),
+            },
+            stale,
+        ))
+    }
+
+    async fn fetch_identity(
+        &self,
+        credential: &Credential,
+        metrics: &AuthMetrics,
+    ) -> Result<Identity, String> {
+        let started = Instant::now();
+        let answer = self.backend.whoami(credential).await;
+        let took = started.elapsed();
+        match answer {
+            Ok(login) => {
+                metrics.cluster_call(Call::Whoami, CallResult::Ok, took);
+                Ok(Identity::User(Arc::from(login)))
+            }
+            Err(BackendError::Rejected(_)) => {
+                metrics.cluster_call(Call::Whoami, CallResult::Rejected, took);
+                Ok(Identity::Rejected)
+            }
+            Err(BackendError::Unavailable(error)) => {
+                metrics.cluster_call(Call::Whoami, CallResult::Error, took);
+                tracing::warn!(credential = credential.kind(), %error, "whoami failed");
+                Err(error)
+            }
+        }
+    }
+
+    async fn fetch_decision(
+        &self,
+        key: &DecisionKey,
+        metrics: &AuthMetrics,
+    ) -> Result<bool, String> {
+        let started = Instant::now();
+        let answer = self.backend.check_read(&key.operation, &key.user).await;
+        let took = started.elapsed();
+        match answer {
+            Ok(allowed) => {
+                metrics.cluster_call(Call::CheckPermission, CallResult::Ok, took);
+                Ok(allowed)
+            }
+            Err(error) => {
+                metrics.cluster_call(Call::CheckPermission, CallResult::Error, took);
+                tracing::warn!(
+                    operation = %key.operation,
+                    user = %key.user,
+                    %error,
+                    "check_operation_permission failed"
+                );
+                Err(error.to_string())
+            }
+        }
+    }
+}
+
+fn cache_result(source: Source) -> CacheResult {
+    match source {
+        Source::Hit => CacheResult::Hit,
+        Source::Fetched => CacheResult::Miss,
+        Source::Collapsed => CacheResult::Collapsed,
+        Source::Stale => CacheResult::Stale,
+    }
+}

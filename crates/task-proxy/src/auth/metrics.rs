@@ -1,0 +1,236 @@
+//! Auth metrics: decisions by outcome, cache look-ups by result, and the latency of the
+//! cluster calls auth makes. Handles to every label combination are resolved once, so the
+//! request path only does atomic increments. The data plane owns the registry and calls
+//! [`super::Gate::register_metrics`].
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::fmt::Write;
+use std::time::Duration;
+
+/// How the gate decided on a request.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Outcome {
+    Allowed,
+    Denied,
+    Unauthenticated,
+    Unavailable,
+    /// A `/static` path of a `ui` service: no auth.
+    Skipped,
+    /// Auth is off.
+    Disabled,
+    /// Allowed on an expired decision or identity during a cluster failure.
+    AllowedStale,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: Outcome,
+}
+
+/// Which cache.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum CacheName {
+    Identity,
+    Decision,
+}
+
+/// How a cache look-up went: `hit` (fresh), `miss` (fetched, or collapsed into another
+/// caller's fetch), `stale` (expired but used within the grace period).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum CacheResult {
+    Hit,
+    Miss,
+    Collapsed,
+    Stale,
+    Error,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: CacheName,
+    result: CacheResult,
+}
+
+/// The cluster call.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Call {
+    Whoami,
+    CheckPermission,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum CallResult {
+    Ok,
+    Rejected,
+    Error,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    call: Call,
+    result: CallResult,
+}
+
+/// Label values in snake_case, like the data plane's (`allowed_stale`, `check_permission`).
+macro_rules! label_values {
+    ($($ty:ty { $($variant:ident => $name:literal),* $(,)? })*) => {$(
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(<$ty>::$variant => $name,)*
+                }
+            }
+        }
+
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+label_values! {
+    Outcome {
+        Allowed => "allowed",
+        Denied => "denied",
+        Unauthenticated => "unauthenticated",
+        Unavailable => "unavailable",
+        Skipped => "skipped",
+        Disabled => "disabled",
+        AllowedStale => "allowed_stale",
+    }
+    CacheName { Identity => "identity", Decision => "decision" }
+    CacheResult {
+        Hit => "hit",
+        Miss => "miss",
+        Collapsed => "collapsed",
+        Stale => "stale",
+        Error => "error",
+    }
+    Call { Whoami => "whoami", CheckPermission => "check_permission" }
+    CallResult { Ok => "ok", Rejected => "rejected", Error => "error" }
+}
+
+/// All auth metrics, with pre-resolved handles.
+#[derive(Debug, Clone)]
+pub struct AuthMetrics {
+    decisions: Family<OutcomeLabels, Counter>,
+    lookups: Family<CacheLabels, Counter>,
+    cluster_seconds: Family<CallLabels, Histogram>,
+    outcome_counters: [Counter; 7],
+    lookup_counters: [[Counter; 5]; 2],
+}
+
+const OUTCOMES: [Outcome; 7] = [
+    Outcome::Allowed,
+    Outcome::Denied,
+    Outcome::Unauthenticated,
+    Outcome::Unavailable,
+    Outcome::Skipped,
+    Outcome::Disabled,
+    Outcome::AllowedStale,
+];
+const CACHES: [CacheName; 2] = [CacheName::Identity, CacheName::Decision];
+const RESULTS: [CacheResult; 5] = [
+    CacheResult::Hit,
+    CacheResult::Miss,
+    CacheResult::Collapsed,
+    CacheResult::Stale,
+    CacheResult::Error,
+];
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for AuthMetrics {
+    fn default() -> Self {
+        AuthMetrics::new()
+    }
+}
+
+impl AuthMetrics {
+    pub fn new() -> AuthMetrics {
+        let decisions = Family::<OutcomeLabels, Counter>::default();
+        let lookups = Family::<CacheLabels, Counter>::default();
+        let cluster_seconds =
+            Family::<CallLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        let outcome_counters =
+            OUTCOMES.map(|outcome| decisions.get_or_create(&OutcomeLabels { outcome }).clone());
+        let lookup_counters = CACHES.map(|cache| {
+            RESULTS.map(|result| {
+                lookups
+                    .get_or_create(&CacheLabels { cache, result })
+                    .clone()
+            })
+        });
+        AuthMetrics {
+            decisions,
+            lookups,
+            cluster_seconds,
+            outcome_counters,
+            lookup_counters,
+        }
+    }
+
+    /// Adds the metrics to `registry`: `task_proxy_auth_decisions_total{outcome}`,
+    /// `task_proxy_auth_cache_lookups_total{cache,result}`,
+    /// `task_proxy_auth_cluster_call_seconds{call,result}`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "task_proxy_auth_decisions",
+            "Auth decisions on routed requests, by outcome",
+            self.decisions.clone(),
+        );
+        registry.register(
+            "task_proxy_auth_cache_lookups",
+            "Auth cache look-ups by cache and result",
+            self.lookups.clone(),
+        );
+        registry.register(
+            "task_proxy_auth_cluster_call_seconds",
+            "Latency of the cluster calls auth makes (whoami, check_operation_permission)",
+            self.cluster_seconds.clone(),
+        );
+    }
+
+    pub fn decision(&self, outcome: Outcome) {
+        let index = OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(0);
+        self.outcome_counters[index].inc();
+    }
+
+    pub fn lookup(&self, cache: CacheName, result: CacheResult) {
+        let c = match cache {
+            CacheName::Identity => 0,
+            CacheName::Decision => 1,
+        };
+        let r = RESULTS.iter().position(|x| *x == result).unwrap_or(0);
+        self.lookup_counters[c][r].inc();
+    }
+
+    pub fn cluster_call(&self, call: Call, result: CallResult, took: Duration) {
+        self.cluster_seconds
+            .get_or_create(&CallLabels { call, result })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The count for `outcome` (for tests and the status page).
+    pub fn decisions_with(&self, outcome: Outcome) -> u64 {
+        self.decisions
+            .get_or_create(&OutcomeLabels { outcome })
+            .get()
+    }
+
+    /// The count of look-ups of `cache` with `result`.
+    pub fn lookups_with(&self, cache: CacheName, result: CacheResult) -> u64 {
+        self.lookups
+            .get_or_create(&CacheLabels { cache, result })
+            .get()
+    }
+}

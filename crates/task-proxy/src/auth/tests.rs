@@ -1,0 +1,485 @@
+//! Gate decisions against a counting fake cluster with a manual clock.
+
+use super::cache::Clock;
+use super::*;
+use crate::routing::{Endpoint, Protocol, Route, ServiceKey};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Default)]
+struct FakeCluster {
+    /// Secret -> login.
+    users: HashMap<String, String>,
+    /// (operation, user) pairs allowed to read.
+    readers: Mutex<HashSet<(String, String)>>,
+    failing: AtomicBool,
+    whoami_calls: AtomicUsize,
+    check_calls: AtomicUsize,
+    delay: Option<Duration>,
+}
+
+impl FakeCluster {
+    fn demo() -> FakeCluster {
+        let mut users = HashMap::new();
+        for (secret, login) in [
+            ("alice-token", "alice"),
+            ("alice-cookie", "alice"),
+            ("bob-token", "bob"),
+            ("bob-iam", "bob"),
+            ("carol-token", "carol"),
+        ] {
+            users.insert(secret.to_string(), login.to_string());
+        }
+        let cluster = FakeCluster {
+            users,
+            ..FakeCluster::default()
+        };
+        cluster.grant(OP, "alice");
+        cluster
+    }
+
+    fn grant(&self, op: &str, user: &str) {
+        self.readers
+            .lock()
+            .unwrap()
+            .insert((op.to_string(), user.to_string()));
+    }
+
+    fn calls(&self) -> (usize, usize) {
+        (
+            self.whoami_calls.load(Ordering::SeqCst),
+            self.check_calls.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl AuthBackend for FakeCluster {
+    fn whoami<'a>(
+        &'a self,
+        credential: &'a Credential,
+    ) -> BoxFuture<'a, Result<String, BackendError>> {
+        async move {
+            self.whoami_calls.fetch_add(1, Ordering::SeqCst);
+            if let Some(delay) = self.delay {
+                tokio::time::sleep(delay).await;
+            }
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(BackendError::Unavailable("injected".into()));
+            }
+            let secret = match credential {
+                Credential::OAuth(s) | Credential::Bearer(s) => s,
+                Credential::Cookie { value, .. } => value,
+            };
+            self.users
+                .get(secret.expose())
+                .cloned()
+                .ok_or_else(|| BackendError::Rejected("unknown".into()))
+        }
+        .boxed()
+    }
+
+    fn check_read<'a>(
+        &'a self,
+        operation_id: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        async move {
+            self.check_calls.fetch_add(1, Ordering::SeqCst);
+            if let Some(delay) = self.delay {
+                tokio::time::sleep(delay).await;
+            }
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(BackendError::Unavailable("injected".into()));
+            }
+            Ok(self
+                .readers
+                .lock()
+                .unwrap()
+                .contains(&(operation_id.to_string(), user.to_string())))
+        }
+        .boxed()
+    }
+}
+
+const OP: &str = "a6e04b98-bf982394-5103e8-55754a49";
+
+fn route(service: &str) -> Route {
+    Route {
+        hash: "645236d8".into(),
+        domain: "645236d8.example.net".into(),
+        key: ServiceKey {
+            operation_id: OP.into(),
+            task_name: "main".into(),
+            service: service.into(),
+        },
+        protocol: Protocol::Http,
+        endpoints: vec![Endpoint {
+            host: "127.0.0.1".into(),
+            port: 1,
+        }],
+        operation_start_time: None,
+    }
+}
+
+fn request(path: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+    let mut builder = http::Request::builder().uri(path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(()).unwrap().into_parts().0
+}
+
+fn config() -> AuthConfig {
+    AuthConfig {
+        login_url: Some("https://yt.example.net/".into()),
+        ..AuthConfig::default()
+    }
+}
+
+fn gate_with(cluster: &Arc<FakeCluster>, config: AuthConfig) -> (Gate, Clock) {
+    let clock = Clock::manual();
+    let gate = Gate::with_clock(config, cluster.clone(), clock.clone()).unwrap();
+    (gate, clock)
+}
+
+async fn admit(gate: &Gate, headers: &[(&str, &str)]) -> Result<Admitted, Refusal> {
+    let mut parts = request("/", headers);
+    gate.admit(&mut parts, &route("port_0")).await
+}
+
+fn alice() -> Result<Admitted, Refusal> {
+    Ok(Admitted {
+        user: Some("alice".into()),
+    })
+}
+
+#[tokio::test]
+async fn disabled_gate_admits_everyone_and_still_strips_credentials() {
+    let gate = Gate::disabled();
+    assert!(!gate.is_enabled());
+    let mut parts = request(
+        "/",
+        &[
+            ("authorization", "OAuth alice-token"),
+            ("cookie", "a=1; YTCypressCookie=alice-cookie"),
+        ],
+    );
+    assert_eq!(
+        gate.admit(&mut parts, &route("port_0")).await,
+        Ok(Admitted::default())
+    );
+    assert!(parts.headers.get("authorization").is_none());
+    assert_eq!(parts.headers["cookie"], "a=1");
+
+    let cluster = Arc::new(FakeCluster::demo());
+    let config = AuthConfig {
+        enabled: false,
+        ..config()
+    };
+    let (gate, _) = gate_with(&cluster, config);
+    assert_eq!(admit(&gate, &[]).await, Ok(Admitted::default()));
+    assert_eq!(cluster.calls(), (0, 0));
+}
+
+#[tokio::test]
+async fn every_credential_form_identifies_alice() {
+    let cluster = Arc::new(FakeCluster::demo());
+    let (gate, _) = gate_with(&cluster, config());
+    for header in [
+        ("authorization", "OAuth alice-token"),
+        ("authorization", "oauth alice-token"),
+        ("cookie", "YTCypressCookie=alice-cookie"),
+        ("cookie", "YTCypressCookie alice-cookie"),
+        ("cookie", "x=1; YTCypressCookie=\"alice-cookie\""),
+    ] {
+        let mut parts = request("/", &[header, ("x-other", "kept")]);
+        assert_eq!(
+            gate.admit(&mut parts, &route("port_0")).await,
+            alice(),
+            "{header:?}"
+        );
+        assert!(parts.headers.get("authorization").is_none());
+        for cookie in parts.headers.get_all("cookie") {
+            assert!(!cookie.to_str().unwrap().contains("alice-cookie"));
+        }
+        assert_eq!(parts.headers["x-other"], "kept");
+    }
+}
+
+#[tokio::test]
+async fn refusals() {
+    let cluster = Arc::new(FakeCluster::demo());
+    let (gate, _) = gate_with(&cluster, config());
+    let unauthenticated =
+        |r: &Result<Admitted, Refusal>| matches!(r, Err(Refusal::Unauthenticated { .. }));
+    assert!(unauthenticated(&admit(&gate, &[]).await));
+    assert!(unauthenticated(
+        &admit(&gate, &[("authorization", "OAuth stranger-token")]).await
+    ));
+    assert!(unauthenticated(
+        &admit(&gate, &[("authorization", "OAuth")]).await
+    ));
+    assert!(unauthenticated(
+        &admit(&gate, &[("cookie", "YTCypressCookie=")]).await
+    ));
+    assert!(unauthenticated(
+        &admit(&gate, &[("authorization", "Basic dXNlcjpwYXNz")]).await
+    ));
+    assert_eq!(
+        admit(&gate, &[("authorization", "Bearer bob-iam")]).await,
+        Err(Refusal::Forbidden { user: "bob".into() })
+    );
+    assert_eq!(gate.metrics().decisions_with(metrics::Outcome::Denied), 1);
+    assert_eq!(
+        gate.metrics()
+            .decisions_with(metrics::Outcome::Unauthenticated),
+        5
+    );
+}
+
+#[tokio::test]
+async fn cached_path_asks_the_cluster_once() {
+    let cluster = Arc::new(FakeCluster::demo());
+    let (gate, _) = gate_with(&cluster, config());
+    for _ in 0..1000 {
+        assert_eq!(
+            admit(&gate, &[("authorization", "OAuth alice-token")]).await,
+            alice()
+        );
+    }
+    assert_eq!(cluster.calls(), (1, 1));
+    // The same user with another credential: one more whoami, the decision is cached.
+    assert_eq!(
+        admit(&gate, &[("cookie", "YTCypressCookie=alice-cookie")]).await,
+        alice()
+    );
+    assert_eq!(cluster.calls(), (2, 1));
+    // Rejected credentials are cached too (for a shorter time).
+    for _ in 0..10 {
+        admit(&gate, &[("authorization", "OAuth nope")])
+            .await
+            .unwrap_err();
+    }
+    assert_eq!(cluster.calls(), (3, 1));
+    use metrics::{CacheName, CacheResult};
+    assert_eq!(
+        gate.metrics()
+            .lookups_with(CacheName::Decision, CacheResult::Hit),
+        1000
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_requests_collapse() {
+    let cluster = Arc::new(FakeCluster {
+        delay: Some(Duration::from_millis(50)),
+        ..FakeCluster::demo()
+    });
+    let (gate, _) = gate_with(&cluster, config());
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let gate = gate.clone();
+        tasks.push(tokio::spawn(async move {
+            admit(&gate, &[("authorization", "OAuth alice-token")]).await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), alice());
+    }
+    assert_eq!(cluster.calls(), (1, 1));
+}
+
+#[tokio::test]
+async fn denials_expire_sooner_than_allows() {
+    let cluster = Arc::new(FakeCluster::demo());
+    let config = config();
+    let (gate, clock) = gate_with(&cluster, config.clone());
+    let bob = [("authorization", "OAuth bob-token")];
+    assert!(matches!(
+        admit(&gate, &bob).await,
+        Err(Refusal::Forbidden { .. })
+    ));
+    cluster.grant(OP, "bob");
+    clock.advance(config.deny_ttl - Duration::from_millis(1));
+    assert!(matches!(
+        admit(&gate, &bob).await,
+        Err(Refusal::Forbidden { .. })
+    ));
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        admit(&gate, &bob).await,
+        Ok(Admitted {
+            user: Some("bob".into())
+        })
+    );
+    // Revoked: the allow holds for its TTL, then the denial shows.
+    cluster.readers.lock().unwrap().clear();
+    clock.advance(config.allow_ttl - Duration::from_millis(1));
+    assert!(admit(&gate, &bob).await.is_ok());
+    clock.advance(Duration::from_millis(1));
+    assert!(matches!(
+        admit(&gate, &bob).await,
+        Err(Refusal::Forbidden { .. })
+    ));
+}
+
+#[tokio::test]
+async fn grace_keeps_known_users_in_during_failures() {
+    let cluster = Arc::new(FakeCluster::demo());
+    cluster.grant(OP, "carol");
+    let config = config();
+    let (gate, clock) = gate_with(&cluster, config.clone());
+    let alice_token = [("authorization", "OAuth alice-token")];
+    assert_eq!(admit(&gate, &alice_token).await, alice());
+
+    cluster.failing.store(true, Ordering::SeqCst);
+    // Within the TTL nothing is asked at all.
+    assert_eq!(admit(&gate, &alice_token).await, alice());
+    // Past every TTL, within the grace period: stale answers are used.
+    clock.advance(config.identity_ttl + Duration::from_secs(1));
+    assert_eq!(admit(&gate, &alice_token).await, alice());
+    assert_eq!(
+        gate.metrics()
+            .decisions_with(metrics::Outcome::AllowedStale),
+        1
+    );
+    // A user never seen gets 503 with Retry-After.
+    assert_eq!(
+        admit(&gate, &[("authorization", "OAuth carol-token")]).await,
+        Err(Refusal::Unavailable {
+            retry_after_seconds: 5
+        })
+    );
+    // Past the grace period: 503 for everyone.
+    clock.advance(config.grace);
+    assert!(matches!(
+        admit(&gate, &alice_token).await,
+        Err(Refusal::Unavailable { .. })
+    ));
+    // Recovery (seen once the failure hold is over).
+    cluster.failing.store(false, Ordering::SeqCst);
+    clock.advance(config.failure_hold);
+    assert_eq!(admit(&gate, &alice_token).await, alice());
+    assert!(admit(&gate, &[("authorization", "OAuth carol-token")])
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn static_paths_of_ui_services_skip_auth_only_when_clean() {
+    let cluster = Arc::new(FakeCluster::demo());
+    let (gate, _) = gate_with(&cluster, config());
+    let ui = route("ui");
+    for path in ["/static/app.js", "/static/css/a.css?v=1"] {
+        let mut parts = request(path, &[("cookie", "YTCypressCookie=alice-cookie; a=1")]);
+        assert_eq!(gate.admit(&mut parts, &ui).await, Ok(Admitted::default()));
+        assert_eq!(parts.headers["cookie"], "a=1", "stripped even when skipped");
+    }
+    for path in [
+        "/static/../api",
+        "/static/%2e%2e/api",
+        "//static/app.js",
+        "/static/..%2fapi",
+        "/api",
+    ] {
+        let mut parts = request(path, &[]);
+        assert!(
+            matches!(
+                gate.admit(&mut parts, &ui).await,
+                Err(Refusal::Unauthenticated { .. })
+            ),
+            "{path}"
+        );
+    }
+    let mut parts = request("/static/app.js", &[]);
+    assert!(gate.admit(&mut parts, &route("rest")).await.is_err());
+    assert_eq!(cluster.calls(), (0, 0));
+}
+
+#[tokio::test]
+async fn refusals_render_for_each_caller() {
+    use crate::answer::CallerKind;
+    let hint = Arc::new(LoginHint {
+        login_url: Some("https://yt.example.net/".into()),
+        cookie_name: "YTCypressCookie".into(),
+    });
+    let refusal = Refusal::Unauthenticated {
+        reason: "no credentials".into(),
+        login: Some(hint),
+    };
+    let page = refusal.clone().into_response(CallerKind::Browser);
+    assert_eq!(page.status(), 401);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let body = http_body_util::BodyExt::collect(page.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("href=\"https://yt.example.net/\""), "{body}");
+
+    let plain = refusal.clone().into_response(CallerKind::Other);
+    assert_eq!(plain.status(), 401);
+    assert_eq!(plain.headers()["content-type"], "text/plain; charset=utf-8");
+    assert!(plain.headers().contains_key("www-authenticate"));
+
+    let grpc = refusal.into_response(CallerKind::Grpc);
+    assert_eq!(grpc.headers()["grpc-status"], "16");
+    let grpc = Refusal::Forbidden { user: "bob".into() }.into_response(CallerKind::Grpc);
+    assert_eq!(grpc.headers()["grpc-status"], "7");
+    let unavailable = Refusal::Unavailable {
+        retry_after_seconds: 5,
+    };
+    let grpc = unavailable.clone().into_response(CallerKind::Grpc);
+    assert_eq!(grpc.headers()["grpc-status"], "14");
+    let plain = unavailable.into_response(CallerKind::Other);
+    assert_eq!(plain.status(), 503);
+    assert_eq!(plain.headers()["retry-after"], "5");
+}
+
+#[test]
+fn config_is_validated() {
+    let cluster: Arc<dyn AuthBackend> = Arc::new(FakeCluster::demo());
+    for bad in [
+        AuthConfig {
+            cookie_name: String::new(),
+            ..AuthConfig::default()
+        },
+        AuthConfig {
+            cookie_name: "a;b".into(),
+            ..AuthConfig::default()
+        },
+        AuthConfig {
+            login_url: Some("javascript:alert(1)".into()),
+            ..AuthConfig::default()
+        },
+        AuthConfig {
+            max_decisions: 0,
+            ..AuthConfig::default()
+        },
+    ] {
+        assert!(Gate::new(bad, cluster.clone()).is_err());
+    }
+}
+
+#[test]
+fn metrics_register_and_encode() {
+    let gate = Gate::disabled();
+    let mut registry = prometheus_client::registry::Registry::default();
+    gate.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("auth_decisions_total"), "{text}");
+    assert!(text.contains("auth_cache_lookups_total"), "{text}");
+    assert!(
+        text.contains("task_proxy_auth_decisions_total{outcome=\"allowed_stale\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("task_proxy_auth_cache_lookups_total{cache=\"identity\",result=\"hit\"} 0"),
+        "{text}"
+    );
+}

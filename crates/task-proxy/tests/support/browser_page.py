@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Opens a URL in headless Chromium and prints the resulting DOM (for the auth browser tests).
+
+Chromium cannot set cookies from its command line, so this drives it over the DevTools
+protocol (the `websockets` package): set an optional cookie for the URL, navigate, wait for the
+load event, print `document.documentElement.outerHTML`.
+
+usage: browser_page.py URL --resolve 'MAP *.tp.test 127.0.0.1:8080' [--cookie NAME=VALUE]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import websockets
+
+
+def chromium_binary():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    sys.exit("chromium not found: run scripts/install-test-deps")
+
+
+class Cdp:
+    def __init__(self, ws):
+        self.ws = ws
+        self.next_id = 0
+        self.events = []
+
+    async def call(self, method, params=None, session=None):
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        await self.ws.send(json.dumps(message))
+        while True:
+            reply = json.loads(await self.ws.recv())
+            if reply.get("id") == self.next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    async def wait_event(self, method, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, event in enumerate(self.events):
+                if event.get("method") == method:
+                    return self.events.pop(i)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(method)
+            reply = json.loads(await asyncio.wait_for(self.ws.recv(), remaining))
+            self.events.append(reply)
+
+
+async def run(args, port_file):
+    deadline = time.monotonic() + 30
+    while not (os.path.exists(port_file) and len(open(port_file).read().split("\n")) >= 2):
+        if time.monotonic() > deadline:
+            raise TimeoutError("chromium did not open its DevTools port")
+        await asyncio.sleep(0.1)
+    port, path = open(port_file).read().split("\n")[:2]
+    async with websockets.connect(f"ws://127.0.0.1:{port}{path}", max_size=None) as ws:
+        cdp = Cdp(ws)
+        target = await cdp.call("Target.createTarget", {"url": "about:blank"})
+        attached = await cdp.call(
+            "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
+        )
+        session = attached["sessionId"]
+        await cdp.call("Network.enable", session=session)
+        await cdp.call("Page.enable", session=session)
+        if args.cookie:
+            name, _, value = args.cookie.partition("=")
+            ok = await cdp.call(
+                "Network.setCookie",
+                {"name": name, "value": value, "url": args.url},
+                session=session,
+            )
+            if not ok.get("success", True):
+                raise RuntimeError("Network.setCookie failed")
+        await cdp.call("Page.navigate", {"url": args.url}, session=session)
+        await cdp.wait_event("Page.loadEventFired", args.timeout)
+        result = await cdp.call(
+            "Runtime.evaluate",
+            {"expression": "document.documentElement.outerHTML", "returnByValue": True},
+            session=session,
+        )
+        print(result["result"]["value"])
+        try:
+            await cdp.call("Browser.close")
+        except Exception:
+            pass
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("--resolve", required=True, help="--host-resolver-rules value")
+    parser.add_argument("--cookie", help="NAME=VALUE set for the URL before navigating")
+    parser.add_argument("--timeout", type=float, default=30)
+    args = parser.parse_args()
+    profile = tempfile.mkdtemp(prefix="tp-chromium-")
+    process = subprocess.Popen(
+        [
+            chromium_binary(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-features=HttpsUpgrades,HttpsFirstBalancedModeAutoEnable",
+            f"--user-data-dir={profile}",
+            f"--host-resolver-rules={args.resolve}",
+            "--remote-debugging-port=0",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        asyncio.run(run(args, os.path.join(profile, "DevToolsActivePort")))
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
