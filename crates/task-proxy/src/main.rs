@@ -274,17 +274,7 @@ fn yt_client(config: &Config) -> anyhow::Result<YtClient> {
         .yt_proxy
         .clone()
         .context("discovery needs --yt-proxy (or --namespace)")?;
-    let token = match (&config.yt_token_path, &config.yt_token) {
-        (Some(path), _) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the token file {}", path.display()))?
-                .trim()
-                .to_string(),
-        ),
-        (None, Some(token)) => Some(token.trim().to_string()),
-        (None, None) => None,
-    }
-    .filter(|t| !t.is_empty());
+    let token = robot_token(config)?;
     if token.is_none() {
         tracing::warn!(
             "no robot token (--yt-token-path or YT_TOKEN): the cluster may refuse discovery"
