@@ -13,7 +13,7 @@ use super::upstream::Upstreams;
 use super::Shared;
 use crate::admin::metrics::Unrouted;
 use crate::answer::{local_answer, BoxError, CallerKind, ProxyBody};
-use crate::routing::{route_key, Protocol};
+use crate::routing::{route_key, Protocol, RouteKeyError};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -194,23 +194,31 @@ impl Pipeline {
                 .get_all(X_YT_TASKPROXY_ID)
                 .iter()
                 .map(|v| v.as_bytes());
+            let mut hosts = req.headers().get_all(http::header::HOST).iter();
+            let (host_header, second_host) = (hosts.next(), hosts.next());
             let host = match req.uri().authority() {
                 Some(a) => Some(a.as_str()),
-                None => req
-                    .headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok()),
+                None => host_header.and_then(|h| h.to_str().ok()),
             };
-            let key = match route_key(ids, host, snapshot.base_domain()) {
+            // Two Hosts could route here and mean another service to the job (RFC 9112 §3.2).
+            let key = match second_host {
+                Some(_) => Err(RouteKeyError::DuplicateHost),
+                None => route_key(ids, host, snapshot.base_domain()),
+            };
+            let key = match key {
                 Ok(k) => k,
                 Err(e) => {
                     self.shared.metrics.count_unrouted(Unrouted::BadRequest);
-                    return Ok(local_answer(
-                        caller,
-                        StatusCode::BAD_REQUEST,
-                        &e.to_string(),
-                        None,
-                    ));
+                    let mut answer =
+                        local_answer(caller, StatusCode::BAD_REQUEST, &e.to_string(), None);
+                    if req.version() < Version::HTTP_2 {
+                        // Whatever follows on this connection is not trusted either.
+                        answer.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
+                    return Ok(answer);
                 }
             };
             match snapshot.get(&key) {
