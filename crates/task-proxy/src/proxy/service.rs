@@ -377,6 +377,7 @@ impl Pipeline {
         let service = backend.route.domain.as_str();
         let mut tried = Tried::default();
         let mut last: Option<String> = None;
+        let mut failed_after_send: Option<hyper::Error> = None;
         // Stale pooled connections do not count as attempts; bound the loop anyway.
         for _ in 0..MAX_ATTEMPTS * 4 {
             if tried.len() >= MAX_ATTEMPTS {
@@ -470,11 +471,15 @@ impl Pipeline {
                 Some(r) => {
                     tracing::debug!(endpoint = %ep.endpoint, %error, "replaying an idempotent request elsewhere");
                     req = r.request();
-                    last = Some(error.to_string());
+                    failed_after_send = Some(error);
                 }
                 None => return Err(Failure::Upstream(error)),
             }
         }
-        Err(Failure::NoJob { last })
+        // A job that failed the request is the better explanation than "no other job".
+        match failed_after_send {
+            Some(error) => Err(Failure::Upstream(error)),
+            None => Err(Failure::NoJob { last }),
+        }
     }
 }
