@@ -172,7 +172,7 @@ async fn all_jobs_of_a_service_gone_gives_502_within_a_second() {
     let unexpected: Vec<_> = report
         .failures
         .iter()
-        .filter(|(_, f)| f != "status 502")
+        .filter(|(_, f)| !f.starts_with("502: no healthy job for service op-gone/task/svc"))
         .collect();
     eprintln!(
         "jobs gone {:?} ago: 20 curl requests all 502, slowest {worst:?}; load: {} sent, {} ok, \
@@ -278,7 +278,7 @@ async fn slow_and_truncating_jobs_give_504_and_502_and_release_descriptors() {
         match i % 3 {
             0 => {
                 assert_eq!(*code, 502, "partial head: {body}");
-                assert!(body.contains("failed"), "{body}");
+                assert!(body.contains("op-broken/task/svc failed"), "{body}");
             }
             // The head was already forwarded: the client sees a truncated body (curl error).
             1 => assert!(body.len() < 1000, "partial body delivered whole: {body}"),
@@ -614,7 +614,12 @@ async fn cluster_outage_keeps_routes_and_cached_decisions_refuses_new_users_and_
         env.cluster.knobs().set("*", knob);
         // Longer than every TTL: cached answers are past their TTL and within their grace.
         let phase_start = Instant::now();
-        load.wait_for_requests(40).await;
+        if !load.progressed(40, Duration::from_secs(10)).await {
+            panic!(
+                "{name}: alice's requests stall; proxy log:\n{}",
+                env.proxy.log()
+            );
+        }
         while phase_start.elapsed() < Duration::from_millis(1500) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

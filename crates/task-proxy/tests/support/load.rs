@@ -104,22 +104,25 @@ impl Load {
                                 .and_then(|v| v.to_str().ok())
                                 .unwrap_or("")
                                 .to_string();
-                            http_body_util::BodyExt::collect(resp.into_body())
+                            let body = http_body_util::BodyExt::collect(resp.into_body())
                                 .await
-                                .map_err(|e| format!("body: {e}"))?;
-                            Ok::<_, String>((status, job))
+                                .map_err(|e| format!("body: {e}"))?
+                                .to_bytes();
+                            let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+                            Ok::<_, String>((status, job, text.into_owned()))
                         })
                         .await
                         .unwrap_or_else(|_| Err("no answer within 10 s".into()));
                         report.max_latency = report.max_latency.max(begun.elapsed());
                         match answer {
-                            Ok((status, job)) if status == 200 => {
+                            Ok((status, job, _)) if status == 200 => {
                                 report.ok += 1;
                                 *report.by_job.entry(job).or_default() += 1;
                             }
-                            Ok((status, _)) => report
-                                .failures
-                                .push((started.elapsed(), format!("status {status}"))),
+                            Ok((status, _, text)) => report.failures.push((
+                                started.elapsed(),
+                                format!("{}: {}", status.as_u16(), text.trim()),
+                            )),
                             Err(e) => report.failures.push((started.elapsed(), e)),
                         }
                         tokio::time::sleep(pause).await;
@@ -142,12 +145,23 @@ impl Load {
 
     /// Waits until at least `more` further requests were sent (so a fault lands under load).
     pub async fn wait_for_requests(&self, more: usize) {
+        assert!(
+            self.progressed(more, Duration::from_secs(20)).await,
+            "the load does not progress"
+        );
+    }
+
+    /// Whether `more` further requests were sent within `limit`.
+    pub async fn progressed(&self, more: usize, limit: Duration) -> bool {
         let target = self.sent() + more;
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + limit;
         while self.sent() < target {
-            assert!(Instant::now() < deadline, "the load does not progress");
+            if Instant::now() > deadline {
+                return false;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        true
     }
 
     /// Stops the clients and sums up what they saw.
