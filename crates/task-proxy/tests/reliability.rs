@@ -172,7 +172,8 @@ async fn all_jobs_of_a_service_gone_gives_502_within_a_second() {
     let unexpected: Vec<_> = report
         .failures
         .iter()
-        .filter(|(_, f)| !f.starts_with("502: no healthy job for service op-gone/task/svc"))
+        // Requests in flight when the jobs died: "the job ... failed"; later: "no healthy job".
+        .filter(|(_, f)| !(f.starts_with("502: ") && f.contains("service op-gone/task/svc")))
         .collect();
     eprintln!(
         "jobs gone {:?} ago: 20 curl requests all 502, slowest {worst:?}; load: {} sent, {} ok, \
@@ -553,7 +554,12 @@ async fn discovered_job_killed_under_load_loses_no_request_and_its_replacement_i
         report.failures.len(),
         report.max_latency
     );
-    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert!(
+        report.failures.is_empty(),
+        "{:?}\nproxy log:\n{}",
+        report.failures,
+        env.proxy.log()
+    );
     env.cluster.shutdown().await;
 }
 
