@@ -133,6 +133,16 @@ impl Replay {
     }
 }
 
+/// Asks hyper to close an HTTP/1 connection after `answer` (HTTP/2 streams end on their own).
+fn close_http1(answer: &mut Response<ProxyBody>, version: Version) {
+    if version < Version::HTTP_2 {
+        answer.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+}
+
 fn empty_body() -> ProxyBody {
     Empty::<Bytes>::new()
         .map_err(|never| match never {})
@@ -213,13 +223,8 @@ impl Pipeline {
                     self.shared.metrics.count_unrouted(Unrouted::BadRequest);
                     let mut answer =
                         local_answer(caller, StatusCode::BAD_REQUEST, &e.to_string(), None);
-                    if req.version() < Version::HTTP_2 {
-                        // Whatever follows on this connection is not trusted either.
-                        answer.headers_mut().insert(
-                            http::header::CONNECTION,
-                            http::HeaderValue::from_static("close"),
-                        );
-                    }
+                    // Whatever follows on this connection is not trusted either.
+                    close_http1(&mut answer, req.version());
                     return Ok(answer);
                 }
             };
@@ -240,6 +245,7 @@ impl Pipeline {
         let stats = backend.stats.clone();
 
         let (mut parts, body) = req.into_parts();
+        let version = parts.version;
         let h2_websocket = upgrade::is_h2_websocket(&parts);
         let is_upgrade = h2_websocket || upgrade::is_upgrade_request(&parts);
         if is_upgrade && protocol == Protocol::Grpc {
@@ -327,6 +333,11 @@ impl Pipeline {
                             backend.route.key
                         ),
                     ),
+                    // The caller's own body broke (a malformed chunk, a cut upload): their fault.
+                    Failure::Upstream(e) if e.is_user() => (
+                        StatusCode::BAD_REQUEST,
+                        format!("the request body could not be read: {e}"),
+                    ),
                     Failure::Upstream(e) => (
                         StatusCode::BAD_GATEWAY,
                         format!("the job of service {} failed: {e}", backend.route.key),
@@ -334,7 +345,12 @@ impl Pipeline {
                 };
                 tracing::debug!(service = %backend.route.key, %status, %message, "local answer");
                 stats.count_status(status);
-                return Ok(local_answer(caller, status, &message, None));
+                let mut answer = local_answer(caller, status, &message, None);
+                if status == StatusCode::BAD_REQUEST {
+                    // The rest of a broken HTTP/1 stream cannot be trusted.
+                    close_http1(&mut answer, version);
+                }
+                return Ok(answer);
             }
         };
 
