@@ -54,7 +54,7 @@ fn lower_hex(s: &str) -> bool {
 }
 
 proptest! {
-    #![proptest_config(cases(3000))]
+    #![proptest_config(cases(10_000))]
 
     #[test]
     fn route_key_never_panics_and_returns_a_lowercase_hash(
@@ -246,7 +246,7 @@ fn arb_discovery_node() -> impl Strategy<Value = Node> {
 }
 
 proptest! {
-    #![proptest_config(cases(2000))]
+    #![proptest_config(cases(4_000))]
 
     #[test]
     fn discovery_parsers_never_panic(node in arb_discovery_node(), wrapped in arb_discovery_node()) {

@@ -6,45 +6,14 @@ mod support;
 
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::file_proxy::FileProxy;
 use support::load::wait_until;
+use support::BASE_DOMAIN as BASE;
 use task_proxy::routing::service_hash;
-use test_support::Proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const BASE: &str = "tp.test";
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_task-proxy"))
-}
-
-/// Starts the proxy with `services` (services-file entries) and `extra` flags.
-fn start_proxy(
-    services: Value,
-    extra: &[&str],
-    env: &[(&str, &str)],
-) -> (Proxy, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("services.json");
-    std::fs::write(&path, json!({ "services": services }).to_string()).expect("write");
-    let mut args = vec![
-        "--services-file",
-        path.to_str().expect("utf-8"),
-        "--base-domain",
-        BASE,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--worker-threads",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    (Proxy::start_with_env(binary(), &args, env), dir)
-}
 
 /// What the proxy answers to `request` on a new connection, and whether it then closed the
 /// connection (within 3 s).
@@ -119,11 +88,12 @@ fn service_json(op: &str, service: &str, endpoint: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_smuggling_attempts_get_400_close_and_never_reach_the_job() {
     let job = RecordingJob::spawn().await;
-    let (proxy, _dir) = start_proxy(
-        json!([service_json("op-smuggle", "svc", &job.addr.to_string())]),
+    let served = FileProxy::start(
+        &[service_json("op-smuggle", "svc", &job.addr.to_string())],
         &["--auth-enabled=false"],
         &[],
     );
+    let proxy = &served.proxy;
     let host = format!("{}.{BASE}", service_hash("op-smuggle", "task", "svc"));
     let smuggled = format!("GET /smuggled HTTP/1.1\r\nHost: {host}\r\n\r\n");
     let cases: Vec<(&str, String)> = vec![
@@ -244,8 +214,8 @@ async fn request_smuggling_attempts_get_400_close_and_never_reach_the_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_too_many_headers_get_431_slowloris_is_cut_and_floods_are_refused() {
     let job = RecordingJob::spawn().await;
-    let (proxy, _dir) = start_proxy(
-        json!([service_json("op-limits", "svc", &job.addr.to_string())]),
+    let served = FileProxy::start(
+        &[service_json("op-limits", "svc", &job.addr.to_string())],
         &[
             "--auth-enabled=false",
             "--header-read-timeout",
@@ -255,6 +225,7 @@ async fn oversized_and_too_many_headers_get_431_slowloris_is_cut_and_floods_are_
         ],
         &[],
     );
+    let proxy = &served.proxy;
     let host = format!("{}.{BASE}", service_hash("op-limits", "task", "svc"));
 
     // One header over the limit, and many small ones.
@@ -353,7 +324,7 @@ const SECRETS: [&str; 5] = [
 /// that carol may read and one she may not, and the proxy with auth on in front of demo jobs.
 struct AuthEnv {
     cluster: yt_devcluster::DevCluster,
-    proxy: Proxy,
+    served: FileProxy,
     readable: String,
     forbidden: String,
     _job: demo_services::Running,
@@ -389,15 +360,15 @@ impl AuthEnv {
         let forbidden = support::start_operation(&cluster, tasks, "{}");
         let job = demo_services::spawn_http("auth-job").await;
         let endpoint = job.addr.to_string();
-        let services = json!([
-            {"operation_id": readable, "task_name": "main", "service": "web", "protocol": "http", "endpoints": [endpoint]},
-            {"operation_id": forbidden, "task_name": "main", "service": "web", "protocol": "http", "endpoints": [endpoint]},
-            {"operation_id": forbidden, "task_name": "main", "service": "ui", "protocol": "http", "endpoints": [endpoint]},
-        ]);
+        let services = [
+            json!({"operation_id": readable, "task_name": "main", "service": "web", "protocol": "http", "endpoints": [endpoint]}),
+            json!({"operation_id": forbidden, "task_name": "main", "service": "web", "protocol": "http", "endpoints": [endpoint]}),
+            json!({"operation_id": forbidden, "task_name": "main", "service": "ui", "protocol": "http", "endpoints": [endpoint]}),
+        ];
         let token_file = dir.path().join("robot-token");
         std::fs::write(&token_file, SECRETS[4]).expect("token file");
-        let (proxy, services_dir) = start_proxy(
-            services,
+        let served = FileProxy::start(
+            &services,
             &[
                 "--yt-proxy",
                 &cluster.url(),
@@ -406,10 +377,9 @@ impl AuthEnv {
             ],
             &[("RUST_LOG", "trace")],
         );
-        drop(services_dir);
         AuthEnv {
             cluster,
-            proxy,
+            served,
             readable,
             forbidden,
             _job: job,
@@ -430,7 +400,7 @@ impl AuthEnv {
             request.push_str("\r\n");
         }
         request.push_str("Connection: close\r\n\r\n");
-        let (answer, _) = exchange(self.proxy.plain, request.as_bytes()).await;
+        let (answer, _) = exchange(self.served.proxy.plain, request.as_bytes()).await;
         answer
             .split_whitespace()
             .nth(1)
@@ -600,7 +570,7 @@ async fn no_credential_appears_in_logs_metrics_status_pages_or_forwarded_request
                 let request = format!(
                     "GET {path} HTTP/1.1\r\n{host}\r\n{credential}\r\nConnection: close\r\n\r\n"
                 );
-                let (answer, _) = exchange(env.proxy.plain, request.as_bytes()).await;
+                let (answer, _) = exchange(env.served.proxy.plain, request.as_bytes()).await;
                 forwarded.push_str(&answer);
             }
         }
@@ -618,7 +588,7 @@ async fn no_credential_appears_in_logs_metrics_status_pages_or_forwarded_request
                 "-H",
             ])
             .arg(credential)
-            .arg(format!("http://{}/headers", env.proxy.plain))
+            .arg(format!("http://{}/headers", env.served.proxy.plain))
             .output()
             .await
             .expect("curl");
@@ -631,11 +601,11 @@ async fn no_credential_appears_in_logs_metrics_status_pages_or_forwarded_request
 
     let mut places = vec![("forwarded requests (the job's echo)", forwarded)];
     for path in ["/metrics", "/services", "/", "/healthz", "/readyz"] {
-        places.push((path, env.proxy.admin_get(path).1));
+        places.push((path, env.served.proxy.admin_get(path).1));
     }
     // Let the log writer catch up with the last requests, then read the log (trace level).
     let log = wait_until(Duration::from_secs(2), "log lines", || {
-        let log = env.proxy.log();
+        let log = env.served.proxy.log();
         (log.lines().count() > 50).then_some(log)
     })
     .await;

@@ -9,14 +9,14 @@ mod support;
 use demo_services::{spawn_http, Running};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
+use support::file_proxy::{write_services, FileProxy, LOOPBACK};
 use support::load::{wait_until, Load};
+use support::BASE_DOMAIN as BASE;
 use task_proxy::routing::service_hash;
 use test_support::Proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const BASE: &str = "tp.test";
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_task-proxy"))
@@ -32,53 +32,6 @@ fn domain(op: &str) -> String {
     format!("{}.{BASE}", service_hash(op, "task", "svc"))
 }
 
-/// The proxy with a services file it re-reads on SIGHUP.
-struct FileProxy {
-    proxy: Proxy,
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl FileProxy {
-    fn start(services: &[Value], extra: &[&str]) -> FileProxy {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("services.json");
-        write_services(&path, services);
-        let mut args = vec![
-            "--services-file",
-            path.to_str().expect("utf-8 path"),
-            "--base-domain",
-            BASE,
-            "--auth-enabled=false",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--worker-threads",
-            "2",
-        ];
-        args.extend_from_slice(extra);
-        FileProxy {
-            proxy: Proxy::start(binary(), &args),
-            _dir: dir,
-            path,
-        }
-    }
-
-    /// `/services` as JSON.
-    fn services(&self) -> Value {
-        let (_, body) = self.proxy.admin_get("/services");
-        serde_json::from_str(&body).unwrap_or(Value::Null)
-    }
-}
-
-fn write_services(path: &Path, services: &[Value]) {
-    // Write then rename, as deploy tools do: the proxy never reads a half-written file.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, json!({ "services": services }).to_string()).expect("write services");
-    std::fs::rename(&tmp, path).expect("rename services");
-}
-
 fn addr(job: &Running) -> String {
     job.addr.to_string()
 }
@@ -91,7 +44,11 @@ async fn routing_table_replaced_100_times_under_load_fails_no_request_to_kept_se
         spawn_http("churn").await,
     );
     let kept = service("op-kept", &[addr(&a), addr(&b)]);
-    let env = FileProxy::start(&[kept.clone(), service("op-churn-0", &[addr(&other)])], &[]);
+    let env = FileProxy::start(
+        &[kept.clone(), service("op-churn-0", &[addr(&other)])],
+        &["--auth-enabled=false"],
+        &[],
+    );
     let load = Load::start(
         env.proxy.plain,
         &domain("op-kept"),
@@ -144,7 +101,11 @@ async fn routing_table_replaced_100_times_under_load_fails_no_request_to_kept_se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_jobs_of_a_service_gone_gives_502_within_a_second() {
     let (a, b) = (spawn_http("gone-a").await, spawn_http("gone-b").await);
-    let env = FileProxy::start(&[service("op-gone", &[addr(&a), addr(&b)])], &[]);
+    let env = FileProxy::start(
+        &[service("op-gone", &[addr(&a), addr(&b)])],
+        &["--auth-enabled=false"],
+        &[],
+    );
     let host = format!("Host: {}", domain("op-gone"));
     let load = Load::start(
         env.proxy.plain,
@@ -250,7 +211,12 @@ async fn slow_and_truncating_jobs_give_504_and_502_and_release_descriptors() {
     let (broken, _job) = spawn_broken_job().await;
     let env = FileProxy::start(
         &[service("op-broken", &[broken.to_string()])],
-        &["--upstream-response-timeout", "300ms"],
+        &[
+            "--auth-enabled=false",
+            "--upstream-response-timeout",
+            "300ms",
+        ],
+        &[],
     );
     let host = format!("Host: {}", domain("op-broken"));
     let url = |path: &str| format!("http://{}{path}", env.proxy.plain);
@@ -303,7 +269,11 @@ async fn slow_and_truncating_jobs_give_504_and_502_and_release_descriptors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_upstream_body_is_not_passed_off_as_complete() {
     let (broken, _job) = spawn_broken_job().await;
-    let env = FileProxy::start(&[service("op-trunc", &[broken.to_string()])], &[]);
+    let env = FileProxy::start(
+        &[service("op-trunc", &[broken.to_string()])],
+        &["--auth-enabled=false"],
+        &[],
+    );
     let out = tokio::process::Command::new("curl")
         .args(["-sS", "--max-time", "10", "-H"])
         .arg(format!("Host: {}", domain("op-trunc")))
@@ -326,7 +296,8 @@ async fn sigterm_under_load_finishes_in_flight_refuses_new_and_exits_within_the_
     let job = spawn_http("drain").await;
     let mut env = FileProxy::start(
         &[service("op-drain", &[addr(&job)])],
-        &["--drain-timeout", "4s"],
+        &["--auth-enabled=false", "--drain-timeout", "4s"],
+        &[],
     );
     let plain = env.proxy.plain;
     let host = domain("op-drain");
@@ -387,7 +358,8 @@ async fn sigterm_with_a_request_longer_than_the_drain_timeout_exits_at_the_timeo
     let job = spawn_http("stuck").await;
     let mut env = FileProxy::start(
         &[service("op-stuck", &[addr(&job)])],
-        &["--drain-timeout", "1s"],
+        &["--auth-enabled=false", "--drain-timeout", "1s"],
+        &[],
     );
     let plain = env.proxy.plain;
     let host = format!("Host: {}", domain("op-stuck"));
@@ -445,13 +417,8 @@ impl DiscoveryEnv {
             BASE,
             "--discovery-period-seconds",
             "1",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--worker-threads",
-            "2",
         ];
+        args.extend_from_slice(&LOOPBACK);
         args.extend_from_slice(extra);
         let op = support::start_operation(
             &cluster,

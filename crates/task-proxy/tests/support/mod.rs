@@ -187,4 +187,5 @@ pub fn grpcurl(
     (output.status.code().unwrap_or(-1), text)
 }
 
+pub mod file_proxy;
 pub mod load;
