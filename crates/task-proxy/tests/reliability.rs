@@ -291,6 +291,15 @@ async fn a_truncated_upstream_body_is_not_passed_off_as_complete() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "0123456789");
 }
 
+/// Waits until the first service's job has `n` requests in flight (per `/services`).
+async fn wait_in_flight(env: &FileProxy, n: u64) {
+    wait_until(Duration::from_secs(5), "requests in flight", || {
+        let busy = env.services()["services"][0]["endpoints"][0]["in_flight"].as_u64();
+        (busy >= Some(n)).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_finishes_in_flight_refuses_new_and_exits_within_the_drain_timeout() {
     let job = spawn_http("drain").await;
@@ -310,18 +319,7 @@ async fn sigterm_under_load_finishes_in_flight_refuses_new_and_exits_within_the_
             })
         })
         .collect();
-    let busy = |env: &FileProxy| {
-        env.services()["services"][0]["endpoints"][0]["in_flight"]
-            .as_u64()
-            .unwrap_or(0)
-    };
-    tokio::task::block_in_place(|| {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while busy(&env) < 16 {
-            assert!(Instant::now() < deadline, "requests not in flight");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    });
+    wait_in_flight(&env, 16).await;
     env.proxy.signal("TERM");
     let signalled = Instant::now();
     // New connections are refused at once (give the workers a moment to close the sockets).
@@ -366,13 +364,7 @@ async fn sigterm_with_a_request_longer_than_the_drain_timeout_exits_at_the_timeo
     let stuck = tokio::spawn(async move {
         curl(&["-H", &host, &format!("http://{plain}/delay?ms=20000")]).await
     });
-    tokio::task::block_in_place(|| {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while env.services()["services"][0]["endpoints"][0]["in_flight"].as_u64() != Some(1) {
-            assert!(Instant::now() < deadline, "request not in flight");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    });
+    wait_in_flight(&env, 1).await;
     env.proxy.signal("TERM");
     let signalled = Instant::now();
     let exited = wait_until(Duration::from_secs(5), "exit at the drain timeout", || {
