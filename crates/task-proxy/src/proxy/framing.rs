@@ -354,8 +354,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for FramingGuard<I> {
                 this.state = State::Refused;
                 continue;
             }
-            let data = read.filled().to_vec();
-            this.feed(&data);
+            this.feed(read.filled());
         }
     }
 }
@@ -424,6 +423,40 @@ mod tests {
                 assert!(out.ends_with(REFUSED_HEADERS), "{:?}", String::from_utf8_lossy(&out));
                 assert!(!String::from_utf8_lossy(&out).contains("/s "));
             }
+        }
+    }
+
+    /// Well-framed requests: GETs, Content-Length bodies and chunked bodies (with extensions
+    /// and trailers), bodies holding request-like text.
+    fn arb_request() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let body = "(GET / HTTP/1.1\r\n\r\n|[a-z\r\n]){0,20}";
+        prop_oneof![
+            "[A-Z]{3,6}".prop_map(|m| format!("{m} /x HTTP/1.1\r\nHost: h\r\n\r\n").into_bytes()),
+            body.prop_map(|b| format!(
+                "POST /u HTTP/1.1\r\nhost: h\r\ncontent-length: {}\r\n\r\n{b}",
+                b.len()
+            )
+            .into_bytes()),
+            prop::collection::vec(body, 0..4).prop_map(|chunks| {
+                let mut r = "PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_string();
+                for c in chunks.iter().filter(|c| !c.is_empty()) {
+                    r.push_str(&format!("{:X};ext=1\r\n{c}\r\n", c.len()));
+                }
+                r.push_str("0\r\nx-trailer: 1\r\n\r\n");
+                r.into_bytes()
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_well_framed_pipeline_passes_unchanged_in_any_pieces(
+            requests in proptest::collection::vec(arb_request(), 1..6),
+            step in 1usize..64,
+        ) {
+            let input: Vec<u8> = requests.concat();
+            proptest::prop_assert_eq!(run(&input, step), input);
         }
     }
 
