@@ -505,16 +505,24 @@ async fn discovered_job_killed_under_load_loses_no_request_and_its_replacement_i
     // Keep the load on a little longer so the replacement takes traffic too.
     load.wait_for_requests(200).await;
     let report = load.stop().await;
+    // A response whose body was streaming when the job died cannot be replayed (its head is
+    // already with the client, who sees the body cut): at most one per client. Every other
+    // request must succeed.
+    let (cut, failed): (Vec<_>, Vec<_>) = report
+        .failures
+        .iter()
+        .partition(|(_, f)| f.starts_with("body: "));
     eprintln!(
-        "job killed under load: {} sent, {} ok, {} failed, max latency {:?}; replacement \
-         followed {replaced:?} after the kill",
+        "job killed under load: {} sent, {} ok, {} failed, {} cut mid-body, max latency {:?}; \
+         replacement followed {replaced:?} after the kill",
         report.sent,
         report.ok,
-        report.failures.len(),
+        failed.len(),
+        cut.len(),
         report.max_latency
     );
     assert!(
-        report.failures.is_empty(),
+        failed.is_empty() && cut.len() <= 4,
         "{:?}\nproxy log:\n{}",
         report.failures,
         env.proxy.log()
