@@ -131,35 +131,6 @@ async fn services_table_by_cli(cluster: &DevCluster) -> Vec<serde_json::Value> {
     .collect()
 }
 
-/// The pid listening on a TCP port (a job's server): the socket's inode from `/proc/net/tcp`,
-/// then the process holding it among `/proc/*/fd`.
-fn listener_pid(port: u16) -> Option<i32> {
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    let inode = table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let local_port = fields.get(1)?.rsplit(':').next()?;
-        let listening = fields.get(3) == Some(&"0A");
-        (listening && u16::from_str_radix(local_port, 16).ok()? == port)
-            .then(|| fields.get(9).map(|s| s.to_string()))
-            .flatten()
-    })?;
-    let target = format!("socket:[{inode}]");
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == target) {
-                return Some(pid);
-            }
-        }
-    }
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_start_service_is_found_follows_a_restarted_job_and_leaves_on_abort() {
     let cluster = cluster().await;
@@ -235,7 +206,7 @@ async fn quick_start_service_is_found_follows_a_restarted_job_and_leaves_on_abor
     // follows it.
     let victim = found.endpoints[0].clone();
     let survivor = found.endpoints[1].clone();
-    let pid = listener_pid(victim.port).expect("the job's server pid");
+    let pid = test_support::listener_pid(victim.port).expect("the job's server pid");
     // SAFETY: kill(2) on a pid we just looked up (the job process this test started).
     unsafe {
         libc::kill(pid, libc::SIGKILL);

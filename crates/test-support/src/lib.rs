@@ -66,11 +66,17 @@ pub struct Proxy {
 impl Proxy {
     /// Starts `binary serve <args>` and waits until it is ready (panics after 20 s).
     pub fn start(binary: &Path, args: &[&str]) -> Proxy {
+        Proxy::start_with_env(binary, args, &[])
+    }
+
+    /// [`Proxy::start`] with extra environment variables (e.g. `RUST_LOG`).
+    pub fn start_with_env(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Proxy {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
         let mut child = Command::new(binary)
             .arg("serve")
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -89,8 +95,13 @@ impl Proxy {
         }
         let (tx, rx) = std::sync::mpsc::channel();
         if let Some(out) = child.stdout.take() {
+            let log = stderr.clone();
             std::thread::spawn(move || {
                 for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                    if let Ok(mut log) = log.lock() {
+                        log.push_str(&line);
+                        log.push('\n');
+                    }
                     if line.starts_with("task-proxy listening") {
                         let _ = tx.send(line);
                     }
@@ -133,7 +144,7 @@ impl Proxy {
         http_get(self.admin, path)
     }
 
-    /// What the proxy logged so far.
+    /// What the proxy wrote so far (stderr and stdout, line by line).
     pub fn log(&self) -> String {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
@@ -146,6 +157,13 @@ impl Proxy {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
+    }
+
+    /// How many file descriptors the proxy has open (Linux), if it is running.
+    pub fn open_fds(&self) -> Option<usize> {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .ok()
+            .map(|dir| dir.count())
     }
 
     /// Sends a signal to the proxy (e.g. `"TERM"`, `"HUP"`) with `kill`.
@@ -187,4 +205,33 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The pid of the process listening on TCP `port` (e.g. a job's server): the socket's inode
+/// from `/proc/net/tcp`, then the process holding it among `/proc/*/fd`.
+pub fn listener_pid(port: u16) -> Option<i32> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let inode = table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let local_port = fields.get(1)?.rsplit(':').next()?;
+        let listening = fields.get(3) == Some(&"0A");
+        (listening && u16::from_str_radix(local_port, 16).ok()? == port)
+            .then(|| fields.get(9).map(|s| s.to_string()))
+            .flatten()
+    })?;
+    let target = format!("socket:[{inode}]");
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == target) {
+                return Some(pid);
+            }
+        }
+    }
+    None
 }

@@ -12,6 +12,10 @@
 //! 3. otherwise enters moka's per-key compute lock: the first caller fetches and stores the
 //!    outcome; callers queued behind it find that outcome and return it without fetching (so
 //!    100 concurrent first requests cause one fetch, and a hanging cluster is waited for once).
+//!    When the entry still has a usable stale value, the wait is bounded by
+//!    [`STALE_REFRESH_WAIT`]: past it the refresh counts as failed (held at least
+//!    [`TIMED_OUT_HOLD`]) and the stale value is used, so a hanging cluster costs a caller that
+//!    short wait once per hold, not the cluster call's whole timeout on every expiry.
 
 use moka::future::Cache;
 use moka::ops::compute::{CompResult, Op};
@@ -19,6 +23,29 @@ use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long a look-up that could fall back on a stale value waits for the cluster.
+pub const STALE_REFRESH_WAIT: Duration = Duration::from_millis(500);
+
+/// The shortest hold after a refresh that timed out: a hanging cluster would otherwise cost
+/// callers [`STALE_REFRESH_WAIT`] after every (short) failure hold.
+pub const TIMED_OUT_HOLD: Duration = Duration::from_secs(2);
+
+/// A refresh that took longer than [`STALE_REFRESH_WAIT`] (the cache's error types convert it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshTimedOut;
+
+impl From<RefreshTimedOut> for String {
+    fn from(_: RefreshTimedOut) -> String {
+        format!("no answer within {STALE_REFRESH_WAIT:?}: a stale value was used")
+    }
+}
+
+impl From<RefreshTimedOut> for &'static str {
+    fn from(_: RefreshTimedOut) -> &'static str {
+        "refresh timed out"
+    }
+}
 
 /// Where a look-up's value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,9 +172,9 @@ pub struct GraceCache<K, V, E> {
 
 impl<K, V, E> GraceCache<K, V, E>
 where
-    K: Hash + Eq + Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
-    E: Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + From<RefreshTimedOut> + 'static,
 {
     /// `max_ttl` is the longest TTL any value gets; entries are dropped after `max_ttl + grace`
     /// or when more than `capacity` are held. A failure is remembered for `failure_hold`.
@@ -205,19 +232,23 @@ where
         Q: Hash + Eq + ?Sized,
         Fut: std::future::Future<Output = Result<V, E>>,
     {
+        let mut stale = None;
         if let Some(entry) = self.entries.get(key).await {
-            if let Some(answer) = entry.answer(self.clock.now()) {
+            let now = self.clock.now();
+            if let Some(answer) = entry.answer(now) {
                 return answer.map_err(LookupError::Fetch);
             }
+            stale = entry.good.filter(|good| now < good.usable_until);
         }
+        let owned = to_owned(key);
         let grace = self.grace;
         let failure_hold = self.failure_hold;
         let clock = &self.clock;
         let mut fetched = false;
         let fetched_flag = &mut fetched;
-        let result = self
+        let compute = self
             .entries
-            .entry(to_owned(key))
+            .entry(owned.clone())
             .and_compute_with(|current| async move {
                 let now = clock.now();
                 let current = current.map(|entry| entry.into_value());
@@ -245,8 +276,32 @@ where
                         failure: Some((error, clock.now() + failure_hold)),
                     }),
                 }
-            })
-            .await;
+            });
+        let result = match stale {
+            None => compute.await,
+            Some(stale) => match tokio::time::timeout(STALE_REFRESH_WAIT, compute).await {
+                Ok(result) => result,
+                Err(_) => {
+                    // The refresh (or the one this call queued behind) was cancelled: remember
+                    // a failure for the hold and use the stale value meanwhile.
+                    let until = self.clock.now() + failure_hold.max(TIMED_OUT_HOLD);
+                    self.entries
+                        .insert(
+                            owned,
+                            Stamped {
+                                good: Some(stale.clone()),
+                                failure: Some((E::from(RefreshTimedOut), until)),
+                            },
+                        )
+                        .await;
+                    return Ok(Found {
+                        value: stale.value,
+                        source: Source::Stale,
+                        fresh_until: None,
+                    });
+                }
+            },
+        };
         let now = self.clock.now();
         let entry = match result {
             CompResult::Inserted(entry)
@@ -338,6 +393,32 @@ mod tests {
         assert_eq!(look(&c, &calls, Ok(2), TTL).await, Ok((1, Source::Hit)));
         clock.advance(Duration::from_millis(1));
         assert_eq!(look(&c, &calls, Ok(2), TTL).await, Ok((2, Source::Fetched)));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_hanging_refresh_falls_back_on_the_stale_value_quickly_and_is_held() {
+        let clock = Clock::manual();
+        let c = cache(&clock);
+        let calls = AtomicUsize::new(0);
+        assert_eq!(look(&c, &calls, Ok(1), TTL).await, Ok((1, Source::Fetched)));
+        clock.advance(TTL);
+        let hang = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok::<u32, &'static str>(2)
+        };
+        let started = Instant::now();
+        let found = c
+            .get_or_fetch("k", |k: &str| k.to_string(), |_| TTL, hang)
+            .await;
+        assert_eq!(found, Ok((1, Source::Stale)));
+        assert!(started.elapsed() < STALE_REFRESH_WAIT * 2);
+        // Within the hold the cluster is not asked again.
+        let found = c
+            .get_or_fetch("k", |k: &str| k.to_string(), |_| TTL, hang)
+            .await;
+        assert_eq!(found, Ok((1, Source::Stale)));
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 

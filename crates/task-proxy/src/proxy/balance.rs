@@ -233,8 +233,9 @@ impl Balancer {
     }
 
     /// Picks an endpoint not in `tried`: power of two choices among those not ejected; when
-    /// every remaining one is ejected and nothing was tried yet, the one whose ejection ends
-    /// first (so a service whose only job blipped is not refused for the whole back-off).
+    /// every remaining one is ejected, the one whose ejection ends first (so a service whose
+    /// jobs blipped is not refused for the whole back-off, and a retry after a job died still
+    /// reaches a live job that was ejected earlier).
     pub fn pick(&self, backend: &Backend, tried: &Tried) -> Option<usize> {
         let now = self.now_ms();
         let eps = &backend.endpoints;
@@ -243,13 +244,12 @@ impl Balancer {
         };
         let n = (0..eps.len()).filter(eligible).count();
         match n {
-            0 => {
-                if !tried.is_empty() {
-                    return None;
-                }
-                (0..eps.len())
-                    .min_by_key(|&i| eps[i].health.ejected_until_ms.load(Ordering::Relaxed))
-            }
+            // Every untried endpoint is ejected: the one back soonest is still worth a try
+            // (ejection is a guess; a retry that skipped it could fail a request a live job
+            // would have answered).
+            0 => (0..eps.len())
+                .filter(|i| !tried.contains(*i))
+                .min_by_key(|&i| eps[i].health.ejected_until_ms.load(Ordering::Relaxed)),
             1 => (0..eps.len()).find(eligible),
             _ => {
                 let a = rand::random_range(0..n);
@@ -346,9 +346,11 @@ mod tests {
         tried.push(1);
         assert_eq!(
             b.pick(&backend, &tried),
-            None,
-            "ejected ones are not retried"
+            Some(0),
+            "an ejected endpoint is a retry's last resort"
         );
+        tried.push(0);
+        assert_eq!(b.pick(&backend, &tried), None, "each endpoint once");
         b.connect_failed(&backend.endpoints[1], "s", &"refused");
         assert!(
             b.pick(&backend, &Tried::default()).is_some(),

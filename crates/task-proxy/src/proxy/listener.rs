@@ -5,6 +5,7 @@
 //! graceful drain.
 
 use super::forward::ClientView;
+use super::framing::FramingGuard;
 use super::service::{ConnActivity, ConnContext, Pipeline};
 use super::upstream::Upstreams;
 use super::Shared;
@@ -244,6 +245,7 @@ where
     });
     let pipeline = worker.pipeline.clone();
     let service = service_fn(move |req| pipeline.clone().handle(ctx.clone(), req));
+    let io = FramingGuard::new(io, worker.shared.limits.max_header_bytes);
     let conn = worker
         .builder
         .serve_connection_with_upgrades(TokioIo::new(io), service);

@@ -8,6 +8,7 @@
 
 pub mod balance;
 pub mod forward;
+pub mod framing;
 pub mod listener;
 pub mod service;
 pub mod tls;

@@ -13,7 +13,7 @@ use super::upstream::Upstreams;
 use super::Shared;
 use crate::admin::metrics::Unrouted;
 use crate::answer::{local_answer, BoxError, CallerKind, ProxyBody};
-use crate::routing::{route_key, Protocol};
+use crate::routing::{route_key, Protocol, RouteKeyError};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -133,6 +133,16 @@ impl Replay {
     }
 }
 
+/// Asks hyper to close an HTTP/1 connection after `answer` (HTTP/2 streams end on their own).
+fn close_http1(answer: &mut Response<ProxyBody>, version: Version) {
+    if version < Version::HTTP_2 {
+        answer.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+}
+
 fn empty_body() -> ProxyBody {
     Empty::<Bytes>::new()
         .map_err(|never| match never {})
@@ -196,23 +206,26 @@ impl Pipeline {
                 .get_all(X_YT_TASKPROXY_ID)
                 .iter()
                 .map(|v| v.as_bytes());
+            let mut hosts = req.headers().get_all(http::header::HOST).iter();
+            let (host_header, second_host) = (hosts.next(), hosts.next());
             let host = match req.uri().authority() {
                 Some(a) => Some(a.as_str()),
-                None => req
-                    .headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok()),
+                None => host_header.and_then(|h| h.to_str().ok()),
             };
-            let key = match route_key(ids, host, snapshot.base_domain()) {
+            // Two Hosts could route here and mean another service to the job (RFC 9112 §3.2).
+            let key = match second_host {
+                Some(_) => Err(RouteKeyError::DuplicateHost),
+                None => route_key(ids, host, snapshot.base_domain()),
+            };
+            let key = match key {
                 Ok(k) => k,
                 Err(e) => {
                     self.shared.metrics.count_unrouted(Unrouted::BadRequest);
-                    return Ok(local_answer(
-                        caller,
-                        StatusCode::BAD_REQUEST,
-                        &e.to_string(),
-                        None,
-                    ));
+                    let mut answer =
+                        local_answer(caller, StatusCode::BAD_REQUEST, &e.to_string(), None);
+                    // Whatever follows on this connection is not trusted either.
+                    close_http1(&mut answer, req.version());
+                    return Ok(answer);
                 }
             };
             match snapshot.get(&key) {
@@ -232,6 +245,7 @@ impl Pipeline {
         let stats = backend.stats.clone();
 
         let (mut parts, body) = req.into_parts();
+        let version = parts.version;
         let h2_websocket = upgrade::is_h2_websocket(&parts);
         let is_upgrade = h2_websocket || upgrade::is_upgrade_request(&parts);
         if is_upgrade && protocol == Protocol::Grpc {
@@ -319,6 +333,11 @@ impl Pipeline {
                             backend.route.key
                         ),
                     ),
+                    // The caller's own body broke (a malformed chunk, a cut upload): their fault.
+                    Failure::Upstream(e) if e.is_user() => (
+                        StatusCode::BAD_REQUEST,
+                        format!("the request body could not be read: {e}"),
+                    ),
                     Failure::Upstream(e) => (
                         StatusCode::BAD_GATEWAY,
                         format!("the job of service {} failed: {e}", backend.route.key),
@@ -326,7 +345,12 @@ impl Pipeline {
                 };
                 tracing::debug!(service = %backend.route.key, %status, %message, "local answer");
                 stats.count_status(status);
-                return Ok(local_answer(caller, status, &message, None));
+                let mut answer = local_answer(caller, status, &message, None);
+                if status == StatusCode::BAD_REQUEST {
+                    // The rest of a broken HTTP/1 stream cannot be trusted.
+                    close_http1(&mut answer, version);
+                }
+                return Ok(answer);
             }
         };
 
@@ -386,6 +410,7 @@ impl Pipeline {
         let service = backend.route.domain.as_str();
         let mut tried = Tried::default();
         let mut last: Option<String> = None;
+        let mut failed_after_send: Option<hyper::Error> = None;
         // Stale pooled connections do not count as attempts; bound the loop anyway.
         for _ in 0..MAX_ATTEMPTS * 4 {
             if tried.len() >= MAX_ATTEMPTS {
@@ -479,11 +504,15 @@ impl Pipeline {
                 Some(r) => {
                     tracing::debug!(endpoint = %ep.endpoint, %error, "replaying an idempotent request elsewhere");
                     req = r.request();
-                    last = Some(error.to_string());
+                    failed_after_send = Some(error);
                 }
                 None => return Err(Failure::Upstream(error)),
             }
         }
-        Err(Failure::NoJob { last })
+        // A job that failed the request is the better explanation than "no other job".
+        match failed_after_send {
+            Some(error) => Err(Failure::Upstream(error)),
+            None => Err(Failure::NoJob { last }),
+        }
     }
 }

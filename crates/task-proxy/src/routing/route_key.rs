@@ -14,6 +14,8 @@ pub enum RouteKeyError {
     BadHash { value: String },
     #[error("more than one x-yt-taskproxy-id header")]
     DuplicateHeader,
+    #[error("more than one Host header")]
+    DuplicateHost,
 }
 
 /// The route key of a request: the lowercase hash of the service it names.

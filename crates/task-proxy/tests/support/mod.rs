@@ -186,3 +186,6 @@ pub fn grpcurl(
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     (output.status.code().unwrap_or(-1), text)
 }
+
+pub mod file_proxy;
+pub mod load;

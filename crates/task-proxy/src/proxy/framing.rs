@@ -1,0 +1,474 @@
+//! A guard on HTTP/1 request framing, in front of hyper's parser: requests whose body length is
+//! ambiguous are refused with 400 and the connection closed, before any byte reaches a job.
+//!
+//! hyper follows RFC 9112 §6.3 leniently: with both `Transfer-Encoding` and `Content-Length`
+//! it lets `Transfer-Encoding` win (and closes the connection afterwards), and it merges
+//! repeated equal `Content-Length` lines. Both are classic request-smuggling shapes, and the
+//! RFC allows refusing them; the proxy does, so no job ever sees such a request.
+//!
+//! The guard follows the byte stream of a plain HTTP/1 connection: it passes each request line
+//! on at once (so hyper's header read timeout runs as usual), holds the header lines until the
+//! head is complete, checks the framing headers, and releases them unchanged; it counts bodies
+//! (`Content-Length` bytes, or chunks) to find the next head. Refused header lines are
+//! replaced by ones hyper itself rejects with 400 (and hyper then closes the connection).
+//! Anything it does not understand (HTTP/2, an upgrade, a head over the size limit, a broken
+//! chunk) is passed through untouched from then on, for hyper to judge.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// What hyper gets instead of refused header lines: a header line without a colon, which it
+/// answers with 400 Bad Request before closing the connection.
+const REFUSED_HEADERS: &[u8] = b"refused: ambiguous request framing\r\nx\r\n\r\n";
+
+/// The longest request line followed (hyper refuses far shorter ones with its buffer limit).
+const MAX_REQUEST_LINE: usize = 64 * 1024;
+
+/// The longest chunk-size or trailer line followed (hyper's own limit is smaller).
+const MAX_LINE: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Passing a request line on (leading empty lines included).
+    RequestLine,
+    /// Collecting the header lines of a request head.
+    Headers,
+    /// Inside a body with this many bytes left.
+    Length(u64),
+    /// Reading a chunk-size line.
+    ChunkSize,
+    /// Inside a chunk's data with this many bytes left (then its CRLF).
+    ChunkData(u64),
+    /// The CRLF after a chunk's data: how many bytes of it are left.
+    ChunkEnd(u8),
+    /// Reading trailer lines after the last chunk.
+    Trailers,
+    /// Not followed any more (HTTP/2, upgrades, oversized heads, broken chunks).
+    PassThrough,
+    /// A refused head was handed over: nothing more is read.
+    Refused,
+}
+
+/// An I/O stream whose inbound HTTP/1 requests are checked as described in the module docs.
+#[derive(Debug)]
+pub struct FramingGuard<I> {
+    inner: I,
+    state: State,
+    /// The current request line (already passed on).
+    request_line: Vec<u8>,
+    /// The header lines (or chunk line) being collected.
+    pending: Vec<u8>,
+    /// Checked bytes not yet handed to hyper, from `out_pos`.
+    out: Vec<u8>,
+    out_pos: usize,
+    max_head: usize,
+}
+
+impl<I> FramingGuard<I> {
+    /// Guards `inner`; heads longer than `max_head` are passed through for hyper to refuse.
+    pub fn new(inner: I, max_head: usize) -> FramingGuard<I> {
+        FramingGuard {
+            inner,
+            state: State::RequestLine,
+            request_line: Vec::new(),
+            pending: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            max_head,
+        }
+    }
+
+    /// Runs `data` through the state machine, appending what may be released to `out`.
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match self.state {
+                State::PassThrough => {
+                    self.out.extend_from_slice(data);
+                    return;
+                }
+                State::Refused => return,
+                State::Length(n) | State::ChunkData(n) => {
+                    let take = usize::try_from(n).unwrap_or(usize::MAX).min(data.len());
+                    self.out.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    self.consumed_body(take);
+                }
+                State::ChunkEnd(n) => {
+                    let take = usize::from(n).min(data.len());
+                    self.out.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    let left = n - take as u8;
+                    self.state = if left == 0 {
+                        State::ChunkSize
+                    } else {
+                        State::ChunkEnd(left)
+                    };
+                }
+                State::RequestLine => {
+                    let end = data.iter().position(|b| *b == b'\n');
+                    let take = end.map_or(data.len(), |i| i + 1);
+                    self.out.extend_from_slice(&data[..take]);
+                    self.request_line.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if end.is_some() {
+                        self.finish_request_line();
+                    } else if self.request_line.len() > MAX_REQUEST_LINE {
+                        self.state = State::PassThrough;
+                    }
+                }
+                State::Headers => {
+                    let end = headers_end(&self.pending, data);
+                    let take = end.unwrap_or(data.len());
+                    self.pending.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if end.is_some() {
+                        self.finish_headers();
+                    } else if self.pending.len() > self.max_head {
+                        self.release_pending();
+                        self.state = State::PassThrough;
+                    }
+                }
+                State::ChunkSize | State::Trailers => {
+                    let end = data.iter().position(|b| *b == b'\n');
+                    let take = end.map_or(data.len(), |i| i + 1);
+                    self.pending.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if end.is_some() {
+                        self.finish_line();
+                    } else if self.pending.len() > MAX_LINE {
+                        self.release_pending();
+                        self.state = State::PassThrough;
+                    }
+                }
+            }
+        }
+    }
+
+    fn consumed_body(&mut self, n: usize) {
+        self.state = match self.state {
+            State::Length(left) => match left - n as u64 {
+                0 => State::RequestLine,
+                left => State::Length(left),
+            },
+            State::ChunkData(left) => match left - n as u64 {
+                0 => State::ChunkEnd(2),
+                left => State::ChunkData(left),
+            },
+            other => other,
+        };
+    }
+
+    fn release_pending(&mut self) {
+        self.out.append(&mut self.pending);
+    }
+
+    /// A complete request line was passed on: HTTP/2's preface ends the following, an empty
+    /// line is skipped, anything else starts the header lines.
+    fn finish_request_line(&mut self) {
+        let line = std::mem::take(&mut self.request_line);
+        if line.starts_with(b"PRI * HTTP/2.0") {
+            self.state = State::PassThrough;
+        } else if !trim_line_end(&line).is_empty() {
+            self.request_line = line;
+            self.state = State::Headers;
+        }
+    }
+
+    /// The header lines are complete in `pending`: check them and release them (or the
+    /// refusal).
+    fn finish_headers(&mut self) {
+        let headers = std::mem::take(&mut self.pending);
+        let framing = check_head(&self.request_line, &headers);
+        self.request_line.clear();
+        if framing == Framing::Refuse {
+            self.out.extend_from_slice(REFUSED_HEADERS);
+            self.state = State::Refused;
+            return;
+        }
+        self.out.extend_from_slice(&headers);
+        self.state = match framing {
+            Framing::None | Framing::Length(0) => State::RequestLine,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::Refuse | Framing::Unknown => State::PassThrough,
+        };
+    }
+
+    /// A complete chunk-size or trailer line is in `pending`.
+    fn finish_line(&mut self) {
+        let line = std::mem::take(&mut self.pending);
+        let text = trim_line_end(&line);
+        self.out.extend_from_slice(&line);
+        self.state = match self.state {
+            State::ChunkSize => {
+                let size = text.split(|b| *b == b';').next().unwrap_or_default();
+                match parse_hex(trim(size)) {
+                    Some(0) => State::Trailers,
+                    Some(n) => State::ChunkData(n),
+                    None => State::PassThrough,
+                }
+            }
+            _ if text.is_empty() => State::RequestLine,
+            other => other,
+        };
+    }
+}
+
+/// How a request head frames its body.
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Ambiguous: refuse.
+    Refuse,
+    /// Something hyper will refuse or treat specially (upgrades): stop following.
+    Unknown,
+}
+
+fn check_head(request_line: &[u8], headers: &[u8]) -> Framing {
+    let lines = headers.split(|b| *b == b'\n').map(trim_line_end);
+    if request_line.starts_with(b"CONNECT ") {
+        return Framing::Unknown;
+    }
+    let mut lengths = 0;
+    let mut length = None;
+    let mut chunked = false;
+    let mut transfer_encoding = false;
+    for line in lines {
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+        if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+            length = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            transfer_encoding = true;
+            chunked = value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| trim(last).eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            return Framing::Unknown;
+        }
+    }
+    match (transfer_encoding, lengths) {
+        (true, n) if n > 0 => Framing::Refuse,
+        (_, n) if n > 1 => Framing::Refuse,
+        (true, _) if chunked => Framing::Chunked,
+        (true, _) => Framing::Unknown,
+        (false, 1) => length.map_or(Framing::Unknown, Framing::Length),
+        _ => Framing::None,
+    }
+}
+
+/// Where in `data` the header lines being collected (`pending` so far) end: after an empty
+/// line (the request line before them ended with "\n").
+fn headers_end(pending: &[u8], data: &[u8]) -> Option<usize> {
+    let at = |i: usize| pending.get(i).copied();
+    let mut prev1 = pending.len().checked_sub(1).map_or(Some(b'\n'), at);
+    let mut prev2 = match pending.len() {
+        0 => None,
+        1 => Some(b'\n'),
+        n => at(n - 2),
+    };
+    for (i, &b) in data.iter().enumerate() {
+        if b == b'\n' && (prev1 == Some(b'\n') || (prev1 == Some(b'\r') && prev2 == Some(b'\n'))) {
+            return Some(i + 1);
+        }
+        prev2 = prev1;
+        prev1 = Some(b);
+    }
+    None
+}
+
+fn trim_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    v.trim_ascii()
+}
+
+fn parse_hex(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 16 {
+        return None;
+    }
+    let text = std::str::from_utf8(v).ok()?;
+    u64::from_str_radix(text, 16).ok()
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for FramingGuard<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.out_pos < this.out.len() {
+                let n = (this.out.len() - this.out_pos).min(buf.remaining());
+                buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
+                this.out_pos += n;
+                if this.out_pos == this.out.len() {
+                    this.out.clear();
+                    this.out_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            // Fast paths: bytes that need no look are read straight into the caller's buffer.
+            let limit = match this.state {
+                State::PassThrough => Some(usize::MAX),
+                State::Length(n) | State::ChunkData(n) => {
+                    Some(usize::try_from(n).unwrap_or(usize::MAX))
+                }
+                State::Refused => return Poll::Ready(Ok(())),
+                _ => None,
+            };
+            if let Some(limit) = limit {
+                if limit >= buf.remaining() {
+                    let before = buf.filled().len();
+                    std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+                    let n = buf.filled().len() - before;
+                    if this.state != State::PassThrough {
+                        this.consumed_body(n);
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let mut read = ReadBuf::new(&mut chunk);
+            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            if read.filled().is_empty() {
+                // EOF: hand over a partial head as it is (hyper reports it).
+                this.release_pending();
+                if this.out.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                this.state = State::Refused;
+                continue;
+            }
+            this.feed(read.filled());
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for FramingGuard<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What hyper would be handed for `input` fed in pieces of `step` bytes.
+    fn run(input: &[u8], step: usize) -> Vec<u8> {
+        let mut guard = FramingGuard::new((), 65536);
+        for piece in input.chunks(step.max(1)) {
+            guard.feed(piece);
+        }
+        guard.out
+    }
+
+    #[test]
+    fn well_framed_requests_pass_unchanged_in_any_pieces() {
+        let input: &[u8] = b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nPOST /u HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloPOST /c HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5;x=1\r\nhello\r\n0\r\nT: 1\r\n\r\nGET /last HTTP/1.1\nHost: a\n\n";
+        for step in [1, 2, 3, 7, 64, 4096] {
+            assert_eq!(run(input, step), input, "step {step}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_framing_is_replaced_by_a_refused_head() {
+        for input in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /s HTTP/1.1\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\ncontent-length: 4\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\nGET /s HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+        ] {
+            for step in [1, 5, 4096] {
+                let out = run(input, step);
+                assert!(out.ends_with(REFUSED_HEADERS), "{:?}", String::from_utf8_lossy(&out));
+                assert!(!String::from_utf8_lossy(&out).contains("/s "));
+            }
+        }
+    }
+
+    /// Well-framed requests: GETs, Content-Length bodies and chunked bodies (with extensions
+    /// and trailers), bodies holding request-like text.
+    fn arb_request() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let body = "(GET / HTTP/1.1\r\n\r\n|[a-z\r\n]){0,20}";
+        prop_oneof![
+            "[A-Z]{3,6}".prop_map(|m| format!("{m} /x HTTP/1.1\r\nHost: h\r\n\r\n").into_bytes()),
+            body.prop_map(|b| format!(
+                "POST /u HTTP/1.1\r\nhost: h\r\ncontent-length: {}\r\n\r\n{b}",
+                b.len()
+            )
+            .into_bytes()),
+            prop::collection::vec(body, 0..4).prop_map(|chunks| {
+                let mut r = "PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_string();
+                for c in chunks.iter().filter(|c| !c.is_empty()) {
+                    r.push_str(&format!("{:X};ext=1\r\n{c}\r\n", c.len()));
+                }
+                r.push_str("0\r\nx-trailer: 1\r\n\r\n");
+                r.into_bytes()
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_well_framed_pipeline_passes_unchanged_in_any_pieces(
+            requests in proptest::collection::vec(arb_request(), 1..6),
+            step in 1usize..64,
+        ) {
+            let input: Vec<u8> = requests.concat();
+            proptest::prop_assert_eq!(run(&input, step), input);
+        }
+    }
+
+    #[test]
+    fn http2_upgrades_and_oversized_heads_pass_through() {
+        let h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00Content-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(run(h2, 3), h2);
+        let ws = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(run(ws, 4), ws);
+        let mut guard = FramingGuard::new((), 16);
+        let big = b"GET / HTTP/1.1\r\nX: 0123456789abcdef\r\n\r\n";
+        guard.feed(big);
+        assert_eq!(guard.out, big);
+    }
+}
