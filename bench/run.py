@@ -145,8 +145,8 @@ def start_task_proxy(procs, threads):
         str(ROOT / "target/release/task-proxy"), "serve", "--services-file", str(f),
         "--base-domain", BASE_DOMAIN, "--auth-enabled=false",
         "--listen", f"127.0.0.1:{PORTS['task-proxy']}", "--admin-listen", f"127.0.0.1:{PORTS['task-proxy-admin']}",
-        "--worker-threads", str(threads), "--log-level", "warn",
-    ], PORTS["task-proxy"])
+        "--worker-threads", str(threads),
+    ], PORTS["task-proxy"], env={**os.environ, "RUST_LOG": "warn"})
 
 
 def start_nginx(procs, threads):
@@ -174,7 +174,7 @@ def start_haproxy(procs, threads):
     conf.write_text(f"""
 global
   nbthread {threads}
-  maxconn 20000
+  maxconn 9000
 defaults
   mode http
   timeout connect 5s
@@ -285,6 +285,10 @@ def main():
     ap.add_argument("--idle-connections", type=int, default=10000)
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     ensure_tools()
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "-p", "task-proxy", "-p", "demo-services"], cwd=ROOT, check=True)
