@@ -13,6 +13,7 @@ use std::time::Duration;
 use task_proxy::admin::{self, Admin};
 use task_proxy::auth::Gate;
 use task_proxy::config::{Config, ServeArgs, ServicesSource};
+use task_proxy::discovery::{Discovery, DiscoveryConfig};
 use task_proxy::proxy::balance::Balancer;
 use task_proxy::proxy::{tls::Tls, DataPlane, ListenConfig, Shared};
 use task_proxy::routing::RoutingTable;
@@ -119,18 +120,26 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let admin_stop = CancellationToken::new();
 
-    // The routing source: the first load must succeed before traffic is served.
-    let file_source = match &config.source {
+    // The routing source. A services file must load before traffic is served; discovery
+    // publishes after its first pass (until then /readyz says not ready).
+    let (file_source, discovery) = match &config.source {
         ServicesSource::File(path) => {
             let mut source =
                 ServicesFileSource::new(path.clone(), config.base_domain.clone(), table.clone());
             source.reload().context("cannot load the services file")?;
-            source
+            (Some(source), None)
         }
         ServicesSource::Discovery => {
-            bail!("discovery is not available in this build yet; give --services-file")
+            let mut discovery_config = DiscoveryConfig::new(config.base_domain.clone());
+            discovery_config.dir_path = config.dir_path.clone();
+            discovery_config.period = config.discovery_period;
+            (
+                None,
+                Some(Discovery::new(yt_client(&config)?, discovery_config)),
+            )
         }
     };
+    let discovery_status = discovery.as_ref().map(Discovery::status);
 
     let balancer = Arc::new(Balancer::new(
         config.worker_threads,
@@ -184,13 +193,21 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 }
             })
         };
-        tokio::spawn(file_source.watch(Duration::from_secs(1), shutdown.clone()));
+        if let Some(file_source) = file_source {
+            tokio::spawn(file_source.watch(Duration::from_secs(1), shutdown.clone()));
+        }
+        if let Some(discovery) = discovery {
+            spawn_discovery(discovery, table.clone(), shutdown.clone())?;
+        }
         if let Some((_, tls)) = tls {
             tokio::spawn(tls.watch(Duration::from_secs(1), shutdown.clone()));
         }
         let mut registry =
             admin::metrics::registry(table.clone(), balancer.clone(), metrics.clone());
         gate.register_metrics(&mut registry);
+        if let Some(status) = &discovery_status {
+            status.register_metrics(&mut registry);
+        }
         let admin = Arc::new(Admin {
             registry,
             table: table.clone(),
@@ -235,6 +252,53 @@ fn serve(config: Config) -> anyhow::Result<()> {
     })?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs discovery on a thread of its own, so a pass over many operations never stalls the
+/// admin listener or signal handling on the control runtime.
+fn spawn_discovery(
+    discovery: Discovery,
+    table: Arc<RoutingTable>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the discovery runtime")?;
+    std::thread::Builder::new()
+        .name("task-proxy-discovery".into())
+        .spawn(move || runtime.block_on(discovery.run(table, shutdown.cancelled_owned())))
+        .context("cannot start the discovery thread")?;
+    Ok(())
+}
+
+/// The robot's client of the cluster (`--yt-proxy`, token from `--yt-token-path` or
+/// `--yt-token`).
+fn yt_client(config: &Config) -> anyhow::Result<YtClient> {
+    let proxy = config
+        .yt_proxy
+        .clone()
+        .context("discovery needs --yt-proxy (or --namespace)")?;
+    let token = match (&config.yt_token_path, &config.yt_token) {
+        (Some(path), _) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the token file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, Some(token)) => Some(token.trim().to_string()),
+        (None, None) => None,
+    }
+    .filter(|t| !t.is_empty());
+    if token.is_none() {
+        tracing::warn!(
+            "no robot token (--yt-token-path or YT_TOKEN): the cluster may refuse discovery"
+        );
+    }
+    let mut client_config = ClientConfig::new(proxy);
+    client_config.token = token;
+    client_config.timeout = Duration::from_secs(10);
+    YtClient::new(client_config).context("cannot set up the cluster client")
 }
 
 async fn wait_for_signal() {

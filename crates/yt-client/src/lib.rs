@@ -99,15 +99,27 @@ impl YtClient {
     /// Pages of [`ClientConfig::page_size`] go to the past from now; each next cursor is the
     /// oldest `start_time` seen plus 1 µs, so operations that share the boundary instant come
     /// again (and are deduplicated by id) instead of being skipped, whether the server's cursor
-    /// is inclusive or exclusive. Listing ends at a short page that is not `incomplete`.
+    /// is inclusive or exclusive. Listing ends when the server says the page is not `incomplete`
+    /// (or, if it does not say, at a short page).
     pub async fn list_running_operations(&self, attributes: &[&str]) -> Result<Vec<Node>, Error> {
+        self.list_running_operations_paged(attributes, self.inner.config.page_size)
+            .await
+    }
+
+    /// [`YtClient::list_running_operations`] with pages of `page_size` (the real cluster
+    /// accepts up to 1000; a server that caps lower must say `incomplete`).
+    pub async fn list_running_operations_paged(
+        &self,
+        attributes: &[&str],
+        page_size: u32,
+    ) -> Result<Vec<Node>, Error> {
         let mut attrs: Vec<String> = attributes.iter().map(|a| a.to_string()).collect();
         for needed in ["id", "start_time"] {
             if !attrs.iter().any(|a| a == needed) {
                 attrs.push(needed.to_string());
             }
         }
-        let page_size = self.inner.config.page_size.max(1);
+        let page_size = page_size.max(1);
         let mut seen: HashSet<String> = HashSet::new();
         let mut out = Vec::new();
         let mut cursor: Option<time::Instant> = None;
@@ -141,7 +153,8 @@ impl YtClient {
                     fresh += 1;
                 }
             }
-            let more = page.incomplete || count >= page_size as usize;
+            // The server's `incomplete` is authoritative; without it, a full page may have more.
+            let more = page.incomplete.unwrap_or(count >= page_size as usize);
             if !more || count == 0 {
                 return Ok(out);
             }
@@ -217,22 +230,16 @@ impl YtClient {
 
     /// The node at `path` (a Cypress or orchid path).
     pub async fn get(&self, path: &str) -> Result<Node, Error> {
-        self.structured(Call::new(
-            "get",
-            Method::Get,
-            vec![param("path", string(path))],
-        ))
-        .await
+        let request = BatchRequest::get(path);
+        self.structured(Call::new("get", Method::Get, request.parameters))
+            .await
     }
 
     /// The names of the children of the map node at `path`.
     pub async fn list(&self, path: &str) -> Result<Vec<String>, Error> {
+        let request = BatchRequest::list(path);
         let node = self
-            .structured(Call::new(
-                "list",
-                Method::Get,
-                vec![param("path", string(path))],
-            ))
+            .structured(Call::new("list", Method::Get, request.parameters))
             .await?;
         list_names("list", &node)
     }
@@ -336,9 +343,16 @@ impl YtClient {
     ) -> Result<Vec<Result<Node, YtError>>, Error> {
         let chunk_size = self.inner.config.batch_chunk_size.max(1);
         let concurrency = concurrency.max(1);
-        let chunks: Vec<&[BatchRequest]> = requests.chunks(chunk_size).collect();
+        // Owned chunks and a cloned client keep the future `Send` for any caller (borrowing
+        // closures in stream combinators trip rustc's higher-ranked `Send` inference).
+        let chunks: Vec<Vec<BatchRequest>> =
+            requests.chunks(chunk_size).map(<[_]>::to_vec).collect();
+        let client = self.clone();
         let results: Vec<Result<Vec<Result<Node, YtError>>, Error>> = stream::iter(chunks)
-            .map(|chunk| self.execute_batch_chunk(chunk, concurrency))
+            .map(move |chunk| {
+                let client = client.clone();
+                async move { client.execute_batch_chunk(&chunk, concurrency).await }
+            })
             .buffered(PARALLEL_BATCH_CHUNKS)
             .collect()
             .await;
@@ -414,7 +428,13 @@ fn parse_whoami(body: &[u8]) -> Result<String, Error> {
         .ok_or_else(|| Error::Decode("whoami: no \"login\" in the answer".into()))
 }
 
-fn list_names(command: &str, node: &Node) -> Result<Vec<String>, Error> {
+/// The names in a `list` answer: a list, or (API v4 without `return_only_value`) a map
+/// `{"value": [...]}`.
+pub fn list_names(command: &str, node: &Node) -> Result<Vec<String>, Error> {
+    let node = match node.get("value") {
+        Some(value) if node.as_map().is_some_and(|m| m.len() == 1) => value,
+        _ => node,
+    };
     let items = node.as_list().ok_or_else(|| {
         Error::Decode(format!(
             "{command}: expected a list, got {}",
@@ -470,6 +490,8 @@ pub fn jobs_from_list_jobs_output(
 }
 
 fn parse_batch_results(node: &Node, expected: usize) -> Result<Vec<Result<Node, YtError>>, Error> {
+    // API v4 answers `{"results": [...]}`; older versions a bare list.
+    let node = node.get("results").unwrap_or(node);
     let items = node.as_list().ok_or_else(|| {
         Error::Decode(format!(
             "execute_batch: expected a list, got {}",
@@ -516,6 +538,14 @@ mod tests {
         assert!(results[1].as_ref().unwrap_err().is_resolve_error());
         assert!(results[2].as_ref().unwrap().is_entity());
         assert!(parse_batch_results(&node, 2).is_err());
+        let v4 = yson::parse(br#"{"results"=[{"output"=%true;};];}"#).unwrap();
+        assert_eq!(
+            parse_batch_results(&v4, 1).unwrap()[0]
+                .as_ref()
+                .unwrap()
+                .as_bool(),
+            Some(true)
+        );
         assert!(parse_batch_results(&yson::parse(b"{}").unwrap(), 0).is_err());
     }
 
@@ -533,5 +563,9 @@ mod tests {
             vec!["x", "y"]
         );
         assert!(list_names("list", &yson::parse(b"[1]").unwrap()).is_err());
+        assert_eq!(
+            list_names("list", &yson::parse(br#"{"value"=["a"]}"#).unwrap()).unwrap(),
+            vec!["a"]
+        );
     }
 }

@@ -83,8 +83,8 @@ impl ListOperationsRequest {
 pub struct OperationsPage {
     /// The operations, each a map of the requested attributes.
     pub operations: Vec<Node>,
-    /// The server's "there are more operations than it returned".
-    pub incomplete: bool,
+    /// The server's "there are more operations than it returned" (`None`: it did not say).
+    pub incomplete: Option<bool>,
 }
 
 impl OperationsPage {
@@ -96,10 +96,7 @@ impl OperationsPage {
                 Error::Decode("list_operations: no \"operations\" list in the answer".into())
             })?
             .to_vec();
-        let incomplete = node
-            .get("incomplete")
-            .and_then(Node::as_bool)
-            .unwrap_or(false);
+        let incomplete = node.get("incomplete").and_then(Node::as_bool);
         Ok(OperationsPage {
             operations,
             incomplete,
@@ -176,14 +173,33 @@ impl BatchRequest {
         }
     }
 
-    /// `get` of a Cypress path (orchid paths included).
+    /// `get` of a Cypress path (orchid paths included). Asks for the bare value
+    /// (`return_only_value`), as API v4 otherwise wraps it in `{"value": ...}`.
     pub fn get(path: impl Into<String>) -> BatchRequest {
-        BatchRequest::new("get", vec![("path".into(), Node::string(path))])
+        BatchRequest::new(
+            "get",
+            vec![
+                ("path".into(), Node::string(path)),
+                (
+                    "return_only_value".into(),
+                    yson::Value::Boolean(true).into(),
+                ),
+            ],
+        )
     }
 
-    /// `list` of a Cypress path.
+    /// `list` of a Cypress path (the bare list, like [`BatchRequest::get`]).
     pub fn list(path: impl Into<String>) -> BatchRequest {
-        BatchRequest::new("list", vec![("path".into(), Node::string(path))])
+        BatchRequest::new(
+            "list",
+            vec![
+                ("path".into(), Node::string(path)),
+                (
+                    "return_only_value".into(),
+                    yson::Value::Boolean(true).into(),
+                ),
+            ],
+        )
     }
 
     /// `get_operation` with the given attributes (all when empty).

@@ -15,7 +15,7 @@ fn list_operations_page() {
     let node = yson::parse(&data("list_operations_page.yson")).unwrap();
     let page = OperationsPage::from_node(&node).unwrap();
     assert_eq!(page.operations.len(), 2);
-    assert!(page.incomplete);
+    assert_eq!(page.incomplete, Some(true));
     let op = &page.operations[0];
     assert_eq!(
         op.get("id").and_then(yson::Node::as_str),

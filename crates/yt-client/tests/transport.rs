@@ -149,6 +149,13 @@ async fn light_commands_use_get_with_header_parameters_and_the_robot_token() {
     assert_eq!(get.method, "GET");
     assert_eq!(get.param_str("path").as_deref(), Some("//home/dir/тест"));
     assert_eq!(
+        get.params()
+            .get("return_only_value")
+            .and_then(Node::as_bool),
+        Some(true),
+        "API v4 would wrap the value otherwise"
+    );
+    assert_eq!(
         get.headers.get("authorization").unwrap(),
         "OAuth robot-secret"
     );
@@ -235,7 +242,12 @@ async fn tables_round_trip_as_list_fragments() {
 
 /// A list_operations server over `count` running operations, several sharing start times,
 /// capping `limit` at `cap`, with an inclusive or exclusive cursor.
-fn operations_server(count: usize, cap: usize, inclusive: bool) -> impl Fn(&Recorded) -> Reply {
+fn operations_server(
+    count: usize,
+    cap: usize,
+    inclusive: bool,
+    says_incomplete: bool,
+) -> impl Fn(&Recorded) -> Reply {
     // Three operations per microsecond-instant: page boundaries often split such groups.
     let ops: Vec<(String, i64)> = (0..count)
         .map(|i| (format!("{i:08x}-0-0-0"), 1_000_000 + (i / 3) as i64))
@@ -282,24 +294,32 @@ fn operations_server(count: usize, cap: usize, inclusive: bool) -> impl Fn(&Reco
                 )
             })
             .collect();
+        let flag = if !says_incomplete {
+            String::new()
+        } else if incomplete {
+            r#""incomplete"=%true;"#.to_string()
+        } else {
+            r#""incomplete"=%false;"#.to_string()
+        };
         ok(&format!(
-            r#"{{"operations"=[{}];"incomplete"={};"state_counts"={{"running"={count};}};}}"#,
-            items.join(";"),
-            if incomplete { "%true" } else { "%false" }
+            r#"{{"operations"=[{}];{flag}"state_counts"={{"running"={count};}};}}"#,
+            items.join(";")
         ))
     }
 }
 
 #[tokio::test]
 async fn running_operations_page_without_losing_or_repeating_any() {
-    for (count, cap, inclusive) in [
-        (250, 1000, false),
-        (250, 1000, true),
-        (301, 40, false),
-        (0, 100, false),
-        (100, 100, true),
+    for (count, cap, inclusive, says) in [
+        (250, 1000, false, true),
+        (250, 1000, true, true),
+        (301, 40, false, true),
+        (0, 100, false, true),
+        (100, 100, true, true),
+        (250, 1000, true, false),
+        (200, 1000, false, false),
     ] {
-        let mock = Mock::start(operations_server(count, cap, inclusive)).await;
+        let mock = Mock::start(operations_server(count, cap, inclusive, says)).await;
         let client = mock.client();
         let ops = client
             .list_running_operations(&["id", "brief_spec", "runtime_parameters"])

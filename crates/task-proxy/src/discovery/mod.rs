@@ -46,6 +46,8 @@ pub struct DiscoveryConfig {
     pub concurrency: usize,
     /// Server-side parallelism of each `execute_batch` call.
     pub batch_concurrency: usize,
+    /// Operations per `list_operations` page (the real cluster's maximum is 1000).
+    pub list_page_size: u32,
     /// Whether to keep `<dir_path>/services` up to date.
     pub write_services_table: bool,
     /// Services from the services file, routed like discovered ones.
@@ -54,7 +56,8 @@ pub struct DiscoveryConfig {
 
 impl DiscoveryConfig {
     /// Defaults: `//sys/task_proxies`, a pass every 2 s (so a new or moved job is routable
-    /// within about 2 s plus one pass), 16 requests in flight, the services table on.
+    /// within about 2 s plus one pass), pages of 1000 operations, 16 requests in flight, the
+    /// services table on.
     pub fn new(base_domain: impl Into<String>) -> DiscoveryConfig {
         DiscoveryConfig {
             base_domain: base_domain.into(),
@@ -63,6 +66,7 @@ impl DiscoveryConfig {
             pass_timeout: Duration::from_secs(30),
             concurrency: 16,
             batch_concurrency: 32,
+            list_page_size: 1000,
             write_services_table: true,
             static_services: Vec::new(),
         }
@@ -194,6 +198,7 @@ impl Discovery {
         let settings = PassSettings {
             concurrency: self.config.concurrency,
             batch_concurrency: self.config.batch_concurrency,
+            list_page_size: self.config.list_page_size,
         };
         let outcome = tokio::time::timeout(
             self.config.pass_timeout,
@@ -317,5 +322,39 @@ impl Discovery {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn the_loop_can_be_spawned() {
+        // `tokio::spawn` needs the loop's future to be `Send`; this fails to compile otherwise.
+        let client = YtClient::new(yt_client::ClientConfig::new("127.0.0.1:1")).unwrap();
+        let discovery = Discovery::new(client, DiscoveryConfig::new("tp.test"));
+        let table = Arc::new(RoutingTable::new("tp.test"));
+        let run = discovery.run(table, std::future::ready(()));
+        assert_send(&run);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_cluster_fails_the_pass_and_publishes_nothing() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap();
+        let mut config = yt_client::ClientConfig::new(closed.to_string());
+        config.max_retries = 0;
+        let client = YtClient::new(config).unwrap();
+        let mut discovery = Discovery::new(client, DiscoveryConfig::new("tp.test"));
+        let table = RoutingTable::new("tp.test");
+        let report = discovery.run_pass(&table).await;
+        assert!(!report.succeeded());
+        assert_eq!(report.requests, 1);
+        assert!(!table.is_loaded());
+        assert_eq!(discovery.last_pass(), Some(report));
     }
 }

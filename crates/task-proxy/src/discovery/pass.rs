@@ -30,6 +30,8 @@ pub struct PassSettings {
     pub concurrency: usize,
     /// Server-side parallelism asked of each `execute_batch` call.
     pub batch_concurrency: usize,
+    /// Operations per `list_operations` page.
+    pub list_page_size: u32,
 }
 
 /// What one pass found.
@@ -50,15 +52,21 @@ pub struct PassResult {
 pub struct ClusterView {
     /// Operation -> its tasks and port counts (`None`: its spec is unusable).
     layouts: HashMap<String, Option<TaskLayout>>,
-    /// Job -> its ports (a job keeps its ports for life).
-    job_ports: HashMap<String, Vec<u16>>,
+    /// Job -> its operation and ports (a job keeps its ports for life).
+    job_ports: HashMap<String, (String, Vec<u16>)>,
     /// Operation -> its services in the last pass, kept when a later read fails.
     last_services: HashMap<String, Vec<ServiceSpec>>,
     /// Operation -> reasons already logged (each is logged once per operation).
     warned: HashMap<String, HashSet<String>>,
     /// Whether `list_jobs` works inside `execute_batch` (`None`: not tried yet).
     batch_list_jobs: Option<bool>,
+    /// Passes since batching `list_jobs` was found not to work (it is tried again now and then,
+    /// in case that was a fluke).
+    passes_without_batching: u32,
 }
+
+/// Passes after which batching `list_jobs` is tried again when it once failed.
+const BATCH_REPROBE_PASSES: u32 = 100;
 
 struct VanillaOp {
     info: OperationInfo,
@@ -89,7 +97,9 @@ impl ClusterView {
         client: &YtClient,
         settings: &PassSettings,
     ) -> Result<PassResult, Error> {
-        let listed = client.list_running_operations(LIST_ATTRIBUTES).await?;
+        let listed = client
+            .list_running_operations_paged(LIST_ATTRIBUTES, settings.list_page_size)
+            .await?;
         let mut result = PassResult {
             operations_seen: listed.len(),
             ..PassResult::default()
@@ -159,20 +169,33 @@ impl ClusterView {
         if batch_list_jobs.is_some() {
             self.batch_list_jobs = batch_list_jobs;
         }
+        if self.batch_list_jobs == Some(false) {
+            self.passes_without_batching += 1;
+            if self.passes_without_batching >= BATCH_REPROBE_PASSES {
+                self.batch_list_jobs = None;
+                self.passes_without_batching = 0;
+            }
+        }
         for (id, layout) in layouts_fetched {
             self.layouts.insert(id, layout);
         }
+        // Forget the ports of jobs that are gone, except where this pass could not tell (the
+        // operation's jobs could not be listed).
         let live_jobs: HashSet<&str> = jobs_by_op
             .values()
             .filter_map(|r| r.as_ref().ok())
             .flatten()
             .map(|j| j.id.as_str())
             .collect();
-        self.job_ports
-            .retain(|id, _| live_jobs.contains(id.as_str()));
-        for (job_id, ports) in orchid {
-            self.job_ports.insert(job_id, ports);
-        }
+        let unlisted: HashSet<&str> = jobs_by_op
+            .iter()
+            .filter(|(_, r)| r.is_err())
+            .map(|(id, _)| id.as_str())
+            .collect();
+        self.job_ports.retain(|job_id, (op_id, _)| {
+            live_jobs.contains(job_id.as_str()) || unlisted.contains(op_id.as_str())
+        });
+        self.job_ports.extend(orchid);
         let mut notes: Vec<(String, String)> = Vec::new();
         for op in &vanilla_ops {
             let id = &op.info.id;
@@ -196,7 +219,7 @@ impl ClusterView {
                         job_id: job.id.clone(),
                         task_name: job.task_name.clone(),
                         host: job.host().to_string(),
-                        ports: self.job_ports.get(&job.id)?.clone(),
+                        ports: self.job_ports.get(&job.id)?.1.clone(),
                     })
                 })
                 .collect();
@@ -214,7 +237,14 @@ impl ClusterView {
         }
 
         // SPYT standalone clusters.
-        let (standalone_specs, standalone_notes, standalone_failed) = standalone;
+        let (standalone_found, standalone_notes, standalone_failed) = standalone;
+        let mut standalone_specs: HashMap<String, Vec<ServiceSpec>> = HashMap::new();
+        for spec in standalone_found {
+            standalone_specs
+                .entry(spec.operation_id.clone())
+                .or_default()
+                .push(spec);
+        }
         for op in &standalone_ops {
             let id = &op.info.id;
             if standalone_failed.contains(id) {
@@ -224,11 +254,7 @@ impl ClusterView {
                     .extend(self.last_services.get(id).cloned().unwrap_or_default());
                 continue;
             }
-            let specs: Vec<ServiceSpec> = standalone_specs
-                .iter()
-                .filter(|s| &s.operation_id == id)
-                .cloned()
-                .collect();
+            let specs = standalone_specs.remove(id).unwrap_or_default();
             self.last_services.insert(id.clone(), specs.clone());
             result.specs.extend(specs);
         }
@@ -257,11 +283,11 @@ impl ClusterView {
             fetch_layouts(client, settings, &new_ops),
             fetch_jobs(client, settings, &ids, self.batch_list_jobs),
         );
-        let unknown: Vec<&Job> = jobs
-            .values()
-            .filter_map(|r| r.as_ref().ok())
-            .flatten()
-            .filter(|job| !self.job_ports.contains_key(&job.id))
+        let unknown: Vec<(&str, &Job)> = jobs
+            .iter()
+            .filter_map(|(op, r)| Some((op.as_str(), r.as_ref().ok()?)))
+            .flat_map(|(op, list)| list.iter().map(move |job| (op, job)))
+            .filter(|(_, job)| !self.job_ports.contains_key(&job.id))
             .collect();
         let (ports, orchid_errors) = fetch_job_ports(client, settings, &unknown).await;
         VanillaFetch {
@@ -279,8 +305,8 @@ struct VanillaFetch {
     jobs: HashMap<String, Result<Vec<Job>, Error>>,
     /// Layouts of operations not seen before.
     layouts: Vec<(String, Option<TaskLayout>)>,
-    /// Ports of jobs not seen before.
-    ports: Vec<(String, Vec<u16>)>,
+    /// Ports of jobs not seen before: job -> (operation, ports).
+    ports: Vec<(String, (String, Vec<u16>))>,
     errors: usize,
     /// What was learnt about batching `list_jobs`, if anything.
     batch_list_jobs: Option<bool>,
@@ -311,27 +337,56 @@ async fn fetch_layouts(
         }
     };
     let mut layouts = Vec::new();
-    let mut errors = 0;
+    let mut retry: Vec<String> = Vec::new();
     for (id, result) in ids.iter().zip(results) {
         match result {
+            Ok(node) => layouts.push((id.to_string(), layout_from_operation(id, &node))),
+            Err(error) => {
+                tracing::debug!(operation_id = id, %error, "discovery: batched get_operation failed; asking directly");
+                retry.push(id.to_string());
+            }
+        }
+    }
+    // Items the batch could not answer (a cluster that does not batch get_operation, say):
+    // one request each, bounded.
+    let owned_client = client.clone();
+    let direct: Vec<(String, Result<Node, Error>)> = stream::iter(retry)
+        .map(move |id| {
+            let client = owned_client.clone();
+            async move {
+                let node = client.get_operation(&id, &["spec"]).await;
+                (id, node)
+            }
+        })
+        .buffer_unordered(settings.concurrency.max(1))
+        .collect()
+        .await;
+    let mut errors = 0;
+    for (id, result) in direct {
+        match result {
             Ok(node) => {
-                let spec = node.get("spec").unwrap_or(&node);
-                let layout = match TaskLayout::from_spec(spec) {
-                    Ok(layout) => Some(layout),
-                    Err(reason) => {
-                        tracing::warn!(operation_id = id, %reason, "discovery: unusable spec; tasks are taken from running jobs");
-                        None
-                    }
-                };
-                layouts.push((id.to_string(), layout));
+                let layout = layout_from_operation(&id, &node);
+                layouts.push((id, layout));
             }
             Err(error) => {
                 errors += 1;
-                tracing::debug!(operation_id = id, %error, "discovery: cannot read the operation spec");
+                tracing::debug!(operation_id = %id, %error, "discovery: cannot read the operation spec");
             }
         }
     }
     (layouts, errors)
+}
+
+/// The task layout in a `get_operation` answer; `None` (logged) when its spec is unusable.
+fn layout_from_operation(id: &str, operation: &Node) -> Option<TaskLayout> {
+    let spec = operation.get("spec").unwrap_or(operation);
+    match TaskLayout::from_spec(spec) {
+        Ok(layout) => Some(layout),
+        Err(reason) => {
+            tracing::warn!(operation_id = id, %reason, "discovery: unusable spec; tasks are taken from running jobs");
+            None
+        }
+    }
 }
 
 /// Running jobs of each operation: batched `list_jobs` when the cluster allows it, otherwise one
@@ -395,8 +450,17 @@ async fn fetch_jobs(
     } else {
         direct.extend(ids);
     }
+    // Owned ids and a cloned client keep the pass future `Send`.
+    let direct: Vec<String> = direct.into_iter().map(str::to_string).collect();
+    let owned_client = client.clone();
     let listed: Vec<(String, Result<Vec<Job>, Error>)> = stream::iter(direct)
-        .map(|id| async move { (id.to_string(), client.list_jobs(id, Some("running")).await) })
+        .map(move |id| {
+            let client = owned_client.clone();
+            async move {
+                let jobs = client.list_jobs(&id, Some("running")).await;
+                (id, jobs)
+            }
+        })
         .buffer_unordered(settings.concurrency.max(1))
         .collect()
         .await;
@@ -409,14 +473,14 @@ async fn fetch_jobs(
 async fn fetch_job_ports(
     client: &YtClient,
     settings: &PassSettings,
-    jobs: &[&Job],
-) -> (Vec<(String, Vec<u16>)>, usize) {
+    jobs: &[(&str, &Job)],
+) -> (Vec<(String, (String, Vec<u16>))>, usize) {
     if jobs.is_empty() {
         return (Vec::new(), 0);
     }
     let requests: Vec<BatchRequest> = jobs
         .iter()
-        .map(|job| BatchRequest::get(job_ports_path(&job.address, &job.id)))
+        .map(|(_, job)| BatchRequest::get(job_ports_path(&job.address, &job.id)))
         .collect();
     let results = match client
         .execute_batch(&requests, settings.batch_concurrency)
@@ -430,12 +494,12 @@ async fn fetch_job_ports(
     };
     let mut out = Vec::with_capacity(jobs.len());
     let mut errors = 0;
-    for (job, result) in jobs.iter().zip(results) {
+    for ((op, job), result) in jobs.iter().zip(results) {
         match result
             .map_err(|e| e.to_string())
             .and_then(|node| vanilla::parse_job_ports(&node))
         {
-            Ok(ports) => out.push((job.id.clone(), ports)),
+            Ok(ports) => out.push((job.id.clone(), (op.to_string(), ports))),
             Err(reason) => {
                 errors += 1;
                 tracing::debug!(job_id = %job.id, address = %job.address, %reason, "discovery: job ports unavailable");
@@ -484,13 +548,10 @@ async fn fetch_standalone(
             let Some(result) = results.next() else { break };
             match result {
                 Ok(node) => {
-                    let children: Vec<String> = node
-                        .as_list()
-                        .unwrap_or_default()
-                        .iter()
-                        .filter_map(Node::as_str)
-                        .map(str::to_string)
-                        .collect();
+                    let children = yt_client::list_names("list", &node).unwrap_or_else(|e| {
+                        notes.push((id.clone(), format!("SPYT discovery listing: {e}")));
+                        Vec::new()
+                    });
                     let (spec, warnings) =
                         spyt::standalone_service(id, op.info.start_time.as_deref(), dir, &children);
                     specs.push(spec);

@@ -1,0 +1,271 @@
+//! The client against the dev cluster (a real HTTP API server that the real `yt` CLI drives):
+//! credentials, permissions, paging over more than one page, jobs, batches, Cypress and tables,
+//! and injected failures.
+
+use std::time::{Duration, Instant};
+use yson::Node;
+use yt_client::{BatchRequest, ClientConfig, Credentials, Error, YtClient};
+use yt_devcluster::{CommandKnob, DevCluster, DevClusterConfig, SyntheticLoad};
+
+async fn cluster() -> DevCluster {
+    DevCluster::start(DevClusterConfig::default())
+        .await
+        .unwrap()
+}
+
+fn robot(cluster: &DevCluster) -> YtClient {
+    let mut config = ClientConfig::new(cluster.url()).with_token("robot-token");
+    config.initial_backoff = Duration::from_millis(5);
+    YtClient::new(config).unwrap()
+}
+
+fn root(cluster: &DevCluster) -> YtClient {
+    YtClient::new(ClientConfig::new(cluster.url()).with_token("root-token")).unwrap()
+}
+
+#[tokio::test]
+async fn whoami_with_each_kind_of_credentials() {
+    let cluster = cluster().await;
+    let client = robot(&cluster);
+    let cases = [
+        (Credentials::OAuth("alice-token".into()), "alice"),
+        (Credentials::OAuth("robot-token".into()), "robot-task-proxy"),
+        (Credentials::Bearer("bob-iam".into()), "bob"),
+        (
+            Credentials::Cookie {
+                name: "YTCypressCookie".into(),
+                value: "alice-cookie".into(),
+            },
+            "alice",
+        ),
+    ];
+    for (credentials, login) in cases {
+        assert_eq!(
+            client.whoami(&credentials).await.unwrap(),
+            login,
+            "{credentials:?}"
+        );
+    }
+    for bad in [
+        Credentials::OAuth("nope".into()),
+        Credentials::Bearer("alice-token-not".into()),
+        Credentials::Cookie {
+            name: "YTCypressCookie".into(),
+            value: "stale".into(),
+        },
+    ] {
+        let e = client.whoami(&bad).await.unwrap_err();
+        assert!(matches!(e, Error::Unauthenticated(_)), "{bad:?}: {e}");
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn running_operations_page_and_permissions_follow_the_acl() {
+    let cluster = cluster().await;
+    let summary = cluster
+        .add_synthetic_operations(SyntheticLoad {
+            operations: 250,
+            jobs_per_operation: 0,
+            task_proxy: false,
+            ..SyntheticLoad::default()
+        })
+        .unwrap();
+    assert_eq!(summary.operations, 250);
+    let client = robot(&cluster);
+    cluster.reset_request_counts();
+    let ops = client
+        .list_running_operations(&["id", "runtime_parameters"])
+        .await
+        .unwrap();
+    assert_eq!(ops.len(), 250);
+    let mut ids: Vec<&str> = ops
+        .iter()
+        .filter_map(|o| o.get("id").and_then(Node::as_str))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 250, "each operation once");
+    let pages = cluster.request_counts().get("list_operations").copied();
+    assert_eq!(pages, Some(3), "pages of 100");
+
+    let op = summary.first_operation_id.unwrap();
+    assert!(client
+        .check_operation_permission(&op, "alice", "read")
+        .await
+        .unwrap());
+    assert!(client
+        .check_operation_permission(&op, "root", "read")
+        .await
+        .unwrap());
+    assert!(!client
+        .check_operation_permission(&op, "bob", "read")
+        .await
+        .unwrap());
+    let e = client
+        .check_operation_permission("1-2-3-4", "alice", "read")
+        .await
+        .unwrap_err();
+    assert!(!e.is_transient(), "{e}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn jobs_and_their_ports_through_a_batch() {
+    let cluster = cluster().await;
+    let summary = cluster
+        .add_synthetic_operations(SyntheticLoad {
+            operations: 1,
+            jobs_per_operation: 230,
+            ports_per_job: 2,
+            ..SyntheticLoad::default()
+        })
+        .unwrap();
+    let op = summary.first_operation_id.unwrap();
+    let client = robot(&cluster);
+    let jobs = client.list_jobs(&op, Some("running")).await.unwrap();
+    assert_eq!(jobs.len(), 230, "three pages by offset");
+    assert!(jobs
+        .iter()
+        .all(|j| j.host().starts_with("127.0.0.") && j.task_name == "server"));
+    let mut requests: Vec<BatchRequest> = jobs
+        .iter()
+        .map(|j| {
+            BatchRequest::get(format!(
+                "//sys/exec_nodes/{}/orchid/exec_node/job_controller/active_jobs/{}/job_ports",
+                j.address, j.id
+            ))
+        })
+        .collect();
+    requests.push(BatchRequest::get("//sys/exec_nodes/127.0.0.1:9012/orchid/exec_node/job_controller/active_jobs/0-0-0-0/job_ports"));
+    cluster.reset_request_counts();
+    let results = client.execute_batch(&requests, 16).await.unwrap();
+    assert_eq!(results.len(), 231);
+    for result in &results[..230] {
+        let ports = result.as_ref().unwrap().as_list().unwrap();
+        assert_eq!(ports.len(), 2);
+    }
+    assert!(results[230].as_ref().unwrap_err().is_resolve_error());
+    assert_eq!(
+        cluster.request_counts().get("execute_batch"),
+        Some(&3),
+        "chunks of 100"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn cypress_and_tables() {
+    let cluster = cluster().await;
+    let client = root(&cluster);
+    assert!(!client.exists("//home/t/dir").await.unwrap());
+    client
+        .create("map_node", "//home/t/dir", None, true, false)
+        .await
+        .unwrap();
+    client
+        .create("map_node", "//home/t/dir", None, true, true)
+        .await
+        .unwrap();
+    let e = client
+        .create("map_node", "//home/t/dir", None, true, false)
+        .await
+        .unwrap_err();
+    assert!(!e.is_transient(), "{e}");
+    client
+        .set("//home/t/dir/@note", &Node::string("hello"))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.get("//home/t/dir/@note").await.unwrap().as_str(),
+        Some("hello")
+    );
+    client
+        .create(
+            "map_node",
+            "//home/t/dir/127.0.0.1:8080",
+            None,
+            false,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        client.list("//home/t/dir").await.unwrap(),
+        vec!["127.0.0.1:8080"]
+    );
+    let e = client.get("//home/t/missing").await.unwrap_err();
+    assert!(e.is_resolve_error(), "{e}");
+
+    let rows: Vec<Node> = (0..3)
+        .map(|i| {
+            Node::map(vec![
+                ("domain".into(), Node::string(format!("{i}.tp.test"))),
+                ("protocol".into(), Node::string("http")),
+            ])
+        })
+        .collect();
+    client
+        .write_table("//home/t/table", &rows)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("write_table to a missing table: {e}");
+        });
+    assert_eq!(client.read_table("//home/t/table").await.unwrap(), rows);
+    client
+        .write_table("//home/t/table", &rows[..1])
+        .await
+        .unwrap();
+    assert_eq!(
+        client.read_table("//home/t/table").await.unwrap().len(),
+        1,
+        "overwritten"
+    );
+    client.remove("//home/t", true, false).await.unwrap();
+    assert!(!client.exists("//home/t").await.unwrap());
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn injected_failures_are_retried_then_reported() {
+    let cluster = cluster().await;
+    let client = robot(&cluster);
+    cluster.knobs().set(
+        "get",
+        CommandKnob {
+            error_rate: 1.0,
+            ..CommandKnob::default()
+        },
+    );
+    cluster.reset_request_counts();
+    let e = client.get("//sys").await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(matches!(e, Error::Yt { status: 503, .. }), "{e}");
+    assert_eq!(client.stats().retries_total, 3, "the default 3 retries");
+
+    cluster.knobs().set(
+        "get",
+        CommandKnob {
+            hang: true,
+            hang_ms: Some(5_000),
+            ..CommandKnob::default()
+        },
+    );
+    let impatient = YtClient::new(
+        ClientConfig::new(cluster.url())
+            .with_token("robot-token")
+            .with_timeout(Duration::from_millis(300))
+            .with_max_retries(0),
+    )
+    .unwrap();
+    let started = Instant::now();
+    assert!(matches!(
+        impatient.get("//sys").await.unwrap_err(),
+        Error::Timeout
+    ));
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    cluster.knobs().clear();
+    assert!(client.get("//sys").await.is_ok(), "recovers");
+    cluster.shutdown().await;
+}
