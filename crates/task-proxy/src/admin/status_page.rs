@@ -5,25 +5,10 @@
 //! known here to be shown.
 
 use super::Admin;
+use crate::auth::login_page::escape as html_escape;
 use crate::auth::metrics::{CacheName, CacheResult, Outcome};
 use std::fmt::Write;
 use std::time::SystemTime;
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\
 h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.6em}\
@@ -202,17 +187,4 @@ fn auth_section(admin: &Admin, page: &mut String) {
         );
     }
     page.push_str("</dl>");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::html_escape;
-
-    #[test]
-    fn escapes_markup_and_quotes() {
-        assert_eq!(
-            html_escape(r#"<a href="x" onclick='y'>&</a>"#),
-            "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;&lt;/a&gt;"
-        );
-    }
 }
