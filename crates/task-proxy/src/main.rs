@@ -172,23 +172,18 @@ fn build_gate(config: &Config) -> anyhow::Result<Gate> {
     Gate::new(config.auth.clone(), Arc::new(client)).context("invalid auth configuration")
 }
 
-/// The robot token: `--yt-token`/`YT_TOKEN`, else the file `--yt-token-path` (trimmed).
+/// The robot token: the file `--yt-token-path`, else `--yt-token`/`YT_TOKEN` (trimmed; the
+/// same precedence as discovery's client).
 fn robot_token(config: &Config) -> anyhow::Result<Option<String>> {
-    if let Some(token) = &config.yt_token {
-        return Ok(Some(token.trim().to_string()));
-    }
-    match &config.yt_token_path {
-        Some(path) => {
-            let token = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the token file {}", path.display()))?;
-            let token = token.trim().to_string();
-            if token.is_empty() {
-                bail!("the token file {} is empty", path.display());
-            }
-            Ok(Some(token))
-        }
-        None => Ok(None),
-    }
+    let token = match (&config.yt_token_path, &config.yt_token) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?
+            .trim()
+            .to_string(),
+        (None, Some(token)) => token.trim().to_string(),
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(token).filter(|t| !t.is_empty()))
 }
 
 /// Where a running proxy listens, and its routing table (for `dev`, which waits for routes).

@@ -258,3 +258,51 @@ async fn grace_period_during_cluster_failures() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_cluster_is_waited_for_once_per_key() {
+    let cluster = dev_cluster().await;
+    let op = start_operation(&cluster, TASKS, "{}");
+    let route = route(&op);
+    let client = YtClient::new(
+        ClientConfig::new(cluster.url())
+            .with_token("robot-token")
+            .with_timeout(Duration::from_millis(500))
+            .with_max_retries(0),
+    )
+    .unwrap();
+    let gate = Gate::new(AuthConfig::default(), Arc::new(client)).unwrap();
+    cluster.knobs().set(
+        "whoami",
+        CommandKnob {
+            hang: true,
+            hang_ms: Some(30_000),
+            ..CommandKnob::default()
+        },
+    );
+    cluster.reset_request_counts();
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let gate = gate.clone();
+        let route = route.clone();
+        tasks.push(tokio::spawn(async move {
+            admit(&gate, &route, Some(("authorization", "OAuth alice-token"))).await
+        }));
+    }
+    for task in tasks {
+        assert!(matches!(
+            task.await.unwrap(),
+            Err(Refusal::Unavailable { .. })
+        ));
+    }
+    // One timed-out call, shared by all 50 requests (not 50 timeouts one after another).
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(counts(&cluster).0, 1);
+    cluster.knobs().clear();
+    cluster.shutdown().await;
+}

@@ -207,10 +207,10 @@ async fn matrix_of_users_and_credential_forms_over_http_and_grpc() {
 
     let metrics = env.proxy.metrics();
     for needle in [
-        "task_proxy_auth_decisions_total{outcome=\"Allowed\"}",
-        "task_proxy_auth_decisions_total{outcome=\"Denied\"}",
-        "task_proxy_auth_cache_lookups_total{cache=\"Decision\",result=\"Hit\"}",
-        "task_proxy_auth_cluster_call_seconds_count{call=\"Whoami\",result=\"Ok\"}",
+        "task_proxy_auth_decisions_total{outcome=\"allowed\"}",
+        "task_proxy_auth_decisions_total{outcome=\"denied\"}",
+        "task_proxy_auth_cache_lookups_total{cache=\"decision\",result=\"hit\"}",
+        "task_proxy_auth_cluster_call_seconds_count{call=\"whoami\",result=\"ok\"}",
     ] {
         assert!(metrics.contains(needle), "{needle} missing in:\n{metrics}");
     }

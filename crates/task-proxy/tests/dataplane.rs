@@ -434,6 +434,64 @@ async fn websocket_echo_and_sse_stream_through_the_proxy() {
     }
     ws.close(None).await.expect("close");
 
+    // WebSocket over HTTP/2 (RFC 8441 extended CONNECT) on the h2c port.
+    {
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let stream = tokio::net::TcpStream::connect(env.proxy.plain)
+            .await
+            .expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("h2 handshake");
+        tokio::spawn(conn);
+        // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) must arrive first.
+        let mut response = None;
+        for _ in 0..50 {
+            let mut req = http::Request::builder()
+                .method(http::Method::CONNECT)
+                .version(http::Version::HTTP_2)
+                .uri(format!("http://{}/ws", svc.domain()))
+                .header("sec-websocket-version", "13")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .expect("request");
+            req.extensions_mut()
+                .insert(hyper::ext::Protocol::from_static("websocket"));
+            match sender.send_request(req).await {
+                Ok(r) => {
+                    response = Some(r);
+                    break;
+                }
+                Err(e) => {
+                    eprintln!("extended CONNECT: {e:?}");
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+            }
+        }
+        let Some(mut response) = response else {
+            panic!("extended CONNECT refused: {}", env.proxy.log());
+        };
+        assert_eq!(response.status(), 200);
+        let upgraded = hyper::upgrade::on(&mut response).await.expect("upgraded");
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            hyper_util::rt::TokioIo::new(upgraded),
+            Role::Client,
+            None,
+        )
+        .await;
+        ws.send(Message::Text("over h2".into()))
+            .await
+            .expect("send");
+        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("echo in time")
+            .expect("a message")
+            .expect("no error");
+        assert_eq!(echoed.into_text().expect("text"), "over h2");
+    }
+
     // The same with Python's `websockets`, routed by x-yt-taskproxy-id.
     let script = r#"
 import sys

@@ -3,15 +3,16 @@
 //! request path only does atomic increments. The data plane owns the registry and calls
 //! [`super::Gate::register_metrics`].
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::fmt::Write;
 use std::time::Duration;
 
 /// How the gate decided on a request.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Outcome {
     Allowed,
     Denied,
@@ -31,7 +32,7 @@ struct OutcomeLabels {
 }
 
 /// Which cache.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum CacheName {
     Identity,
     Decision,
@@ -39,7 +40,7 @@ pub enum CacheName {
 
 /// How a cache look-up went: `hit` (fresh), `miss` (fetched, or collapsed into another
 /// caller's fetch), `stale` (expired but used within the grace period).
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum CacheResult {
     Hit,
     Miss,
@@ -55,13 +56,13 @@ struct CacheLabels {
 }
 
 /// The cluster call.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Call {
     Whoami,
     CheckPermission,
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum CallResult {
     Ok,
     Rejected,
@@ -72,6 +73,47 @@ pub enum CallResult {
 struct CallLabels {
     call: Call,
     result: CallResult,
+}
+
+/// Label values in snake_case, like the data plane's (`allowed_stale`, `check_permission`).
+macro_rules! label_values {
+    ($($ty:ty { $($variant:ident => $name:literal),* $(,)? })*) => {$(
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(<$ty>::$variant => $name,)*
+                }
+            }
+        }
+
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+label_values! {
+    Outcome {
+        Allowed => "allowed",
+        Denied => "denied",
+        Unauthenticated => "unauthenticated",
+        Unavailable => "unavailable",
+        Skipped => "skipped",
+        Disabled => "disabled",
+        AllowedStale => "allowed_stale",
+    }
+    CacheName { Identity => "identity", Decision => "decision" }
+    CacheResult {
+        Hit => "hit",
+        Miss => "miss",
+        Collapsed => "collapsed",
+        Stale => "stale",
+        Error => "error",
+    }
+    Call { Whoami => "whoami", CheckPermission => "check_permission" }
+    CallResult { Ok => "ok", Rejected => "rejected", Error => "error" }
 }
 
 /// All auth metrics, with pre-resolved handles.

@@ -474,4 +474,12 @@ fn metrics_register_and_encode() {
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert!(text.contains("auth_decisions_total"), "{text}");
     assert!(text.contains("auth_cache_lookups_total"), "{text}");
+    assert!(
+        text.contains("task_proxy_auth_decisions_total{outcome=\"allowed_stale\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("task_proxy_auth_cache_lookups_total{cache=\"identity\",result=\"hit\"} 0"),
+        "{text}"
+    );
 }

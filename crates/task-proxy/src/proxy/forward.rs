@@ -31,7 +31,6 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones named in `Connection`. `TE: trailers` is
 /// kept (gRPC needs it); the `Upgrade` pair is kept for an upgrade handshake. `Trailer` is kept
@@ -59,9 +58,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     headers.remove(header::CONNECTION);
     headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
-    headers.remove(header::PROXY_AUTHENTICATE);
-    headers.remove(header::PROXY_AUTHORIZATION);
+    // Every `Proxy-*` header, and `Proxy` itself (httpoxy): they concern this hop only.
+    if headers
+        .keys()
+        .any(|name| name.as_str().starts_with("proxy"))
+    {
+        let proxy_headers: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("proxy"))
+            .cloned()
+            .collect();
+        for name in proxy_headers {
+            headers.remove(name);
+        }
+    }
     headers.remove(header::TRANSFER_ENCODING);
     let te_trailers = headers
         .get(header::TE)
@@ -223,6 +233,8 @@ mod tests {
             .header("te", "trailers")
             .header("upgrade", "h2c")
             .header("proxy-authorization", "Basic x")
+            .header("proxy", "http://evil")
+            .header("proxy-connection", "keep-alive")
             .header("x-forwarded-for", "1.2.3.4")
             .body(())
             .unwrap()
@@ -237,6 +249,8 @@ mod tests {
             "keep-alive",
             "upgrade",
             "proxy-authorization",
+            "proxy",
+            "proxy-connection",
         ] {
             assert!(!h.contains_key(gone), "{gone}");
         }

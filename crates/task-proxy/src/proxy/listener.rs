@@ -94,6 +94,8 @@ pub fn run_worker(id: usize, shared: Arc<Shared>, sockets: WorkerSockets) -> std
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+            // RFC 8441: WebSocket over HTTP/2.
+            .enable_connect_protocol()
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20));
         let worker = Arc::new(Worker {

@@ -192,7 +192,9 @@ impl Pipeline {
         let caller = CallerKind::of(req.headers());
 
         // The proxy is not a forward proxy: CONNECT names no service path to forward.
-        if req.method() == Method::CONNECT {
+        if req.method() == Method::CONNECT
+            && req.extensions().get::<hyper::ext::Protocol>().is_none()
+        {
             self.shared.metrics.count_unrouted(Unrouted::BadRequest);
             let mut answer = local_answer(
                 caller,
@@ -254,7 +256,8 @@ impl Pipeline {
         }
 
         let (mut parts, body) = req.into_parts();
-        let is_upgrade = upgrade::is_upgrade_request(&parts);
+        let h2_websocket = upgrade::is_h2_websocket(&parts);
+        let is_upgrade = h2_websocket || upgrade::is_upgrade_request(&parts);
         if is_upgrade && protocol == Protocol::Grpc {
             stats.count_status(StatusCode::BAD_REQUEST);
             return Ok(local_answer(
@@ -289,6 +292,9 @@ impl Pipeline {
         } else {
             None
         };
+        if h2_websocket {
+            upgrade::h2_websocket_to_h1(&mut parts);
+        }
         if let Err(e) = forward::prepare_request(
             &mut parts,
             protocol,
@@ -375,6 +381,17 @@ impl Pipeline {
             host.as_ref(),
             &conn.client,
         );
+
+        if h2_websocket && rparts.status == StatusCode::SWITCHING_PROTOCOLS {
+            upgrade::h1_switch_to_h2_ok(&mut rparts);
+            drop(rbody);
+            let body = Guarded {
+                inner: Empty::<Bytes>::new(),
+                _guards: (active, in_flight),
+            }
+            .boxed();
+            return Ok(Response::from_parts(rparts, body));
+        }
         let body = Guarded {
             inner: rbody,
             _guards: (active, in_flight),

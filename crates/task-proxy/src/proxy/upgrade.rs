@@ -1,8 +1,13 @@
 //! HTTP/1.1 Upgrade (WebSocket) tunnels: after the job answers `101 Switching Protocols`, the
 //! caller's connection and the job's are spliced byte for byte until either side closes.
+//!
+//! WebSocket over HTTP/2 (RFC 8441 extended CONNECT, `:protocol = websocket`) is translated to
+//! an HTTP/1.1 Upgrade for the job (jobs speak HTTP/1.1) and its `101` back to a `200` on the
+//! caller's stream; the tunnel is the same.
 
 use crate::admin::metrics::ProxyMetrics;
-use http::header;
+use base64::Engine;
+use http::{header, HeaderValue, Method, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
@@ -40,4 +45,43 @@ pub fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, metrics: Arc<ProxyMe
         }
         metrics.tunnels_active.fetch_sub(1, Ordering::Relaxed);
     });
+}
+
+/// Whether a request is a WebSocket over HTTP/2 (extended CONNECT with `:protocol websocket`).
+pub fn is_h2_websocket(parts: &http::request::Parts) -> bool {
+    parts.method == Method::CONNECT
+        && parts
+            .extensions
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// Rewrites an HTTP/2 WebSocket request into the HTTP/1.1 Upgrade handshake a job expects.
+/// (RFC 8441 §5: the key is the proxy's own; the job's accept value goes no further.)
+pub fn h2_websocket_to_h1(parts: &mut http::request::Parts) {
+    parts.method = Method::GET;
+    parts.extensions.remove::<hyper::ext::Protocol>();
+    let headers = &mut parts.headers;
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    let key: [u8; 16] = rand::random();
+    let key = base64::engine::general_purpose::STANDARD.encode(key);
+    if let Ok(key) = HeaderValue::from_str(&key) {
+        headers.insert(header::SEC_WEBSOCKET_KEY, key);
+    }
+    if !headers.contains_key(header::SEC_WEBSOCKET_VERSION) {
+        headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+    }
+}
+
+/// Turns the job's `101` into the `200` an HTTP/2 extended CONNECT expects.
+pub fn h1_switch_to_h2_ok(parts: &mut http::response::Parts) {
+    parts.status = StatusCode::OK;
+    parts.headers.remove(header::CONNECTION);
+    parts.headers.remove(header::UPGRADE);
+    parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+    parts.headers.remove(header::CONTENT_LENGTH);
 }
