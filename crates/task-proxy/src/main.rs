@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Route, authenticate and forward requests to services running in jobs.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Try it locally: a dev cluster, the proxy on it and demo services, with what to run next.
     Dev(dev::DevArgs),
     /// A demo job (what `dev` runs inside its operations).
@@ -52,7 +52,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => {
             let check_only = args.check_config;
-            match args.into_config() {
+            match (*args).into_config() {
                 Err(e) => {
                     eprintln!("task-proxy: invalid configuration: {e}");
                     return std::process::ExitCode::from(2);
