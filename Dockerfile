@@ -1,6 +1,7 @@
 # Multi-stage build: a static-ish release binary in a distroless image (no shell, non-root).
 FROM rust:1-bookworm AS build
 WORKDIR /src
+# .dockerignore keeps target/, .venv/ and .git/ out of the context.
 COPY . .
 RUN cargo build --release --locked -p task-proxy \
  && strip target/release/task-proxy

@@ -175,6 +175,11 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
     #[arg(long, env = "TASK_PROXY_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+
+    /// Validate the flags, print the effective configuration (credentials hidden) and exit:
+    /// 0 when it is valid, 2 when not.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// Parses `500ms`, `10s`, `2m`, `1h` or a bare number of seconds (fractions allowed).
@@ -319,6 +324,20 @@ pub enum ConfigError {
 }
 
 impl ServeArgs {
+    /// Parses `serve` flags (without the program name) as the command line would, environment
+    /// variables included.
+    pub fn parse_flags<'a>(
+        flags: impl IntoIterator<Item = &'a str>,
+    ) -> Result<ServeArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        use clap::Parser;
+        Flags::try_parse_from(std::iter::once("serve").chain(flags)).map(|f| f.serve)
+    }
+
     /// Validates the flags. `env_worker_threads` is `TOKIO_WORKER_THREADS` when set.
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let tokio_threads = std::env::var("TOKIO_WORKER_THREADS")

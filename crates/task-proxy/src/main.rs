@@ -1,5 +1,5 @@
-//! `task-proxy`: subcommand `serve` runs the proxy (a `dev` subcommand will start a local dev
-//! cluster with it).
+//! `task-proxy`: subcommand `serve` runs the proxy; `dev` starts a local dev cluster, the proxy
+//! on it and demo services (`dev.rs`); `demo-job` (hidden) is the demo job that `dev` runs.
 //!
 //! `serve` wires the parts: a source publishes routing snapshots, the balancer follows them,
 //! worker threads serve traffic, and a small control runtime runs the admin listener, the
@@ -21,9 +21,13 @@ use task_proxy::source::services_file::ServicesFileSource;
 use tokio_util::sync::CancellationToken;
 use yt_client::{ClientConfig, YtClient};
 
+mod dev;
+
 #[derive(Parser)]
 #[command(name = "task-proxy", version, about = "Task proxy for YTsaurus")]
 struct Cli {
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,17 +35,37 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Route, authenticate and forward requests to services running in jobs.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Try it locally: a dev cluster, the proxy on it and demo services, with what to run next.
+    Dev(dev::DevArgs),
+    /// A demo job (what `dev` runs inside its operations).
+    #[command(hide = true)]
+    DemoJob(dev::DemoJobArgs),
 }
 
 fn main() -> std::process::ExitCode {
-    init_tracing();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(normalize_single_dash_flags(std::env::args_os()));
+    if let Err(e) = init_tracing(&cli.log) {
+        eprintln!("task-proxy: {e:#}");
+        return std::process::ExitCode::from(2);
+    }
     let result = match cli.command {
-        Command::Serve(args) => args
-            .into_config()
-            .context("invalid configuration")
-            .and_then(serve),
+        Command::Serve(args) => {
+            let check_only = args.check_config;
+            match (*args).into_config() {
+                Err(e) => {
+                    eprintln!("task-proxy: invalid configuration: {e}");
+                    return std::process::ExitCode::from(2);
+                }
+                Ok(config) if check_only => {
+                    println!("{config:#?}");
+                    return std::process::ExitCode::SUCCESS;
+                }
+                Ok(config) => serve(config, |_| {}),
+            }
+        }
+        Command::Dev(args) => dev::run(args),
+        Command::DemoJob(args) => dev::run_demo_job(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -53,15 +77,76 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Accepts the original deployment's single-dash long flags (`-base-domain=x`,
+/// `-auth-enabled=false`): each argument that is `-<known long flag>` (with or without
+/// `=value`) gets a second dash. Anything else is passed through untouched.
+fn normalize_single_dash_flags(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let mut long_names: std::collections::HashSet<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .collect();
+    for sub in command.get_subcommands() {
+        long_names.extend(
+            sub.get_arguments()
+                .filter_map(|a| a.get_long().map(str::to_string)),
+        );
+    }
+    args.into_iter()
+        .map(|arg| {
+            let Some(text) = arg.to_str() else {
+                return arg;
+            };
+            let Some(rest) = text.strip_prefix('-').filter(|r| !r.starts_with('-')) else {
+                return arg;
+            };
+            let name = rest.split_once('=').map_or(rest, |(name, _)| name);
+            if name.len() > 1 && long_names.contains(name) {
+                format!("-{text}").into()
+            } else {
+                arg
+            }
+        })
+        .collect()
+}
+
+/// How logs are written: `--log-format`, `--log-level` (RUST_LOG wins when set).
+#[derive(clap::Args)]
+struct LogArgs {
+    /// `text` for people, `json` (one object a line) for log pipelines.
+    #[arg(long, global = true, env = "TASK_PROXY_LOG_FORMAT", default_value = "text",
+          value_parser = ["text", "json"])]
+    log_format: String,
+    /// A level (`info`, `debug`, ...) or a filter like `info,task_proxy::access=warn`; RUST_LOG
+    /// overrides it.
+    #[arg(
+        long,
+        global = true,
+        env = "TASK_PROXY_LOG_LEVEL",
+        default_value = "info"
+    )]
+    log_level: String,
+}
+
+fn init_tracing(log: &LogArgs) -> anyhow::Result<()> {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
+        Ok(filter) => filter,
+        Err(_) => tracing_subscriber::EnvFilter::try_new(&log.log_level)
+            .with_context(|| format!("--log-level {:?} is not a level or filter", log.log_level))?,
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    if log.log_format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+    Ok(())
 }
 
 /// The auth gate for the configuration: with auth on, a client of the cluster that asks
@@ -101,7 +186,15 @@ fn robot_token(config: &Config) -> anyhow::Result<Option<String>> {
     Ok(Some(token).filter(|t| !t.is_empty()))
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+/// Where a running proxy listens, and its routing table (for `dev`, which waits for routes).
+pub struct Running {
+    pub plain: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+    pub table: Arc<RoutingTable>,
+}
+
+/// Runs the proxy until SIGTERM/SIGINT; `on_listening` is called once every listener is up.
+fn serve(config: Config, on_listening: impl FnOnce(Running)) -> anyhow::Result<()> {
     tracing::info!(?config, "starting");
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -205,6 +298,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         }
         let admin = Arc::new(Admin {
             registry,
+            gate: gate.clone(),
+            discovery: discovery_status.clone(),
             table: table.clone(),
             balancer: balancer.clone(),
             draining: shutdown.clone(),
@@ -226,6 +321,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "{line}");
         let _ = stdout.flush();
+        on_listening(Running {
+            plain: data_plane.plain_addr,
+            admin: admin_addr,
+            table: table.clone(),
+        });
 
         wait_for_signal().await;
         tracing::info!(drain_timeout = ?config.limits.drain_timeout, "draining");

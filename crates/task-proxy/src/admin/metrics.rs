@@ -68,6 +68,11 @@ impl RouteStats {
         let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
         self.responses[class].fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Responses so far by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
+    pub fn responses_by_class(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.responses[i].load(Ordering::Relaxed))
+    }
 }
 
 /// Why a request was answered without a route.
@@ -128,6 +133,16 @@ impl prometheus_client::collector::Collector for DataPlaneCollector {
             "task_proxy_routing_services",
             "Services in the routing table",
             snapshot.len() as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "task_proxy_routing_endpoints",
+            "Endpoints (job ports) of the services in the routing table",
+            snapshot
+                .routes()
+                .iter()
+                .map(|r| r.endpoints.len())
+                .sum::<usize>() as i64,
         )?;
         gauge(
             &mut encoder,

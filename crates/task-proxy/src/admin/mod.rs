@@ -1,10 +1,13 @@
 //! The admin listener: `/healthz` (alive), `/readyz` (a routing table is loaded and the proxy
 //! is not draining), `/services` (JSON: every service with its endpoints and their health),
-//! `/metrics` (Prometheus text) and a minimal status page at `/`.
+//! `/metrics` (Prometheus text) and the status page for people at `/` (`status_page.rs`).
 
 pub mod metrics;
+pub mod status_page;
 
 use crate::answer::{full_body, ProxyBody};
+use crate::auth::Gate;
+use crate::discovery::DiscoveryStatus;
 use crate::proxy::balance::Balancer;
 use crate::routing::RoutingTable;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -24,6 +27,10 @@ pub struct Admin {
     pub table: Arc<RoutingTable>,
     pub balancer: Arc<Balancer>,
     pub registry: Registry,
+    /// The auth gate, for the status page's decision and cache figures.
+    pub gate: Gate,
+    /// Discovery's last pass, when services come from discovery.
+    pub discovery: Option<DiscoveryStatus>,
     /// Fired when the data plane starts draining: `/readyz` answers 503 from then on.
     pub draining: CancellationToken,
     /// Stops the admin listener.
@@ -197,38 +204,13 @@ impl Admin {
     }
 
     fn status_page(&self) -> Response<ProxyBody> {
-        let snapshot = self.table.load();
-        let mut rows = String::new();
-        for route in snapshot.routes() {
-            rows.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                html_escape(&route.domain),
-                html_escape(&route.key.to_string()),
-                route.protocol
-            ));
-        }
-        let page = format!(
-            "<!doctype html><title>task-proxy</title><h1>task-proxy</h1>\
-             <p>Routing generation {}, {} services. See <a href=\"/services\">/services</a> and \
-             <a href=\"/metrics\">/metrics</a>.</p><table><tr><th>domain</th><th>service</th>\
-             <th>protocol</th></tr>{rows}</table>",
-            snapshot.generation(),
-            snapshot.len()
-        );
-        let mut r = text(StatusCode::OK, page);
+        let mut r = text(StatusCode::OK, status_page::render(self));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
         r
     }
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 fn text(status: StatusCode, body: String) -> Response<ProxyBody> {

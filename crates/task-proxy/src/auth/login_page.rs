@@ -51,8 +51,8 @@ pub fn render(reason: &str, login_url: Option<&str>, cookie_name: &str) -> Strin
     )
 }
 
-/// Escapes text for HTML content and attribute values.
-fn escape(text: &str) -> String {
+/// Escapes text for HTML content and attribute values (the admin status page uses it too).
+pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -1,11 +1,12 @@
 //! The data plane: listeners, the request pipeline, forwarding to jobs.
 //!
 //! Layers, one job each: [`listener`] accepts connections on per-worker runtimes,
-//! [`service`] runs route -> admit -> forward per request, [`forward`] rewrites heads,
+//! [`service`] runs route -> admit -> forward per request, [`access_log`] writes a line each, [`forward`] rewrites heads,
 //! [`balance`] picks endpoints and tracks their health, [`upstream`] keeps connections to jobs,
 //! [`upgrade`] tunnels WebSockets, [`tls`] terminates TLS with reloadable certificates.
 //! Shared state is read-mostly: the routing table (arc-swap) and atomics.
 
+pub mod access_log;
 pub mod balance;
 pub mod forward;
 pub mod framing;

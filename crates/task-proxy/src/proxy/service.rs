@@ -6,6 +6,7 @@
 //! request back and it goes on a fresh one; an idempotent request without a body that failed
 //! after it was sent is replayed once elsewhere (a job killed mid-request loses nothing).
 
+use super::access_log::AccessRecord;
 use super::balance::{Backend, EndpointState, InFlight, Tried, MAX_ATTEMPTS};
 use super::forward::{self, ClientView};
 use super::upgrade;
@@ -171,11 +172,31 @@ impl Pipeline {
         Pipeline { shared, upstreams }
     }
 
-    /// Handles one request; never fails (errors are answers).
+    /// Handles one request; never fails (errors are answers). Writes its access-log line.
     pub async fn handle(
         self: Arc<Self>,
         conn: Arc<ConnContext>,
         req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        match AccessRecord::start(req.method(), req.uri()) {
+            None => self.route_admit_forward(conn, req, None).await,
+            Some(mut record) => {
+                let response = match self.route_admit_forward(conn, req, Some(&mut record)).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                Ok(record.finish(response))
+            }
+        }
+    }
+
+    /// The pipeline; fills `record` (when the access log is on) as it learns the route and
+    /// the user.
+    async fn route_admit_forward(
+        &self,
+        conn: Arc<ConnContext>,
+        req: Request<Incoming>,
+        mut record: Option<&mut AccessRecord>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let active = conn.activity.begin();
         let caller = CallerKind::of(req.headers());
@@ -243,6 +264,9 @@ impl Pipeline {
         };
         let protocol = backend.route.protocol;
         let stats = backend.stats.clone();
+        if let Some(record) = record.as_deref_mut() {
+            record.route = Some(backend.route.clone());
+        }
 
         let (mut parts, body) = req.into_parts();
         let version = parts.version;
@@ -261,7 +285,10 @@ impl Pipeline {
         // Admit.
         match self.shared.gate.admit(&mut parts, &backend.route).await {
             Ok(admitted) => {
-                tracing::trace!(user = ?admitted.user, service = %backend.route.key, "admitted")
+                tracing::trace!(user = ?admitted.user, service = %backend.route.key, "admitted");
+                if let Some(record) = record {
+                    record.user = admitted.user;
+                }
             }
             Err(refusal) => {
                 stats.count_status(refusal.status());

@@ -6,9 +6,11 @@ protocol (the `websockets` package): set an optional cookie for the URL, navigat
 load event, print `document.documentElement.outerHTML`.
 
 usage: browser_page.py URL --resolve 'MAP *.tp.test 127.0.0.1:8080' [--cookie NAME=VALUE]
+                       [--screenshot FILE.png]
 """
 
 import argparse
+import base64
 import asyncio
 import json
 import os
@@ -95,6 +97,19 @@ async def run(args, port_file):
             session=session,
         )
         print(result["result"]["value"])
+        if args.screenshot:
+            await cdp.call(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": 1400, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+                session=session,
+            )
+            shot = await cdp.call(
+                "Page.captureScreenshot",
+                {"format": "png", "captureBeyondViewport": True},
+                session=session,
+            )
+            with open(args.screenshot, "wb") as out:
+                out.write(base64.b64decode(shot["data"]))
         try:
             await cdp.call("Browser.close")
         except Exception:
@@ -107,6 +122,7 @@ def main():
     parser.add_argument("--resolve", required=True, help="--host-resolver-rules value")
     parser.add_argument("--cookie", help="NAME=VALUE set for the URL before navigating")
     parser.add_argument("--timeout", type=float, default=30)
+    parser.add_argument("--screenshot", help="also save a PNG of the page here")
     args = parser.parse_args()
     profile = tempfile.mkdtemp(prefix="tp-chromium-")
     process = subprocess.Popen(

@@ -1,0 +1,300 @@
+//! What an operator touches: the command line (help, env vars, refusals, the original
+//! deployment's single-dash spelling, `--check-config`) and the Helm chart, whose rendered
+//! container args must be accepted by the real binary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn task_proxy(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_task-proxy"))
+        .args(args)
+        .env_remove("YT_TOKEN")
+        .env_remove("YT_PROXY")
+        .env_remove("YT_TOKEN_PATH")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run task-proxy")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn help_documents_every_flag_with_its_env_var() {
+    let output = task_proxy(&["serve", "--help"]);
+    assert!(output.status.success());
+    let help = text(&output);
+    for (flag, env) in [
+        ("--yt-proxy", "YT_PROXY"),
+        ("--yt-token-path", "YT_TOKEN_PATH"),
+        ("--base-domain", "TASK_PROXY_BASE_DOMAIN"),
+        ("--dir-path", "TASK_PROXY_DIR_PATH"),
+        (
+            "--discovery-period-seconds",
+            "TASK_PROXY_DISCOVERY_PERIOD_SECONDS",
+        ),
+        ("--auth-enabled", "TASK_PROXY_AUTH_ENABLED"),
+        ("--auth-cookie-name", "TASK_PROXY_AUTH_COOKIE_NAME"),
+        ("--listen", "TASK_PROXY_LISTEN"),
+        ("--tls-cert", "TASK_PROXY_TLS_CERT"),
+        ("--tls-key", "TASK_PROXY_TLS_KEY"),
+        ("--admin-listen", "TASK_PROXY_ADMIN_LISTEN"),
+        ("--services-file", "TASK_PROXY_SERVICES_FILE"),
+        ("--log-format", "TASK_PROXY_LOG_FORMAT"),
+        ("--log-level", "TASK_PROXY_LOG_LEVEL"),
+        ("--check-config", ""),
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+        assert!(help.contains(env), "--help lacks {env}");
+    }
+}
+
+#[test]
+fn single_dash_spelling_of_the_original_deployment_is_accepted() {
+    let output = task_proxy(&[
+        "serve",
+        "-base-domain=tp.example.net",
+        "-auth-enabled=false",
+        "-services-file",
+        "/nonexistent.json",
+        "--check-config",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let printed = text(&output);
+    assert!(printed.contains("tp.example.net"), "{printed}");
+    assert!(printed.contains("enabled: false"), "{printed}");
+}
+
+#[test]
+fn invalid_combinations_are_refused_with_a_clear_message() {
+    for (args, expected) in [
+        (
+            vec!["--base-domain", "d", "--services-file", "f"],
+            "auth needs --yt-proxy",
+        ),
+        (
+            vec!["--base-domain", "d", "--auth-enabled=false"],
+            "nothing to route",
+        ),
+        (
+            vec![
+                "--base-domain=d",
+                "--auth-enabled=false",
+                "--services-file=f",
+                "--tls-cert=c",
+            ],
+            "--tls-cert and --tls-key go together",
+        ),
+        (
+            vec![
+                "--base-domain=a b",
+                "--auth-enabled=false",
+                "--services-file=f",
+            ],
+            "--base-domain must be a domain name",
+        ),
+    ] {
+        let mut all = vec!["serve"];
+        all.extend(args.iter().copied());
+        all.push("--check-config");
+        let output = task_proxy(&all);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", text(&output));
+        assert!(
+            text(&output).contains(expected),
+            "{args:?}: {}",
+            text(&output)
+        );
+    }
+}
+
+#[test]
+fn check_config_never_prints_the_token() {
+    let output = Command::new(env!("CARGO_BIN_EXE_task-proxy"))
+        .args([
+            "serve",
+            "--base-domain=d",
+            "--yt-proxy=http://127.0.0.1:1",
+            "--check-config",
+        ])
+        .env("YT_TOKEN", "secret-robot-token")
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(!text(&output).contains("secret-robot-token"));
+}
+
+/// Renders the chart with `helm template` and the extra `args`; returns every document.
+fn render(args: &[&str]) -> Vec<serde_yaml::Value> {
+    let chart = test_support::workspace_root().join("deploy/helm/task-proxy");
+    let output = Command::new(test_support::tool("helm"))
+        .args([
+            "template",
+            "tp",
+            &chart.to_string_lossy(),
+            "--namespace",
+            "yt",
+        ])
+        .args(args)
+        .output()
+        .expect("run helm");
+    assert!(
+        output.status.success(),
+        "helm template {args:?}: {}",
+        text(&output)
+    );
+    let rendered = String::from_utf8_lossy(&output.stdout).into_owned();
+    serde_yaml::Deserializer::from_str(&rendered)
+        .map(|doc| {
+            serde_yaml::Value::deserialize(doc)
+                .unwrap_or_else(|e| panic!("a rendered document is not YAML: {e}\n{rendered}"))
+        })
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+use serde::Deserialize;
+
+fn kind_of(doc: &serde_yaml::Value) -> &str {
+    doc["kind"].as_str().unwrap_or_default()
+}
+
+/// Checks the Deployment's single container and runs its args through `--check-config`.
+fn check_deployment(docs: &[serde_yaml::Value], token_file: &Path) -> Vec<String> {
+    let deployment = docs
+        .iter()
+        .find(|d| kind_of(d) == "Deployment")
+        .expect("a Deployment");
+    let containers = deployment["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .expect("containers");
+    assert_eq!(containers.len(), 1, "one container");
+    let container = &containers[0];
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "admin");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    let ports: Vec<&str> = container["ports"]
+        .as_sequence()
+        .expect("ports")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        ports.contains(&"admin") && ports.contains(&"http"),
+        "{ports:?}"
+    );
+    let args: Vec<String> = container["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg").to_string())
+        .map(|a| match a.strip_prefix("--yt-token-path=") {
+            Some(_) => format!("--yt-token-path={}", token_file.display()),
+            None => a,
+        })
+        .collect();
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.push("--check-config");
+    let output = task_proxy(&all);
+    assert!(
+        output.status.success(),
+        "the chart's args {args:?} are refused: {}",
+        text(&output)
+    );
+    args
+}
+
+#[test]
+fn helm_chart_renders_args_the_binary_accepts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "robot-token\n").expect("token");
+
+    // Defaults.
+    let docs = render(&[]);
+    let args = check_deployment(&docs, &token_file);
+    assert!(args.contains(&"--namespace=yt".to_string()), "{args:?}");
+    assert!(!docs.iter().any(|d| kind_of(d) == "ServiceMonitor"));
+    let service = docs
+        .iter()
+        .find(|d| kind_of(d) == "Service")
+        .expect("Service");
+    assert_eq!(service["spec"]["type"], "NodePort");
+
+    // TLS on: the certificate is mounted and served.
+    let docs = render(&["--set", "tls.enabled=true"]);
+    let args = check_deployment(&docs, &token_file);
+    assert!(
+        args.iter().any(|a| a == "--tls-cert=/etc/certs/tls.crt"),
+        "{args:?}"
+    );
+    let service = docs
+        .iter()
+        .find(|d| kind_of(d) == "Service")
+        .expect("Service");
+    assert_eq!(service["spec"]["type"], "LoadBalancer");
+
+    // Monitoring on: a ServiceMonitor scraping the Service's metrics port.
+    let docs = render(&["--set", "monitoring.enabled=true"]);
+    check_deployment(&docs, &token_file);
+    let monitor = docs
+        .iter()
+        .find(|d| kind_of(d) == "ServiceMonitor")
+        .expect("ServiceMonitor");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+
+    // Custom values, with the original chart's names.
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        r#"
+replicas: 3
+baseDomain: tp.prod.example.net
+ytProxy: http://yt.example.net
+dirPath: //home/task_proxies
+tokenSecretRef: my-robot-token
+discoveryPeriodSeconds: 10
+auth: {enabled: false, cookieName: MyCookie, loginUrl: "https://yt.example.net/"}
+workerThreads: 4
+maxConnections: 2000
+logFormat: text
+logLevel: debug
+resources: {requests: {cpu: "2", memory: 512Mi}, limits: {memory: 1Gi}}
+nodeSelector: {role: edge}
+affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: []}}
+"#,
+    )
+    .expect("values");
+    let docs = render(&["-f", &values.to_string_lossy()]);
+    let args = check_deployment(&docs, &token_file);
+    for expected in [
+        "--yt-proxy=http://yt.example.net",
+        "--base-domain=tp.prod.example.net",
+        "--dir-path=//home/task_proxies",
+        "--discovery-period-seconds=10",
+        "--auth-enabled=false",
+        "--auth-cookie-name=MyCookie",
+        "--worker-threads=4",
+        "--max-connections=2000",
+        "--log-format=text",
+    ] {
+        assert!(
+            args.iter().any(|a| a == expected),
+            "{expected} not in {args:?}"
+        );
+    }
+    let deployment = docs
+        .iter()
+        .find(|d| kind_of(d) == "Deployment")
+        .expect("Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["nodeSelector"]["role"], "edge");
+    assert_eq!(pod["volumes"][0]["secret"]["secretName"], "my-robot-token");
+    assert_eq!(pod["containers"][0]["resources"]["limits"]["memory"], "1Gi");
+}
