@@ -37,6 +37,11 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// on purpose: it only announces trailer fields (RFC 9110 §6.6.2, not hop-by-hop there), and
 /// hyper writes HTTP/1.1 trailers only for fields a message announced in it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most heads carry none of them: one cheap pass over the names instead of a hashed
+    // lookup per name.
+    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if let Some(connection) = headers.get(header::CONNECTION) {
         // Only allocate when Connection names something beyond the usual tokens.
         let named: Vec<HeaderName> = connection
@@ -84,6 +89,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     } else {
         headers.remove(header::UPGRADE);
     }
+}
+
+/// Whether `name` is one of the headers [`strip_hop_by_hop`] may remove (given no names listed
+/// in `Connection`, which is one of them).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == header::TRANSFER_ENCODING
+        || name == header::TE
+        || name == header::UPGRADE
+        || name.as_str().starts_with("proxy")
 }
 
 /// The host the caller named (`:authority` for HTTP/2 and absolute-form targets, else `Host`).

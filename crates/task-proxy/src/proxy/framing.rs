@@ -15,6 +15,7 @@
 //! chunk) is passed through untouched from then on, for hyper to judge.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -304,6 +305,39 @@ fn parse_hex(v: &[u8]) -> Option<u64> {
     u64::from_str_radix(text, 16).ok()
 }
 
+/// HTTP/2's connection preface (RFC 9113 §3.4), which starts a prior-knowledge connection.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl<I: AsyncRead + Unpin> FramingGuard<I> {
+    /// Reads until the stream's first bytes tell HTTP/2's preface from HTTP/1 (true: HTTP/2).
+    /// The bytes read stay queued for the reader, so the protocol's parser gets them all in
+    /// its first read (hyper's read buffer then keeps its initial size). At EOF: false.
+    pub fn poll_sniff_h2(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        loop {
+            let queued = &self.out[self.out_pos..];
+            let n = queued.len().min(H2_PREFACE.len());
+            if queued[..n] != H2_PREFACE[..n] {
+                return Poll::Ready(Ok(false));
+            }
+            if n == H2_PREFACE.len() {
+                return Poll::Ready(Ok(true));
+            }
+            if !matches!(self.state, State::RequestLine | State::PassThrough) {
+                // The first line is held back only if it is not the preface's.
+                return Poll::Ready(Ok(false));
+            }
+            // Not zeroed: the reader only fills it (8 KiB of memset per read otherwise).
+            let mut chunk = [MaybeUninit::<u8>::uninit(); 8192];
+            let mut read = ReadBuf::uninit(&mut chunk);
+            std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, &mut read))?;
+            if read.filled().is_empty() {
+                return Poll::Ready(Ok(false));
+            }
+            self.feed(read.filled());
+        }
+    }
+}
+
 impl<I: AsyncRead + Unpin> AsyncRead for FramingGuard<I> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -342,8 +376,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for FramingGuard<I> {
                     return Poll::Ready(Ok(()));
                 }
             }
-            let mut chunk = [0u8; 8192];
-            let mut read = ReadBuf::new(&mut chunk);
+            // Not zeroed: the reader only fills it (8 KiB of memset per read otherwise).
+            let mut chunk = [MaybeUninit::<u8>::uninit(); 8192];
+            let mut read = ReadBuf::uninit(&mut chunk);
             std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
             if read.filled().is_empty() {
                 // EOF: hand over a partial head as it is (hyper reports it).
@@ -392,6 +427,26 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for FramingGuard<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sniffed bytes stay queued: the reader gets the stream unchanged.
+    #[tokio::test]
+    async fn sniff_tells_the_h2_preface_from_http1_and_keeps_the_bytes() {
+        use tokio::io::AsyncReadExt;
+        let cases: [(&[u8], bool); 4] = [
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04", true),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", false),
+            (b"POST / HTTP/1.1\r\ncontent-length: 1\r\n\r\nx", false),
+            (b"PRI", false),
+        ];
+        for (input, h2) in cases {
+            let mut guard = FramingGuard::new(input, 65536);
+            let sniffed = std::future::poll_fn(|cx| guard.poll_sniff_h2(cx)).await;
+            assert_eq!(sniffed.unwrap(), h2);
+            let mut out = Vec::new();
+            guard.read_to_end(&mut out).await.unwrap();
+            assert_eq!(out, input);
+        }
+    }
 
     /// What hyper would be handed for `input` fed in pieces of `step` bytes.
     fn run(input: &[u8], step: usize) -> Vec<u8> {

@@ -10,9 +10,14 @@ use super::service::{ConnActivity, ConnContext, Pipeline};
 use super::upstream::Upstreams;
 use super::Shared;
 use http::HeaderValue;
-use hyper::service::service_fn;
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::{http1, http2};
+use hyper::service::{service_fn, HttpService};
+use std::future::Future;
+use std::pin::Pin;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::atomic::Ordering;
@@ -84,15 +89,14 @@ pub fn run_worker(id: usize, shared: Arc<Shared>, sockets: WorkerSockets) -> std
             })
         };
         let pipeline = Arc::new(Pipeline::new(shared.clone(), upstreams));
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        let mut http1 = http1::Builder::new();
+        http1
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .max_buf_size(limits.max_header_bytes)
             .keep_alive(true);
-        builder
-            .http2()
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
             .timer(TokioTimer::new())
             .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
             // RFC 8441: WebSocket over HTTP/2.
@@ -102,7 +106,8 @@ pub fn run_worker(id: usize, shared: Arc<Shared>, sockets: WorkerSockets) -> std
         let worker = Arc::new(Worker {
             shared: shared.clone(),
             pipeline,
-            builder,
+            http1,
+            http2,
         });
         let tracker = TaskTracker::new();
 
@@ -148,7 +153,8 @@ pub fn run_worker(id: usize, shared: Arc<Shared>, sockets: WorkerSockets) -> std
 struct Worker {
     shared: Arc<Shared>,
     pipeline: Arc<Pipeline>,
-    builder: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
 }
 
 /// Decrements the connection count when a connection ends.
@@ -245,13 +251,29 @@ where
     });
     let pipeline = worker.pipeline.clone();
     let service = service_fn(move |req| pipeline.clone().handle(ctx.clone(), req));
-    let io = FramingGuard::new(io, worker.shared.limits.max_header_bytes);
-    let conn = worker
-        .builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
-
     let shared = &worker.shared;
+    let mut io = FramingGuard::new(io, shared.limits.max_header_bytes);
+    // Which protocol: HTTP/2's preface or HTTP/1. Sniffed here rather than by hyper-util's
+    // auto builder, whose 24-byte first read split the head and doubled hyper's read buffer
+    // (8 KiB more per idle connection). A caller silent for the idle timeout is closed.
+    let h2 = tokio::select! {
+        sniffed = std::future::poll_fn(|cx| io.poll_sniff_h2(cx)) => match sniffed {
+            Ok(h2) => h2,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                return;
+            }
+        },
+        _ = shared.shutdown.cancelled() => return,
+        _ = tokio::time::sleep(shared.limits.idle_timeout) => return,
+    };
+    let io = TokioIo::new(io);
+    let mut conn: Pin<Box<dyn Served + Send>> = if h2 {
+        Box::pin(worker.http2.serve_connection(io, service))
+    } else {
+        Box::pin(worker.http1.serve_connection(io, service).with_upgrades())
+    };
+
     let idle_ms = shared.limits.idle_timeout.as_millis() as u64;
     let mut closing = false;
     let mut check = Duration::from_millis(idle_ms);
@@ -265,18 +287,50 @@ where
             }
             _ = shared.shutdown.cancelled(), if !closing => {
                 closing = true;
-                conn.as_mut().graceful_shutdown();
+                conn.as_mut().shutdown();
             }
             _ = tokio::time::sleep(check), if !closing => {
                 match activity.idle_for_ms() {
                     Some(idle) if idle >= idle_ms => {
                         closing = true;
-                        conn.as_mut().graceful_shutdown();
+                        conn.as_mut().shutdown();
                     }
                     Some(idle) => check = Duration::from_millis(idle_ms - idle),
                     None => check = Duration::from_millis(idle_ms),
                 }
             }
         }
+    }
+}
+
+/// A served connection, HTTP/1 or HTTP/2: runs to its end, or is asked to finish gracefully.
+trait Served: Future<Output = hyper::Result<()>> {
+    fn shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Served for http1::UpgradeableConnection<I, S>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Served for http2::Connection<I, S, TokioExecutor>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
