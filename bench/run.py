@@ -213,8 +213,9 @@ def run_wrk(port, duration, host):
     out = sh([tool("wrk"), "-t1", "-c64", f"-d{duration}s", "--latency", "-H", f"Host: {host}",
               f"http://127.0.0.1:{port}/"]).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = parse_latency(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = parse_latency(re.search(r"99%\s+(\S+)", out).group(1))
+    # Anchored: the thread-stats table also has percentages ("85.50%") followed by other fields.
+    p50 = parse_latency(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = parse_latency(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rps": rps, "p50": p50, "p99": p99, "errors": int(errors.group(1)) if errors else 0}
 
