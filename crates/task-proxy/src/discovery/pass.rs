@@ -312,6 +312,26 @@ struct VanillaFetch {
     batch_list_jobs: Option<bool>,
 }
 
+/// One batched round trip at the configured concurrency. A failed call is logged (`what`, and
+/// how many requests it carried) and answers `None`: callers count or keep what it would have read.
+async fn batch(
+    client: &YtClient,
+    settings: &PassSettings,
+    requests: &[BatchRequest],
+    what: &str,
+) -> Option<Vec<Result<Node, yt_client::YtError>>> {
+    match client
+        .execute_batch(requests, settings.batch_concurrency)
+        .await
+    {
+        Ok(results) => Some(results),
+        Err(error) => {
+            tracing::warn!(%error, requests = requests.len(), "discovery: {what}");
+            None
+        }
+    }
+}
+
 /// `get_operation(spec)` of each operation, batched. Request failures are not cached (the next
 /// pass asks again); an unusable spec is cached as `None` (the jobs then tell the layout).
 async fn fetch_layouts(
@@ -326,15 +346,9 @@ async fn fetch_layouts(
         .iter()
         .map(|id| BatchRequest::get_operation(id, &["spec"]))
         .collect();
-    let results = match client
-        .execute_batch(&requests, settings.batch_concurrency)
-        .await
-    {
-        Ok(results) => results,
-        Err(error) => {
-            tracing::warn!(%error, operations = ids.len(), "discovery: cannot read operation specs");
-            return (Vec::new(), ids.len());
-        }
+    let Some(results) = batch(client, settings, &requests, "cannot read operation specs").await
+    else {
+        return (Vec::new(), ids.len());
     };
     let mut layouts = Vec::new();
     let mut retry: Vec<String> = Vec::new();
@@ -482,15 +496,8 @@ async fn fetch_job_ports(
         .iter()
         .map(|(_, job)| BatchRequest::get(job_ports_path(&job.address, &job.id)))
         .collect();
-    let results = match client
-        .execute_batch(&requests, settings.batch_concurrency)
-        .await
-    {
-        Ok(results) => results,
-        Err(error) => {
-            tracing::warn!(%error, jobs = jobs.len(), "discovery: cannot read job ports");
-            return (Vec::new(), jobs.len());
-        }
+    let Some(results) = batch(client, settings, &requests, "cannot read job ports").await else {
+        return (Vec::new(), jobs.len());
     };
     let mut out = Vec::with_capacity(jobs.len());
     let mut errors = 0;
@@ -530,16 +537,16 @@ async fn fetch_standalone(
                 .map(|dir| BatchRequest::list(spyt::listing_path(&op.spyt, dir)))
         })
         .collect();
-    let results = match client
-        .execute_batch(&requests, settings.batch_concurrency)
-        .await
-    {
-        Ok(results) => results,
-        Err(error) => {
-            tracing::warn!(%error, "discovery: cannot list SPYT discovery paths");
-            failed.extend(ops.iter().map(|op| op.info.id.clone()));
-            return (specs, notes, failed);
-        }
+    let Some(results) = batch(
+        client,
+        settings,
+        &requests,
+        "cannot list SPYT discovery paths",
+    )
+    .await
+    else {
+        failed.extend(ops.iter().map(|op| op.info.id.clone()));
+        return (specs, notes, failed);
     };
     let mut results = results.into_iter();
     for op in ops {
