@@ -164,6 +164,16 @@ pub struct ServeArgs {
     #[arg(long, env = "TASK_PROXY_UPSTREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub upstream_idle_timeout: Duration,
 
+    /// Most idle keep-alive HTTP/1.1 connections kept to one job per worker thread. A request
+    /// in flight holds a connection of its own, so this should cover the concurrent requests a
+    /// job gets through one worker; beyond it, connections are closed after their response.
+    #[arg(
+        long,
+        env = "TASK_PROXY_UPSTREAM_MAX_IDLE_PER_JOB",
+        default_value_t = 1024
+    )]
+    pub upstream_max_idle_per_job: usize,
+
     /// First ejection of a job that refused a connection; doubled on each further failure.
     #[arg(long, env = "TASK_PROXY_EJECT_BASE", default_value = "1s", value_parser = parse_duration)]
     pub eject_base: Duration,
@@ -229,6 +239,7 @@ pub struct Limits {
     pub upstream_connect_timeout: Duration,
     pub upstream_response_timeout: Duration,
     pub upstream_idle_timeout: Duration,
+    pub upstream_max_idle_per_job: usize,
     pub eject_base: Duration,
     pub eject_max: Duration,
     pub drain_timeout: Duration,
@@ -244,6 +255,7 @@ impl Default for Limits {
             upstream_connect_timeout: Duration::from_secs(2),
             upstream_response_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(30),
+            upstream_max_idle_per_job: 1024,
             eject_base: Duration::from_secs(1),
             eject_max: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(20),
@@ -473,6 +485,7 @@ impl ServeArgs {
                 upstream_connect_timeout: self.upstream_connect_timeout,
                 upstream_response_timeout: self.upstream_response_timeout,
                 upstream_idle_timeout: self.upstream_idle_timeout,
+                upstream_max_idle_per_job: self.upstream_max_idle_per_job,
                 eject_base: self.eject_base,
                 eject_max: self.eject_max.max(self.eject_base),
                 drain_timeout: self.drain_timeout,
@@ -526,6 +539,19 @@ mod tests {
         assert_eq!(c.auth.cookie_name, "YTCypressCookie");
         assert!(c.tls.is_none());
         assert!(c.worker_threads >= 1);
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn upstream_pool_size_is_a_flag() {
+        let c = parse(&[
+            "--base-domain=d",
+            "--auth-enabled=false",
+            "--services-file=f",
+            "--upstream-max-idle-per-job=8",
+        ])
+        .unwrap();
+        assert_eq!(c.limits.upstream_max_idle_per_job, 8);
     }
 
     #[test]

@@ -262,6 +262,7 @@ discoveryPeriodSeconds: 10
 auth: {enabled: false, cookieName: MyCookie, loginUrl: "https://yt.example.net/"}
 workerThreads: 4
 maxConnections: 2000
+upstreamMaxIdlePerJob: 256
 logFormat: text
 logLevel: debug
 resources: {requests: {cpu: "2", memory: 512Mi}, limits: {memory: 1Gi}}
@@ -281,6 +282,7 @@ affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: []
         "--auth-cookie-name=MyCookie",
         "--worker-threads=4",
         "--max-connections=2000",
+        "--upstream-max-idle-per-job=256",
         "--log-format=text",
     ] {
         assert!(

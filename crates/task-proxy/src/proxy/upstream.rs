@@ -18,9 +18,6 @@ struct IdleHttp1 {
     since: Instant,
 }
 
-/// Most idle HTTP/1.1 connections kept per endpoint per worker.
-const MAX_IDLE_PER_ENDPOINT: usize = 64;
-
 /// One worker's connections to one endpoint.
 #[derive(Debug, Default)]
 pub struct WorkerPool {
@@ -51,14 +48,24 @@ pub struct Upstreams {
     worker: usize,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// Most idle HTTP/1.1 connections kept per endpoint in this worker's pool: every request
+    /// in flight holds one, so a cap below the concurrency closes and reopens connections on
+    /// every burst.
+    max_idle: usize,
 }
 
 impl Upstreams {
-    pub fn new(worker: usize, connect_timeout: Duration, idle_timeout: Duration) -> Upstreams {
+    pub fn new(
+        worker: usize,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        max_idle: usize,
+    ) -> Upstreams {
         Upstreams {
             worker,
             connect_timeout,
             idle_timeout,
+            max_idle,
         }
     }
 
@@ -133,14 +140,14 @@ impl Upstreams {
         ep: std::sync::Arc<EndpointState>,
         mut sender: http1::SendRequest<ProxyBody>,
     ) {
-        let worker = self.worker;
+        let (worker, max_idle) = (self.worker, self.max_idle);
         tokio::spawn(async move {
             if sender.ready().await.is_err() {
                 return;
             }
             let Some(pool) = ep.pool(worker) else { return };
             if let Ok(mut idle) = pool.http1.lock() {
-                if idle.len() < MAX_IDLE_PER_ENDPOINT {
+                if idle.len() < max_idle {
                     idle.push(IdleHttp1 {
                         sender,
                         since: Instant::now(),
