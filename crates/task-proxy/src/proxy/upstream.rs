@@ -140,21 +140,35 @@ impl Upstreams {
         ep: std::sync::Arc<EndpointState>,
         mut sender: http1::SendRequest<ProxyBody>,
     ) {
-        let (worker, max_idle) = (self.worker, self.max_idle);
+        // A short response is usually complete by now: hyper read the head and the body in one
+        // go and the connection already waits for the next request, so it goes straight back
+        // (a task per request to wait for that costs more than the rest of the pooling).
+        if sender.is_ready() {
+            self.pool_idle(&ep, sender);
+            return;
+        }
+        let upstreams = self.clone();
         tokio::spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
-            }
-            let Some(pool) = ep.pool(worker) else { return };
-            if let Ok(mut idle) = pool.http1.lock() {
-                if idle.len() < max_idle {
-                    idle.push(IdleHttp1 {
-                        sender,
-                        since: Instant::now(),
-                    });
-                }
+            if sender.ready().await.is_ok() {
+                upstreams.pool_idle(&ep, sender);
             }
         });
+    }
+
+    /// Puts a ready connection in this worker's pool, or drops (closes) it when the pool is
+    /// full.
+    fn pool_idle(&self, ep: &EndpointState, sender: http1::SendRequest<ProxyBody>) {
+        let Some(pool) = ep.pool(self.worker) else {
+            return;
+        };
+        if let Ok(mut idle) = pool.http1.lock() {
+            if idle.len() < self.max_idle {
+                idle.push(IdleHttp1 {
+                    sender,
+                    since: Instant::now(),
+                });
+            }
+        }
     }
 
     /// Closes this worker's idle connections that outlived the idle timeout or were closed by
