@@ -160,6 +160,10 @@ enum Failure {
     Upstream(hyper::Error),
 }
 
+/// The future of [`Pipeline::handle`].
+pub type Handling =
+    Pin<Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
 /// One worker's request handler.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -173,21 +177,25 @@ impl Pipeline {
     }
 
     /// Handles one request; never fails (errors are answers). Writes its access-log line.
-    pub async fn handle(
-        self: Arc<Self>,
-        conn: Arc<ConnContext>,
-        req: Request<Incoming>,
-    ) -> Result<Response<ProxyBody>, Infallible> {
-        match AccessRecord::start(req.method(), req.uri()) {
-            None => self.route_admit_forward(conn, req, None).await,
-            Some(mut record) => {
-                let response = match self.route_admit_forward(conn, req, Some(&mut record)).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                };
-                Ok(record.finish(response))
+    ///
+    /// The future is boxed: its state machine is several KiB (the auth and forwarding steps
+    /// nest hyper's and the gate's futures), and hyper moves it by value — into a task of its
+    /// own per HTTP/2 stream, which tokio copies on spawn and again on completion. A pointer
+    /// costs one allocation instead of those copies.
+    pub fn handle(self: Arc<Self>, conn: Arc<ConnContext>, req: Request<Incoming>) -> Handling {
+        Box::pin(async move {
+            match AccessRecord::start(req.method(), req.uri()) {
+                None => self.route_admit_forward(conn, req, None).await,
+                Some(mut record) => {
+                    let response =
+                        match self.route_admit_forward(conn, req, Some(&mut record)).await {
+                            Ok(response) => response,
+                            Err(never) => match never {},
+                        };
+                    Ok(record.finish(response))
+                }
             }
-        }
+        })
     }
 
     /// The pipeline; fills `record` (when the access log is on) as it learns the route and
