@@ -37,17 +37,20 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// on purpose: it only announces trailer fields (RFC 9110 §6.6.2, not hop-by-hop there), and
 /// hyper writes HTTP/1.1 trailers only for fields a message announced in it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most heads carry none of them: one cheap pass over the names instead of a hashed
-    // lookup per name.
-    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
+    // One pass over the names says which of them the head carries; each hashed lookup or
+    // removal below then runs only for those. Most heads carry none, and most responses of
+    // HTTP/1.1 jobs only `Connection: keep-alive`.
+    let present = HopByHop::of(headers);
+    if !keep_upgrade && present == HopByHop::default() {
         return;
     }
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        // Only allocate when Connection names something beyond the usual tokens.
-        let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or("")
-            .split(',')
+    if present.connection {
+        // Every Connection line counts; only allocate when one names something beyond the
+        // usual tokens.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
             .map(str::trim)
             .filter(|t| {
                 !t.is_empty()
@@ -60,14 +63,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         for name in named {
             headers.remove(name);
         }
+        headers.remove(header::CONNECTION);
     }
-    headers.remove(header::CONNECTION);
-    headers.remove(KEEP_ALIVE);
+    if present.keep_alive {
+        headers.remove(KEEP_ALIVE);
+    }
     // Every `Proxy-*` header, and `Proxy` itself (httpoxy): they concern this hop only.
-    if headers
-        .keys()
-        .any(|name| name.as_str().starts_with("proxy"))
-    {
+    if present.proxy {
         let proxy_headers: Vec<HeaderName> = headers
             .keys()
             .filter(|name| name.as_str().starts_with("proxy"))
@@ -77,29 +79,56 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(name);
         }
     }
-    headers.remove(header::TRANSFER_ENCODING);
-    let te_trailers = headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !te_trailers {
-        headers.remove(header::TE);
+    if present.transfer_encoding {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
+    if present.te {
+        let te_trailers = headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        if !te_trailers {
+            headers.remove(header::TE);
+        }
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if present.upgrade {
         headers.remove(header::UPGRADE);
     }
 }
 
-/// Whether `name` is one of the headers [`strip_hop_by_hop`] may remove (given no names listed
-/// in `Connection`, which is one of them).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == KEEP_ALIVE
-        || name == header::TRANSFER_ENCODING
-        || name == header::TE
-        || name == header::UPGRADE
-        || name.as_str().starts_with("proxy")
+/// Which hop-by-hop headers (those [`strip_hop_by_hop`] may remove, besides the names listed
+/// in `Connection`) a head carries.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct HopByHop {
+    connection: bool,
+    keep_alive: bool,
+    proxy: bool,
+    transfer_encoding: bool,
+    te: bool,
+    upgrade: bool,
+}
+
+impl HopByHop {
+    fn of(headers: &HeaderMap) -> HopByHop {
+        let mut present = HopByHop::default();
+        for name in headers.keys() {
+            if name == header::CONNECTION {
+                present.connection = true;
+            } else if name == KEEP_ALIVE {
+                present.keep_alive = true;
+            } else if name == header::TRANSFER_ENCODING {
+                present.transfer_encoding = true;
+            } else if name == header::TE {
+                present.te = true;
+            } else if name == header::UPGRADE {
+                present.upgrade = true;
+            } else if name.as_str().starts_with("proxy") {
+                present.proxy = true;
+            }
+        }
+        present
+    }
 }
 
 /// The host the caller named (`:authority` for HTTP/2 and absolute-form targets, else `Host`).
@@ -276,6 +305,37 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "abcdef12.d:8080");
         assert_eq!(h["host"], "abcdef12.d:8080");
         assert_eq!(req.uri, "/p?q=1");
+    }
+
+    #[test]
+    fn hop_by_hop_named_on_any_connection_line() {
+        let mut headers = HeaderMap::new();
+        headers.append("connection", HeaderValue::from_static("keep-alive"));
+        headers.append("connection", HeaderValue::from_static("x-one, close"));
+        headers.append("connection", HeaderValue::from_static("X-Two"));
+        for name in ["x-one", "x-two", "x-kept", "transfer-encoding", "te"] {
+            headers.insert(name, HeaderValue::from_static("1"));
+        }
+        strip_hop_by_hop(&mut headers, false);
+        let left: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+
+        // The common response of a keep-alive job: only Connection goes.
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", HeaderValue::from_static("keep-alive"));
+        headers.insert("content-length", HeaderValue::from_static("15"));
+        headers.insert("te", HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut headers, false);
+        let mut left: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "te"]);
+
+        // An upgrade keeps Upgrade and gets `Connection: upgrade`.
+        let mut headers = HeaderMap::new();
+        headers.insert("upgrade", HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut headers, true);
+        assert_eq!(headers["connection"], "upgrade");
+        assert_eq!(headers["upgrade"], "websocket");
     }
 
     #[test]
