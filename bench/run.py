@@ -7,7 +7,16 @@ keep-alive upstream connections with the same number of worker threads. The same
 driven against every target, interleaved, for several rounds; the table shows medians and ratios
 against the better of nginx/HAProxy and against a direct connection to one job.
 
-Usage: bench/run.py [--rounds 3] [--duration 10] [--threads 1,2] [--only http1,h2c,grpc,idle]
+Two more loads concern the proxy alone:
+- auth: the proxy with auth on (the decision cached after the warm-up) against auth off, same job,
+  wrk rounds interleaved; the auth checks go to a local dev cluster (`yt-devcluster`, the
+  operation is started with the `yt` CLI from .venv, see scripts/install-test-deps).
+- discovery: one discovery pass over 10,000 running operations (1,000 exposing 10 jobs each)
+  in the dev cluster with 1 ms added to every request, cold and steady: pass time and requests
+  per pass (the ignored test `discovery_bench`, run in release).
+
+Usage: bench/run.py [--rounds 3] [--duration 10] [--threads 1,2]
+                    [--only http1,h2c,grpc,idle,auth,discovery]
 Installs nginx, haproxy, wrk and h2load (Debian packages) when missing. Loopback only.
 """
 
@@ -48,7 +57,12 @@ PORTS = {
     "task-proxy": 18080, "task-proxy-admin": 18081,
     "nginx": 18090, "nginx_h2": 18091, "nginx_grpc": 18092,
     "haproxy": 18100, "haproxy_h2": 18101, "haproxy_grpc": 18102,
+    # auth load
+    "auth_cluster": 18200, "auth_job": 18201,
+    "auth_on": 18210, "auth_on_admin": 18211, "auth_off": 18220, "auth_off_admin": 18221,
 }
+AUTH_BASE_DOMAIN = "tp.test"
+AUTH_TOKEN = "alice-token"
 
 
 def sh(cmd, **kw):
@@ -241,6 +255,93 @@ def run_h2load(port, duration, host, grpc=False):
     return {"rps": rps, "p50": mean, "p99": mean + 3 * sd, "errors": int(ok.group(2)) if ok else -1}
 
 
+def run_wrk_auth(port, duration, host):
+    """wrk with the caller's credentials (the same for auth on and off)."""
+    out = sh([tool("wrk"), "-t1", "-c64", f"-d{duration}s", "--latency", "-H", f"Host: {host}",
+              "-H", f"Authorization: OAuth {AUTH_TOKEN}", f"http://127.0.0.1:{port}/"]).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = parse_latency(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = parse_latency(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50": p50, "p99": p99, "errors": int(errors.group(1)) if errors else 0}
+
+
+def auth_overhead(threads, rounds, duration):
+    """Auth on (cached decision) against auth off: two proxies in front of one job, the auth
+    checks answered by a dev cluster; wrk rounds interleaved in random order. Returns
+    {"off": [samples], "on": [samples]}."""
+    yt = ROOT / ".venv/bin/yt"
+    if not yt.exists():
+        raise RuntimeError(f"{yt} is missing: run scripts/install-test-deps")
+    procs = Procs()
+    try:
+        cluster_url = f"http://127.0.0.1:{PORTS['auth_cluster']}"
+        procs.start("auth-cluster", [str(ROOT / "target/release/yt-devcluster"), "--listen",
+                                     f"127.0.0.1:{PORTS['auth_cluster']}"], PORTS["auth_cluster"])
+        # The operation the service belongs to: the gate checks `read` on it.
+        out = sh([str(yt), "vanilla", "--tasks", '{main={command="sleep 100000";job_count=1}}',
+                  "--spec", "{}", "--async"],
+                 env={**os.environ, "YT_PROXY": cluster_url, "YT_TOKEN": AUTH_TOKEN}).stdout
+        op = out.strip().splitlines()[-1].strip()
+        procs.start("auth-job", [str(ROOT / "target/release/demo-services"), "http", "--host", "127.0.0.1",
+                                 "--port", str(PORTS["auth_job"]), "--name", "job"], PORTS["auth_job"])
+        services = WORK / "auth-services.json"
+        services.write_text(json.dumps({"services": [
+            {"operation_id": op, "task_name": "main", "service": "web", "protocol": "http",
+             "endpoints": [f"127.0.0.1:{PORTS['auth_job']}"]}]}))
+        domain = f"{service_hash(op, 'main', 'web')}.{AUTH_BASE_DOMAIN}"
+        for name, extra in (("auth_off", ["--auth-enabled=false"]), ("auth_on", [])):
+            procs.start(name, [
+                str(ROOT / "target/release/task-proxy"), "serve", "--services-file", str(services),
+                "--base-domain", AUTH_BASE_DOMAIN, "--yt-proxy", cluster_url, "--yt-token", "robot-token",
+                "--listen", f"127.0.0.1:{PORTS[name]}", "--admin-listen", f"127.0.0.1:{PORTS[name + '_admin']}",
+                "--worker-threads", str(threads), *extra,
+            ], PORTS[name], env={**os.environ, "RUST_LOG": "warn"})
+        for name in ("auth_off", "auth_on"):
+            code = sh(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"Host: {domain}",
+                       "-H", f"Authorization: OAuth {AUTH_TOKEN}", f"http://127.0.0.1:{PORTS[name]}/"]).stdout
+            if code != "200":
+                raise RuntimeError(f"{name}: the proxy answered {code}, not 200")
+            # Warm-up: connections, and the auth decision in the cache.
+            run_wrk_auth(PORTS[name], 2, domain)
+        samples = {"off": [], "on": []}
+        for r in range(rounds):
+            order = [("off", PORTS["auth_off"]), ("on", PORTS["auth_on"])]
+            random.shuffle(order)
+            for name, port in order:
+                s = run_wrk_auth(port, duration, domain)
+                samples[name].append(s)
+                print(f"threads={threads} auth round {r + 1} auth {name}: {s['rps']:.0f} req/s p99 {s['p99']:.2f} ms", flush=True)
+        return samples
+    finally:
+        procs.stop()
+
+
+def parse_duration_s(text):
+    """Rust's Debug of a Duration ('561.2ms', '1.08s', '950µs') in seconds."""
+    m = re.match(r"([\d.]+)(ns|µs|us|ms|s)$", text)
+    if not m:
+        return float("nan")
+    scale = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def discovery_passes():
+    """Runs the discovery-at-scale measurement (an ignored test) in release; returns
+    [(label, seconds, requests)] for the cold pass and the steady passes."""
+    out = subprocess.run(
+        ["cargo", "test", "--release", "-q", "-p", "task-proxy", "--test", "discovery_bench", "--",
+         "--ignored", "--nocapture"],
+        cwd=ROOT, check=True, text=True, capture_output=True).stdout
+    passes = []
+    for m in re.finditer(r"^(cold|steady) pass: (\S+), (\d+) requests", out, re.M):
+        passes.append((m.group(1), parse_duration_s(m.group(2)), int(m.group(3))))
+        print(f"discovery {m.group(1)} pass: {m.group(2)}, {m.group(3)} requests", flush=True)
+    if not passes:
+        raise RuntimeError(f"discovery_bench printed no pass:\n{out}")
+    return passes
+
+
 def rss_kib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -282,7 +383,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--threads", default=f"1,{os.cpu_count()}")
-    ap.add_argument("--only", default="http1,h2c,grpc,idle")
+    ap.add_argument("--only", default="http1,h2c,grpc,idle,auth,discovery")
     ap.add_argument("--idle-connections", type=int, default=10000)
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
@@ -292,10 +393,22 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     ensure_tools()
     if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "-p", "task-proxy", "-p", "demo-services"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "-p", "task-proxy", "-p", "demo-services", "-p", "yt-devcluster"],
+                       cwd=ROOT, check=True)
     loads = args.only.split(",")
+    unknown = set(loads) - {"http1", "h2c", "grpc", "idle", "auth", "discovery"}
+    if unknown:
+        ap.error(f"unknown loads: {', '.join(sorted(unknown))}")
     report = []
+    auth_report = []
+    discovery_report = []
+    if "discovery" in loads:
+        discovery_report = discovery_passes()
     for threads in [int(t) for t in args.threads.split(",")]:
+        if "auth" in loads:
+            auth_report.append((threads, auth_overhead(threads, args.rounds, args.duration)))
+        if not set(loads) & {"http1", "h2c", "grpc", "idle"}:
+            continue
         procs = Procs()
         try:
             start_jobs(procs)
@@ -330,14 +443,36 @@ def main():
                 report.append((threads, "idle", f"task-proxy RSS MiB at rest {rest:.1f}, with {args.idle_connections} idle conns {loaded:.1f}", 0, 0, 0, 0, 0, 0))
         finally:
             procs.stop()
-    print()
-    print("| threads | load | target | req/s (median) | p50 ms | p99 ms | errors | vs best of nginx/HAProxy | vs direct |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for threads, load, name, rps, p50, p99, errs, vs_best, vs_direct in report:
-        if load == "idle":
-            print(f"| {threads} | idle | {name} | | | | | | |")
-        else:
-            print(f"| {threads} | {load} | {name} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {errs} | {vs_best:.2f}x | {vs_direct:.2f}x |")
+    if report:
+        print()
+        print("| threads | load | target | req/s (median) | p50 ms | p99 ms | errors | vs best of nginx/HAProxy | vs direct |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for threads, load, name, rps, p50, p99, errs, vs_best, vs_direct in report:
+            if load == "idle":
+                print(f"| {threads} | idle | {name} | | | | | | |")
+            else:
+                print(f"| {threads} | {load} | {name} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {errs} | {vs_best:.2f}x | {vs_direct:.2f}x |")
+    if auth_report:
+        print()
+        print("Auth on (decision cached) against auth off, same job (wrk -t1 -c64, interleaved rounds):")
+        print()
+        print("| threads | auth | req/s (median) | p50 ms | p99 ms | errors | on/off (median of rounds) | round range |")
+        print("|---|---|---|---|---|---|---|---|")
+        for threads, samples in auth_report:
+            ratios = [on["rps"] / off["rps"] for on, off in zip(samples["on"], samples["off"])]
+            for name in ("off", "on"):
+                _, rps, p50, p99, errs = fmt_row(name, samples[name])
+                ratio = f"**{statistics.median(ratios):.3f}**" if name == "on" else ""
+                spread = f"{min(ratios):.2f}–{max(ratios):.2f}" if name == "on" else ""
+                print(f"| {threads} | {name} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {errs} | {ratio} | {spread} |")
+    if discovery_report:
+        print()
+        print("Discovery, 10,000 operations / 10,000 jobs, 1 ms per request (dev cluster):")
+        print()
+        print("| pass | time s | requests |")
+        print("|---|---|---|")
+        for label, seconds, requests in discovery_report:
+            print(f"| {label} | {seconds:.2f} | {requests} |")
 
 
 if __name__ == "__main__":

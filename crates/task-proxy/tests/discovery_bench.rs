@@ -4,6 +4,7 @@
 //! (nothing cached) and of steady passes.
 //!
 //! Run: `cargo test --release -p task-proxy --test discovery_bench -- --ignored --nocapture`
+//! (or `python3 bench/run.py --only discovery`, which runs it and tabulates the passes).
 
 use std::time::Duration;
 use task_proxy::discovery::{Discovery, DiscoveryConfig};
@@ -57,6 +58,7 @@ async fn pass_over_ten_thousand_operations() {
         assert_eq!(report.operations_seen, 10_000);
         assert_eq!(report.services, 1_000);
         assert_eq!(report.endpoints, 10_000);
+        // bench/run.py reads "<label> pass: <duration>, <n> requests" from this line.
         println!(
             "{label} pass: {:?}, {} requests {:?}, {} operations, {} exposing, {} jobs, {} services, {} endpoints",
             report.duration,
