@@ -150,26 +150,28 @@ pub fn prepare_request(
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
 
-    match headers.get_mut(X_FORWARDED_FOR) {
-        Some(existing) => {
+    // Entries rather than a lookup and then an insert: one hash and probe per name.
+    match headers.entry(X_FORWARDED_FOR) {
+        header::Entry::Occupied(mut existing) => {
+            let existing = existing.get_mut();
             let mut v = Vec::with_capacity(existing.len() + 2 + client.peer_ip.len());
             v.extend_from_slice(existing.as_bytes());
             v.extend_from_slice(b", ");
             v.extend_from_slice(client.peer_ip.as_bytes());
             *existing = HeaderValue::from_bytes(&v).map_err(|_| ForwardError::BadHost)?;
         }
-        None => {
-            headers.insert(X_FORWARDED_FOR, client.peer_ip.clone());
+        header::Entry::Vacant(slot) => {
+            slot.insert(client.peer_ip.clone());
         }
     }
     // A fronting ingress that terminated TLS knows better than we do: keep what it set.
-    if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.scheme));
-    }
+    headers
+        .entry(X_FORWARDED_PROTO)
+        .or_insert_with(|| HeaderValue::from_static(client.scheme));
     if let Some(host) = host {
-        if !headers.contains_key(X_FORWARDED_HOST) {
-            headers.insert(X_FORWARDED_HOST, host.clone());
-        }
+        headers
+            .entry(X_FORWARDED_HOST)
+            .or_insert_with(|| host.clone());
     }
 
     let path = parts
