@@ -332,7 +332,9 @@ impl Pipeline {
                 None,
             ));
         }
+        // A replay goes to another job: with one job there is none, and the head is not copied.
         let replay = (!is_upgrade
+            && backend.endpoints.len() > 1
             && body.is_end_stream()
             && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS))
         .then(|| Replay {
