@@ -70,7 +70,7 @@ def sh(cmd, **kw):
 
 
 def ensure_tools():
-    need = {"nginx": "nginx", "haproxy": "haproxy", "wrk": "wrk", "h2load": "nghttp2-client"}
+    need = {"nginx": "nginx", "haproxy": "haproxy", "wrk": "wrk", "h2load": "nghttp2-client", "curl": "curl"}
     missing = [pkg for tool, pkg in need.items() if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()]
     if missing:
         print(f"installing {' '.join(missing)}", flush=True)
