@@ -260,8 +260,20 @@ impl Gate {
         parts: &mut http::request::Parts,
         route: &Route,
     ) -> Result<Admitted, Refusal> {
+        self.admit_headers(&mut parts.headers, parts.uri.path(), route)
+            .await
+    }
+
+    /// [`Gate::admit`] for a request given by its headers and path (the HTTP/1.1 relay passes
+    /// just its `Authorization` and `Cookie` headers).
+    pub async fn admit_headers(
+        &self,
+        headers: &mut http::HeaderMap,
+        path: &str,
+        route: &Route,
+    ) -> Result<Admitted, Refusal> {
         let inner = &*self.inner;
-        let presented = take_credentials(&mut parts.headers, &inner.cookie_name);
+        let presented = take_credentials(headers, &inner.cookie_name);
         let metrics = &inner.metrics;
         let Some(checks) = &inner.checks else {
             metrics.decision(Outcome::Disabled);
@@ -269,7 +281,7 @@ impl Gate {
         };
         if inner
             .static_skip
-            .applies(&route.key.service, parts.uri.path())
+            .applies(&route.key.service, path)
         {
             metrics.decision(Outcome::Skipped);
             return Ok(Admitted::default());
