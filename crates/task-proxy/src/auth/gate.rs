@@ -279,10 +279,7 @@ impl Gate {
             metrics.decision(Outcome::Disabled);
             return Ok(Admitted::default());
         };
-        if inner
-            .static_skip
-            .applies(&route.key.service, path)
-        {
+        if inner.static_skip.applies(&route.key.service, path) {
             metrics.decision(Outcome::Skipped);
             return Ok(Admitted::default());
         }

@@ -163,7 +163,10 @@ pub(super) enum Failure {
 }
 
 /// The local answer for a failure to forward to service `key`.
-pub(super) fn failure_answer(failure: Failure, key: &impl std::fmt::Display) -> (StatusCode, String) {
+pub(super) fn failure_answer(
+    failure: Failure,
+    key: &impl std::fmt::Display,
+) -> (StatusCode, String) {
     match failure {
         Failure::NoJob { last } => (
             StatusCode::BAD_GATEWAY,

@@ -9,15 +9,26 @@ const MAX_TRAILERS: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Hex digits of a chunk size (`digits` so far, `size` accumulated).
-    Size { size: u64, digits: u8 },
+    Size {
+        size: u64,
+        digits: u8,
+    },
     /// After the size: extensions up to the line end (`len` bytes so far).
-    Extension { size: u64, len: usize },
+    Extension {
+        size: u64,
+        len: usize,
+    },
     /// Chunk data, this many bytes left.
     Data(u64),
     /// The CRLF after chunk data: `\r` or `\n` expected.
-    DataEnd { seen_cr: bool },
+    DataEnd {
+        seen_cr: bool,
+    },
     /// Trailer lines after the last chunk: bytes in the current line, total so far.
-    Trailers { line: usize, total: usize },
+    Trailers {
+        line: usize,
+        total: usize,
+    },
     Done,
 }
 

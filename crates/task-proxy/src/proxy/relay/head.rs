@@ -6,6 +6,7 @@
 use super::chunked::ChunkedTracker;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method};
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// More header lines than this and the head goes to the general path.
@@ -65,36 +66,29 @@ fn span(base: &[u8], part: &[u8]) -> Range<usize> {
 }
 
 fn kind_of(name: &[u8]) -> Kind {
-    // Sorted by how often they appear in requests.
-    if name.eq_ignore_ascii_case(b"host") {
-        Kind::Host
-    } else if name.eq_ignore_ascii_case(b"content-length") {
-        Kind::ContentLength
-    } else if name.eq_ignore_ascii_case(b"authorization") || name.eq_ignore_ascii_case(b"cookie")
-    {
-        Kind::Credential
-    } else if name.eq_ignore_ascii_case(b"x-yt-taskproxy-id") {
-        Kind::TaskProxyId
-    } else if name.eq_ignore_ascii_case(b"connection")
-        || name.eq_ignore_ascii_case(b"keep-alive")
-        || name.eq_ignore_ascii_case(b"upgrade")
-        || name.eq_ignore_ascii_case(b"te")
-        || (name.len() >= 5 && name[..5].eq_ignore_ascii_case(b"proxy"))
-    {
-        Kind::HopByHop
-    } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-        Kind::TransferEncoding
-    } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-        Kind::XForwardedFor
-    } else if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
-        Kind::XForwardedProto
-    } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
-        Kind::XForwardedHost
-    } else if name.eq_ignore_ascii_case(b"location") {
-        Kind::Location
-    } else {
-        Kind::Other
+    let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+    // By length first: one comparison for most names.
+    let kind = match name.len() {
+        2 if is(b"te") => Kind::HopByHop,
+        4 if is(b"host") => Kind::Host,
+        6 if is(b"cookie") => Kind::Credential,
+        7 if is(b"upgrade") => Kind::HopByHop,
+        8 if is(b"location") => Kind::Location,
+        10 if is(b"connection") || is(b"keep-alive") => Kind::HopByHop,
+        13 if is(b"authorization") => Kind::Credential,
+        14 if is(b"content-length") => Kind::ContentLength,
+        15 if is(b"x-forwarded-for") => Kind::XForwardedFor,
+        16 if is(b"x-forwarded-host") => Kind::XForwardedHost,
+        17 if is(b"x-yt-taskproxy-id") => Kind::TaskProxyId,
+        17 if is(b"transfer-encoding") => Kind::TransferEncoding,
+        17 if is(b"x-forwarded-proto") => Kind::XForwardedProto,
+        _ => Kind::Other,
+    };
+    // Every `Proxy-*` header, and `Proxy` itself (httpoxy): they concern this hop only.
+    if kind == Kind::Other && name.len() >= 5 && name[..5].eq_ignore_ascii_case(b"proxy") {
+        return Kind::HopByHop;
     }
+    kind
 }
 
 /// The comma-separated tokens of a header value, trimmed.
@@ -106,17 +100,22 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+    // At most 18 digits: no overflow.
+    if value.is_empty() || value.len() > 18 {
         return None;
     }
-    std::str::from_utf8(value).ok()?.parse().ok()
+    value.iter().try_fold(0u64, |n, b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
 }
 
-/// Parses the request head at the start of `buf` (at most `max_head` bytes).
-pub fn parse_request(buf: &[u8], max_head: usize) -> ParsedRequest {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut slots);
-    let len = match req.parse(buf) {
+/// Parses the request head at the start of `buf` (at most `max_head` bytes); `headers` is an
+/// empty vector to fill (its allocation is reused between requests).
+pub fn parse_request(buf: &[u8], max_head: usize, mut headers: Vec<Header>) -> ParsedRequest {
+    // Not initialised: httparse only writes the slots (3 KiB of stores per head otherwise).
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) if len <= max_head => len,
         Ok(httparse::Status::Partial) if buf.len() <= max_head => return ParsedRequest::Partial,
         _ => return ParsedRequest::General,
@@ -135,7 +134,7 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> ParsedRequest {
     if !path.starts_with('/') || PathAndQuery::try_from(path).is_err() {
         return ParsedRequest::General;
     }
-    let mut headers = Vec::with_capacity(req.headers.len());
+    headers.clear();
     let (mut hosts, mut lengths, mut body_len, mut close) = (0, 0, 0, false);
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -188,6 +187,11 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> ParsedRequest {
 }
 
 impl RequestHead {
+    /// The header index, for reuse.
+    pub fn into_headers(self) -> Vec<Header> {
+        self.headers
+    }
+
     /// The values of headers of `kind`.
     pub fn values<'a>(&'a self, head: &'a [u8], kind: Kind) -> impl Iterator<Item = &'a [u8]> {
         self.headers
@@ -231,7 +235,8 @@ impl RequestHead {
                 Kind::HopByHop => {
                     // `TE: trailers` is end-to-end in practice (gRPC needs it).
                     let name = &head[h.name.clone()];
-                    if !(name.eq_ignore_ascii_case(b"te") && value.eq_ignore_ascii_case(b"trailers"))
+                    if !(name.eq_ignore_ascii_case(b"te")
+                        && value.eq_ignore_ascii_case(b"trailers"))
                     {
                         continue;
                     }
@@ -312,14 +317,19 @@ pub enum BadResponse {
 
 /// Parses a response head at the start of `buf`. `Ok(None)`: more bytes needed.
 /// `head_request`: the request was `HEAD` (no body follows whatever the head says).
+/// `headers`: an empty vector to fill, as for [`parse_request`] (left alone unless a head is
+/// returned).
 pub fn parse_response(
     buf: &[u8],
     max_head: usize,
     head_request: bool,
+    headers: &mut Vec<Header>,
 ) -> Result<Option<ResponseHead>, BadResponse> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut slots);
-    let len = match res.parse(buf) {
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut slots)
+    {
         Ok(httparse::Status::Complete(len)) if len <= max_head => len,
         Ok(httparse::Status::Partial) if buf.len() <= max_head => return Ok(None),
         Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(BadResponse::TooLarge),
@@ -330,7 +340,8 @@ pub fn parse_response(
         return Err(BadResponse::UnaskedUpgrade);
     }
     let http11 = res.version == Some(1);
-    let mut headers = Vec::with_capacity(res.headers.len());
+    let mut headers = std::mem::take(headers);
+    headers.clear();
     let mut listed = Vec::new();
     let (mut length, mut chunked, mut coded, mut close) = (None, false, false, !http11);
     for h in res.headers.iter() {
@@ -456,7 +467,7 @@ mod tests {
     use super::*;
 
     fn request(raw: &[u8]) -> RequestHead {
-        match parse_request(raw, 65536) {
+        match parse_request(raw, 65536, Vec::new()) {
             ParsedRequest::Head(h) => h,
             other => panic!("{other:?}"),
         }
@@ -497,24 +508,31 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n",
         ] {
             assert!(
-                matches!(parse_request(raw, 65536), ParsedRequest::General),
+                matches!(
+                    parse_request(raw, 65536, Vec::new()),
+                    ParsedRequest::General
+                ),
                 "{}",
                 String::from_utf8_lossy(raw)
             );
         }
         assert!(matches!(
-            parse_request(b"GET / HTTP/1.1\r\nHo", 65536),
+            parse_request(b"GET / HTTP/1.1\r\nHo", 65536, Vec::new()),
             ParsedRequest::Partial
         ));
         assert!(matches!(
-            parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 10),
+            parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 10, Vec::new()),
             ParsedRequest::General
         ));
     }
 
     #[test]
     fn response_framing() {
-        let parse = |raw: &[u8], head: bool| parse_response(raw, 65536, head).unwrap().unwrap();
+        let parse = |raw: &[u8], head: bool| {
+            parse_response(raw, 65536, head, &mut Vec::new())
+                .unwrap()
+                .unwrap()
+        };
         let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false);
         assert!(matches!(r.framing, Framing::Length(5)) && r.reusable);
         let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true);
@@ -526,30 +544,44 @@ mod tests {
         assert!(matches!(r.framing, Framing::Chunked(_)));
         let r = parse(b"HTTP/1.0 200 OK\r\n\r\n", false);
         assert!(matches!(r.framing, Framing::UntilClose) && !r.reusable);
-        let r = parse(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n", false);
+        let r = parse(
+            b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+            false,
+        );
         assert!(matches!(r.framing, Framing::None) && !r.reusable);
         assert_eq!(
             parse_response(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
                 65536,
-                false
+                false,
+                &mut Vec::new()
             )
             .unwrap_err(),
             BadResponse::Malformed
         );
         assert_eq!(
-            parse_response(b"HTTP/1.1 101 Switching\r\n\r\n", 65536, false).unwrap_err(),
+            parse_response(
+                b"HTTP/1.1 101 Switching\r\n\r\n",
+                65536,
+                false,
+                &mut Vec::new()
+            )
+            .unwrap_err(),
             BadResponse::UnaskedUpgrade
         );
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n", 65536, false)
-            .unwrap()
-            .is_none());
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\n", 65536, false, &mut Vec::new())
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     fn response_rewrite() {
         let raw = b"HTTP/1.1 302 Found\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nLocation: http://10.0.0.1:80/x\r\nContent-Length: 0\r\n\r\n";
-        let r = parse_response(raw, 65536, false).unwrap().unwrap();
+        let r = parse_response(raw, 65536, false, &mut Vec::new())
+            .unwrap()
+            .unwrap();
         let mut out = Vec::new();
         r.write_for_caller(
             raw,

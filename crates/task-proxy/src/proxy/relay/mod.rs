@@ -44,7 +44,7 @@ use http_body_util::BodyExt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -73,6 +73,30 @@ pub enum Ended {
 pub struct Relay {
     shared: Arc<Shared>,
     upstreams: Upstreams,
+    /// Buffers of connections that are idle, lent to connections that have a request.
+    spare: Mutex<Vec<Scratch>>,
+}
+
+/// Most spare buffer sets a worker keeps.
+const MAX_SPARE: usize = 128;
+
+/// The buffers a connection needs while it has a request: what it read, what it writes, and
+/// the parsed header index.
+#[derive(Debug)]
+struct Scratch {
+    inbound: BytesMut,
+    out: Vec<u8>,
+    headers: Vec<head::Header>,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            inbound: BytesMut::with_capacity(READ_CHUNK),
+            out: Vec::with_capacity(READ_CHUNK / 2),
+            headers: Vec::with_capacity(16),
+        }
+    }
 }
 
 /// What one exchange left the caller's connection in.
@@ -90,40 +114,116 @@ struct Answered {
     _in_flight: InFlight,
 }
 
+/// A timer for a deadline that moves forward with every request: moving it costs a clock
+/// read, and the timer is re-armed only when it fires before the current deadline (instead
+/// of a timer-wheel update per request).
+struct LazyTimer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+}
+
+impl LazyTimer {
+    fn new(deadline: tokio::time::Instant) -> LazyTimer {
+        LazyTimer {
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline,
+        }
+    }
+
+    fn set(&mut self, deadline: tokio::time::Instant) {
+        self.deadline = deadline;
+        if deadline < self.sleep.deadline() {
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+
+    /// Completes at the deadline.
+    async fn expired(&mut self) {
+        loop {
+            self.sleep.as_mut().await;
+            if tokio::time::Instant::now() >= self.deadline {
+                return;
+            }
+            self.sleep.as_mut().reset(self.deadline);
+        }
+    }
+}
+
 impl Relay {
     pub fn new(shared: Arc<Shared>, upstreams: Upstreams) -> Relay {
-        Relay { shared, upstreams }
+        Relay {
+            shared,
+            upstreams,
+            spare: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take_scratch(&self) -> Scratch {
+        let spare = self.spare.lock().ok().and_then(|mut spare| spare.pop());
+        spare.unwrap_or_else(Scratch::new)
+    }
+
+    fn return_scratch(&self, mut scratch: Scratch) {
+        if scratch.inbound.capacity() > MAX_BUFFERED_REQUEST * 2
+            || scratch.out.capacity() > BODY_CHUNK
+        {
+            return;
+        }
+        scratch.inbound.clear();
+        // Reclaims the space before the consumed bytes (the buffer is empty and unshared).
+        scratch.inbound.reserve(READ_CHUNK);
+        scratch.out.clear();
+        if let Ok(mut spare) = self.spare.lock() {
+            if spare.len() < MAX_SPARE {
+                spare.push(scratch);
+            }
+        }
     }
 
     /// Serves a plain connection until it ends or needs the general path.
     pub async fn serve(&self, mut stream: TcpStream, peer: SocketAddr) -> Ended {
         let limits = &self.shared.limits;
         let peer_ip = peer.ip().to_canonical().to_string();
-        let mut inbound = BytesMut::new();
-        let mut out = Vec::new();
+        let now = tokio::time::Instant::now();
+        let mut idle = LazyTimer::new(now + limits.idle_timeout);
+        let mut response_timer = LazyTimer::new(now + limits.upstream_response_timeout);
+        let mut scratch: Option<Scratch> = None;
         loop {
-            if inbound.is_empty() {
-                // Idle: wait for the next request holding no buffer.
-                inbound = BytesMut::new();
-                out = Vec::new();
+            let idle_now = match &scratch {
+                Some(s) => s.inbound.is_empty(),
+                None => true,
+            };
+            if idle_now {
+                // Idle: wait for the next request without holding buffers.
+                if let Some(s) = scratch.take() {
+                    self.return_scratch(s);
+                }
                 tokio::select! {
+                    biased;
                     ready = stream.readable() => if ready.is_err() { return Ended::Closed },
                     _ = self.shared.shutdown.cancelled() => return Ended::Closed,
-                    _ = tokio::time::sleep(limits.idle_timeout) => return Ended::Closed,
+                    _ = idle.expired() => return Ended::Closed,
                 }
             }
-            let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
+            let Scratch {
+                inbound,
+                out,
+                headers,
+            } = scratch.get_or_insert_with(|| self.take_scratch());
+            let now = tokio::time::Instant::now();
+            let deadline = now + limits.header_read_timeout;
             let head = loop {
                 if !inbound.is_empty() {
-                    match head::parse_request(&inbound, limits.max_header_bytes) {
+                    let vec = std::mem::take(headers);
+                    match head::parse_request(inbound, limits.max_header_bytes, vec) {
                         ParsedRequest::Partial => {}
                         ParsedRequest::General => {
-                            return Ended::General(Prefixed::new(inbound, stream))
+                            return Ended::General(Prefixed::new(std::mem::take(inbound), stream))
                         }
                         ParsedRequest::Head(head) => break head,
                     }
                 }
-                if !read_more(&mut stream, &mut inbound, deadline).await {
+                if !read_more(&mut stream, inbound, deadline).await {
                     return Ended::Closed;
                 }
             };
@@ -132,25 +232,33 @@ impl Relay {
                 .and_then(|body| body.checked_add(head.len))
                 .filter(|total| *total <= MAX_BUFFERED_REQUEST)
             else {
-                return Ended::General(Prefixed::new(inbound, stream));
+                return Ended::General(Prefixed::new(std::mem::take(inbound), stream));
             };
             while inbound.len() < total {
-                if !read_more(&mut stream, &mut inbound, deadline).await {
+                if !read_more(&mut stream, inbound, deadline).await {
                     return Ended::Closed;
                 }
             }
-            let request = inbound.split_to(total).freeze();
-            match self
-                .exchange(&request, &head, &mut stream, &peer_ip, &mut out)
-                .await
-            {
-                Next::KeepAlive if !self.shared.shutdown.is_cancelled() => {}
+            response_timer.set(now + limits.upstream_response_timeout);
+            let next = self
+                .exchange(
+                    &inbound[..total],
+                    &head,
+                    &mut stream,
+                    &peer_ip,
+                    out,
+                    &mut response_timer,
+                )
+                .await;
+            *headers = head.into_headers();
+            match next {
+                Next::KeepAlive if !self.shared.shutdown.is_cancelled() => {
+                    inbound.advance(total);
+                    idle.set(tokio::time::Instant::now() + limits.idle_timeout);
+                }
                 Next::KeepAlive | Next::Close => return Ended::Closed,
                 Next::General => {
-                    let mut prefix = BytesMut::with_capacity(request.len() + inbound.len());
-                    prefix.extend_from_slice(&request);
-                    prefix.extend_from_slice(&inbound);
-                    return Ended::General(Prefixed::new(prefix, stream));
+                    return Ended::General(Prefixed::new(std::mem::take(inbound), stream))
                 }
             }
         }
@@ -159,18 +267,18 @@ impl Relay {
     /// Routes, admits and forwards one request, and writes the answer.
     async fn exchange(
         &self,
-        request: &Bytes,
+        request: &[u8],
         head: &RequestHead,
         client: &mut TcpStream,
         peer_ip: &str,
         out: &mut Vec<u8>,
+        response_timer: &mut LazyTimer,
     ) -> Next {
         let shared = &self.shared;
         let head_bytes = &request[..head.len];
         let target = &head_bytes[head.target.clone()];
         let mut record = if AccessRecord::enabled() {
-            let uri = http::Uri::from_maybe_shared(request.slice(head.target.clone()))
-                .unwrap_or_default();
+            let uri = http::Uri::try_from(&request[head.target.clone()]).unwrap_or_default();
             AccessRecord::start(&head.method, &uri)
         } else {
             None
@@ -197,7 +305,9 @@ impl Relay {
                         &e.to_string(),
                         None,
                     );
-                    return self.answer(client, head, answer, true, &mut record, out).await;
+                    return self
+                        .answer(client, head, answer, true, &mut record, out)
+                        .await;
                 }
             };
             match snapshot.get(&key) {
@@ -210,7 +320,9 @@ impl Relay {
                         &format!("no such task: {key}"),
                         None,
                     );
-                    return self.answer(client, head, answer, head.close, &mut record, out).await;
+                    return self
+                        .answer(client, head, answer, head.close, &mut record, out)
+                        .await;
                 }
             }
         };
@@ -240,7 +352,9 @@ impl Relay {
             Err(refusal) => {
                 backend.stats.count_status(refusal.status());
                 let answer = refusal.into_response(self.caller(head, head_bytes));
-                return self.answer(client, head, answer, head.close, &mut record, out).await;
+                return self
+                    .answer(client, head, answer, head.close, &mut record, out)
+                    .await;
             }
         }
 
@@ -248,17 +362,22 @@ impl Relay {
         out.clear();
         head.write_for_job(head_bytes, &credentials, peer_ip.as_bytes(), "http", out);
         out.extend_from_slice(&request[head.len..]);
-        let replayable =
-            head.body_len == 0 && matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let replayable = head.body_len == 0
+            && matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS);
         let is_head = head.method == Method::HEAD;
-        let answered = match self.send(&backend, out, replayable, is_head).await {
+        let answered = match self
+            .send(&backend, out, replayable, is_head, response_timer)
+            .await
+        {
             Ok(answered) => answered,
             Err(failure) => {
                 let (status, message) = failure_answer(failure, &backend.route.key);
                 tracing::debug!(service = %backend.route.key, %status, %message, "local answer");
                 backend.stats.count_status(status);
                 let answer = local_answer(self.caller(head, head_bytes), status, &message, None);
-                return self.answer(client, head, answer, head.close, &mut record, out).await;
+                return self
+                    .answer(client, head, answer, head.close, &mut record, out)
+                    .await;
             }
         };
         let Answered {
@@ -281,6 +400,7 @@ impl Relay {
             out,
         );
         conn.buf.advance(response.len);
+        conn.headers = std::mem::take(&mut response.headers);
         let relayed = relay_body(&mut conn, client, &mut response.framing, out).await;
         let (bytes, completed) = match relayed {
             Ok((bytes, clean)) => {
@@ -304,8 +424,7 @@ impl Relay {
         let mut headers = HeaderMap::new();
         for h in &head.headers {
             let name = &head_bytes[h.name.clone()];
-            if name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"accept")
-            {
+            if name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"accept") {
                 if let (Ok(name), Ok(value)) = (
                     http::HeaderName::from_bytes(name),
                     HeaderValue::from_bytes(&head_bytes[h.value.clone()]),
@@ -356,6 +475,7 @@ impl Relay {
         request: &[u8],
         mut replayable: bool,
         is_head: bool,
+        response_timer: &mut LazyTimer,
     ) -> Result<Answered, Failure> {
         let balancer = &self.shared.balancer;
         let limits = &self.shared.limits;
@@ -388,14 +508,14 @@ impl Relay {
             };
             let in_flight = ep.start_request();
             let started = Instant::now();
-            let exchanged = tokio::time::timeout(
-                limits.upstream_response_timeout,
-                conn.exchange_head(request, limits.max_header_bytes, is_head),
-            )
-            .await;
+            let exchanged = tokio::select! {
+                biased;
+                exchanged = conn.exchange_head(request, limits.max_header_bytes, is_head) => Some(exchanged),
+                _ = response_timer.expired() => None,
+            };
             match exchanged {
-                Err(_) => return Err(Failure::Timeout),
-                Ok(Ok(head)) => {
+                None => return Err(Failure::Timeout),
+                Some(Ok(head)) => {
                     backend.stats.upstream_latency.observe(started.elapsed());
                     return Ok(Answered {
                         conn,
@@ -403,7 +523,7 @@ impl Relay {
                         _in_flight: in_flight,
                     });
                 }
-                Ok(Err(error)) => {
+                Some(Err(error)) => {
                     tried.push(i);
                     if replayable {
                         replayable = false;
@@ -430,6 +550,12 @@ async fn read_more(
 ) -> bool {
     if inbound.capacity() - inbound.len() < READ_CHUNK / 4 {
         inbound.reserve(READ_CHUNK);
+    }
+    // Usually the socket is readable already: no timer for that.
+    match stream.try_read_buf(inbound) {
+        Ok(n) => return n > 0,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(_) => return false,
     }
     matches!(
         tokio::time::timeout_at(deadline, stream.read_buf(inbound)).await,
@@ -497,7 +623,12 @@ async fn relay_body(
 }
 
 /// Writes the head of a local answer.
-fn write_local_head(parts: &http::response::Parts, body_len: usize, close: bool, out: &mut Vec<u8>) {
+fn write_local_head(
+    parts: &http::response::Parts,
+    body_len: usize,
+    close: bool,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
     out.push(b' ');

@@ -19,6 +19,8 @@ pub struct RawConn {
     /// Bytes read from the job and not passed on yet.
     pub(super) buf: BytesMut,
     pub(super) endpoint: Arc<EndpointState>,
+    /// The parsed header index, reused between responses.
+    pub(super) headers: Vec<head::Header>,
     idle_since: Instant,
 }
 
@@ -50,7 +52,9 @@ impl RawConn {
         self.stream.write_all(request).await?;
         loop {
             if !self.buf.is_empty() {
-                if let Some(head) = head::parse_response(&self.buf, max_head, is_head)? {
+                if let Some(head) =
+                    head::parse_response(&self.buf, max_head, is_head, &mut self.headers)?
+                {
                     if (100..200).contains(&head.status) {
                         self.buf.advance(head.len);
                         continue;
@@ -99,6 +103,7 @@ impl Upstreams {
             stream: self.tcp(ep).await?,
             buf: BytesMut::with_capacity(INITIAL_BUFFER),
             endpoint: ep.clone(),
+            headers: Vec::with_capacity(16),
             idle_since: Instant::now(),
         })
     }
