@@ -252,7 +252,11 @@ async fn serve_plain(worker: Arc<Worker>, stream: TcpStream, peer: SocketAddr) {
     match &worker.relay {
         Some(relay) => match relay.serve(stream, peer).await {
             Ended::Closed => {}
-            Ended::General(stream) => serve_connection(worker, stream, peer, "http").await,
+            // Boxed: hyper's connection state is large, and an idle relayed connection should
+            // not carry room for it.
+            Ended::General(stream) => {
+                Box::pin(serve_connection(worker, stream, peer, "http")).await
+            }
         },
         None => serve_connection(worker, stream, peer, "http").await,
     }

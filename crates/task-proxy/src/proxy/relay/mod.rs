@@ -194,15 +194,30 @@ impl Relay {
                 None => true,
             };
             if idle_now {
-                // Idle: wait for the next request without holding buffers.
+                // Idle: wait for the next request without holding buffers, and take them only
+                // once bytes arrived (readiness alone can be spurious).
                 if let Some(s) = scratch.take() {
                     self.return_scratch(s);
                 }
-                tokio::select! {
-                    biased;
-                    ready = stream.readable() => if ready.is_err() { return Ended::Closed },
-                    _ = self.shared.shutdown.cancelled() => return Ended::Closed,
-                    _ = idle.expired() => return Ended::Closed,
+                loop {
+                    tokio::select! {
+                        biased;
+                        ready = stream.readable() => if ready.is_err() { return Ended::Closed },
+                        _ = self.shared.shutdown.cancelled() => return Ended::Closed,
+                        _ = idle.expired() => return Ended::Closed,
+                    }
+                    let mut fresh = self.take_scratch();
+                    match stream.try_read_buf(&mut fresh.inbound) {
+                        Ok(0) => return Ended::Closed,
+                        Ok(_) => {
+                            scratch = Some(fresh);
+                            break;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.return_scratch(fresh)
+                        }
+                        Err(_) => return Ended::Closed,
+                    }
                 }
             }
             let Scratch {
@@ -240,16 +255,17 @@ impl Relay {
                 }
             }
             response_timer.set(now + limits.upstream_response_timeout);
-            let next = self
-                .exchange(
-                    &inbound[..total],
-                    &head,
-                    &mut stream,
-                    &peer_ip,
-                    out,
-                    &mut response_timer,
-                )
-                .await;
+            // Boxed: the exchange's state is kilobytes, which an idle connection's task would
+            // otherwise carry between requests.
+            let next = Box::pin(self.exchange(
+                &inbound[..total],
+                &head,
+                &mut stream,
+                &peer_ip,
+                out,
+                &mut response_timer,
+            ))
+            .await;
             *headers = head.into_headers();
             match next {
                 Next::KeepAlive if !self.shared.shutdown.is_cancelled() => {
