@@ -343,11 +343,24 @@ impl Checks {
             metrics.lookup(CacheName::Decision, CacheResult::Hit);
             return Ok((
                 Admitted {
-                    user: Some(user.to_string()),
+                    user: Some(String::from(&*user)),
                 },
                 false,
             ));
         }
+        // Boxed: the shared caches' lookups are large futures, and every request's future
+        // would otherwise carry room for them although most are answered above.
+        Box::pin(self.decide_shared(credential, fingerprint, operation_id, metrics)).await
+    }
+
+    /// [`Checks::decide`] past the per-thread front cache.
+    async fn decide_shared(
+        &self,
+        credential: &Credential,
+        fingerprint: [u8; 32],
+        operation_id: &str,
+        metrics: &AuthMetrics,
+    ) -> Result<(Admitted, bool), Refusal> {
         let identity = self
             .identities
             .lookup(

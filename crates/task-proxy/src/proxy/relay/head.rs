@@ -60,9 +60,13 @@ pub enum ParsedRequest {
     Head(RequestHead),
 }
 
+/// Where `part` (a slice httparse returned) lies in `base`; an empty range at 0 for a slice
+/// outside it (httparse may return a static empty slice for an empty value).
 fn span(base: &[u8], part: &[u8]) -> Range<usize> {
-    let start = part.as_ptr() as usize - base.as_ptr() as usize;
-    start..start + part.len()
+    match (part.as_ptr() as usize).checked_sub(base.as_ptr() as usize) {
+        Some(start) if start + part.len() <= base.len() => start..start + part.len(),
+        _ => 0..0,
+    }
 }
 
 fn kind_of(name: &[u8]) -> Kind {
@@ -205,7 +209,10 @@ impl RequestHead {
     pub fn credentials(&self, head: &[u8]) -> Option<HeaderMap> {
         let mut map = HeaderMap::new();
         for h in self.headers.iter().filter(|h| h.kind == Kind::Credential) {
-            let name = http::HeaderName::from_bytes(&head[h.name.clone()]).ok()?;
+            let name = match h.name.len() {
+                6 => http::header::COOKIE,
+                _ => http::header::AUTHORIZATION,
+            };
             let value = HeaderValue::from_bytes(&head[h.value.clone()]).ok()?;
             map.append(name, value);
         }
@@ -255,7 +262,7 @@ impl RequestHead {
                 Kind::Host => host = value,
                 _ => {}
             }
-            put_header(out, &head[h.name.clone()], value);
+            put_line(out, head, h);
         }
         for (name, value) in credentials {
             put_header(out, name.as_str().as_bytes(), value.as_bytes());
@@ -270,6 +277,18 @@ impl RequestHead {
             put_header(out, b"x-forwarded-host", host);
         }
         out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Copies a header line as it came (one copy for name, separator and value), ending it with
+/// CRLF.
+fn put_line(out: &mut Vec<u8>, head: &[u8], h: &Header) {
+    match head.get(h.name.start..h.value.end) {
+        Some(line) if h.value.end >= h.name.end => {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+        _ => put_header(out, &head[h.name.clone()], b""),
     }
 }
 
@@ -443,7 +462,7 @@ impl ResponseHead {
             {
                 continue;
             }
-            put_header(out, name, value);
+            put_line(out, head, h);
         }
         if close {
             out.extend_from_slice(b"connection: close\r\n");
@@ -475,7 +494,7 @@ mod tests {
 
     #[test]
     fn plain_requests_are_relayed_and_rewritten() {
-        let raw = b"GET /p?q=1 HTTP/1.1\r\nHost: abcdef12.d\r\nConnection: keep-alive\r\nX-Forwarded-For: 1.2.3.4\r\nAuthorization: OAuth x\r\nTE: trailers\r\nKeep-Alive: 5\r\nProxy-Authorization: b\r\nUser-Agent: t\r\n\r\n";
+        let raw = b"GET /p?q=1 HTTP/1.1\r\nHost: abcdef12.d\r\nX-Empty:\r\nX-Blank:   \r\nConnection: keep-alive\r\nX-Forwarded-For: 1.2.3.4\r\nAuthorization: OAuth x\r\nTE: trailers\r\nKeep-Alive: 5\r\nProxy-Authorization: b\r\nUser-Agent: t\r\n\r\n";
         let head = request(raw);
         assert_eq!(head.len, raw.len());
         assert_eq!(head.method, Method::GET);
@@ -486,7 +505,7 @@ mod tests {
         head.write_for_job(raw, &HeaderMap::new(), b"10.0.0.9", "http", &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "GET /p?q=1 HTTP/1.1\r\nHost: abcdef12.d\r\nX-Forwarded-For: 1.2.3.4, 10.0.0.9\r\nTE: trailers\r\nUser-Agent: t\r\nx-forwarded-proto: http\r\nx-forwarded-host: abcdef12.d\r\n\r\n"
+            "GET /p?q=1 HTTP/1.1\r\nHost: abcdef12.d\r\nX-Empty:\r\nX-Blank:   \r\nX-Forwarded-For: 1.2.3.4, 10.0.0.9\r\nTE: trailers\r\nUser-Agent: t\r\nx-forwarded-proto: http\r\nx-forwarded-host: abcdef12.d\r\n\r\n"
         );
     }
 
@@ -593,5 +612,45 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 302 Found\r\nLocation: http://s.d/x\r\nContent-Length: 0\r\nconnection: close\r\n\r\n"
         );
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, parsing and rewriting never panic, and a head the relay takes
+        /// is rewritten into one that parses again with the same method and target.
+        #[test]
+        fn arbitrary_heads_never_panic(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            cut in 0usize..300,
+            lines in proptest::collection::vec("[a-zA-Z-]{1,12}: [ -~]{0,20}", 0..6),
+        ) {
+            let mut raw = b"GET /a?b HTTP/1.1\r\nHost: x\r\n".to_vec();
+            for line in &lines {
+                raw.extend_from_slice(line.as_bytes());
+                raw.extend_from_slice(b"\r\n");
+            }
+            raw.extend_from_slice(b"\r\n");
+            let cut = cut.min(raw.len());
+            for candidate in [&raw[..], &raw[..cut], &noise[..]] {
+                if let ParsedRequest::Head(head) = parse_request(candidate, 65536, Vec::new()) {
+                    let mut out = Vec::new();
+                    let creds = head.credentials(candidate).unwrap_or_default();
+                    head.write_for_job(candidate, &creds, b"1.2.3.4", "http", &mut out);
+                    match parse_request(&out, 65536, Vec::new()) {
+                        ParsedRequest::Head(again) => {
+                            proptest::prop_assert_eq!(again.method, head.method);
+                            proptest::prop_assert_eq!(
+                                &out[again.target.clone()],
+                                &candidate[head.target.clone()]
+                            );
+                        }
+                        other => proptest::prop_assert!(false, "{other:?}"),
+                    }
+                }
+                if let Ok(Some(response)) = parse_response(candidate, 65536, false, &mut Vec::new()) {
+                    let mut out = Vec::new();
+                    response.write_for_caller(candidate, true, |_| None, &mut out);
+                }
+            }
+        }
     }
 }

@@ -255,17 +255,16 @@ impl Relay {
                 }
             }
             response_timer.set(now + limits.upstream_response_timeout);
-            // Boxed: the exchange's state is kilobytes, which an idle connection's task would
-            // otherwise carry between requests.
-            let next = Box::pin(self.exchange(
-                &inbound[..total],
-                &head,
-                &mut stream,
-                &peer_ip,
-                out,
-                &mut response_timer,
-            ))
-            .await;
+            let next = self
+                .exchange(
+                    &inbound[..total],
+                    &head,
+                    &mut stream,
+                    &peer_ip,
+                    out,
+                    &mut response_timer,
+                )
+                .await;
             *headers = head.into_headers();
             match next {
                 Next::KeepAlive if !self.shared.shutdown.is_cancelled() => {
@@ -509,7 +508,8 @@ impl Relay {
             let ep = &backend.endpoints[i];
             let mut conn = match self.upstreams.raw_pooled(ep) {
                 Some(conn) => conn,
-                None => match self.upstreams.raw_connect(ep).await {
+                // Boxed: connecting is rare and its future large.
+                None => match Box::pin(self.upstreams.raw_connect(ep)).await {
                     Ok(conn) => {
                         balancer.connect_succeeded(ep);
                         conn
