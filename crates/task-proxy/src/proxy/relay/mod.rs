@@ -249,9 +249,14 @@ impl Relay {
             else {
                 return Ended::General(Prefixed::new(std::mem::take(inbound), stream));
             };
-            while inbound.len() < total {
-                if !read_more(&mut stream, inbound, deadline).await {
-                    return Ended::Closed;
+            if inbound.len() < total {
+                // The rest of a small body: the header deadline no longer applies, the idle
+                // timeout does (as for a body the general path streams).
+                let deadline = tokio::time::Instant::now() + limits.idle_timeout;
+                while inbound.len() < total {
+                    if !read_more(&mut stream, inbound, deadline).await {
+                        return Ended::Closed;
+                    }
                 }
             }
             response_timer.set(now + limits.upstream_response_timeout);
