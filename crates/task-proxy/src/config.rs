@@ -164,9 +164,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TASK_PROXY_UPSTREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub upstream_idle_timeout: Duration,
 
-    /// Most idle keep-alive HTTP/1.1 connections kept to one job per worker thread. A request
-    /// in flight holds a connection of its own, so this should cover the concurrent requests a
-    /// job gets through one worker; beyond it, connections are closed after their response.
+    /// Most idle keep-alive HTTP/1.1 connections kept to one job per worker thread (in each of
+    /// the two pools: hyper's, and the HTTP/1.1 relay's). A request in flight holds a
+    /// connection of its own, so this should cover the concurrent requests a job gets through
+    /// one worker; beyond it, connections are closed after their response.
     #[arg(
         long,
         env = "TASK_PROXY_UPSTREAM_MAX_IDLE_PER_JOB",
@@ -181,6 +182,13 @@ pub struct ServeArgs {
     /// Longest ejection.
     #[arg(long, env = "TASK_PROXY_EJECT_MAX", default_value = "30s", value_parser = parse_duration)]
     pub eject_max: Duration,
+
+    /// Serve plain HTTP/1.1 connections with the relay (bytes passed on without hyper); with
+    /// `false`, every connection takes the general path. A switch for comparisons and
+    /// troubleshooting; the behaviour seen by callers and jobs is the same.
+    #[arg(long, env = "TASK_PROXY_HTTP1_RELAY", action = ArgAction::Set,
+          num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub http1_relay: bool,
 
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
     #[arg(long, env = "TASK_PROXY_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
@@ -243,6 +251,8 @@ pub struct Limits {
     pub eject_base: Duration,
     pub eject_max: Duration,
     pub drain_timeout: Duration,
+    /// Plain HTTP/1.1 connections are served by the relay.
+    pub http1_relay: bool,
 }
 
 impl Default for Limits {
@@ -259,6 +269,7 @@ impl Default for Limits {
             eject_base: Duration::from_secs(1),
             eject_max: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(20),
+            http1_relay: true,
         }
     }
 }
@@ -489,6 +500,7 @@ impl ServeArgs {
                 eject_base: self.eject_base,
                 eject_max: self.eject_max.max(self.eject_base),
                 drain_timeout: self.drain_timeout,
+                http1_relay: self.http1_relay,
             },
         })
     }

@@ -28,10 +28,11 @@ struct Decision {
 }
 
 /// (gate id, credential fingerprint) -> the most recent allowed operations.
-type Entries = HashMap<(u64, [u8; 32]), Vec<Decision>>;
+/// Looked up on every request: foldhash (randomly seeded, cheaper than std's SipHash).
+type Entries = HashMap<(u64, [u8; 32]), Vec<Decision>, foldhash::fast::RandomState>;
 
 thread_local! {
-    static ENTRIES: RefCell<Entries> = RefCell::new(HashMap::new());
+    static ENTRIES: RefCell<Entries> = RefCell::new(HashMap::default());
 }
 
 /// One gate's view of the per-thread front caches (gates never see each other's entries).

@@ -260,17 +260,26 @@ impl Gate {
         parts: &mut http::request::Parts,
         route: &Route,
     ) -> Result<Admitted, Refusal> {
+        self.admit_headers(&mut parts.headers, parts.uri.path(), route)
+            .await
+    }
+
+    /// [`Gate::admit`] for a request given by its headers and path (the HTTP/1.1 relay passes
+    /// just its `Authorization` and `Cookie` headers).
+    pub async fn admit_headers(
+        &self,
+        headers: &mut http::HeaderMap,
+        path: &str,
+        route: &Route,
+    ) -> Result<Admitted, Refusal> {
         let inner = &*self.inner;
-        let presented = take_credentials(&mut parts.headers, &inner.cookie_name);
+        let presented = take_credentials(headers, &inner.cookie_name);
         let metrics = &inner.metrics;
         let Some(checks) = &inner.checks else {
             metrics.decision(Outcome::Disabled);
             return Ok(Admitted::default());
         };
-        if inner
-            .static_skip
-            .applies(&route.key.service, parts.uri.path())
-        {
+        if inner.static_skip.applies(&route.key.service, path) {
             metrics.decision(Outcome::Skipped);
             return Ok(Admitted::default());
         }
@@ -334,11 +343,24 @@ impl Checks {
             metrics.lookup(CacheName::Decision, CacheResult::Hit);
             return Ok((
                 Admitted {
-                    user: Some(user.to_string()),
+                    user: Some(String::from(&*user)),
                 },
                 false,
             ));
         }
+        // Boxed: the shared caches' lookups are large futures, and every request's future
+        // would otherwise carry room for them although most are answered above.
+        Box::pin(self.decide_shared(credential, fingerprint, operation_id, metrics)).await
+    }
+
+    /// [`Checks::decide`] past the per-thread front cache.
+    async fn decide_shared(
+        &self,
+        credential: &Credential,
+        fingerprint: [u8; 32],
+        operation_id: &str,
+        metrics: &AuthMetrics,
+    ) -> Result<(Admitted, bool), Refusal> {
         let identity = self
             .identities
             .lookup(

@@ -32,9 +32,14 @@ pub struct AccessRecord {
 }
 
 impl AccessRecord {
+    /// Whether the access log is on.
+    pub fn enabled() -> bool {
+        tracing::enabled!(target: TARGET, tracing::Level::INFO)
+    }
+
     /// Starts the record of a request, or `None` when the access log is off.
     pub fn start(method: &Method, uri: &Uri) -> Option<AccessRecord> {
-        tracing::enabled!(target: TARGET, tracing::Level::INFO).then(|| AccessRecord {
+        AccessRecord::enabled().then(|| AccessRecord {
             started: Instant::now(),
             method: method.clone(),
             uri: uri.clone(),
@@ -65,12 +70,11 @@ struct Logged {
     record: Option<AccessRecord>,
 }
 
-impl Logged {
-    fn write_line(&mut self, completed: bool) {
-        let Some(record) = self.record.take() else {
-            return;
-        };
-        let (service, operation, protocol) = match &record.route {
+impl AccessRecord {
+    /// Writes the line: the answer's status, the body bytes passed on, and whether the body
+    /// was passed on completely.
+    pub fn write(self, status: StatusCode, bytes: u64, completed: bool) {
+        let (service, operation, protocol) = match &self.route {
             Some(route) => (
                 route.domain.as_str(),
                 route.key.operation_id.as_str(),
@@ -80,18 +84,26 @@ impl Logged {
         };
         tracing::info!(
             target: TARGET,
-            method = %record.method,
-            path = record.uri.path(),
+            method = %self.method,
+            path = self.uri.path(),
             service,
             operation,
             protocol,
-            status = self.status.as_u16(),
-            duration_ms = record.started.elapsed().as_secs_f64() * 1000.0,
-            bytes = self.bytes,
-            user = record.user.as_deref().unwrap_or(""),
+            status = status.as_u16(),
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            bytes,
+            user = self.user.as_deref().unwrap_or(""),
             completed,
             "request"
         );
+    }
+}
+
+impl Logged {
+    fn write_line(&mut self, completed: bool) {
+        if let Some(record) = self.record.take() {
+            record.write(self.status, self.bytes, completed);
+        }
     }
 }
 

@@ -93,7 +93,8 @@ pub struct Backend {
 #[derive(Debug, Default)]
 pub struct BackendSet {
     pub generation: u64,
-    pub by_hash: HashMap<String, Arc<Backend>>,
+    /// Looked up on every request: foldhash (randomly seeded, like std's, but cheaper).
+    pub by_hash: HashMap<String, Arc<Backend>, foldhash::fast::RandomState>,
 }
 
 /// What outlives snapshots: endpoint states by address, statistics by route key.
@@ -170,7 +171,10 @@ impl Balancer {
         };
         let mut endpoints = HashMap::new();
         let mut stats = HashMap::new();
-        let mut by_hash = HashMap::with_capacity(snapshot.len());
+        let mut by_hash = HashMap::with_capacity_and_hasher(
+            snapshot.len(),
+            foldhash::fast::RandomState::default(),
+        );
         for route in snapshot.routes() {
             let backend = self.backend_from(&registry, route, &mut endpoints, &mut stats);
             by_hash.insert(route.hash.clone(), Arc::new(backend));

@@ -233,7 +233,7 @@ pub fn prepare_response(
 
 /// `scheme://<endpoint host:port>/rest` -> `<client scheme>://<client host>/rest` when the
 /// authority is one of the service's endpoints.
-fn rewrite_location(
+pub(super) fn rewrite_location(
     location: &HeaderValue,
     backend: &Backend,
     host: &HeaderValue,

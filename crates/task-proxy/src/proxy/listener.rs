@@ -6,6 +6,7 @@
 
 use super::forward::ClientView;
 use super::framing::FramingGuard;
+use super::relay::{Ended, Relay};
 use super::service::{ConnActivity, ConnContext, Pipeline};
 use super::upstream::Upstreams;
 use super::Shared;
@@ -89,7 +90,11 @@ pub fn run_worker(id: usize, shared: Arc<Shared>, sockets: WorkerSockets) -> std
                 }
             })
         };
-        let pipeline = Arc::new(Pipeline::new(shared.clone(), upstreams));
+        let pipeline = Arc::new(Pipeline::new(shared.clone(), upstreams.clone()));
+        let relay = shared
+            .limits
+            .http1_relay
+            .then(|| Relay::new(shared.clone(), upstreams));
         let mut http1 = http1::Builder::new();
         http1
             .timer(TokioTimer::new())
@@ -107,6 +112,7 @@ pub fn run_worker(id: usize, shared: Arc<Shared>, sockets: WorkerSockets) -> std
         let worker = Arc::new(Worker {
             shared: shared.clone(),
             pipeline,
+            relay,
             http1,
             http2,
         });
@@ -154,6 +160,8 @@ pub fn run_worker(id: usize, shared: Arc<Shared>, sockets: WorkerSockets) -> std
 struct Worker {
     shared: Arc<Shared>,
     pipeline: Arc<Pipeline>,
+    /// The HTTP/1.1 fast path for plain connections (unless turned off).
+    relay: Option<Relay>,
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
 }
@@ -209,7 +217,7 @@ async fn accept_loop(
         match &tls {
             None => {
                 tracker.spawn(async move {
-                    serve_connection(worker, stream, peer, "http").await;
+                    serve_plain(worker, stream, peer).await;
                     drop(slot);
                 });
             }
@@ -237,6 +245,22 @@ async fn refuse(mut stream: TcpStream, slot: ConnSlot) {
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(ANSWER)).await;
     let _ = stream.shutdown().await;
     drop(slot);
+}
+
+/// A plain connection: the relay serves it while its requests suit the relay, the general
+/// path (framing guard and hyper) from the first one that does not.
+async fn serve_plain(worker: Arc<Worker>, stream: TcpStream, peer: SocketAddr) {
+    match &worker.relay {
+        Some(relay) => match relay.serve(stream, peer).await {
+            Ended::Closed => {}
+            // Boxed: hyper's connection state is large, and an idle relayed connection should
+            // not carry room for it.
+            Ended::General(stream) => {
+                Box::pin(serve_connection(worker, stream, peer, "http")).await
+            }
+        },
+        None => serve_connection(worker, stream, peer, "http").await,
+    }
 }
 
 async fn serve_connection<I>(worker: Arc<Worker>, io: I, peer: SocketAddr, scheme: &'static str)

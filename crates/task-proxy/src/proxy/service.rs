@@ -151,13 +151,48 @@ fn empty_body() -> ProxyBody {
 }
 
 /// Why forwarding gave no response.
-enum Failure {
+pub(super) enum Failure {
     /// No endpoint could be connected.
     NoJob { last: Option<String> },
     /// The job did not start its response in time.
     Timeout,
     /// The job failed after the request was sent.
     Upstream(hyper::Error),
+    /// The job failed after the request was sent (the relay's description).
+    Job(String),
+}
+
+/// The local answer for a failure to forward to service `key`.
+pub(super) fn failure_answer(
+    failure: Failure,
+    key: &impl std::fmt::Display,
+) -> (StatusCode, String) {
+    match failure {
+        Failure::NoJob { last } => (
+            StatusCode::BAD_GATEWAY,
+            match last {
+                Some(e) => format!("no healthy job for service {key} ({e})"),
+                None => format!("no healthy job for service {key}"),
+            },
+        ),
+        Failure::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the job of service {key} did not answer in time"),
+        ),
+        // The caller's own body broke (a malformed chunk, a cut upload): their fault.
+        Failure::Upstream(e) if e.is_user() => (
+            StatusCode::BAD_REQUEST,
+            format!("the request body could not be read: {e}"),
+        ),
+        Failure::Upstream(e) => (
+            StatusCode::BAD_GATEWAY,
+            format!("the job of service {key} failed: {e}"),
+        ),
+        Failure::Job(e) => (
+            StatusCode::BAD_GATEWAY,
+            format!("the job of service {key} failed: {e}"),
+        ),
+    }
 }
 
 /// The future of [`Pipeline::handle`].
@@ -353,33 +388,7 @@ impl Pipeline {
         let (response, in_flight) = match self.send(&backend, req, replay, is_upgrade).await {
             Ok(ok) => ok,
             Err(failure) => {
-                let (status, message) = match failure {
-                    Failure::NoJob { last } => (
-                        StatusCode::BAD_GATEWAY,
-                        match last {
-                            Some(e) => {
-                                format!("no healthy job for service {} ({e})", backend.route.key)
-                            }
-                            None => format!("no healthy job for service {}", backend.route.key),
-                        },
-                    ),
-                    Failure::Timeout => (
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!(
-                            "the job of service {} did not answer in time",
-                            backend.route.key
-                        ),
-                    ),
-                    // The caller's own body broke (a malformed chunk, a cut upload): their fault.
-                    Failure::Upstream(e) if e.is_user() => (
-                        StatusCode::BAD_REQUEST,
-                        format!("the request body could not be read: {e}"),
-                    ),
-                    Failure::Upstream(e) => (
-                        StatusCode::BAD_GATEWAY,
-                        format!("the job of service {} failed: {e}", backend.route.key),
-                    ),
-                };
+                let (status, message) = failure_answer(failure, &backend.route.key);
                 tracing::debug!(service = %backend.route.key, %status, %message, "local answer");
                 stats.count_status(status);
                 let mut answer = local_answer(caller, status, &message, None);

@@ -23,6 +23,8 @@ struct IdleHttp1 {
 pub struct WorkerPool {
     http1: Mutex<Vec<IdleHttp1>>,
     http2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
+    /// Idle connections of the HTTP/1.1 relay.
+    pub(super) raw: Mutex<Vec<super::relay::RawConn>>,
 }
 
 /// Why no connection to an endpoint could be made. Nothing of the request was sent.
@@ -69,7 +71,20 @@ impl Upstreams {
         }
     }
 
-    async fn tcp(&self, ep: &EndpointState) -> Result<TcpStream, ConnectError> {
+    pub(super) fn worker(&self) -> usize {
+        self.worker
+    }
+
+    pub(super) fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// Most idle connections kept per endpoint in this worker's pools (`--upstream-max-idle-per-job`).
+    pub(super) fn max_idle(&self) -> usize {
+        self.max_idle
+    }
+
+    pub(super) async fn tcp(&self, ep: &EndpointState) -> Result<TcpStream, ConnectError> {
         let e = &ep.endpoint;
         let connect = TcpStream::connect((e.host.as_str(), e.port));
         match tokio::time::timeout(self.connect_timeout, connect).await {
@@ -180,6 +195,9 @@ impl Upstreams {
             };
             if let Ok(mut idle) = pool.http1.lock() {
                 idle.retain(|c| c.since.elapsed() < self.idle_timeout && !c.sender.is_closed());
+            }
+            if let Ok(mut idle) = pool.raw.lock() {
+                idle.retain(|c| c.is_reusable_after(self.idle_timeout));
             }
             if let Ok(mut slot) = pool.http2.lock() {
                 if slot.as_ref().is_some_and(|s| s.is_closed()) {

@@ -11,7 +11,7 @@ mod snapshot;
 mod table;
 
 pub use hash::{service_hash, service_hash_with_len, HASH_LEN};
-pub use route_key::{route_key, RouteKeyError};
+pub use route_key::{route_key, RouteKey, RouteKeyError};
 pub use service::{Endpoint, EndpointParseError, Protocol, ServiceKey, ServiceSpec};
 pub use snapshot::{Collision, Route, RoutingSnapshot};
 pub use table::RoutingTable;

@@ -18,6 +18,40 @@ pub enum RouteKeyError {
     DuplicateHost,
 }
 
+/// A route key: the lowercase hash of a service, held inline (routing a request allocates
+/// nothing). Dereferences to `&str`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RouteKey {
+    bytes: [u8; 64],
+    len: u8,
+}
+
+impl std::ops::Deref for RouteKey {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // Only ASCII hex digits are ever stored.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for RouteKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl std::fmt::Debug for RouteKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl PartialEq<&str> for RouteKey {
+    fn eq(&self, other: &&str) -> bool {
+        **self == **other
+    }
+}
+
 /// The route key of a request: the lowercase hash of the service it names.
 ///
 /// `taskproxy_ids` are the values of every `x-yt-taskproxy-id` header (one is allowed; it wins
@@ -26,7 +60,7 @@ pub fn route_key<'a>(
     taskproxy_ids: impl IntoIterator<Item = &'a [u8]>,
     host: Option<&str>,
     base_domain: &str,
-) -> Result<String, RouteKeyError> {
+) -> Result<RouteKey, RouteKeyError> {
     let mut ids = taskproxy_ids.into_iter();
     if let Some(id) = ids.next() {
         if ids.next().is_some() {
@@ -40,16 +74,22 @@ pub fn route_key<'a>(
             base_domain: base_domain.to_string(),
         });
     };
-    let name = strip_port(host).trim_end_matches('.').to_ascii_lowercase();
-    let base = base_domain.trim_end_matches('.').to_ascii_lowercase();
+    let name = strip_port(host).trim_end_matches('.');
+    let base = base_domain.trim_end_matches('.');
     let foreign = || RouteKeyError::ForeignHost {
         host: host.to_string(),
         base_domain: base_domain.to_string(),
     };
-    let label = name
-        .strip_suffix(base.as_str())
-        .and_then(|rest| rest.strip_suffix('.'))
-        .ok_or_else(foreign)?;
+    // `<label>.<base>`, compared without lowercased copies.
+    let label_len = name.len().checked_sub(base.len() + 1).ok_or_else(foreign)?;
+    let bytes = name.as_bytes();
+    if bytes.get(label_len) != Some(&b'.')
+        || !bytes[label_len + 1..].eq_ignore_ascii_case(base.as_bytes())
+    {
+        return Err(foreign());
+    }
+    // An ASCII '.' sits at `label_len`: a character boundary.
+    let label = &name[..label_len];
     if label.is_empty() || label.contains('.') {
         return Err(foreign());
     }
@@ -57,15 +97,21 @@ pub fn route_key<'a>(
 }
 
 /// A hash is 8 hex characters; longer ones (up to 64) name services whose short hash collides.
-fn parse_hash(value: &str) -> Result<String, RouteKeyError> {
+fn parse_hash(value: &str) -> Result<RouteKey, RouteKeyError> {
     let ok = (HASH_LEN..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_hexdigit());
-    if ok {
-        Ok(value.to_ascii_lowercase())
-    } else {
-        Err(RouteKeyError::BadHash {
+    if !ok {
+        return Err(RouteKeyError::BadHash {
             value: value.chars().take(80).collect(),
-        })
+        });
     }
+    let mut key = RouteKey {
+        bytes: [0; 64],
+        len: value.len() as u8,
+    };
+    for (slot, b) in key.bytes.iter_mut().zip(value.bytes()) {
+        *slot = b.to_ascii_lowercase();
+    }
+    Ok(key)
 }
 
 fn strip_port(host: &str) -> &str {
@@ -85,7 +131,7 @@ mod tests {
 
     const BASE: &str = "tp.example.net";
 
-    fn by_host(host: &str) -> Result<String, RouteKeyError> {
+    fn by_host(host: &str) -> Result<RouteKey, RouteKeyError> {
         route_key(std::iter::empty(), Some(host), BASE)
     }
 
@@ -123,6 +169,14 @@ mod tests {
             Err(RouteKeyError::BadHash { .. })
         ));
         assert!(matches!(by_host(""), Err(RouteKeyError::Missing { .. })));
+        assert!(matches!(
+            by_host("ü.tp.example.net"),
+            Err(RouteKeyError::BadHash { .. })
+        ));
+        assert!(matches!(
+            by_host("aü.example.net"),
+            Err(RouteKeyError::ForeignHost { .. })
+        ));
         assert!(matches!(
             route_key(std::iter::empty(), None, BASE),
             Err(RouteKeyError::Missing { .. })

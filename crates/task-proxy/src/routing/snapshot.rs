@@ -38,7 +38,8 @@ pub struct Collision {
 #[derive(Debug, Default)]
 pub struct RoutingSnapshot {
     base_domain: String,
-    by_hash: HashMap<String, Arc<Route>>,
+    /// Looked up on every request: foldhash (randomly seeded, like std's, but cheaper).
+    by_hash: HashMap<String, Arc<Route>, foldhash::fast::RandomState>,
     by_domain: Vec<Arc<Route>>,
     collisions: Vec<Collision>,
     generation: u64,
@@ -121,7 +122,8 @@ impl RoutingSnapshot {
             }
         }
 
-        let mut by_hash = HashMap::with_capacity(named.len());
+        let mut by_hash =
+            HashMap::with_capacity_and_hasher(named.len(), foldhash::fast::RandomState::default());
         let mut by_domain = Vec::with_capacity(named.len());
         for (hash, spec) in named {
             let mut endpoints = spec.endpoints.clone();

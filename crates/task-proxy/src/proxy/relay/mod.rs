@@ -1,0 +1,738 @@
+//! The HTTP/1.1 relay: the fast path for plain HTTP/1.1 connections to `http` services.
+//!
+//! One task owns the caller's connection and, for the length of an exchange, a pooled
+//! connection to the job. A request head is parsed in place (`httparse`), routed, admitted and
+//! written to the job with its body; the job's head is parsed the same way and written back
+//! rewritten, and the body bytes are passed on as they arrive (chunked bodies unchanged, only
+//! followed to find their end). Nothing is converted into `http` types on this path, no task
+//! or channel sits between the two sockets, and an idle keep-alive connection holds no buffer:
+//! it waits for readiness with an empty buffer, so 10,000 idle callers cost little memory.
+//!
+//! Written by hand because hyper, which serves everything else, turns each message into
+//! `http::Request`/`Response` values, runs every client connection to a job as a separate task
+//! behind channels, and keeps 16 KiB of buffers per connection for its whole life; a proxy
+//! that passes bytes on needs none of that.
+//!
+//! The relay only takes what it handles completely: HTTP/1.1 requests in origin form with one
+//! Host, no body or a `Content-Length` body of at most [`MAX_BUFFERED_REQUEST`] bytes, and no
+//! `Upgrade`, `Expect`, `Transfer-Encoding` or `Connection` header naming other headers, for
+//! services with the `http` protocol. At the first request it does not take, the connection
+//! with the bytes read so far is handed to the general path (the framing guard and hyper),
+//! which serves it from then on; so every unusual request gets exactly the general path's
+//! behaviour. Forwarding follows the same rules as the general path: hop-by-hop headers
+//! dropped, credentials removed, `X-Forwarded-*` set, `Location` rewritten, connect failures
+//! retried on other endpoints and bodiless idempotent requests replayed once.
+
+mod chunked;
+mod head;
+mod upstream;
+
+pub use upstream::RawConn;
+
+use super::access_log::AccessRecord;
+use super::balance::{Backend, InFlight, Tried, MAX_ATTEMPTS};
+use super::service::{failure_answer, Failure};
+use super::upstream::Upstreams;
+use super::Shared;
+use crate::admin::metrics::Unrouted;
+use crate::answer::{local_answer, CallerKind, ProxyBody};
+use crate::routing::{route_key, Protocol};
+use bytes::{Buf, Bytes, BytesMut};
+use head::{Framing, Kind, ParsedRequest, RequestHead, ResponseHead};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Requests (head and body) up to this size are relayed; larger ones take the general path,
+/// which streams bodies.
+pub const MAX_BUFFERED_REQUEST: usize = 64 * 1024;
+
+/// Read buffers grow by this much.
+const READ_CHUNK: usize = 8 * 1024;
+/// Response bodies are copied through a buffer of this size.
+const BODY_CHUNK: usize = 32 * 1024;
+
+/// How a relayed connection ended.
+pub enum Ended {
+    /// Closed (by either side, a timeout or the drain).
+    Closed,
+    /// A request the relay does not take: the general path continues the connection from the
+    /// start of that request.
+    General(Prefixed<TcpStream>),
+}
+
+/// One worker's relay.
+#[derive(Debug)]
+pub struct Relay {
+    shared: Arc<Shared>,
+    upstreams: Upstreams,
+    /// Buffers of connections that are idle, lent to connections that have a request.
+    spare: Mutex<Vec<Scratch>>,
+}
+
+/// Most spare buffer sets a worker keeps.
+const MAX_SPARE: usize = 128;
+
+/// The buffers a connection needs while it has a request: what it read, what it writes, and
+/// the parsed header index.
+#[derive(Debug)]
+struct Scratch {
+    inbound: BytesMut,
+    out: Vec<u8>,
+    headers: Vec<head::Header>,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            inbound: BytesMut::with_capacity(READ_CHUNK),
+            out: Vec::with_capacity(READ_CHUNK / 2),
+            headers: Vec::with_capacity(16),
+        }
+    }
+}
+
+/// What one exchange left the caller's connection in.
+enum Next {
+    KeepAlive,
+    Close,
+    /// Hand the connection, from the start of this request, to the general path.
+    General,
+}
+
+/// A job's answer to a forwarded request, ready to be passed on.
+struct Answered {
+    conn: RawConn,
+    head: ResponseHead,
+    _in_flight: InFlight,
+}
+
+/// A timer for a deadline that moves forward with every request: moving it costs a clock
+/// read, and the timer is re-armed only when it fires before the current deadline (instead
+/// of a timer-wheel update per request).
+struct LazyTimer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+}
+
+impl LazyTimer {
+    fn new(deadline: tokio::time::Instant) -> LazyTimer {
+        LazyTimer {
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline,
+        }
+    }
+
+    fn set(&mut self, deadline: tokio::time::Instant) {
+        self.deadline = deadline;
+        if deadline < self.sleep.deadline() {
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+
+    /// Completes at the deadline.
+    async fn expired(&mut self) {
+        loop {
+            self.sleep.as_mut().await;
+            if tokio::time::Instant::now() >= self.deadline {
+                return;
+            }
+            self.sleep.as_mut().reset(self.deadline);
+        }
+    }
+}
+
+impl Relay {
+    pub fn new(shared: Arc<Shared>, upstreams: Upstreams) -> Relay {
+        Relay {
+            shared,
+            upstreams,
+            spare: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take_scratch(&self) -> Scratch {
+        let spare = self.spare.lock().ok().and_then(|mut spare| spare.pop());
+        spare.unwrap_or_else(Scratch::new)
+    }
+
+    fn return_scratch(&self, mut scratch: Scratch) {
+        if scratch.inbound.capacity() > MAX_BUFFERED_REQUEST * 2
+            || scratch.out.capacity() > BODY_CHUNK
+        {
+            return;
+        }
+        scratch.inbound.clear();
+        // Reclaims the space before the consumed bytes (the buffer is empty and unshared).
+        scratch.inbound.reserve(READ_CHUNK);
+        scratch.out.clear();
+        if let Ok(mut spare) = self.spare.lock() {
+            if spare.len() < MAX_SPARE {
+                spare.push(scratch);
+            }
+        }
+    }
+
+    /// Serves a plain connection until it ends or needs the general path.
+    pub async fn serve(&self, mut stream: TcpStream, peer: SocketAddr) -> Ended {
+        let limits = &self.shared.limits;
+        let peer_ip = peer.ip().to_canonical().to_string();
+        let now = tokio::time::Instant::now();
+        let mut idle = LazyTimer::new(now + limits.idle_timeout);
+        let mut response_timer = LazyTimer::new(now + limits.upstream_response_timeout);
+        let mut scratch: Option<Scratch> = None;
+        loop {
+            let idle_now = match &scratch {
+                Some(s) => s.inbound.is_empty(),
+                None => true,
+            };
+            if idle_now {
+                // Idle: wait for the next request without holding buffers, and take them only
+                // once bytes arrived (readiness alone can be spurious).
+                if let Some(s) = scratch.take() {
+                    self.return_scratch(s);
+                }
+                loop {
+                    tokio::select! {
+                        biased;
+                        ready = stream.readable() => if ready.is_err() { return Ended::Closed },
+                        _ = self.shared.shutdown.cancelled() => return Ended::Closed,
+                        _ = idle.expired() => return Ended::Closed,
+                    }
+                    let mut fresh = self.take_scratch();
+                    match stream.try_read_buf(&mut fresh.inbound) {
+                        Ok(0) => return Ended::Closed,
+                        Ok(_) => {
+                            scratch = Some(fresh);
+                            break;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.return_scratch(fresh)
+                        }
+                        Err(_) => return Ended::Closed,
+                    }
+                }
+            }
+            let Scratch {
+                inbound,
+                out,
+                headers,
+            } = scratch.get_or_insert_with(|| self.take_scratch());
+            let now = tokio::time::Instant::now();
+            let deadline = now + limits.header_read_timeout;
+            let head = loop {
+                if !inbound.is_empty() {
+                    let vec = std::mem::take(headers);
+                    match head::parse_request(inbound, limits.max_header_bytes, vec) {
+                        ParsedRequest::Partial => {}
+                        ParsedRequest::General => {
+                            return Ended::General(Prefixed::new(std::mem::take(inbound), stream))
+                        }
+                        ParsedRequest::Head(head) => break head,
+                    }
+                }
+                if !read_more(&mut stream, inbound, deadline).await {
+                    return Ended::Closed;
+                }
+            };
+            let Some(total) = usize::try_from(head.body_len)
+                .ok()
+                .and_then(|body| body.checked_add(head.len))
+                .filter(|total| *total <= MAX_BUFFERED_REQUEST)
+            else {
+                return Ended::General(Prefixed::new(std::mem::take(inbound), stream));
+            };
+            if inbound.len() < total {
+                // The rest of a small body: the header deadline no longer applies, the idle
+                // timeout does (as for a body the general path streams).
+                let deadline = tokio::time::Instant::now() + limits.idle_timeout;
+                while inbound.len() < total {
+                    if !read_more(&mut stream, inbound, deadline).await {
+                        return Ended::Closed;
+                    }
+                }
+            }
+            response_timer.set(now + limits.upstream_response_timeout);
+            let next = self
+                .exchange(
+                    &inbound[..total],
+                    &head,
+                    &mut stream,
+                    &peer_ip,
+                    out,
+                    &mut response_timer,
+                )
+                .await;
+            *headers = head.into_headers();
+            match next {
+                Next::KeepAlive if !self.shared.shutdown.is_cancelled() => {
+                    inbound.advance(total);
+                    idle.set(tokio::time::Instant::now() + limits.idle_timeout);
+                }
+                Next::KeepAlive | Next::Close => return Ended::Closed,
+                Next::General => {
+                    return Ended::General(Prefixed::new(std::mem::take(inbound), stream))
+                }
+            }
+        }
+    }
+
+    /// Routes, admits and forwards one request, and writes the answer.
+    async fn exchange(
+        &self,
+        request: &[u8],
+        head: &RequestHead,
+        client: &mut TcpStream,
+        peer_ip: &str,
+        out: &mut Vec<u8>,
+        response_timer: &mut LazyTimer,
+    ) -> Next {
+        let shared = &self.shared;
+        let head_bytes = &request[..head.len];
+        let target = &head_bytes[head.target.clone()];
+        let mut record = if AccessRecord::enabled() {
+            let uri = http::Uri::try_from(&request[head.target.clone()]).unwrap_or_default();
+            AccessRecord::start(&head.method, &uri)
+        } else {
+            None
+        };
+
+        // Route.
+        let backend = {
+            let snapshot = shared.table.current();
+            let host = head
+                .values(head_bytes, Kind::Host)
+                .next()
+                .and_then(|h| std::str::from_utf8(h).ok());
+            let key = match route_key(
+                head.values(head_bytes, Kind::TaskProxyId),
+                host,
+                snapshot.base_domain(),
+            ) {
+                Ok(key) => key,
+                Err(e) => {
+                    shared.metrics.count_unrouted(Unrouted::BadRequest);
+                    let answer = local_answer(
+                        self.caller(head, head_bytes),
+                        StatusCode::BAD_REQUEST,
+                        &e.to_string(),
+                        None,
+                    );
+                    return self
+                        .answer(client, head, answer, true, &mut record, out)
+                        .await;
+                }
+            };
+            match snapshot.get(&key) {
+                Some(route) => shared.balancer.backend(route),
+                None => {
+                    shared.metrics.count_unrouted(Unrouted::NoSuchTask);
+                    let answer = local_answer(
+                        self.caller(head, head_bytes),
+                        StatusCode::NOT_FOUND,
+                        &format!("no such task: {key}"),
+                        None,
+                    );
+                    return self
+                        .answer(client, head, answer, head.close, &mut record, out)
+                        .await;
+                }
+            }
+        };
+        if backend.route.protocol != Protocol::Http {
+            return Next::General;
+        }
+        if let Some(record) = record.as_mut() {
+            record.route = Some(backend.route.clone());
+        }
+
+        // Admit.
+        let Some(mut credentials) = head.credentials(head_bytes) else {
+            return Next::General;
+        };
+        let path = target.split(|b| *b == b'?').next().unwrap_or(target);
+        let path = std::str::from_utf8(path).unwrap_or("/");
+        match shared
+            .gate
+            .admit_headers(&mut credentials, path, &backend.route)
+            .await
+        {
+            Ok(admitted) => {
+                if let Some(record) = record.as_mut() {
+                    record.user = admitted.user;
+                }
+            }
+            Err(refusal) => {
+                backend.stats.count_status(refusal.status());
+                let answer = refusal.into_response(self.caller(head, head_bytes));
+                return self
+                    .answer(client, head, answer, head.close, &mut record, out)
+                    .await;
+            }
+        }
+
+        // Forward.
+        out.clear();
+        head.write_for_job(head_bytes, &credentials, peer_ip.as_bytes(), "http", out);
+        out.extend_from_slice(&request[head.len..]);
+        let replayable = head.body_len == 0
+            && matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let is_head = head.method == Method::HEAD;
+        let answered = match self
+            .send(&backend, out, replayable, is_head, response_timer)
+            .await
+        {
+            Ok(answered) => answered,
+            Err(failure) => {
+                let (status, message) = failure_answer(failure, &backend.route.key);
+                tracing::debug!(service = %backend.route.key, %status, %message, "local answer");
+                backend.stats.count_status(status);
+                let answer = local_answer(self.caller(head, head_bytes), status, &message, None);
+                return self
+                    .answer(client, head, answer, head.close, &mut record, out)
+                    .await;
+            }
+        };
+        let Answered {
+            mut conn,
+            head: mut response,
+            _in_flight,
+        } = answered;
+        let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        backend.stats.count_status(status);
+
+        let close = head.close
+            || matches!(response.framing, Framing::UntilClose)
+            || shared.shutdown.is_cancelled();
+        let host = head.values(head_bytes, Kind::Host).next().unwrap_or(b"");
+        out.clear();
+        response.write_for_caller(
+            &conn.buf[..response.len],
+            close,
+            |location| rewrite_location(&backend, location, host),
+            out,
+        );
+        conn.buf.advance(response.len);
+        conn.headers = std::mem::take(&mut response.headers);
+        let relayed = relay_body(&mut conn, client, &mut response.framing, out).await;
+        let (bytes, completed) = match relayed {
+            Ok((bytes, clean)) => {
+                if clean && response.reusable {
+                    self.upstreams.raw_release(conn);
+                }
+                (bytes, true)
+            }
+            Err(bytes) => (bytes, false),
+        };
+        if let Some(record) = record.take() {
+            record.write(status, bytes, completed);
+        }
+        match (completed, close) {
+            (true, false) => Next::KeepAlive,
+            _ => Next::Close,
+        }
+    }
+
+    fn caller(&self, head: &RequestHead, head_bytes: &[u8]) -> CallerKind {
+        let mut headers = HeaderMap::new();
+        for h in &head.headers {
+            let name = &head_bytes[h.name.clone()];
+            if name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"accept") {
+                if let (Ok(name), Ok(value)) = (
+                    http::HeaderName::from_bytes(name),
+                    HeaderValue::from_bytes(&head_bytes[h.value.clone()]),
+                ) {
+                    headers.append(name, value);
+                }
+            }
+        }
+        CallerKind::of(&headers)
+    }
+
+    /// Writes a local answer (and its access-log line).
+    async fn answer(
+        &self,
+        client: &mut TcpStream,
+        head: &RequestHead,
+        answer: Response<ProxyBody>,
+        close: bool,
+        record: &mut Option<AccessRecord>,
+        out: &mut Vec<u8>,
+    ) -> Next {
+        let (parts, body) = answer.into_parts();
+        let body = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => Bytes::new(),
+        };
+        out.clear();
+        write_local_head(&parts, body.len(), close, out);
+        if head.method != Method::HEAD {
+            out.extend_from_slice(&body);
+        }
+        let written = client.write_all(out).await.is_ok();
+        if let Some(record) = record.take() {
+            record.write(parts.status, body.len() as u64, written);
+        }
+        if written && !close {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        }
+    }
+
+    /// Sends `request` to one of the backend's endpoints and reads the response head, with
+    /// the general path's retry rules (see [`crate::proxy::service`]).
+    async fn send(
+        &self,
+        backend: &Arc<Backend>,
+        request: &[u8],
+        mut replayable: bool,
+        is_head: bool,
+        response_timer: &mut LazyTimer,
+    ) -> Result<Answered, Failure> {
+        let balancer = &self.shared.balancer;
+        let limits = &self.shared.limits;
+        let service = backend.route.domain.as_str();
+        let mut tried = Tried::default();
+        let mut last: Option<String> = None;
+        let mut failed_after_send: Option<String> = None;
+        for _ in 0..MAX_ATTEMPTS * 4 {
+            if tried.len() >= MAX_ATTEMPTS {
+                break;
+            }
+            let Some(i) = balancer.pick(backend, &tried) else {
+                break;
+            };
+            let ep = &backend.endpoints[i];
+            let mut conn = match self.upstreams.raw_pooled(ep) {
+                Some(conn) => conn,
+                // Boxed: connecting is rare and its future large.
+                None => match Box::pin(self.upstreams.raw_connect(ep)).await {
+                    Ok(conn) => {
+                        balancer.connect_succeeded(ep);
+                        conn
+                    }
+                    Err(e) => {
+                        balancer.connect_failed(ep, service, &e);
+                        last = Some(e.to_string());
+                        tried.push(i);
+                        continue;
+                    }
+                },
+            };
+            let in_flight = ep.start_request();
+            let started = Instant::now();
+            let exchanged = tokio::select! {
+                biased;
+                exchanged = conn.exchange_head(request, limits.max_header_bytes, is_head) => Some(exchanged),
+                _ = response_timer.expired() => None,
+            };
+            match exchanged {
+                None => return Err(Failure::Timeout),
+                Some(Ok(head)) => {
+                    backend.stats.upstream_latency.observe(started.elapsed());
+                    return Ok(Answered {
+                        conn,
+                        head,
+                        _in_flight: in_flight,
+                    });
+                }
+                Some(Err(error)) => {
+                    tried.push(i);
+                    if replayable {
+                        replayable = false;
+                        tracing::debug!(endpoint = %ep.endpoint, %error, "replaying an idempotent request elsewhere");
+                        failed_after_send = Some(error.to_string());
+                        continue;
+                    }
+                    return Err(Failure::Job(error.to_string()));
+                }
+            }
+        }
+        match failed_after_send {
+            Some(error) => Err(Failure::Job(error)),
+            None => Err(Failure::NoJob { last }),
+        }
+    }
+}
+
+/// Reads more of the caller's bytes before `deadline`; false at EOF, error or timeout.
+async fn read_more(
+    stream: &mut TcpStream,
+    inbound: &mut BytesMut,
+    deadline: tokio::time::Instant,
+) -> bool {
+    if inbound.capacity() - inbound.len() < READ_CHUNK / 4 {
+        inbound.reserve(READ_CHUNK);
+    }
+    // Usually the socket is readable already: no timer for that.
+    match stream.try_read_buf(inbound) {
+        Ok(n) => return n > 0,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(_) => return false,
+    }
+    matches!(
+        tokio::time::timeout_at(deadline, stream.read_buf(inbound)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}
+
+fn rewrite_location(backend: &Backend, location: &[u8], host: &[u8]) -> Option<HeaderValue> {
+    let location = HeaderValue::from_bytes(location).ok()?;
+    let host = HeaderValue::from_bytes(host).ok()?;
+    super::forward::rewrite_location(&location, backend, &host, "http")
+}
+
+/// Passes the response body on after the head in `out`. Ok: bytes of body passed on and
+/// whether the job's connection ended exactly at the end of the message. Err: the bytes passed
+/// on before either side failed.
+async fn relay_body(
+    conn: &mut RawConn,
+    client: &mut TcpStream,
+    framing: &mut Framing,
+    out: &mut Vec<u8>,
+) -> Result<(u64, bool), u64> {
+    let mut bytes = 0u64;
+    let mut first = true;
+    loop {
+        let available = conn.buf.len();
+        let (take, done) = match framing {
+            Framing::None => (0, true),
+            Framing::Length(left) => {
+                let take = usize::try_from(*left).unwrap_or(usize::MAX).min(available);
+                *left -= take as u64;
+                (take, *left == 0)
+            }
+            Framing::Chunked(tracker) => match tracker.feed(&conn.buf) {
+                Ok(take) => (take, tracker.is_done()),
+                Err(_) => return Err(bytes),
+            },
+            Framing::UntilClose => (available, false),
+        };
+        let written = if first {
+            // The head and what came with it go out in one write.
+            first = false;
+            out.extend_from_slice(&conn.buf[..take]);
+            client.write_all(out).await
+        } else {
+            client.write_all(&conn.buf[..take]).await
+        };
+        if written.is_err() {
+            return Err(bytes);
+        }
+        bytes += take as u64;
+        conn.buf.advance(take);
+        if done {
+            return Ok((bytes, conn.buf.is_empty()));
+        }
+        if conn.buf.capacity() < BODY_CHUNK {
+            conn.buf.reserve(BODY_CHUNK);
+        }
+        match conn.stream.read_buf(&mut conn.buf).await {
+            Ok(0) if matches!(framing, Framing::UntilClose) => return Ok((bytes, false)),
+            Ok(0) | Err(_) => return Err(bytes),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Writes the head of a local answer.
+fn write_local_head(
+    parts: &http::response::Parts,
+    body_len: usize,
+    close: bool,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == http::header::CONTENT_LENGTH || name == http::header::CONNECTION {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(body_len.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A stream that first yields bytes already read from it: how the general path receives a
+/// connection the relay read the start of.
+#[derive(Debug)]
+pub struct Prefixed<I> {
+    prefix: BytesMut,
+    inner: I,
+}
+
+impl<I> Prefixed<I> {
+    pub fn new(prefix: BytesMut, inner: I) -> Prefixed<I> {
+        Prefixed { prefix, inner }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                this.prefix = BytesMut::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,128 @@
+//! The relay's connections to jobs: plain TCP streams with their read buffer, pooled per
+//! endpoint per worker (in the endpoint's [`WorkerPool`](crate::proxy::upstream::WorkerPool)
+//! slot, like hyper's connections of the general path).
+
+use super::head::{self, BadResponse, ResponseHead};
+use crate::proxy::balance::EndpointState;
+use crate::proxy::upstream::{ConnectError, Upstreams};
+use bytes::{Buf, BytesMut};
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A connection to a job that the relay writes requests to and reads responses from.
+#[derive(Debug)]
+pub struct RawConn {
+    pub(super) stream: TcpStream,
+    /// Bytes read from the job and not passed on yet.
+    pub(super) buf: BytesMut,
+    pub(super) endpoint: Arc<EndpointState>,
+    /// The parsed header index, reused between responses.
+    pub(super) headers: Vec<head::Header>,
+    idle_since: Instant,
+}
+
+/// Why a job's answer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("the job closed the connection before answering")]
+    Closed,
+    #[error(transparent)]
+    Response(#[from] BadResponse),
+}
+
+/// Read buffers of job connections start at this size.
+const INITIAL_BUFFER: usize = 8 * 1024;
+/// A pooled connection keeps at most this much buffer.
+const MAX_POOLED_BUFFER: usize = 64 * 1024;
+
+impl RawConn {
+    /// Writes `request` and reads up to the end of the final response head (interim 1xx
+    /// responses are skipped: the relay never asks for them).
+    pub(super) async fn exchange_head(
+        &mut self,
+        request: &[u8],
+        max_head: usize,
+        is_head: bool,
+    ) -> Result<ResponseHead, ExchangeError> {
+        self.stream.write_all(request).await?;
+        loop {
+            if !self.buf.is_empty() {
+                if let Some(head) =
+                    head::parse_response(&self.buf, max_head, is_head, &mut self.headers)?
+                {
+                    if (100..200).contains(&head.status) {
+                        self.buf.advance(head.len);
+                        continue;
+                    }
+                    return Ok(head);
+                }
+            }
+            if self.buf.capacity() - self.buf.len() < INITIAL_BUFFER / 4 {
+                self.buf.reserve(INITIAL_BUFFER);
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(ExchangeError::Closed);
+            }
+        }
+    }
+
+    /// Whether a pooled connection may still be used (the sweep's test).
+    pub(crate) fn is_reusable_after(&self, idle_timeout: std::time::Duration) -> bool {
+        self.idle_since.elapsed() < idle_timeout && !self.is_stale()
+    }
+
+    /// Whether the job may have closed the connection or sent something unasked while it was
+    /// pooled. Costs no system call unless the socket turned readable.
+    fn is_stale(&self) -> bool {
+        let mut probe = [0u8; 1];
+        !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+impl Upstreams {
+    /// An idle pooled relay connection to `ep`, if one is usable.
+    pub fn raw_pooled(&self, ep: &EndpointState) -> Option<RawConn> {
+        let pool = ep.pool(self.worker())?;
+        let mut idle = pool.raw.lock().ok()?;
+        while let Some(conn) = idle.pop() {
+            if conn.is_reusable_after(self.idle_timeout()) {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// A new relay connection to `ep`.
+    pub async fn raw_connect(&self, ep: &Arc<EndpointState>) -> Result<RawConn, ConnectError> {
+        Ok(RawConn {
+            stream: self.tcp(ep).await?,
+            buf: BytesMut::with_capacity(INITIAL_BUFFER),
+            endpoint: ep.clone(),
+            headers: Vec::with_capacity(16),
+            idle_since: Instant::now(),
+        })
+    }
+
+    /// Returns a connection whose exchange ended cleanly to its endpoint's pool.
+    pub fn raw_release(&self, mut conn: RawConn) {
+        let endpoint = conn.endpoint.clone();
+        let Some(pool) = endpoint.pool(self.worker()) else {
+            return;
+        };
+        if conn.buf.capacity() > MAX_POOLED_BUFFER {
+            conn.buf = BytesMut::with_capacity(INITIAL_BUFFER);
+        }
+        conn.buf.clear();
+        conn.idle_since = Instant::now();
+        if let Ok(mut idle) = pool.raw.lock() {
+            if idle.len() < self.max_idle() {
+                idle.push(conn);
+            }
+        };
+    }
+}
