@@ -15,6 +15,9 @@ Two more loads concern the proxy alone:
   in the dev cluster with 1 ms added to every request, cold and steady: pass time and requests
   per pass (the ignored test `discovery_bench`, run in release).
 
+For HTTP/1.1 a second task proxy runs with `--http1-relay=false` ("task-proxy-general": every
+connection through hyper), so the relay's effect is measured in the same run.
+
 Usage: bench/run.py [--rounds 3] [--duration 10] [--threads 1,2]
                     [--only http1,h2c,grpc,idle,auth,discovery]
 Installs nginx, haproxy, wrk and h2load (Debian packages) when missing. Loopback only.
@@ -55,6 +58,7 @@ PORTS = {
     "job1": 19101, "job2": 19102, "job1_h2": 19111, "job2_h2": 19112,
     "grpc1": 19121, "grpc2": 19122,
     "task-proxy": 18080, "task-proxy-admin": 18081,
+    "task-proxy-general": 18082, "task-proxy-general-admin": 18083,
     "nginx": 18090, "nginx_h2": 18091, "nginx_grpc": 18092,
     "haproxy": 18100, "haproxy_h2": 18101, "haproxy_grpc": 18102,
     # auth load
@@ -146,7 +150,7 @@ def start_jobs(procs):
         procs.start(name, [str(demo), "grpc", "--host", "127.0.0.1", "--port", str(PORTS[name])], PORTS[name])
 
 
-def start_task_proxy(procs, threads):
+def start_task_proxy(procs, threads, name="task-proxy", extra=()):
     services = {"services": [
         {"operation_id": OPERATION, "task_name": "web", "service": "port_0", "protocol": "http",
          "endpoints": [f"127.0.0.1:{PORTS['job1']}", f"127.0.0.1:{PORTS['job2']}"]},
@@ -155,12 +159,12 @@ def start_task_proxy(procs, threads):
     ]}
     f = WORK / "services.json"
     f.write_text(json.dumps(services))
-    return procs.start("task-proxy", [
+    return procs.start(name, [
         str(ROOT / "target/release/task-proxy"), "serve", "--services-file", str(f),
         "--base-domain", BASE_DOMAIN, "--auth-enabled=false",
-        "--listen", f"127.0.0.1:{PORTS['task-proxy']}", "--admin-listen", f"127.0.0.1:{PORTS['task-proxy-admin']}",
-        "--worker-threads", str(threads),
-    ], PORTS["task-proxy"], env={**os.environ, "RUST_LOG": "warn"})
+        "--listen", f"127.0.0.1:{PORTS[name]}", "--admin-listen", f"127.0.0.1:{PORTS[name + '-admin']}",
+        "--worker-threads", str(threads), *extra,
+    ], PORTS[name], env={**os.environ, "RUST_LOG": "warn"})
 
 
 def start_nginx(procs, threads):
@@ -413,11 +417,14 @@ def main():
         try:
             start_jobs(procs)
             tp = start_task_proxy(procs, threads)
+            # The same binary with every connection on the general path (hyper), for HTTP/1.1:
+            # what the relay changes, measured in the same run.
+            start_task_proxy(procs, threads, "task-proxy-general", ["--http1-relay=false"])
             start_nginx(procs, threads)
             start_haproxy(procs, threads)
             time.sleep(1)
             targets = {
-                "http1": {"task-proxy": PORTS["task-proxy"], "nginx": PORTS["nginx"], "haproxy": PORTS["haproxy"], "direct": PORTS["job1"]},
+                "http1": {"task-proxy": PORTS["task-proxy"], "task-proxy-general": PORTS["task-proxy-general"], "nginx": PORTS["nginx"], "haproxy": PORTS["haproxy"], "direct": PORTS["job1"]},
                 "h2c": {"task-proxy": PORTS["task-proxy"], "nginx": PORTS["nginx_h2"], "haproxy": PORTS["haproxy_h2"], "direct": PORTS["job1_h2"]},
                 "grpc": {"task-proxy": PORTS["task-proxy"], "nginx": PORTS["nginx_grpc"], "haproxy": PORTS["haproxy_grpc"], "direct": PORTS["grpc1"]},
             }
