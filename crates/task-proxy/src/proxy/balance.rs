@@ -294,6 +294,32 @@ impl Balancer {
             %error, "endpoint ejected");
     }
 
+    /// Awaits `connect` to endpoint `i` of `service`, recording the outcome: success marks the
+    /// endpoint healthy; failure ejects it, counts it as tried and keeps the error in `last`
+    /// (the caller then moves on to another endpoint).
+    pub async fn connect_recorded<T, E: std::fmt::Display>(
+        &self,
+        ep: &EndpointState,
+        i: usize,
+        service: &str,
+        connect: impl std::future::Future<Output = Result<T, E>>,
+        tried: &mut Tried,
+        last: &mut Option<String>,
+    ) -> Option<T> {
+        match connect.await {
+            Ok(conn) => {
+                self.connect_succeeded(ep);
+                Some(conn)
+            }
+            Err(e) => {
+                self.connect_failed(ep, service, &e);
+                *last = Some(e.to_string());
+                tried.push(i);
+                None
+            }
+        }
+    }
+
     /// A connection to `ep` was established: it is healthy.
     pub fn connect_succeeded(&self, ep: &EndpointState) {
         if ep.health.failures.load(Ordering::Relaxed) != 0 {

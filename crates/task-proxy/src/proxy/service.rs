@@ -476,18 +476,16 @@ impl Pipeline {
                     let fresh = pooled.is_none();
                     let mut sender = match pooled {
                         Some(s) => s,
-                        None => match self.upstreams.http1_connect(ep, upgrade).await {
-                            Ok(s) => {
-                                balancer.connect_succeeded(ep);
-                                s
+                        None => {
+                            let connect = self.upstreams.http1_connect(ep, upgrade);
+                            let connected = balancer
+                                .connect_recorded(ep, i, service, connect, &mut tried, &mut last)
+                                .await;
+                            match connected {
+                                Some(s) => s,
+                                None => continue,
                             }
-                            Err(e) => {
-                                balancer.connect_failed(ep, service, &e);
-                                last = Some(e.to_string());
-                                tried.push(i);
-                                continue;
-                            }
-                        },
+                        }
                     };
                     let in_flight = ep.start_request();
                     let started = Instant::now();

@@ -47,7 +47,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Requests (head and body) up to this size are relayed; larger ones take the general path,
@@ -513,19 +513,17 @@ impl Relay {
             let ep = &backend.endpoints[i];
             let mut conn = match self.upstreams.raw_pooled(ep) {
                 Some(conn) => conn,
-                // Boxed: connecting is rare and its future large.
-                None => match Box::pin(self.upstreams.raw_connect(ep)).await {
-                    Ok(conn) => {
-                        balancer.connect_succeeded(ep);
-                        conn
+                None => {
+                    // Boxed: connecting is rare and its future large.
+                    let connect = Box::pin(self.upstreams.raw_connect(ep));
+                    let connected = balancer
+                        .connect_recorded(ep, i, service, connect, &mut tried, &mut last)
+                        .await;
+                    match connected {
+                        Some(conn) => conn,
+                        None => continue,
                     }
-                    Err(e) => {
-                        balancer.connect_failed(ep, service, &e);
-                        last = Some(e.to_string());
-                        tried.push(i);
-                        continue;
-                    }
-                },
+                }
             };
             let in_flight = ep.start_request();
             let started = Instant::now();
@@ -707,32 +705,4 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
+super::delegate_async_write!(Prefixed);
