@@ -86,7 +86,22 @@ fn wait_for_service(admin: &str, operation: &str, jobs: usize) -> (String, Strin
                         && s["endpoints"].as_array().map_or(0, Vec::len) >= jobs
                 })
             });
-            if let Some(s) = found {
+            // Routable, and every job already listens: the metrics below count exact
+            // statuses, so no request may meet a job still starting up.
+            let listening = |s: &serde_json::Value| {
+                s["endpoints"].as_array().is_some_and(|endpoints| {
+                    endpoints.iter().all(|e| {
+                        let address = e["address"]
+                            .as_str()
+                            .and_then(|a| std::net::ToSocketAddrs::to_socket_addrs(a).ok()?.next());
+                        address.is_some_and(|a| {
+                            std::net::TcpStream::connect_timeout(&a, Duration::from_millis(500))
+                                .is_ok()
+                        })
+                    })
+                })
+            };
+            if let Some(s) = found.filter(|s| listening(s)) {
                 return (
                     s["domain"].as_str().unwrap_or_default().to_string(),
                     s["hash"].as_str().unwrap_or_default().to_string(),
