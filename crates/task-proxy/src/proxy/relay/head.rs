@@ -21,7 +21,15 @@ pub enum Kind {
     XForwardedFor,
     XForwardedProto,
     XForwardedHost,
-    /// Not forwarded (hop-by-hop, RFC 9110 §7.6.1, and `Proxy-*`).
+    /// `Connection`: hop-by-hop, and its tokens matter.
+    Connection,
+    /// `Upgrade`: hop-by-hop; a request with it takes the general path.
+    Upgrade,
+    /// `TE`: hop-by-hop, except `TE: trailers` (gRPC needs it).
+    Te,
+    /// `Expect`: a request with it takes the general path.
+    Expect,
+    /// Not forwarded (`Keep-Alive` and `Proxy-*`; hop-by-hop, RFC 9110 §7.6.1).
     HopByHop,
     /// `Transfer-Encoding` (responses: forwarded with chunked bodies).
     TransferEncoding,
@@ -73,12 +81,14 @@ fn kind_of(name: &[u8]) -> Kind {
     let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
     // By length first: one comparison for most names.
     let kind = match name.len() {
-        2 if is(b"te") => Kind::HopByHop,
+        2 if is(b"te") => Kind::Te,
         4 if is(b"host") => Kind::Host,
         6 if is(b"cookie") => Kind::Credential,
-        7 if is(b"upgrade") => Kind::HopByHop,
+        6 if is(b"expect") => Kind::Expect,
+        7 if is(b"upgrade") => Kind::Upgrade,
         8 if is(b"location") => Kind::Location,
-        10 if is(b"connection") || is(b"keep-alive") => Kind::HopByHop,
+        10 if is(b"connection") => Kind::Connection,
+        10 if is(b"keep-alive") => Kind::HopByHop,
         13 if is(b"authorization") => Kind::Credential,
         14 if is(b"content-length") => Kind::ContentLength,
         15 if is(b"x-forwarded-for") => Kind::XForwardedFor,
@@ -155,10 +165,8 @@ pub fn parse_request(buf: &[u8], max_head: usize, mut headers: Vec<Header>) -> P
             // Chunked uploads, and anything with a transfer coding, take the general path
             // (and its framing guard).
             Kind::TransferEncoding => return ParsedRequest::General,
-            Kind::HopByHop if name.eq_ignore_ascii_case(b"upgrade") => {
-                return ParsedRequest::General
-            }
-            Kind::HopByHop if name.eq_ignore_ascii_case(b"connection") => {
+            Kind::Upgrade | Kind::Expect => return ParsedRequest::General,
+            Kind::Connection => {
                 for token in tokens(h.value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         close = true;
@@ -168,7 +176,6 @@ pub fn parse_request(buf: &[u8], max_head: usize, mut headers: Vec<Header>) -> P
                     }
                 }
             }
-            Kind::Other if name.eq_ignore_ascii_case(b"expect") => return ParsedRequest::General,
             _ => {}
         }
         headers.push(Header {
@@ -238,20 +245,14 @@ impl RequestHead {
         for h in &self.headers {
             let value = &head[h.value.clone()];
             match h.kind {
-                Kind::Credential => continue,
-                Kind::HopByHop => {
-                    // `TE: trailers` is end-to-end in practice (gRPC needs it).
-                    let name = &head[h.name.clone()];
-                    if !(name.eq_ignore_ascii_case(b"te")
-                        && value.eq_ignore_ascii_case(b"trailers"))
-                    {
-                        continue;
-                    }
-                }
+                Kind::Credential | Kind::HopByHop | Kind::Connection | Kind::Upgrade => continue,
+                // `TE: trailers` is end-to-end in practice (gRPC needs it).
+                Kind::Te if !value.eq_ignore_ascii_case(b"trailers") => continue,
                 Kind::XForwardedFor => {
                     xff = true;
-                    put_header(out, &head[h.name.clone()], value);
-                    out.truncate(out.len() - 2);
+                    out.extend_from_slice(&head[h.name.clone()]);
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(value);
                     out.extend_from_slice(b", ");
                     out.extend_from_slice(peer_ip);
                     out.extend_from_slice(b"\r\n");
@@ -380,7 +381,7 @@ pub fn parse_response(
                     .last()
                     .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
             }
-            Kind::HopByHop if name.eq_ignore_ascii_case(b"connection") => {
+            Kind::Connection => {
                 for token in tokens(h.value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         close = true;
@@ -444,7 +445,7 @@ impl ResponseHead {
             let name = &head[h.name.clone()];
             let value = &head[h.value.clone()];
             match h.kind {
-                Kind::HopByHop => continue,
+                Kind::HopByHop | Kind::Connection | Kind::Upgrade | Kind::Te => continue,
                 Kind::TransferEncoding if !chunked => continue,
                 Kind::ContentLength if chunked => continue,
                 Kind::Location => {

@@ -297,8 +297,9 @@ impl Relay {
         let shared = &self.shared;
         let head_bytes = &request[..head.len];
         let target = &head_bytes[head.target.clone()];
+        let host = head.values(head_bytes, Kind::Host).next().unwrap_or(b"");
         let mut record = if AccessRecord::enabled() {
-            let uri = http::Uri::try_from(&request[head.target.clone()]).unwrap_or_default();
+            let uri = http::Uri::try_from(target).unwrap_or_default();
             AccessRecord::start(&head.method, &uri)
         } else {
             None
@@ -307,13 +308,9 @@ impl Relay {
         // Route.
         let backend = {
             let snapshot = shared.table.current();
-            let host = head
-                .values(head_bytes, Kind::Host)
-                .next()
-                .and_then(|h| std::str::from_utf8(h).ok());
             let key = match route_key(
                 head.values(head_bytes, Kind::TaskProxyId),
-                host,
+                std::str::from_utf8(host).ok(),
                 snapshot.base_domain(),
             ) {
                 Ok(key) => key,
@@ -411,7 +408,6 @@ impl Relay {
         let close = head.close
             || matches!(response.framing, Framing::UntilClose)
             || shared.shutdown.is_cancelled();
-        let host = head.values(head_bytes, Kind::Host).next().unwrap_or(b"");
         out.clear();
         response.write_for_caller(
             &conn.buf[..response.len],
