@@ -502,12 +502,16 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_failures_ask_once() {
+    /// Runs `n` concurrent look-ups of one key whose fetch takes 50 ms and returns `answer`;
+    /// gives every look-up's result and how many fetches ran.
+    async fn concurrent_lookups(
+        n: usize,
+        answer: Result<u32, &'static str>,
+    ) -> (Vec<Result<(u32, Source), LookupError<&'static str>>>, usize) {
         let c = Arc::new(cache(&Clock::System));
         let calls = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
-        for _ in 0..50 {
+        for _ in 0..n {
             let c = c.clone();
             let calls = calls.clone();
             tasks.push(tokio::spawn(async move {
@@ -518,47 +522,38 @@ mod tests {
                     || async {
                         calls.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        Err::<u32, &'static str>("down")
+                        answer
                     },
                 )
                 .await
             }));
         }
+        let mut results = Vec::new();
         for t in tasks {
-            assert_eq!(t.await.unwrap(), Err(LookupError::Fetch("down")));
+            results.push(t.await.unwrap());
         }
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        (results, calls.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_failures_ask_once() {
+        let (results, calls) = concurrent_lookups(50, Err("down")).await;
+        for result in results {
+            assert_eq!(result, Err(LookupError::Fetch("down")));
+        }
+        assert_eq!(calls, 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_misses_collapse_into_one_fetch() {
-        let c = Arc::new(cache(&Clock::System));
-        let calls = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..100 {
-            let c = c.clone();
-            let calls = calls.clone();
-            tasks.push(tokio::spawn(async move {
-                c.get_or_fetch(
-                    "k",
-                    |k: &str| k.to_string(),
-                    |_| TTL,
-                    || async {
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok::<u32, &'static str>(5)
-                    },
-                )
-                .await
-            }));
-        }
+        let (results, calls) = concurrent_lookups(100, Ok(5)).await;
         let mut sources = Vec::new();
-        for t in tasks {
-            let (value, source) = t.await.unwrap().unwrap();
+        for result in results {
+            let (value, source) = result.unwrap();
             assert_eq!(value, 5);
             sources.push(source);
         }
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(calls, 1);
         assert_eq!(sources.iter().filter(|s| **s == Source::Fetched).count(), 1);
     }
 }
