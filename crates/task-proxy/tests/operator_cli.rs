@@ -40,6 +40,16 @@ fn help_documents_every_flag_with_its_env_var() {
         ),
         ("--auth-enabled", "TASK_PROXY_AUTH_ENABLED"),
         ("--auth-cookie-name", "TASK_PROXY_AUTH_COOKIE_NAME"),
+        (
+            "--auth-lookup-rate-per-client",
+            "TASK_PROXY_AUTH_LOOKUP_RATE_PER_CLIENT",
+        ),
+        (
+            "--auth-lookup-burst-per-client",
+            "TASK_PROXY_AUTH_LOOKUP_BURST_PER_CLIENT",
+        ),
+        ("--auth-lookup-rate", "TASK_PROXY_AUTH_LOOKUP_RATE"),
+        ("--auth-lookup-burst", "TASK_PROXY_AUTH_LOOKUP_BURST"),
         ("--listen", "TASK_PROXY_LISTEN"),
         ("--tls-cert", "TASK_PROXY_TLS_CERT"),
         ("--tls-key", "TASK_PROXY_TLS_KEY"),
@@ -340,7 +350,7 @@ ytProxy: http://yt.example.net
 dirPath: //home/task_proxies
 tokenSecretRef: my-robot-token
 discoveryPeriodSeconds: 10
-auth: {enabled: false, cookieName: MyCookie, loginUrl: "https://yt.example.net/"}
+auth: {enabled: false, cookieName: MyCookie, loginUrl: "https://yt.example.net/", lookupRatePerClient: 5, lookupRate: 0}
 workerThreads: 4
 maxConnections: 2000
 upstreamMaxIdlePerJob: 256
@@ -362,6 +372,9 @@ affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: []
         "--discovery-period-seconds=10",
         "--auth-enabled=false",
         "--auth-cookie-name=MyCookie",
+        "--auth-lookup-rate-per-client=5",
+        "--auth-lookup-burst-per-client=40",
+        "--auth-lookup-rate=0",
         "--worker-threads=4",
         "--max-connections=2000",
         "--upstream-max-idle-per-job=256",
