@@ -431,17 +431,6 @@ impl Checks {
         client: IpAddr,
         metrics: &AuthMetrics,
     ) -> Result<(Admitted, bool), Refusal> {
-        // A credential the cache knows nothing about costs a `whoami`: limited, so fresh
-        // random tokens cannot turn requests into cluster calls. A login the cache holds (even
-        // expired) is a known user and never limited. The limit is applied in the fetch, which
-        // only the caller that asks the cluster runs: concurrent first requests with one new
-        // credential collapse into one look-up and take one token.
-        let known = self
-            .identities
-            .knows(&fingerprint, |identity| {
-                matches!(identity, Identity::User(_))
-            })
-            .await;
         let identity = self
             .identities
             .lookup(
@@ -451,7 +440,19 @@ impl Checks {
                     Identity::User(_) => self.identity_ttl,
                     Identity::Rejected => self.rejected_identity_ttl,
                 },
+                // A credential the cache knows nothing about costs a `whoami`: limited, so
+                // fresh random tokens cannot turn requests into cluster calls. A login the
+                // cache holds (even expired) is a known user and never limited. Checked here,
+                // in the fetch that only the caller asking the cluster runs (the cached path
+                // pays nothing, and concurrent first requests with one new credential collapse
+                // into one look-up that takes one token).
                 || async move {
+                    let known = self
+                        .identities
+                        .knows(&fingerprint, |identity| {
+                            matches!(identity, Identity::User(_))
+                        })
+                        .await;
                     if !known {
                         self.limiter
                             .try_acquire(client)
