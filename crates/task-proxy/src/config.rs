@@ -103,6 +103,32 @@ pub struct ServeArgs {
     #[arg(long, env = "TASK_PROXY_AUTH_FAILURE_HOLD", default_value = "1s", value_parser = parse_duration)]
     pub auth_failure_hold: Duration,
 
+    /// Cluster look-ups (whoami) per second for credentials the auth cache does not know, per
+    /// client address (IPv6: per /64); beyond it 429 with Retry-After. 0: no limit.
+    #[arg(
+        long,
+        env = "TASK_PROXY_AUTH_LOOKUP_RATE_PER_CLIENT",
+        default_value_t = 20
+    )]
+    pub auth_lookup_rate_per_client: u32,
+
+    /// Look-ups one client address may make at once (bucket size of --auth-lookup-rate-per-client).
+    #[arg(
+        long,
+        env = "TASK_PROXY_AUTH_LOOKUP_BURST_PER_CLIENT",
+        default_value_t = 40
+    )]
+    pub auth_lookup_burst_per_client: u32,
+
+    /// Cluster look-ups per second for unknown credentials, all clients together; beyond it 503
+    /// with Retry-After. 0: no limit. Known (cached) users are never limited.
+    #[arg(long, env = "TASK_PROXY_AUTH_LOOKUP_RATE", default_value_t = 200)]
+    pub auth_lookup_rate: u32,
+
+    /// Bucket size of --auth-lookup-rate.
+    #[arg(long, env = "TASK_PROXY_AUTH_LOOKUP_BURST", default_value_t = 400)]
+    pub auth_lookup_burst: u32,
+
     /// Limit of one auth call to the cluster (whoami, check_operation_permission).
     #[arg(long, env = "TASK_PROXY_AUTH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub auth_timeout: Duration,
@@ -413,6 +439,13 @@ impl ServeArgs {
             deny_ttl: self.auth_deny_ttl,
             grace: self.auth_grace,
             failure_hold: self.auth_failure_hold,
+            lookup_limits: crate::auth::LookupLimits {
+                per_client_rate: self.auth_lookup_rate_per_client,
+                per_client_burst: self.auth_lookup_burst_per_client,
+                overall_rate: self.auth_lookup_rate,
+                overall_burst: self.auth_lookup_burst,
+                ..crate::auth::LookupLimits::default()
+            },
             ..AuthConfig::default()
         };
         auth.validate().map_err(ConfigError::Auth)?;

@@ -12,6 +12,9 @@ use task_proxy::routing::{Endpoint, Protocol, Route, ServiceKey};
 use yt_client::{ClientConfig, YtClient};
 use yt_devcluster::{CommandKnob, DevCluster};
 
+/// The client address the requests come from.
+const CLIENT: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 /// One optional request header.
 type Header<'a> = Option<(&'a str, &'a str)>;
 
@@ -59,7 +62,7 @@ async fn admit(
         builder = builder.header(name, value);
     }
     let mut parts = builder.body(()).unwrap().into_parts().0;
-    let result = gate.admit(&mut parts, route).await;
+    let result = gate.admit(&mut parts, route, CLIENT).await;
     assert!(parts.headers.get("authorization").is_none());
     assert!(parts.headers.get("cookie").is_none());
     result

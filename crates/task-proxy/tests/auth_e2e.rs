@@ -428,3 +428,188 @@ async fn browser_with_and_without_the_session_cookie() {
     assert!(page.contains("Log in required"), "{page}");
     assert!(page.contains(LOGIN_URL), "{page}");
 }
+
+/// What `n` requests with fresh random OAuth tokens got, sent by `concurrency` clients over
+/// HTTP/1.1 (the relay) or HTTP/2 with prior knowledge (hyper's path): (status, Retry-After)
+/// per request, and how long the flood took.
+async fn fresh_token_flood(
+    env: &Env,
+    service: &str,
+    n: usize,
+    concurrency: usize,
+    http2: bool,
+) -> (Vec<(u16, Option<String>)>, Duration) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(http2)
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let url = env.url("/");
+    // HTTP/2 names the service by x-yt-taskproxy-id: the client's :authority is the proxy's
+    // address (a Host header beside it would be refused).
+    let (name, value) = if http2 {
+        ("x-yt-taskproxy-id", service_hash(&env.op, "main", service))
+    } else {
+        ("host", env.domain(service))
+    };
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let (client, url, value) = (client.clone(), url.clone(), value.clone());
+            let count = n / concurrency + usize::from(i < n % concurrency);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for _ in 0..count {
+                    let token = format!("OAuth flood-{:016x}", rand::random::<u64>());
+                    let request = http::Request::get(&url)
+                        .header(name, &value)
+                        .header("authorization", token)
+                        .body(http_body_util::Empty::new())
+                        .expect("request");
+                    let response = client.request(request).await.expect("an answer");
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    seen.push((response.status().as_u16(), retry_after));
+                    let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("flood client"));
+    }
+    (all, started.elapsed())
+}
+
+/// The value of the metric line that starts with `series` (0 when absent).
+fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_token_floods_are_limited_per_client_and_known_users_keep_access() {
+    // The defaults: 20 look-ups/s, burst 40, per client; 200/s overall.
+    let env = Env::start(&[]).await;
+    let alice = [("authorization", "OAuth alice-token")];
+    assert_eq!(env.http_status("web", "/", Some(ALICE_OAUTH)), 200);
+    // alice (cached) under load over both protocols throughout.
+    let load = support::load::Load::start_with_headers(
+        env.proxy.plain,
+        &env.domain("web"),
+        "/",
+        &alice,
+        2,
+        Duration::from_millis(5),
+    );
+    let mut limited_total = 0;
+    for http2 in [false, true] {
+        // A full bucket for the next flood (40 at 20/s).
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        env.cluster.reset_request_counts();
+        let (answers, took) = fresh_token_flood(&env, "web", 300, 20, http2).await;
+        let whoami = env.counts().0;
+        let limited: Vec<_> = answers.iter().filter(|(s, _)| *s == 429).collect();
+        let unauthenticated = answers.iter().filter(|(s, _)| *s == 401).count();
+        eprintln!(
+            "http2={http2}: 300 fresh tokens in {took:?}: {} x 429, {unauthenticated} x 401, \
+             {whoami} whoami calls",
+            limited.len()
+        );
+        assert_eq!(limited.len() + unauthenticated, 300, "{answers:?}");
+        assert!(limited.len() >= 200, "{answers:?}");
+        assert!(
+            limited
+                .iter()
+                .all(|(_, retry)| retry.as_deref().and_then(|r| r.parse::<u32>().ok()) >= Some(1)),
+            "{limited:?}"
+        );
+        // Every look-up the limiter let through is one whoami; at most the burst plus the
+        // rate over the flood's duration.
+        let bound = 40 + (20.0 * took.as_secs_f64()).ceil() as u64 + 1;
+        assert_eq!(whoami, unauthenticated as u64, "one whoami per 401");
+        assert!(whoami <= bound, "{whoami} whoami calls > {bound}");
+        limited_total += limited.len();
+    }
+    let report = load.stop().await;
+    assert!(report.ok > 0, "{report:?}");
+    assert!(report.failures.is_empty(), "alice refused: {report:?}");
+    let metrics = env.proxy.metrics();
+    let limited_metric = metric_value(
+        &metrics,
+        "task_proxy_auth_new_credential_lookups_total{result=\"limited_client\"}",
+    );
+    assert_eq!(limited_metric as usize, limited_total, "{metrics}");
+    assert!(
+        metric_value(
+            &metrics,
+            "task_proxy_auth_new_credential_lookups_total{result=\"made\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            "task_proxy_auth_decisions_total{outcome=\"limited\"}"
+        ) as usize
+            == limited_total,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overall_lookup_limit_answers_503_with_retry_after() {
+    let env = Env::start(&[
+        "--auth-lookup-rate-per-client",
+        "0",
+        "--auth-lookup-rate",
+        "1",
+        "--auth-lookup-burst",
+        "10",
+    ])
+    .await;
+    assert_eq!(env.http_status("web", "/", Some(ALICE_OAUTH)), 200);
+    env.cluster.reset_request_counts();
+    let (answers, took) = fresh_token_flood(&env, "web", 100, 10, false).await;
+    let unavailable: Vec<_> = answers.iter().filter(|(s, _)| *s == 503).collect();
+    let whoami = env.counts().0;
+    eprintln!(
+        "100 fresh tokens in {took:?}: {} x 503, {whoami} whoami calls",
+        unavailable.len()
+    );
+    assert!(unavailable.len() >= 80, "{answers:?}");
+    assert!(unavailable.iter().all(|(_, r)| r.is_some()), "{answers:?}");
+    assert!(
+        whoami <= 10 + took.as_secs_f64().ceil() as u64 + 1,
+        "{whoami}"
+    );
+    // Known users are not limited.
+    assert_eq!(env.http_status("web", "/", Some(ALICE_OAUTH)), 200);
+    assert_eq!(env.grpc_code(Some(ALICE_OAUTH)), "OK");
+    // gRPC callers with new credentials get UNAVAILABLE (the bucket refills one a second).
+    let mut grpc_limited = 0;
+    for i in 0..2 {
+        let code = env.grpc_code(Some(&format!("Authorization: OAuth grpc-flood-{i}")));
+        assert!(
+            ["Unavailable", "Unauthenticated"].contains(&code.as_str()),
+            "{code}"
+        );
+        grpc_limited += usize::from(code == "Unavailable");
+    }
+    assert!(grpc_limited >= 1);
+    let metrics = env.proxy.metrics();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "task_proxy_auth_new_credential_lookups_total{result=\"limited_overall\"}"
+        ) as usize,
+        unavailable.len() + grpc_limited,
+        "{metrics}"
+    );
+}

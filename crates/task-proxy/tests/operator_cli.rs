@@ -40,6 +40,16 @@ fn help_documents_every_flag_with_its_env_var() {
         ),
         ("--auth-enabled", "TASK_PROXY_AUTH_ENABLED"),
         ("--auth-cookie-name", "TASK_PROXY_AUTH_COOKIE_NAME"),
+        (
+            "--auth-lookup-rate-per-client",
+            "TASK_PROXY_AUTH_LOOKUP_RATE_PER_CLIENT",
+        ),
+        (
+            "--auth-lookup-burst-per-client",
+            "TASK_PROXY_AUTH_LOOKUP_BURST_PER_CLIENT",
+        ),
+        ("--auth-lookup-rate", "TASK_PROXY_AUTH_LOOKUP_RATE"),
+        ("--auth-lookup-burst", "TASK_PROXY_AUTH_LOOKUP_BURST"),
         ("--listen", "TASK_PROXY_LISTEN"),
         ("--tls-cert", "TASK_PROXY_TLS_CERT"),
         ("--tls-key", "TASK_PROXY_TLS_KEY"),
@@ -208,6 +218,75 @@ fn check_deployment(docs: &[serde_yaml::Value], token_file: &Path) -> Vec<String
     args
 }
 
+/// The public Service (named after the release) publishes only the proxy ports; the admin port
+/// is on a separate ClusterIP Service `<release>-admin` selecting the same pods, and any
+/// ServiceMonitor selects that Service (and only it) and scrapes its port. Returns the public
+/// Service.
+fn check_services(docs: &[serde_yaml::Value]) -> &serde_yaml::Value {
+    let services: Vec<&serde_yaml::Value> =
+        docs.iter().filter(|d| kind_of(d) == "Service").collect();
+    let named = |name: &str| {
+        services
+            .iter()
+            .copied()
+            .find(|s| s["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no Service {name} in {services:?}"))
+    };
+    let public = named("tp");
+    let admin = named("tp-admin");
+    let ports = |service: &serde_yaml::Value| -> Vec<(String, i64, String)> {
+        service["spec"]["ports"]
+            .as_sequence()
+            .expect("ports")
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap_or_default().to_string(),
+                    p["port"].as_i64().unwrap_or_default(),
+                    p["targetPort"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    for (name, port, target) in ports(public) {
+        assert!(
+            name != "metrics" && port != 9901 && target != "admin" && target != "9901",
+            "the public Service publishes the admin port: {:?}",
+            ports(public)
+        );
+        assert!(["http", "https"].contains(&target.as_str()), "{target}");
+    }
+    assert_eq!(admin["spec"]["type"], "ClusterIP");
+    assert_eq!(admin["spec"]["selector"], public["spec"]["selector"]);
+    assert_eq!(
+        ports(admin),
+        vec![("metrics".to_string(), 9901, "admin".to_string())]
+    );
+    for monitor in docs.iter().filter(|d| kind_of(d) == "ServiceMonitor") {
+        let selector = monitor["spec"]["selector"]["matchLabels"]
+            .as_mapping()
+            .expect("matchLabels");
+        let matches = |service: &serde_yaml::Value| {
+            selector
+                .iter()
+                .all(|(k, v)| &service["metadata"]["labels"][k] == v)
+        };
+        assert!(matches(admin), "the ServiceMonitor misses {admin:?}");
+        assert!(
+            !matches(public),
+            "the ServiceMonitor selects the public Service"
+        );
+        let port = monitor["spec"]["endpoints"][0]["port"].as_str();
+        assert!(
+            ports(admin)
+                .iter()
+                .any(|(name, _, _)| Some(name.as_str()) == port),
+            "{port:?}"
+        );
+    }
+    public
+}
+
 #[test]
 fn helm_chart_renders_args_the_binary_accepts() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -219,10 +298,7 @@ fn helm_chart_renders_args_the_binary_accepts() {
     let args = check_deployment(&docs, &token_file);
     assert!(args.contains(&"--namespace=yt".to_string()), "{args:?}");
     assert!(!docs.iter().any(|d| kind_of(d) == "ServiceMonitor"));
-    let service = docs
-        .iter()
-        .find(|d| kind_of(d) == "Service")
-        .expect("Service");
+    let service = check_services(&docs);
     assert_eq!(service["spec"]["type"], "NodePort");
 
     // TLS on: the certificate is mounted and served.
@@ -232,15 +308,30 @@ fn helm_chart_renders_args_the_binary_accepts() {
         args.iter().any(|a| a == "--tls-cert=/etc/certs/tls.crt"),
         "{args:?}"
     );
-    let service = docs
-        .iter()
-        .find(|d| kind_of(d) == "Service")
-        .expect("Service");
+    let service = check_services(&docs);
     assert_eq!(service["spec"]["type"], "LoadBalancer");
+    assert_eq!(
+        service["spec"]["ports"].as_sequence().map(Vec::len),
+        Some(2)
+    );
 
-    // Monitoring on: a ServiceMonitor scraping the Service's metrics port.
+    // TLS and monitoring on: the LoadBalancer still has only the proxy ports, the
+    // ServiceMonitor scrapes the admin Service.
+    let docs = render(&[
+        "--set",
+        "tls.enabled=true",
+        "--set",
+        "monitoring.enabled=true",
+    ]);
+    check_deployment(&docs, &token_file);
+    let service = check_services(&docs);
+    assert_eq!(service["spec"]["type"], "LoadBalancer");
+    assert!(docs.iter().any(|d| kind_of(d) == "ServiceMonitor"));
+
+    // Monitoring on: a ServiceMonitor scraping the admin Service's metrics port.
     let docs = render(&["--set", "monitoring.enabled=true"]);
     check_deployment(&docs, &token_file);
+    check_services(&docs);
     let monitor = docs
         .iter()
         .find(|d| kind_of(d) == "ServiceMonitor")
@@ -259,7 +350,7 @@ ytProxy: http://yt.example.net
 dirPath: //home/task_proxies
 tokenSecretRef: my-robot-token
 discoveryPeriodSeconds: 10
-auth: {enabled: false, cookieName: MyCookie, loginUrl: "https://yt.example.net/"}
+auth: {enabled: false, cookieName: MyCookie, loginUrl: "https://yt.example.net/", lookupRatePerClient: 5, lookupRate: 0}
 workerThreads: 4
 maxConnections: 2000
 upstreamMaxIdlePerJob: 256
@@ -273,6 +364,7 @@ affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: []
     .expect("values");
     let docs = render(&["-f", &values.to_string_lossy()]);
     let args = check_deployment(&docs, &token_file);
+    check_services(&docs);
     for expected in [
         "--yt-proxy=http://yt.example.net",
         "--base-domain=tp.prod.example.net",
@@ -280,6 +372,9 @@ affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: []
         "--discovery-period-seconds=10",
         "--auth-enabled=false",
         "--auth-cookie-name=MyCookie",
+        "--auth-lookup-rate-per-client=5",
+        "--auth-lookup-burst-per-client=40",
+        "--auth-lookup-rate=0",
         "--worker-threads=4",
         "--max-connections=2000",
         "--upstream-max-idle-per-job=256",

@@ -47,6 +47,20 @@ impl From<RefreshTimedOut> for &'static str {
     }
 }
 
+/// How a failed fetch is treated. A cluster failure is remembered for the failure hold (so an
+/// outage costs one call per key per hold); a fetch the caller declined without asking the
+/// cluster (a look-up the gate's limits refused) is not: it goes back to that caller only and
+/// leaves the entry as it was, so the next caller may try again.
+pub trait FetchError {
+    fn is_held(&self) -> bool {
+        true
+    }
+}
+
+impl FetchError for String {}
+
+impl FetchError for &'static str {}
+
 /// Where a look-up's value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -174,7 +188,7 @@ impl<K, V, E> GraceCache<K, V, E>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
-    E: Clone + Send + Sync + From<RefreshTimedOut> + 'static,
+    E: Clone + Send + Sync + From<RefreshTimedOut> + FetchError + 'static,
 {
     /// `max_ttl` is the longest TTL any value gets; entries are dropped after `max_ttl + grace`
     /// or when more than `capacity` are held. A failure is remembered for `failure_hold`.
@@ -197,6 +211,24 @@ where
             grace,
             failure_hold,
             clock,
+        }
+    }
+
+    /// Whether a look-up of `key` now can be answered without a fetch that matters: the entry
+    /// answers on its own (fresh value, or a failure still held), or it holds a value
+    /// `known` accepts (even an expired one). The gate limits cluster look-ups only for keys
+    /// this is false for.
+    pub async fn knows<Q>(&self, key: &Q, known: impl FnOnce(&V) -> bool) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.entries.get(key).await {
+            None => false,
+            Some(entry) => {
+                entry.answer(self.clock.now()).is_some()
+                    || entry.good.as_ref().is_some_and(|good| known(&good.value))
+            }
         }
     }
 
@@ -246,6 +278,8 @@ where
         let clock = &self.clock;
         let mut fetched = false;
         let fetched_flag = &mut fetched;
+        let mut declined = None;
+        let declined_slot = &mut declined;
         let compute = self
             .entries
             .entry(owned.clone())
@@ -270,6 +304,10 @@ where
                             }),
                             failure: None,
                         })
+                    }
+                    Err(error) if !error.is_held() => {
+                        *declined_slot = Some(error);
+                        Op::Nop
                     }
                     Err(error) => Op::Put(Stamped {
                         good: current.and_then(|entry| entry.good),
@@ -302,6 +340,9 @@ where
                 }
             },
         };
+        if let Some(error) = declined {
+            return Err(LookupError::Fetch(error));
+        }
         let now = self.clock.now();
         let entry = match result {
             CompResult::Inserted(entry)

@@ -4,19 +4,22 @@
 //! The cached path costs one SHA-256 of the credential and two cache look-ups (identity by
 //! fingerprint, decision by `(login, operation)`). Misses go to the cluster once per key, however
 //! many requests wait for it. When the cluster fails, answers that expired less than the grace
-//! period ago are used; a caller with no such answer gets 503.
+//! period ago are used; a caller with no such answer gets 503. Look-ups for credentials the
+//! identity cache does not know are limited per client address and overall ([`super::limit`]).
 
 use super::backend::{AuthBackend, BackendError};
-use super::cache::{Clock, Found, GraceCache, Source};
+use super::cache::{Clock, FetchError, Found, GraceCache, LookupError, RefreshTimedOut, Source};
 use super::credentials::{take_credentials, Credential, Presented};
 use super::front::FrontCache;
+use super::limit::{Limited, LookupLimiter, LookupLimits};
 use super::login_page::{validate_login_url, BadLoginUrl};
-use super::metrics::{AuthMetrics, CacheName, CacheResult, Call, CallResult, Outcome};
+use super::metrics::{AuthMetrics, CacheName, CacheResult, Call, CallResult, LimitResult, Outcome};
 use super::static_skip::StaticSkip;
-use super::{Admitted, LoginHint, Refusal};
+use super::{Admitted, LimitScope, LoginHint, Refusal};
 use crate::routing::Route;
 use prometheus_client::registry::Registry;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,6 +55,8 @@ pub struct AuthConfig {
     pub max_decisions: u64,
     /// `Retry-After` of 503 answers.
     pub retry_after: Duration,
+    /// Limits on cluster look-ups for credentials the caches do not know.
+    pub lookup_limits: LookupLimits,
 }
 
 impl Default for AuthConfig {
@@ -70,6 +75,7 @@ impl Default for AuthConfig {
             max_identities: 100_000,
             max_decisions: 200_000,
             retry_after: Duration::from_secs(5),
+            lookup_limits: LookupLimits::default(),
         }
     }
 }
@@ -83,6 +89,8 @@ pub enum AuthConfigError {
     CookieName(String),
     #[error("auth cache sizes must be positive")]
     CacheSize,
+    #[error("{0} must be at least 1 when its rate is set")]
+    LookupBurst(&'static str),
 }
 
 impl AuthConfig {
@@ -101,6 +109,15 @@ impl AuthConfig {
         if self.max_identities == 0 || self.max_decisions == 0 {
             return Err(AuthConfigError::CacheSize);
         }
+        let limits = &self.lookup_limits;
+        if limits.per_client_rate > 0 && limits.per_client_burst == 0 {
+            return Err(AuthConfigError::LookupBurst(
+                "--auth-lookup-burst-per-client",
+            ));
+        }
+        if limits.overall_rate > 0 && limits.overall_burst == 0 {
+            return Err(AuthConfigError::LookupBurst("--auth-lookup-burst"));
+        }
         Ok(())
     }
 }
@@ -111,6 +128,27 @@ enum Identity {
     User(Arc<str>),
     /// The cluster does not accept the credential.
     Rejected,
+}
+
+/// Why the identity cache has no answer for a credential.
+#[derive(Debug, Clone)]
+enum IdentityFailure {
+    /// The cluster failed (logged where it happened; remembered for the failure hold).
+    Cluster,
+    /// The look-up limits refused the `whoami` (not remembered: the next request may try).
+    Limited(Limited),
+}
+
+impl From<RefreshTimedOut> for IdentityFailure {
+    fn from(_: RefreshTimedOut) -> Self {
+        IdentityFailure::Cluster
+    }
+}
+
+impl FetchError for IdentityFailure {
+    fn is_held(&self) -> bool {
+        matches!(self, IdentityFailure::Cluster)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -124,8 +162,10 @@ struct Checks {
     /// Per-thread copies of fresh allow decisions (the hot path of thread-per-core workers).
     front: FrontCache,
     clock: Clock,
-    identities: GraceCache<[u8; 32], Identity, String>,
+    identities: GraceCache<[u8; 32], Identity, IdentityFailure>,
     decisions: GraceCache<DecisionKey, bool, String>,
+    /// Bounds the `whoami` calls that unknown credentials cause.
+    limiter: LookupLimiter,
     login: Arc<LoginHint>,
     identity_ttl: Duration,
     rejected_identity_ttl: Duration,
@@ -215,8 +255,9 @@ impl Gate {
                 decision_max_ttl,
                 config.grace,
                 config.failure_hold,
-                clock,
+                clock.clone(),
             ),
+            limiter: LookupLimiter::new(config.lookup_limits, clock),
             login: Arc::new(LoginHint {
                 login_url: config.login_url.clone(),
                 cookie_name: config.cookie_name.clone(),
@@ -253,14 +294,15 @@ impl Gate {
         self.inner.metrics.register(registry);
     }
 
-    /// Decides on a routed request; removes the caller's YTsaurus credentials from `parts`
-    /// whatever the outcome.
+    /// Decides on a routed request from `client` (the peer address, for the look-up limits);
+    /// removes the caller's YTsaurus credentials from `parts` whatever the outcome.
     pub async fn admit(
         &self,
         parts: &mut http::request::Parts,
         route: &Route,
+        client: IpAddr,
     ) -> Result<Admitted, Refusal> {
-        self.admit_headers(&mut parts.headers, parts.uri.path(), route)
+        self.admit_headers(&mut parts.headers, parts.uri.path(), route, client)
             .await
     }
 
@@ -271,6 +313,7 @@ impl Gate {
         headers: &mut http::HeaderMap,
         path: &str,
         route: &Route,
+        client: IpAddr,
     ) -> Result<Admitted, Refusal> {
         let inner = &*self.inner;
         let presented = take_credentials(headers, &inner.cookie_name);
@@ -295,7 +338,7 @@ impl Gate {
             }
         };
         let result = checks
-            .decide(&credential, &route.key.operation_id, metrics)
+            .decide(&credential, &route.key.operation_id, client, metrics)
             .await;
         match &result {
             Ok((_, true)) => metrics.decision(Outcome::AllowedStale),
@@ -303,6 +346,7 @@ impl Gate {
             Err(Refusal::Forbidden { .. }) => metrics.decision(Outcome::Denied),
             Err(Refusal::Unauthenticated { .. }) => metrics.decision(Outcome::Unauthenticated),
             Err(Refusal::Unavailable { .. }) => metrics.decision(Outcome::Unavailable),
+            Err(Refusal::Limited { .. }) => metrics.decision(Outcome::Limited),
         }
         if let Err(refusal) = &result {
             tracing::debug!(
@@ -324,6 +368,30 @@ impl Checks {
         }
     }
 
+    fn limited(&self, limited: Limited, metrics: &AuthMetrics) -> Refusal {
+        let (scope, retry_after_seconds, result) = match limited {
+            Limited::Client {
+                retry_after_seconds,
+            } => (
+                LimitScope::Client,
+                retry_after_seconds,
+                LimitResult::LimitedClient,
+            ),
+            Limited::Overall {
+                retry_after_seconds,
+            } => (
+                LimitScope::Overall,
+                retry_after_seconds,
+                LimitResult::LimitedOverall,
+            ),
+        };
+        metrics.new_credential_lookup(result);
+        Refusal::Limited {
+            scope,
+            retry_after_seconds,
+        }
+    }
+
     fn unavailable(&self) -> Refusal {
         Refusal::Unavailable {
             retry_after_seconds: self.retry_after_seconds,
@@ -335,6 +403,7 @@ impl Checks {
         &self,
         credential: &Credential,
         operation_id: &str,
+        client: IpAddr,
         metrics: &AuthMetrics,
     ) -> Result<(Admitted, bool), Refusal> {
         let fingerprint = credential.fingerprint();
@@ -350,7 +419,7 @@ impl Checks {
         }
         // Boxed: the shared caches' lookups are large futures, and every request's future
         // would otherwise carry room for them although most are answered above.
-        Box::pin(self.decide_shared(credential, fingerprint, operation_id, metrics)).await
+        Box::pin(self.decide_shared(credential, fingerprint, operation_id, client, metrics)).await
     }
 
     /// [`Checks::decide`] past the per-thread front cache.
@@ -359,6 +428,7 @@ impl Checks {
         credential: &Credential,
         fingerprint: [u8; 32],
         operation_id: &str,
+        client: IpAddr,
         metrics: &AuthMetrics,
     ) -> Result<(Admitted, bool), Refusal> {
         let identity = self
@@ -370,7 +440,29 @@ impl Checks {
                     Identity::User(_) => self.identity_ttl,
                     Identity::Rejected => self.rejected_identity_ttl,
                 },
-                || self.fetch_identity(credential, metrics),
+                // A credential the cache knows nothing about costs a `whoami`: limited, so
+                // fresh random tokens cannot turn requests into cluster calls. A login the
+                // cache holds (even expired) is a known user and never limited. Checked here,
+                // in the fetch that only the caller asking the cluster runs (the cached path
+                // pays nothing, and concurrent first requests with one new credential collapse
+                // into one look-up that takes one token).
+                || async move {
+                    let known = self
+                        .identities
+                        .knows(&fingerprint, |identity| {
+                            matches!(identity, Identity::User(_))
+                        })
+                        .await;
+                    if !known {
+                        self.limiter
+                            .try_acquire(client)
+                            .map_err(IdentityFailure::Limited)?;
+                        metrics.new_credential_lookup(LimitResult::Made);
+                    }
+                    self.fetch_identity(credential, metrics)
+                        .await
+                        .map_err(|_| IdentityFailure::Cluster)
+                },
             )
             .await;
         let Found {
@@ -379,6 +471,9 @@ impl Checks {
             fresh_until: identity_fresh_until,
         } = match identity {
             Ok(found) => found,
+            Err(LookupError::Fetch(IdentityFailure::Limited(limited))) => {
+                return Err(self.limited(limited, metrics));
+            }
             Err(_) => {
                 metrics.lookup(CacheName::Identity, CacheResult::Error);
                 return Err(self.unavailable());

@@ -1,5 +1,5 @@
-//! Auth metrics: decisions by outcome, cache look-ups by result, and the latency of the
-//! cluster calls auth makes. Handles to every label combination are resolved once, so the
+//! Auth metrics: decisions by outcome, cache look-ups by result, the latency of the cluster
+//! calls auth makes, and how the look-up limits treated unknown credentials. Handles to every label combination are resolved once, so the
 //! request path only does atomic increments. The data plane owns the registry and calls
 //! [`super::Gate::register_metrics`].
 
@@ -24,6 +24,8 @@ pub enum Outcome {
     Disabled,
     /// Allowed on an expired decision or identity during a cluster failure.
     AllowedStale,
+    /// An unknown credential over a look-up limit (429 per client, 503 overall).
+    Limited,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,6 +71,22 @@ pub enum CallResult {
     Error,
 }
 
+/// What the look-up limits did with a credential the caches did not know.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum LimitResult {
+    /// The look-up went ahead.
+    Made,
+    /// Refused: the client address's limit (429).
+    LimitedClient,
+    /// Refused: the overall limit (503).
+    LimitedOverall,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    result: LimitResult,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     call: Call,
@@ -103,6 +121,12 @@ label_values! {
         Skipped => "skipped",
         Disabled => "disabled",
         AllowedStale => "allowed_stale",
+        Limited => "limited",
+    }
+    LimitResult {
+        Made => "made",
+        LimitedClient => "limited_client",
+        LimitedOverall => "limited_overall",
     }
     CacheName { Identity => "identity", Decision => "decision" }
     CacheResult {
@@ -122,11 +146,12 @@ pub struct AuthMetrics {
     decisions: Family<OutcomeLabels, Counter>,
     lookups: Family<CacheLabels, Counter>,
     cluster_seconds: Family<CallLabels, Histogram>,
-    outcome_counters: [Counter; 7],
+    new_credential_lookups: Family<LimitLabels, Counter>,
+    outcome_counters: [Counter; 8],
     lookup_counters: [[Counter; 5]; 2],
 }
 
-const OUTCOMES: [Outcome; 7] = [
+const OUTCOMES: [Outcome; 8] = [
     Outcome::Allowed,
     Outcome::Denied,
     Outcome::Unauthenticated,
@@ -134,6 +159,7 @@ const OUTCOMES: [Outcome; 7] = [
     Outcome::Skipped,
     Outcome::Disabled,
     Outcome::AllowedStale,
+    Outcome::Limited,
 ];
 const CACHES: [CacheName; 2] = [CacheName::Identity, CacheName::Decision];
 const RESULTS: [CacheResult; 5] = [
@@ -170,10 +196,20 @@ impl AuthMetrics {
                     .clone()
             })
         });
+        let new_credential_lookups = Family::<LimitLabels, Counter>::default();
+        for result in [
+            LimitResult::Made,
+            LimitResult::LimitedClient,
+            LimitResult::LimitedOverall,
+        ] {
+            // Exported from the start, so dashboards see zeros rather than no series.
+            drop(new_credential_lookups.get_or_create(&LimitLabels { result }));
+        }
         AuthMetrics {
             decisions,
             lookups,
             cluster_seconds,
+            new_credential_lookups,
             outcome_counters,
             lookup_counters,
         }
@@ -181,7 +217,8 @@ impl AuthMetrics {
 
     /// Adds the metrics to `registry`: `task_proxy_auth_decisions_total{outcome}`,
     /// `task_proxy_auth_cache_lookups_total{cache,result}`,
-    /// `task_proxy_auth_cluster_call_seconds{call,result}`.
+    /// `task_proxy_auth_cluster_call_seconds{call,result}`,
+    /// `task_proxy_auth_new_credential_lookups_total{result}`.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "task_proxy_auth_decisions",
@@ -198,6 +235,25 @@ impl AuthMetrics {
             "Latency of the cluster calls auth makes (whoami, check_operation_permission)",
             self.cluster_seconds.clone(),
         );
+        registry.register(
+            "task_proxy_auth_new_credential_lookups",
+            "Cluster look-ups for credentials the auth caches did not know: made, or refused by \
+             the per-client or the overall limit",
+            self.new_credential_lookups.clone(),
+        );
+    }
+
+    pub fn new_credential_lookup(&self, result: LimitResult) {
+        self.new_credential_lookups
+            .get_or_create(&LimitLabels { result })
+            .inc();
+    }
+
+    /// The count of unknown-credential look-ups with `result`.
+    pub fn new_credential_lookups_with(&self, result: LimitResult) -> u64 {
+        self.new_credential_lookups
+            .get_or_create(&LimitLabels { result })
+            .get()
     }
 
     pub fn decision(&self, outcome: Outcome) {

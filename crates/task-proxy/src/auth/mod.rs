@@ -11,6 +11,7 @@
 //! - [`backend`]: the cluster calls (`whoami`, `check_operation_permission`) behind a trait,
 //!   implemented for `yt_client::YtClient`;
 //! - [`gate`]: the decision itself and its configuration;
+//! - [`limit`]: limits on the cluster look-ups unknown credentials cause;
 //! - [`login_page`]: the page browsers get instead of a bare 401;
 //! - [`metrics`]: decisions, cache look-ups, cluster latency.
 
@@ -19,6 +20,7 @@ pub mod cache;
 pub mod credentials;
 pub mod front;
 pub mod gate;
+pub mod limit;
 pub mod login_page;
 pub mod metrics;
 pub mod static_skip;
@@ -27,6 +29,7 @@ mod yt_backend;
 pub use backend::{AuthBackend, BackendError};
 pub use credentials::{Credential, Presented, Secret};
 pub use gate::{AuthConfig, AuthConfigError, Gate, DEFAULT_COOKIE_NAME};
+pub use limit::LookupLimits;
 pub use static_skip::StaticSkip;
 
 use crate::answer::{local_answer, CallerKind, ProxyBody};
@@ -48,6 +51,15 @@ pub struct LoginHint {
     pub cookie_name: String,
 }
 
+/// Which look-up limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    /// The client address's share (429).
+    Client,
+    /// The gate's share for all clients (503).
+    Overall,
+}
+
 /// Why a request is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -61,6 +73,12 @@ pub enum Refusal {
     Forbidden { user: String },
     /// The cluster failed while deciding and no recent decision is cached (503).
     Unavailable { retry_after_seconds: u32 },
+    /// The credential is unknown and checking it would exceed a look-up limit: 429 for the
+    /// client's own limit, 503 for the overall one.
+    Limited {
+        scope: LimitScope,
+        retry_after_seconds: u32,
+    },
 }
 
 impl Refusal {
@@ -69,6 +87,14 @@ impl Refusal {
             Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
             Refusal::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Limited {
+                scope: LimitScope::Client,
+                ..
+            } => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::Limited {
+                scope: LimitScope::Overall,
+                ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -82,6 +108,14 @@ impl Refusal {
             Refusal::Unavailable { .. } => {
                 "the cluster cannot check access right now; retry later".to_string()
             }
+            Refusal::Limited {
+                scope: LimitScope::Client,
+                ..
+            } => "too many new credentials from your address to check; retry later".to_string(),
+            Refusal::Limited {
+                scope: LimitScope::Overall,
+                ..
+            } => "too many new credentials to check right now; retry later".to_string(),
         };
         let html = match (&self, caller) {
             (Refusal::Unauthenticated { reason, login }, CallerKind::Browser) => {
@@ -98,6 +132,10 @@ impl Refusal {
         match self {
             Refusal::Unavailable {
                 retry_after_seconds,
+            }
+            | Refusal::Limited {
+                retry_after_seconds,
+                ..
             } => {
                 response.headers_mut().insert(
                     http::header::RETRY_AFTER,

@@ -1,6 +1,7 @@
 //! Gate decisions against a counting fake cluster with a manual clock.
 
 use super::cache::Clock;
+use super::metrics::{LimitResult, Outcome};
 use super::*;
 use crate::routing::{Endpoint, Protocol, Route, ServiceKey};
 use futures_util::future::BoxFuture;
@@ -9,6 +10,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// The client address the requests come from.
+const CLIENT: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 #[derive(Default)]
 struct FakeCluster {
@@ -148,7 +152,7 @@ fn gate_with(cluster: &Arc<FakeCluster>, config: AuthConfig) -> (Gate, Clock) {
 
 async fn admit(gate: &Gate, headers: &[(&str, &str)]) -> Result<Admitted, Refusal> {
     let mut parts = request("/", headers);
-    gate.admit(&mut parts, &route("port_0")).await
+    gate.admit(&mut parts, &route("port_0"), CLIENT).await
 }
 
 fn alice() -> Result<Admitted, Refusal> {
@@ -169,7 +173,7 @@ async fn disabled_gate_admits_everyone_and_still_strips_credentials() {
         ],
     );
     assert_eq!(
-        gate.admit(&mut parts, &route("port_0")).await,
+        gate.admit(&mut parts, &route("port_0"), CLIENT).await,
         Ok(Admitted::default())
     );
     assert!(parts.headers.get("authorization").is_none());
@@ -198,7 +202,7 @@ async fn every_credential_form_identifies_alice() {
     ] {
         let mut parts = request("/", &[header, ("x-other", "kept")]);
         assert_eq!(
-            gate.admit(&mut parts, &route("port_0")).await,
+            gate.admit(&mut parts, &route("port_0"), CLIENT).await,
             alice(),
             "{header:?}"
         );
@@ -280,6 +284,158 @@ async fn concurrent_first_requests_collapse() {
         ..FakeCluster::demo()
     });
     let (gate, _) = gate_with(&cluster, config());
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let gate = gate.clone();
+        tasks.push(tokio::spawn(async move {
+            admit(&gate, &[("authorization", "OAuth alice-token")]).await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), alice());
+    }
+    assert_eq!(cluster.calls(), (1, 1));
+}
+
+fn limits(per_client: (u32, u32), overall: (u32, u32)) -> crate::auth::LookupLimits {
+    crate::auth::LookupLimits {
+        per_client_rate: per_client.0,
+        per_client_burst: per_client.1,
+        overall_rate: overall.0,
+        overall_burst: overall.1,
+        ..crate::auth::LookupLimits::default()
+    }
+}
+
+async fn admit_from(
+    gate: &Gate,
+    client: &str,
+    headers: &[(&str, &str)],
+) -> Result<Admitted, Refusal> {
+    let mut parts = request("/", headers);
+    gate.admit(&mut parts, &route("port_0"), client.parse().unwrap())
+        .await
+}
+
+#[tokio::test]
+async fn fresh_tokens_are_limited_per_client_and_known_users_are_not() {
+    let cluster = Arc::new(FakeCluster::demo());
+    let config = AuthConfig {
+        lookup_limits: limits((2, 5), (100, 100)),
+        ..config()
+    };
+    let (gate, clock) = gate_with(&cluster, config);
+    assert_eq!(
+        admit_from(&gate, "10.0.0.1", &[("authorization", "OAuth alice-token")]).await,
+        alice()
+    );
+    let mut limited = 0;
+    for i in 0..100 {
+        let token = format!("OAuth random-{i}");
+        match admit_from(&gate, "10.0.0.1", &[("authorization", &token)]).await {
+            Err(Refusal::Unauthenticated { .. }) => {}
+            Err(Refusal::Limited {
+                scope: LimitScope::Client,
+                retry_after_seconds,
+            }) => {
+                assert!(retry_after_seconds >= 1);
+                limited += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+        // alice, cached, is never limited.
+        assert_eq!(
+            admit_from(&gate, "10.0.0.1", &[("authorization", "OAuth alice-token")]).await,
+            alice()
+        );
+    }
+    // alice's whoami and 4 of the burst of 5 (alice took one).
+    assert_eq!(cluster.calls().0, 5);
+    assert_eq!(limited, 96);
+    let metrics = gate.metrics();
+    assert_eq!(metrics.new_credential_lookups_with(LimitResult::Made), 5);
+    assert_eq!(
+        metrics.new_credential_lookups_with(LimitResult::LimitedClient),
+        96
+    );
+    assert_eq!(metrics.decisions_with(Outcome::Limited), 96);
+    // Another address has its own bucket; a rejected credential, once known, costs nothing.
+    assert!(matches!(
+        admit_from(
+            &gate,
+            "10.0.0.2",
+            &[("authorization", "OAuth other-client")]
+        )
+        .await,
+        Err(Refusal::Unauthenticated { .. })
+    ));
+    assert!(matches!(
+        admit_from(&gate, "10.0.0.1", &[("authorization", "OAuth random-0")]).await,
+        Err(Refusal::Unauthenticated { .. })
+    ));
+    assert_eq!(cluster.calls().0, 6);
+    // A known user whose identity expired is refreshed without a token, whatever the bucket.
+    clock.advance(Duration::from_secs(301));
+    assert_eq!(
+        admit_from(&gate, "10.0.0.1", &[("authorization", "OAuth alice-token")]).await,
+        alice()
+    );
+    assert_eq!(cluster.calls().0, 7);
+    // The bucket refills at the rate.
+    clock.advance(Duration::from_secs(1));
+    assert!(matches!(
+        admit_from(&gate, "10.0.0.1", &[("authorization", "OAuth bob-token")]).await,
+        Err(Refusal::Forbidden { .. })
+    ));
+}
+
+#[tokio::test]
+async fn the_overall_lookup_limit_refuses_every_client_with_503() {
+    let cluster = Arc::new(FakeCluster::demo());
+    let config = AuthConfig {
+        lookup_limits: limits((100, 100), (1, 3)),
+        ..config()
+    };
+    let (gate, _) = gate_with(&cluster, config);
+    for i in 0..3 {
+        let token = format!("OAuth random-{i}");
+        let client = format!("10.0.1.{i}");
+        assert!(matches!(
+            admit_from(&gate, &client, &[("authorization", &token)]).await,
+            Err(Refusal::Unauthenticated { .. })
+        ));
+    }
+    let refusal = admit_from(&gate, "10.0.1.9", &[("authorization", "OAuth alice-token")])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refusal,
+        Refusal::Limited {
+            scope: LimitScope::Overall,
+            retry_after_seconds: 1
+        }
+    );
+    assert_eq!(refusal.status(), 503);
+    assert_eq!(cluster.calls().0, 3);
+    assert_eq!(
+        gate.metrics()
+            .new_credential_lookups_with(LimitResult::LimitedOverall),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_requests_of_one_credential_take_one_lookup() {
+    let cluster = Arc::new(FakeCluster {
+        delay: Some(Duration::from_millis(50)),
+        ..FakeCluster::demo()
+    });
+    // A burst of 1: only collapsing keeps the 99 waiting requests from being limited.
+    let config = AuthConfig {
+        lookup_limits: limits((1, 1), (1, 1)),
+        ..config()
+    };
+    let (gate, _) = gate_with(&cluster, config);
     let mut tasks = Vec::new();
     for _ in 0..100 {
         let gate = gate.clone();
@@ -376,7 +532,10 @@ async fn static_paths_of_ui_services_skip_auth_only_when_clean() {
     let ui = route("ui");
     for path in ["/static/app.js", "/static/css/a.css?v=1"] {
         let mut parts = request(path, &[("cookie", "YTCypressCookie=alice-cookie; a=1")]);
-        assert_eq!(gate.admit(&mut parts, &ui).await, Ok(Admitted::default()));
+        assert_eq!(
+            gate.admit(&mut parts, &ui, CLIENT).await,
+            Ok(Admitted::default())
+        );
         assert_eq!(parts.headers["cookie"], "a=1", "stripped even when skipped");
     }
     for path in [
@@ -389,14 +548,17 @@ async fn static_paths_of_ui_services_skip_auth_only_when_clean() {
         let mut parts = request(path, &[]);
         assert!(
             matches!(
-                gate.admit(&mut parts, &ui).await,
+                gate.admit(&mut parts, &ui, CLIENT).await,
                 Err(Refusal::Unauthenticated { .. })
             ),
             "{path}"
         );
     }
     let mut parts = request("/static/app.js", &[]);
-    assert!(gate.admit(&mut parts, &route("rest")).await.is_err());
+    assert!(gate
+        .admit(&mut parts, &route("rest"), CLIENT)
+        .await
+        .is_err());
     assert_eq!(cluster.calls(), (0, 0));
 }
 
@@ -438,6 +600,24 @@ async fn refusals_render_for_each_caller() {
     let plain = unavailable.into_response(CallerKind::Other);
     assert_eq!(plain.status(), 503);
     assert_eq!(plain.headers()["retry-after"], "5");
+    for (scope, status, grpc_status) in [
+        (LimitScope::Client, 429, "8"),
+        (LimitScope::Overall, 503, "14"),
+    ] {
+        let limited = Refusal::Limited {
+            scope,
+            retry_after_seconds: 2,
+        };
+        for caller in [CallerKind::Browser, CallerKind::Other] {
+            let answer = limited.clone().into_response(caller);
+            assert_eq!(answer.status(), status);
+            assert_eq!(answer.headers()["retry-after"], "2");
+            assert!(!answer.headers().contains_key("www-authenticate"));
+        }
+        let grpc = limited.into_response(CallerKind::Grpc);
+        assert_eq!(grpc.headers()["grpc-status"], grpc_status);
+        assert_eq!(grpc.headers()["retry-after"], "2");
+    }
 }
 
 #[test]

@@ -272,6 +272,7 @@ where
     let activity = ConnActivity::new();
     let ctx = Arc::new(ConnContext {
         client: ClientView { scheme, peer_ip },
+        peer: peer.ip().to_canonical(),
         activity: activity.clone(),
     });
     let pipeline = worker.pipeline.clone();

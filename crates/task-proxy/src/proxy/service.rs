@@ -82,6 +82,8 @@ impl Drop for Active {
 #[derive(Debug)]
 pub struct ConnContext {
     pub client: ClientView,
+    /// The peer's address (the auth gate limits look-ups per client address).
+    pub peer: std::net::IpAddr,
     pub activity: Arc<ConnActivity>,
 }
 
@@ -326,7 +328,12 @@ impl Pipeline {
         }
 
         // Admit.
-        match self.shared.gate.admit(&mut parts, &backend.route).await {
+        match self
+            .shared
+            .gate
+            .admit(&mut parts, &backend.route, conn.peer)
+            .await
+        {
             Ok(admitted) => {
                 tracing::trace!(user = ?admitted.user, service = %backend.route.key, "admitted");
                 if let Some(record) = record {

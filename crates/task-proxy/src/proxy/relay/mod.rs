@@ -265,7 +265,7 @@ impl Relay {
                     &inbound[..total],
                     &head,
                     &mut stream,
-                    &peer_ip,
+                    (peer.ip(), &peer_ip),
                     out,
                     &mut response_timer,
                 )
@@ -290,7 +290,7 @@ impl Relay {
         request: &[u8],
         head: &RequestHead,
         client: &mut TcpStream,
-        peer_ip: &str,
+        (peer, peer_ip): (std::net::IpAddr, &str),
         out: &mut Vec<u8>,
         response_timer: &mut LazyTimer,
     ) -> Next {
@@ -358,7 +358,7 @@ impl Relay {
         let path = std::str::from_utf8(path).unwrap_or("/");
         match shared
             .gate
-            .admit_headers(&mut credentials, path, &backend.route)
+            .admit_headers(&mut credentials, path, &backend.route, peer)
             .await
         {
             Ok(admitted) => {
