@@ -12,7 +12,7 @@ use super::credentials::{take_credentials, Credential, Presented};
 use super::front::FrontCache;
 use super::login_page::{validate_login_url, BadLoginUrl};
 use super::metrics::{AuthMetrics, CacheName, CacheResult, Call, CallResult, Outcome};
-use super::static_skip::StaticSkip;
+use super::static_skip::{Fetch, StaticSkip};
 use super::{Admitted, LoginHint, Refusal};
 use crate::routing::Route;
 use prometheus_client::registry::Registry;
@@ -254,22 +254,27 @@ impl Gate {
     }
 
     /// Decides on a routed request; removes the caller's YTsaurus credentials from `parts`
-    /// whatever the outcome.
+    /// whatever the outcome. `body_empty`: whether the request's body is known to be empty
+    /// (only bodiless fetches may skip auth on static paths).
     pub async fn admit(
         &self,
         parts: &mut http::request::Parts,
+        body_empty: bool,
         route: &Route,
     ) -> Result<Admitted, Refusal> {
-        self.admit_headers(&mut parts.headers, parts.uri.path(), route)
+        let fetch = Fetch::of(&parts.method, &parts.headers, body_empty);
+        self.admit_headers(&mut parts.headers, parts.uri.path(), fetch, route)
             .await
     }
 
-    /// [`Gate::admit`] for a request given by its headers and path (the HTTP/1.1 relay passes
-    /// just its `Authorization` and `Cookie` headers).
+    /// [`Gate::admit`] for a request given by its headers, path and [`Fetch`] shape (the
+    /// HTTP/1.1 relay passes just its `Authorization` and `Cookie` headers, and works out the
+    /// shape from its own parse of the head).
     pub async fn admit_headers(
         &self,
         headers: &mut http::HeaderMap,
         path: &str,
+        fetch: Fetch,
         route: &Route,
     ) -> Result<Admitted, Refusal> {
         let inner = &*self.inner;
@@ -279,7 +284,7 @@ impl Gate {
             metrics.decision(Outcome::Disabled);
             return Ok(Admitted::default());
         };
-        if inner.static_skip.applies(&route.key.service, path) {
+        if inner.static_skip.admits(&route.key.service, path, fetch) {
             metrics.decision(Outcome::Skipped);
             return Ok(Admitted::default());
         }
