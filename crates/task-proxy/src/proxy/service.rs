@@ -471,8 +471,8 @@ impl Pipeline {
                     } else {
                         "the job switched protocols without being asked to"
                     };
+                    // The job's 101 is already counted for the service (one count a request).
                     tracing::debug!(service = %backend.route.key, message, "local answer");
-                    stats.count_status(StatusCode::BAD_GATEWAY);
                     return Ok(local_answer(caller, StatusCode::BAD_GATEWAY, message, None));
                 }
             }
