@@ -178,6 +178,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TASK_PROXY_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
+    /// An upgraded (WebSocket) tunnel with no byte in either direction for this long is
+    /// closed (like HAProxy's `timeout tunnel`); `--idle-timeout` does not apply to tunnels.
+    #[arg(long, env = "TASK_PROXY_TUNNEL_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    pub tunnel_idle_timeout: Duration,
+
     /// Time to establish a TCP connection to a job.
     #[arg(long, env = "TASK_PROXY_UPSTREAM_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub upstream_connect_timeout: Duration,
@@ -270,6 +275,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Tunnels idle (no byte either way) this long are closed.
+    pub tunnel_idle_timeout: Duration,
     pub upstream_connect_timeout: Duration,
     pub upstream_response_timeout: Duration,
     pub upstream_idle_timeout: Duration,
@@ -288,6 +295,7 @@ impl Default for Limits {
             max_header_bytes: 65_536,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(3600),
             upstream_connect_timeout: Duration::from_secs(2),
             upstream_response_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(30),
@@ -496,6 +504,7 @@ impl ServeArgs {
         for (name, d) in [
             ("header-read-timeout", self.header_read_timeout),
             ("idle-timeout", self.idle_timeout),
+            ("tunnel-idle-timeout", self.tunnel_idle_timeout),
             ("upstream-connect-timeout", self.upstream_connect_timeout),
             ("upstream-response-timeout", self.upstream_response_timeout),
             ("upstream-idle-timeout", self.upstream_idle_timeout),
@@ -526,6 +535,7 @@ impl ServeArgs {
                 max_header_bytes: self.max_header_bytes,
                 header_read_timeout: self.header_read_timeout,
                 idle_timeout: self.idle_timeout,
+                tunnel_idle_timeout: self.tunnel_idle_timeout,
                 upstream_connect_timeout: self.upstream_connect_timeout,
                 upstream_response_timeout: self.upstream_response_timeout,
                 upstream_idle_timeout: self.upstream_idle_timeout,
@@ -597,6 +607,23 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.limits.upstream_max_idle_per_job, 8);
+    }
+
+    #[test]
+    fn tunnel_idle_timeout_is_a_flag() {
+        let base = [
+            "--base-domain=d",
+            "--auth-enabled=false",
+            "--services-file=f",
+        ];
+        let c = parse(&base).unwrap();
+        assert_eq!(c.limits.tunnel_idle_timeout, Duration::from_secs(3600));
+        let c = parse(&[&base[..], &["--tunnel-idle-timeout=90s"]].concat()).unwrap();
+        assert_eq!(c.limits.tunnel_idle_timeout, Duration::from_secs(90));
+        assert_eq!(
+            parse(&[&base[..], &["--tunnel-idle-timeout=0"]].concat()),
+            Err(ConfigError::ZeroDuration("tunnel-idle-timeout"))
+        );
     }
 
     #[test]

@@ -62,7 +62,7 @@ async fn admit(
         builder = builder.header(name, value);
     }
     let mut parts = builder.body(()).unwrap().into_parts().0;
-    let result = gate.admit(&mut parts, route, CLIENT).await;
+    let result = gate.admit(&mut parts, true, route, CLIENT).await;
     assert!(parts.headers.get("authorization").is_none());
     assert!(parts.headers.get("cookie").is_none());
     result

@@ -333,6 +333,12 @@ struct AuthEnv {
 
 impl AuthEnv {
     async fn start() -> AuthEnv {
+        AuthEnv::start_with(|_, _| Vec::new()).await
+    }
+
+    /// [`AuthEnv::start`] with more services: `extra(readable, forbidden)` gives their
+    /// services-file entries.
+    async fn start_with(extra: impl FnOnce(&str, &str) -> Vec<Value>) -> AuthEnv {
         let dir = tempfile::tempdir().expect("tempdir");
         let users = dir.path().join("users.json");
         std::fs::write(
@@ -360,11 +366,12 @@ impl AuthEnv {
         let forbidden = support::start_operation(&cluster, tasks, "{}");
         let job = demo_services::spawn_http("auth-job").await;
         let endpoint = job.addr.to_string();
-        let services = [
+        let mut services = vec![
             json!({"operation_id": readable, "task_name": "main", "service": "web", "protocol": "http", "endpoints": [endpoint]}),
             json!({"operation_id": forbidden, "task_name": "main", "service": "web", "protocol": "http", "endpoints": [endpoint]}),
             json!({"operation_id": forbidden, "task_name": "main", "service": "ui", "protocol": "http", "endpoints": [endpoint]}),
         ];
+        services.extend(extra(&readable, &forbidden));
         let token_file = dir.path().join("robot-token");
         std::fs::write(&token_file, SECRETS[4]).expect("token file");
         let served = FileProxy::start(
@@ -623,4 +630,438 @@ async fn no_credential_appears_in_logs_metrics_status_pages_or_forwarded_request
         credentials.len() * 4 + 3
     );
     env.cluster.shutdown().await;
+}
+
+/// A job that speaks h2c the way hypercorn, Go's h2c handler or Jetty do: a request carrying
+/// `Upgrade: h2c` gets `101 Switching Protocols` and the HTTP/2 server preface (with `eager`,
+/// every request does); anything else a small 200. Records every byte it receives.
+struct H2cJob {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<u8>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl H2cJob {
+    async fn spawn(eager: bool) -> H2cJob {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let record = received.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let mut pending = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    let mut switched = false;
+                    loop {
+                        let n = match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        record.lock().expect("record").extend_from_slice(&buf[..n]);
+                        if switched {
+                            continue;
+                        }
+                        pending.extend_from_slice(&buf[..n]);
+                        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&pending[..end]).to_lowercase();
+                            pending.drain(..end + 4);
+                            let answer: &[u8] = if eager || head.contains("\r\nupgrade: h2c") {
+                                switched = true;
+                                // 101, then an empty SETTINGS frame (the server preface).
+                                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+                            } else {
+                                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                            };
+                            if s.write_all(answer).await.is_err() {
+                                return;
+                            }
+                            if switched {
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        H2cJob {
+            addr,
+            received,
+            _task: task,
+        }
+    }
+
+    fn take(&self) -> String {
+        let mut r = self.received.lock().expect("record");
+        String::from_utf8_lossy(&std::mem::take(&mut *r)).into_owned()
+    }
+}
+
+/// The status codes of the responses in `answer`, in order.
+fn statuses(answer: &str) -> Vec<u16> {
+    answer
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| answer.get(i + 9..i + 12)?.parse().ok())
+        .collect()
+}
+
+/// The `/static/` skip admits plain GET/HEAD only: an `Upgrade: h2c` (or any upgrade, method
+/// or body) there goes through the gate, an admitted h2c upgrade reaches the job as a plain
+/// HTTP/1.1 request, and a job switching protocols on its own gets no tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_on_static_paths_are_checked_and_h2c_never_becomes_a_tunnel() {
+    let h2c = H2cJob::spawn(false).await;
+    let eager = H2cJob::spawn(true).await;
+    let (h2c_endpoint, eager_endpoint) = (h2c.addr.to_string(), eager.addr.to_string());
+    let env = AuthEnv::start_with(|readable, _| {
+        vec![
+            json!({"operation_id": readable, "task_name": "main", "service": "ui", "protocol": "http", "endpoints": [h2c_endpoint]}),
+            json!({"operation_id": readable, "task_name": "main", "service": "eager", "protocol": "http", "endpoints": [eager_endpoint]}),
+        ]
+    })
+    .await;
+    let proxy = env.served.proxy.plain;
+    let ui = format!("Host: {}.{BASE}", env.hash(&env.readable, "ui"));
+    let carol = format!("Authorization: OAuth {}", SECRETS[0]);
+    let h2c_upgrade = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA";
+    let send = |head: String| async move {
+        let (answer, _) = exchange(proxy, format!("{head}\r\n\r\n").as_bytes()).await;
+        answer
+    };
+
+    // The probe: no credentials, an h2c upgrade of a static path, then HTTP/2 on the tunnel.
+    let mut s = TcpStream::connect(proxy).await.expect("connect");
+    s.write_all(format!("GET /static/app.js HTTP/1.1\r\n{ui}\r\n{h2c_upgrade}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // Had a tunnel opened, this would reach the job as HTTP/2.
+    let _ = s
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await;
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = h2c.take();
+    assert!(seen.is_empty(), "the job received {seen:?}");
+
+    // Every upgrade, method or body on a static path needs credentials.
+    let refused = [
+        format!("GET /static/app.js HTTP/1.1\r\n{ui}\r\n{h2c_upgrade}\r\nConnection: close"),
+        format!("GET /static/app.js HTTP/1.1\r\n{ui}\r\nUpgrade: h2c\r\nConnection: close"),
+        format!("GET /static/app.js HTTP/1.1\r\n{ui}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nConnection: close"),
+        format!("POST /static/x HTTP/1.1\r\n{ui}\r\nContent-Length: 0\r\nConnection: close"),
+        format!("POST /static/x HTTP/1.1\r\n{ui}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"),
+        format!("PUT /static/x HTTP/1.1\r\n{ui}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0"),
+        format!("GET /static/app.js HTTP/1.1\r\n{ui}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"),
+        format!("GET /static/app.js HTTP/1.1\r\n{ui}\r\nConnection: close, x-forwarded-for"),
+    ];
+    for head in refused {
+        let answer = send(head.clone()).await;
+        assert_eq!(statuses(&answer), [401], "{head:?}: {answer}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = h2c.take();
+    assert!(seen.is_empty(), "the job received {seen:?}");
+
+    // A plain static fetch still skips auth.
+    for method in ["GET", "HEAD"] {
+        let answer = send(format!(
+            "{method} /static/app.js HTTP/1.1\r\n{ui}\r\nConnection: close"
+        ))
+        .await;
+        assert_eq!(statuses(&answer), [200], "{method}: {answer}");
+    }
+    h2c.take();
+
+    // With credentials the h2c upgrade is dropped: an ordinary answer, and the job never sees
+    // the upgrade.
+    for path in ["/static/app.js", "/api"] {
+        let answer = send(format!(
+            "GET {path} HTTP/1.1\r\n{ui}\r\n{carol}\r\n{h2c_upgrade}\r\nConnection: close"
+        ))
+        .await;
+        assert_eq!(statuses(&answer), [200], "{path}: {answer}");
+        let seen = wait_until(Duration::from_secs(2), "the job's record", || {
+            let seen = h2c.take();
+            (!seen.is_empty()).then_some(seen)
+        })
+        .await
+        .to_lowercase();
+        assert!(
+            seen.starts_with(&format!("get {path} http/1.1\r\n")),
+            "{seen}"
+        );
+        assert!(!seen.contains("upgrade"), "the job saw {seen:?}");
+        assert!(!seen.contains("http2-settings"), "the job saw {seen:?}");
+    }
+    // `websocket, h2c` is narrowed to websocket: the h2c job sees no h2c (and refuses nothing
+    // here, it answers 200).
+    let answer = send(format!("GET /ws HTTP/1.1\r\n{ui}\r\n{carol}\r\nConnection: Upgrade\r\nUpgrade: websocket, h2c\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nConnection: close")).await;
+    assert_eq!(statuses(&answer), [200], "{answer}");
+    let seen = h2c.take().to_lowercase();
+    assert!(
+        seen.contains("\r\nupgrade: websocket\r\n") && !seen.contains("h2c"),
+        "{seen}"
+    );
+
+    // A job answering 101 to a request sent without Upgrade: 502, never a tunnel.
+    let eager_host = format!("Host: {}.{BASE}", env.hash(&env.readable, "eager"));
+    for extra in ["", "\r\nConnection: Upgrade\r\nUpgrade: h2c"] {
+        let answer = send(format!(
+            "GET / HTTP/1.1\r\n{eager_host}\r\n{carol}{extra}\r\nConnection: close"
+        ))
+        .await;
+        assert_eq!(statuses(&answer), [502], "{extra:?}: {answer}");
+        assert!(!answer.contains("\x00\x00\x00\x04"), "{answer:?}");
+    }
+    let seen = eager.take().to_lowercase();
+    assert!(!seen.contains("upgrade"), "{seen}");
+    env.cluster.shutdown().await;
+}
+
+/// The framing guard keeps checking after a request with an `Upgrade` header that did not
+/// become a tunnel, and refuses an over-long chunk line instead of going blind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_checks_go_on_after_a_refused_upgrade_and_a_long_chunk_line() {
+    let job = RecordingJob::spawn().await;
+    let served = FileProxy::start(
+        &[service_json("op-guard", "svc", &job.addr.to_string())],
+        &["--auth-enabled=false"],
+        &[],
+    );
+    let proxy = &served.proxy;
+    let host = format!("{}.{BASE}", service_hash("op-guard", "task", "svc"));
+    let smuggled = format!("GET /smuggled HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let cl_te = format!("POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}");
+    for upgrade in [
+        "Upgrade: foo\r\nConnection: upgrade",
+        "Upgrade: foo",
+        "Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABk",
+        "Upgrade: websocket\r\nConnection: upgrade",
+    ] {
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n{upgrade}\r\n\r\n{cl_te}");
+        let (answer, closed) = exchange(proxy.plain, request.as_bytes()).await;
+        assert_eq!(statuses(&answer), [200, 400], "{upgrade:?}: {answer}");
+        assert!(closed, "{upgrade:?}: connection left open");
+        let seen = job.take();
+        assert!(
+            !seen.contains("/smuggled"),
+            "{upgrade:?}: the job received {seen:?}"
+        );
+        assert!(
+            !seen.contains("POST"),
+            "{upgrade:?}: the job received {seen:?}"
+        );
+        // Only a WebSocket upgrade is passed on (this job refuses it with its 200).
+        let passed_on = seen.to_lowercase().contains("upgrade");
+        assert_eq!(passed_on, upgrade.contains("websocket"), "{seen:?}");
+    }
+    // The same, the second request written only after the first answer (keep-alive).
+    let mut s = TcpStream::connect(proxy.plain).await.expect("connect");
+    s.write_all(
+        format!("GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut first = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut first))
+        .await
+        .expect("first answer in time")
+        .expect("read");
+    assert_eq!(statuses(&String::from_utf8_lossy(&first[..n])), [200]);
+    s.write_all(cl_te.as_bytes()).await.expect("write");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest))
+        .await
+        .is_ok();
+    let rest = String::from_utf8_lossy(&rest).into_owned();
+    assert_eq!(statuses(&rest), [400], "{rest}");
+    assert!(closed);
+    assert!(!job.take().contains("/smuggled"));
+
+    // A chunk extension past the guard's line limit (hyper alone takes up to 16 KiB of them).
+    let long_line = format!(
+        "POST / HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n1;ext={}\r\nx\r\n0\r\n\r\n{cl_te}",
+        "a".repeat(6000)
+    );
+    let (answer, closed) = exchange(proxy.plain, long_line.as_bytes()).await;
+    let seen = wait_until(Duration::from_secs(2), "the job's record", || {
+        Some(job.take())
+    })
+    .await;
+    // The job may answer the first request from its head before the body fails (bodies
+    // stream): at most that 200, then the refusal; the second request never gets one.
+    let got = statuses(&answer);
+    assert!(got == [400] || got == [200, 400], "{answer}");
+    assert!(closed, "connection left open");
+    assert!(!seen.contains("/smuggled"), "the job received {seen:?}");
+    assert!(
+        seen.matches("POST").count() <= 1,
+        "the job received {seen:?}"
+    );
+}
+
+/// A WebSocket tunnel through the proxy to the demo job's echo, opened on a fresh connection.
+async fn open_tunnel(
+    proxy: SocketAddr,
+    host: &str,
+) -> tokio_tungstenite::WebSocketStream<TcpStream> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let stream = TcpStream::connect(proxy).await.expect("connect");
+    let mut request = format!("ws://{host}/ws")
+        .into_client_request()
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("host", host.parse().expect("host"));
+    let (ws, response) = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_tungstenite::client_async(request, stream),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("websocket handshake through the proxy");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+/// Sends `text` and waits for its echo (None: the tunnel is closed or failed).
+async fn echo(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>, text: &str) -> Option<()> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::Text(text.into())).await.ok()?;
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .ok()??
+        .ok()?;
+    (echoed.into_text().ok()? == text).then_some(())
+}
+
+/// The value of an unlabelled series in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Tunnels count against --max-connections until they end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnels_count_against_the_connection_cap() {
+    let job = demo_services::spawn_http("ws-cap").await;
+    let served = FileProxy::start(
+        &[service_json("op-tunnels", "svc", &job.addr.to_string())],
+        &["--auth-enabled=false", "--max-connections", "5"],
+        &[],
+    );
+    let proxy = &served.proxy;
+    let host = format!("{}.{BASE}", service_hash("op-tunnels", "task", "svc"));
+    let mut tunnels = Vec::new();
+    for i in 0..5 {
+        let mut ws = open_tunnel(proxy.plain, &host).await;
+        assert!(
+            echo(&mut ws, &format!("tunnel {i}")).await.is_some(),
+            "tunnel {i}"
+        );
+        tunnels.push(ws);
+    }
+    // hyper has let go of every upgraded connection by now; the tunnels still hold their places.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let (answer, closed) = exchange(proxy.plain, request.as_bytes()).await;
+    assert_eq!(statuses(&answer), [503], "the 6th connection: {answer}");
+    assert!(closed);
+    for (i, ws) in tunnels.iter_mut().enumerate() {
+        assert!(
+            echo(ws, "still open").await.is_some(),
+            "tunnel {i} after the refusal"
+        );
+    }
+    let metrics = proxy.admin_get("/metrics").1;
+    assert_eq!(
+        metric(&metrics, "task_proxy_active_tunnels"),
+        Some(5.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "task_proxy_tunnels_total"),
+        Some(5.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "task_proxy_active_connections"),
+        Some(5.0),
+        "{metrics}"
+    );
+
+    // A tunnel that ends gives its place back.
+    let mut closing = tunnels.pop().expect("a tunnel");
+    closing.close(None).await.expect("close");
+    drop(closing);
+    let mut replacement = None;
+    for _ in 0..50 {
+        let (answer, _) = exchange(proxy.plain, request.as_bytes()).await;
+        if statuses(&answer) == [200] {
+            replacement = Some(answer);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(replacement.is_some(), "no place after a tunnel closed");
+}
+
+/// --tunnel-idle-timeout closes a tunnel without a byte either way, not a busy one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tunnels_are_closed_after_the_tunnel_idle_timeout() {
+    use futures_util::StreamExt;
+    let job = demo_services::spawn_http("ws-idle").await;
+    let served = FileProxy::start(
+        &[service_json("op-idle", "svc", &job.addr.to_string())],
+        &["--auth-enabled=false", "--tunnel-idle-timeout", "1s"],
+        &[],
+    );
+    let proxy = &served.proxy;
+    let host = format!("{}.{BASE}", service_hash("op-idle", "task", "svc"));
+    let mut idle = open_tunnel(proxy.plain, &host).await;
+    let mut busy = open_tunnel(proxy.plain, &host).await;
+    let opened = Instant::now();
+    let idle_closed = tokio::spawn(async move {
+        // Ends (None, a close or an error) when the proxy closes the tunnel.
+        let _ = tokio::time::timeout(Duration::from_secs(10), idle.next()).await;
+        Instant::now()
+    });
+    // Busier than the timeout: a message every 300 ms for 2.5 s.
+    while opened.elapsed() < Duration::from_millis(2500) {
+        assert!(
+            echo(&mut busy, "busy").await.is_some(),
+            "the busy tunnel was closed after {:?}",
+            opened.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let closed_after = idle_closed.await.expect("join").duration_since(opened);
+    eprintln!("idle tunnel closed after {closed_after:?}");
+    assert!(
+        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_millis(2500),
+        "idle tunnel closed after {closed_after:?}"
+    );
+    let metrics = proxy.admin_get("/metrics").1;
+    assert_eq!(
+        metric(&metrics, "task_proxy_tunnels_closed_idle_total"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "task_proxy_active_tunnels"),
+        Some(1.0),
+        "{metrics}"
+    );
 }

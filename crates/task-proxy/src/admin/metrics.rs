@@ -90,6 +90,10 @@ pub struct ProxyMetrics {
     pub connections_total: AtomicU64,
     pub connections_refused: AtomicU64,
     pub tunnels_active: AtomicUsize,
+    /// Tunnels opened (a `101` passed on and both sides upgraded).
+    pub tunnels_total: AtomicU64,
+    /// Tunnels closed by `--tunnel-idle-timeout`.
+    pub tunnels_closed_idle: AtomicU64,
     unrouted: [AtomicU64; 2],
 }
 
@@ -161,6 +165,18 @@ impl prometheus_client::collector::Collector for DataPlaneCollector {
             "task_proxy_active_tunnels",
             "Upgraded (WebSocket) tunnels open now",
             self.proxy.tunnels_active.load(Ordering::Relaxed) as i64,
+        )?;
+        counter(
+            &mut encoder,
+            "task_proxy_tunnels",
+            "Upgraded (WebSocket) tunnels opened",
+            self.proxy.tunnels_total.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "task_proxy_tunnels_closed_idle",
+            "Tunnels closed after --tunnel-idle-timeout without a byte either way",
+            self.proxy.tunnels_closed_idle.load(Ordering::Relaxed),
         )?;
         counter(
             &mut encoder,

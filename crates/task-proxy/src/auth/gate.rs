@@ -14,7 +14,7 @@ use super::front::FrontCache;
 use super::limit::{Limited, LookupLimiter, LookupLimits};
 use super::login_page::{validate_login_url, BadLoginUrl};
 use super::metrics::{AuthMetrics, CacheName, CacheResult, Call, CallResult, LimitResult, Outcome};
-use super::static_skip::StaticSkip;
+use super::static_skip::{Fetch, StaticSkip};
 use super::{Admitted, LimitScope, LoginHint, Refusal};
 use crate::routing::Route;
 use prometheus_client::registry::Registry;
@@ -296,22 +296,28 @@ impl Gate {
 
     /// Decides on a routed request from `client` (the peer address, for the look-up limits);
     /// removes the caller's YTsaurus credentials from `parts` whatever the outcome.
+    /// `body_empty`: whether the request's body is known to be empty (only bodiless fetches
+    /// may skip auth on static paths).
     pub async fn admit(
         &self,
         parts: &mut http::request::Parts,
+        body_empty: bool,
         route: &Route,
         client: IpAddr,
     ) -> Result<Admitted, Refusal> {
-        self.admit_headers(&mut parts.headers, parts.uri.path(), route, client)
+        let fetch = Fetch::of(&parts.method, &parts.headers, body_empty);
+        self.admit_headers(&mut parts.headers, parts.uri.path(), fetch, route, client)
             .await
     }
 
-    /// [`Gate::admit`] for a request given by its headers and path (the HTTP/1.1 relay passes
-    /// just its `Authorization` and `Cookie` headers).
+    /// [`Gate::admit`] for a request given by its headers, path and [`Fetch`] shape (the
+    /// HTTP/1.1 relay passes just its `Authorization` and `Cookie` headers, and works out the
+    /// shape from its own parse of the head).
     pub async fn admit_headers(
         &self,
         headers: &mut http::HeaderMap,
         path: &str,
+        fetch: Fetch,
         route: &Route,
         client: IpAddr,
     ) -> Result<Admitted, Refusal> {
@@ -322,7 +328,7 @@ impl Gate {
             metrics.decision(Outcome::Disabled);
             return Ok(Admitted::default());
         };
-        if inner.static_skip.applies(&route.key.service, path) {
+        if inner.static_skip.admits(&route.key.service, path, fetch) {
             metrics.decision(Outcome::Skipped);
             return Ok(Admitted::default());
         }

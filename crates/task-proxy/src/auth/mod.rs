@@ -30,7 +30,7 @@ pub use backend::{AuthBackend, BackendError};
 pub use credentials::{Credential, Presented, Secret};
 pub use gate::{AuthConfig, AuthConfigError, Gate, DEFAULT_COOKIE_NAME};
 pub use limit::LookupLimits;
-pub use static_skip::StaticSkip;
+pub use static_skip::{Fetch, StaticSkip};
 
 use crate::answer::{local_answer, CallerKind, ProxyBody};
 use http::{HeaderValue, Response, StatusCode};

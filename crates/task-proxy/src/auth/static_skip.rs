@@ -7,6 +7,14 @@
 //! backslashes (`/static/%2e%2e/api`, `/static/..%2fapi`), empty segments (`//static`,
 //! `/static//x`), backslashes, `;` path parameters (`/static/..;/api`), stray `%`, control and
 //! non-ASCII bytes. Comparison is case-sensitive: `/STATIC/x` needs auth.
+//!
+//! Only a *plain fetch* skips ([`Fetch`]): `GET` or `HEAD`, no body, no `Upgrade` (nor
+//! `HTTP2-Settings`, `Expect`, `Transfer-Encoding`), and a `Connection` header naming nothing
+//! but `close`/`keep-alive`. Anything more than fetching a file (an upload, a protocol switch
+//! that would turn the connection into a tunnel to the job, a request that asks the proxy to
+//! drop headers) goes through auth like any other path.
+
+use http::{header, HeaderMap, Method};
 
 /// Which requests skip auth: paths under `path_prefix` of services named in `services`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,9 +49,62 @@ impl StaticSkip {
         StaticSkip::new(Vec::new(), "/static")
     }
 
-    /// Whether a request for `path` (without the query) of service `service` skips auth.
+    /// Whether a plain-fetch request for `path` (without the query) of service `service`
+    /// skips auth.
     pub fn applies(&self, service: &str, path: &str) -> bool {
         self.services.iter().any(|s| s == service) && is_clean_path_under(path, &self.prefix)
+    }
+
+    /// Whether a request of shape `fetch` for `path` of `service` skips auth: only plain
+    /// fetches do.
+    pub fn admits(&self, service: &str, path: &str, fetch: Fetch) -> bool {
+        fetch == Fetch::Plain && self.applies(service, path)
+    }
+}
+
+/// What a request does beyond naming a path, as far as the exemption cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// `GET`/`HEAD` of a resource and nothing more: may skip auth on a static path.
+    Plain,
+    /// Anything else (another method, a body, an upgrade, ...): always checked.
+    Other,
+}
+
+impl Fetch {
+    /// The shape of a request with `method` and `headers`; `body_empty` says whether its body
+    /// is known to be empty (an HTTP/2 request can carry DATA without a `Content-Length`).
+    pub fn of(method: &Method, headers: &HeaderMap, body_empty: bool) -> Fetch {
+        let method_ok = *method == Method::GET || *method == Method::HEAD;
+        // A Content-Length of 0 is a plain fetch still (some clients send it on GET).
+        let no_length = headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .all(|v| v.as_bytes().trim_ascii() == b"0");
+        // `Connection` naming anything else asks the proxy to drop those headers: not plain.
+        let connection_plain = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .all(|t| {
+                t.is_empty()
+                    || t.eq_ignore_ascii_case(b"close")
+                    || t.eq_ignore_ascii_case(b"keep-alive")
+            });
+        let plain = method_ok
+            && body_empty
+            && no_length
+            && connection_plain
+            && !headers.contains_key(header::UPGRADE)
+            && !headers.contains_key("http2-settings")
+            && !headers.contains_key(header::TRANSFER_ENCODING)
+            && !headers.contains_key(header::EXPECT);
+        if plain {
+            Fetch::Plain
+        } else {
+            Fetch::Other
+        }
     }
 }
 
@@ -107,6 +168,63 @@ fn hex_value(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fetch(method: Method, headers: &[(&str, &str)], body_empty: bool) -> Fetch {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        Fetch::of(&method, &map, body_empty)
+    }
+
+    #[test]
+    fn only_plain_fetches_skip() {
+        let skip = StaticSkip::default();
+        let plain = [
+            fetch(Method::GET, &[], true),
+            fetch(Method::HEAD, &[], true),
+            fetch(Method::GET, &[("connection", "keep-alive")], true),
+            fetch(
+                Method::GET,
+                &[("connection", "Close"), ("content-length", "0")],
+                true,
+            ),
+        ];
+        for f in plain {
+            assert_eq!(f, Fetch::Plain);
+            assert!(skip.admits("ui", "/static/app.js", f));
+        }
+        let other = [
+            fetch(Method::POST, &[], true),
+            fetch(Method::PUT, &[], true),
+            fetch(Method::OPTIONS, &[], true),
+            fetch(Method::CONNECT, &[], true),
+            fetch(Method::GET, &[], false),
+            fetch(Method::GET, &[("upgrade", "h2c")], true),
+            fetch(
+                Method::GET,
+                &[("upgrade", "websocket"), ("connection", "upgrade")],
+                true,
+            ),
+            fetch(
+                Method::GET,
+                &[("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA")],
+                true,
+            ),
+            fetch(Method::GET, &[("connection", "upgrade")], true),
+            fetch(Method::GET, &[("connection", "keep-alive, x-auth")], true),
+            fetch(Method::GET, &[("content-length", "5")], true),
+            fetch(Method::GET, &[("transfer-encoding", "chunked")], true),
+            fetch(Method::GET, &[("expect", "100-continue")], true),
+        ];
+        for f in other {
+            assert_eq!(f, Fetch::Other);
+            assert!(!skip.admits("ui", "/static/app.js", f));
+        }
+    }
 
     #[test]
     fn clean_static_paths_skip() {

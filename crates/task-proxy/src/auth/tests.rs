@@ -152,7 +152,7 @@ fn gate_with(cluster: &Arc<FakeCluster>, config: AuthConfig) -> (Gate, Clock) {
 
 async fn admit(gate: &Gate, headers: &[(&str, &str)]) -> Result<Admitted, Refusal> {
     let mut parts = request("/", headers);
-    gate.admit(&mut parts, &route("port_0"), CLIENT).await
+    gate.admit(&mut parts, true, &route("port_0"), CLIENT).await
 }
 
 fn alice() -> Result<Admitted, Refusal> {
@@ -173,7 +173,7 @@ async fn disabled_gate_admits_everyone_and_still_strips_credentials() {
         ],
     );
     assert_eq!(
-        gate.admit(&mut parts, &route("port_0"), CLIENT).await,
+        gate.admit(&mut parts, true, &route("port_0"), CLIENT).await,
         Ok(Admitted::default())
     );
     assert!(parts.headers.get("authorization").is_none());
@@ -202,7 +202,7 @@ async fn every_credential_form_identifies_alice() {
     ] {
         let mut parts = request("/", &[header, ("x-other", "kept")]);
         assert_eq!(
-            gate.admit(&mut parts, &route("port_0"), CLIENT).await,
+            gate.admit(&mut parts, true, &route("port_0"), CLIENT).await,
             alice(),
             "{header:?}"
         );
@@ -313,7 +313,7 @@ async fn admit_from(
     headers: &[(&str, &str)],
 ) -> Result<Admitted, Refusal> {
     let mut parts = request("/", headers);
-    gate.admit(&mut parts, &route("port_0"), client.parse().unwrap())
+    gate.admit(&mut parts, true, &route("port_0"), client.parse().unwrap())
         .await
 }
 
@@ -533,7 +533,7 @@ async fn static_paths_of_ui_services_skip_auth_only_when_clean() {
     for path in ["/static/app.js", "/static/css/a.css?v=1"] {
         let mut parts = request(path, &[("cookie", "YTCypressCookie=alice-cookie; a=1")]);
         assert_eq!(
-            gate.admit(&mut parts, &ui, CLIENT).await,
+            gate.admit(&mut parts, true, &ui, CLIENT).await,
             Ok(Admitted::default())
         );
         assert_eq!(parts.headers["cookie"], "a=1", "stripped even when skipped");
@@ -548,7 +548,7 @@ async fn static_paths_of_ui_services_skip_auth_only_when_clean() {
         let mut parts = request(path, &[]);
         assert!(
             matches!(
-                gate.admit(&mut parts, &ui, CLIENT).await,
+                gate.admit(&mut parts, true, &ui, CLIENT).await,
                 Err(Refusal::Unauthenticated { .. })
             ),
             "{path}"
@@ -556,9 +556,35 @@ async fn static_paths_of_ui_services_skip_auth_only_when_clean() {
     }
     let mut parts = request("/static/app.js", &[]);
     assert!(gate
-        .admit(&mut parts, &route("rest"), CLIENT)
+        .admit(&mut parts, true, &route("rest"), CLIENT)
         .await
         .is_err());
+    // More than a fetch of a file goes through auth on static paths too.
+    for headers in [
+        &[
+            ("upgrade", "h2c"),
+            ("connection", "upgrade, http2-settings"),
+        ][..],
+        &[("upgrade", "websocket"), ("connection", "upgrade")],
+        &[("content-length", "3")],
+    ] {
+        let mut parts = request("/static/app.js", headers);
+        assert!(
+            matches!(
+                gate.admit(&mut parts, true, &ui, CLIENT).await,
+                Err(Refusal::Unauthenticated { .. })
+            ),
+            "{headers:?}"
+        );
+    }
+    let mut parts = request("/static/app.js", &[]);
+    parts.method = http::Method::POST;
+    assert!(gate.admit(&mut parts, true, &ui, CLIENT).await.is_err());
+    let mut parts = request("/static/app.js", &[]);
+    assert!(
+        gate.admit(&mut parts, false, &ui, CLIENT).await.is_err(),
+        "a body"
+    );
     assert_eq!(cluster.calls(), (0, 0));
 }
 

@@ -31,9 +31,12 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones named in `Connection`. `TE: trailers` is
-/// kept (gRPC needs it); the `Upgrade` pair is kept for an upgrade handshake. `Trailer` is kept
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones named in `Connection`, and
+/// `HTTP2-Settings` (hop-by-hop by RFC 9113 §3.2.1; it only goes with `Upgrade: h2c`, which is
+/// never passed on). `TE: trailers` is kept (gRPC needs it); the `Upgrade` pair is kept for a
+/// WebSocket handshake (the caller has narrowed `Upgrade` to `websocket`). `Trailer` is kept
 /// on purpose: it only announces trailer fields (RFC 9110 §6.6.2, not hop-by-hop there), and
 /// hyper writes HTTP/1.1 trailers only for fields a message announced in it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -82,6 +85,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if present.transfer_encoding {
         headers.remove(header::TRANSFER_ENCODING);
     }
+    if present.http2_settings {
+        headers.remove(HTTP2_SETTINGS);
+    }
     if present.te {
         let te_trailers = headers
             .get(header::TE)
@@ -107,6 +113,7 @@ struct HopByHop {
     transfer_encoding: bool,
     te: bool,
     upgrade: bool,
+    http2_settings: bool,
 }
 
 impl HopByHop {
@@ -123,6 +130,8 @@ impl HopByHop {
                 present.te = true;
             } else if name == header::UPGRADE {
                 present.upgrade = true;
+            } else if name == HTTP2_SETTINGS {
+                present.http2_settings = true;
             } else if name.as_str().starts_with("proxy") {
                 present.proxy = true;
             }
@@ -279,6 +288,7 @@ mod tests {
             .header("keep-alive", "timeout=5")
             .header("te", "trailers")
             .header("upgrade", "h2c")
+            .header("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA")
             .header("proxy-authorization", "Basic x")
             .header("proxy", "http://evil")
             .header("proxy-connection", "keep-alive")
@@ -295,6 +305,7 @@ mod tests {
             "x-secret",
             "keep-alive",
             "upgrade",
+            "http2-settings",
             "proxy-authorization",
             "proxy",
             "proxy-connection",

@@ -11,13 +11,22 @@
 //! head is complete, checks the framing headers, and releases them unchanged; it counts bodies
 //! (`Content-Length` bytes, or chunks) to find the next head. Refused header lines are
 //! replaced by ones hyper itself rejects with 400 (and hyper then closes the connection).
-//! Anything it does not understand (HTTP/2, an upgrade, a head over the size limit, a broken
-//! chunk) is passed through untouched from then on, for hyper to judge.
+//!
+//! The guard never goes blind on a connection that still speaks HTTP/1: after a request with
+//! an `Upgrade` header it holds back whatever follows until the request's handler says (through
+//! the connection's [`Switch`]) whether the connection became a tunnel. Only a real `101`
+//! tunnel ends the checking; any other answer (a refused upgrade, an upgrade the proxy
+//! stripped) resumes it at the next request. A chunk-size or trailer line longer than
+//! [`MAX_LINE`] is refused like ambiguous framing (hyper sees a line it rejects, so the body
+//! fails, the caller gets 400 and the connection closes). Only what hyper refuses itself on
+//! its own (HTTP/2's preface, a head or request line over the size limit, a chunk size that
+//! is not hex) is passed through untouched from then on.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// What hyper gets instead of refused header lines: a header line without a colon, which it
@@ -46,7 +55,10 @@ enum State {
     ChunkEnd(u8),
     /// Reading trailer lines after the last chunk.
     Trailers,
-    /// Not followed any more (HTTP/2, upgrades, oversized heads, broken chunks).
+    /// After a request with an `Upgrade` header (and its body): waiting for the [`Switch`]
+    /// to say whether the connection became a tunnel. Nothing more is released meanwhile.
+    AwaitSwitch,
+    /// Not followed any more (HTTP/2, a `101` tunnel, oversized heads, broken chunk sizes).
     PassThrough,
     /// A refused head was handed over: nothing more is read.
     Refused,
@@ -65,11 +77,63 @@ pub struct FramingGuard<I> {
     out: Vec<u8>,
     out_pos: usize,
     max_head: usize,
+    /// The current request carries an `Upgrade` header: after it, wait for `switch`.
+    upgrade_asked: bool,
+    /// Bytes read after an upgrade request, held until `switch` is resolved.
+    held: Vec<u8>,
+    switch: Arc<Switch>,
+}
+
+/// Whether a request with an `Upgrade` header turned the connection into a tunnel: set by the
+/// request's handler, read by the connection's [`FramingGuard`].
+#[derive(Debug, Default)]
+pub struct Switch {
+    state: Mutex<SwitchState>,
+}
+
+#[derive(Debug, Default)]
+struct SwitchState {
+    /// `Some(true)`: a `101` tunnel; `Some(false)`: HTTP/1 goes on.
+    outcome: Option<bool>,
+    waker: Option<Waker>,
+}
+
+impl Switch {
+    pub fn new() -> Arc<Switch> {
+        Arc::new(Switch::default())
+    }
+
+    /// Says how the pending upgrade request ended (a no-op when none is pending).
+    pub fn resolve(&self, tunnel: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.outcome = Some(tunnel);
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Forgets any earlier outcome: a new upgrade request is pending.
+    fn arm(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.outcome = None;
+    }
+
+    fn poll_outcome(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match state.outcome.take() {
+            Some(tunnel) => Poll::Ready(tunnel),
+            None => {
+                state.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
 }
 
 impl<I> FramingGuard<I> {
     /// Guards `inner`; heads longer than `max_head` are passed through for hyper to refuse.
-    pub fn new(inner: I, max_head: usize) -> FramingGuard<I> {
+    /// `switch` is resolved by the handler of each request with an `Upgrade` header.
+    pub fn new(inner: I, max_head: usize, switch: Arc<Switch>) -> FramingGuard<I> {
         FramingGuard {
             inner,
             state: State::RequestLine,
@@ -78,6 +142,32 @@ impl<I> FramingGuard<I> {
             out: Vec::new(),
             out_pos: 0,
             max_head,
+            upgrade_asked: false,
+            held: Vec::new(),
+            switch,
+        }
+    }
+
+    /// The state after a complete request: the next request line, or the wait for the
+    /// outcome of an upgrade request.
+    fn after_message(&mut self) -> State {
+        if std::mem::take(&mut self.upgrade_asked) {
+            State::AwaitSwitch
+        } else {
+            State::RequestLine
+        }
+    }
+
+    /// The pending upgrade request ended: a tunnel passes everything through from now on,
+    /// anything else goes on with the next request (starting with the bytes held back).
+    fn switched(&mut self, tunnel: bool) {
+        let held = std::mem::take(&mut self.held);
+        if tunnel {
+            self.state = State::PassThrough;
+            self.out.extend_from_slice(&held);
+        } else {
+            self.state = State::RequestLine;
+            self.feed(&held);
         }
     }
 
@@ -90,6 +180,10 @@ impl<I> FramingGuard<I> {
                     return;
                 }
                 State::Refused => return,
+                State::AwaitSwitch => {
+                    self.held.extend_from_slice(data);
+                    return;
+                }
                 State::Length(n) | State::ChunkData(n) => {
                     let take = usize::try_from(n).unwrap_or(usize::MAX).min(data.len());
                     self.out.extend_from_slice(&data[..take]);
@@ -139,8 +233,11 @@ impl<I> FramingGuard<I> {
                     if end.is_some() {
                         self.finish_line();
                     } else if self.pending.len() > MAX_LINE {
-                        self.release_pending();
-                        self.state = State::PassThrough;
+                        // Going blind here would let whatever follows the body through
+                        // unchecked: refuse instead (hyper fails the body on this line).
+                        self.pending.clear();
+                        self.out.extend_from_slice(REFUSED_HEADERS);
+                        self.state = State::Refused;
                     }
                 }
             }
@@ -150,7 +247,7 @@ impl<I> FramingGuard<I> {
     fn consumed_body(&mut self, n: usize) {
         self.state = match self.state {
             State::Length(left) => match left - n as u64 {
-                0 => State::RequestLine,
+                0 => self.after_message(),
                 left => State::Length(left),
             },
             State::ChunkData(left) => match left - n as u64 {
@@ -181,7 +278,10 @@ impl<I> FramingGuard<I> {
     /// refusal).
     fn finish_headers(&mut self) {
         let headers = std::mem::take(&mut self.pending);
-        let framing = check_head(&self.request_line, &headers);
+        let framing = check_head(&headers);
+        // hyper treats CONNECT like an upgrade (the connection may be handed over): its
+        // handler resolves the switch too.
+        let connect = self.request_line.starts_with(b"CONNECT ");
         self.request_line.clear();
         if framing == Framing::Refuse {
             self.out.extend_from_slice(REFUSED_HEADERS);
@@ -189,8 +289,12 @@ impl<I> FramingGuard<I> {
             return;
         }
         self.out.extend_from_slice(&headers);
+        self.upgrade_asked = connect || has_upgrade(&headers);
+        if self.upgrade_asked {
+            self.switch.arm();
+        }
         self.state = match framing {
-            Framing::None | Framing::Length(0) => State::RequestLine,
+            Framing::None | Framing::Length(0) => self.after_message(),
             Framing::Length(n) => State::Length(n),
             Framing::Chunked => State::ChunkSize,
             Framing::Refuse | Framing::Unknown => State::PassThrough,
@@ -211,7 +315,7 @@ impl<I> FramingGuard<I> {
                     None => State::PassThrough,
                 }
             }
-            _ if text.is_empty() => State::RequestLine,
+            _ if text.is_empty() => self.after_message(),
             other => other,
         };
     }
@@ -225,15 +329,13 @@ enum Framing {
     Chunked,
     /// Ambiguous: refuse.
     Refuse,
-    /// Something hyper will refuse or treat specially (upgrades): stop following.
+    /// Something hyper refuses itself (an unknown transfer coding, a bad length): stop
+    /// following.
     Unknown,
 }
 
-fn check_head(request_line: &[u8], headers: &[u8]) -> Framing {
+fn check_head(headers: &[u8]) -> Framing {
     let lines = headers.split(|b| *b == b'\n').map(trim_line_end);
-    if request_line.starts_with(b"CONNECT ") {
-        return Framing::Unknown;
-    }
     let mut lengths = 0;
     let mut length = None;
     let mut chunked = false;
@@ -254,8 +356,6 @@ fn check_head(request_line: &[u8], headers: &[u8]) -> Framing {
                 .rsplit(|b| *b == b',')
                 .next()
                 .is_some_and(|last| trim(last).eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            return Framing::Unknown;
         }
     }
     match (transfer_encoding, lengths) {
@@ -266,6 +366,15 @@ fn check_head(request_line: &[u8], headers: &[u8]) -> Framing {
         (false, 1) => length.map_or(Framing::Unknown, Framing::Length),
         _ => Framing::None,
     }
+}
+
+/// Whether header lines carry an `Upgrade` header (its handler then resolves the [`Switch`]).
+fn has_upgrade(headers: &[u8]) -> bool {
+    headers.split(|b| *b == b'\n').any(|line| {
+        line.iter()
+            .position(|b| *b == b':')
+            .is_some_and(|colon| line[..colon].eq_ignore_ascii_case(b"upgrade"))
+    })
 }
 
 /// Where in `data` the header lines being collected (`pending` so far) end: after an empty
@@ -356,6 +465,11 @@ impl<I: AsyncRead + Unpin> AsyncRead for FramingGuard<I> {
                 }
                 return Poll::Ready(Ok(()));
             }
+            if this.state == State::AwaitSwitch {
+                let tunnel = std::task::ready!(this.switch.poll_outcome(cx));
+                this.switched(tunnel);
+                continue;
+            }
             // Fast paths: bytes that need no look are read straight into the caller's buffer.
             let limit = match this.state {
                 State::PassThrough => Some(usize::MAX),
@@ -411,7 +525,7 @@ mod tests {
             (b"PRI", false),
         ];
         for (input, h2) in cases {
-            let mut guard = FramingGuard::new(input, 65536);
+            let mut guard = FramingGuard::new(input, 65536, Switch::new());
             let sniffed = std::future::poll_fn(|cx| guard.poll_sniff_h2(cx)).await;
             assert_eq!(sniffed.unwrap(), h2);
             let mut out = Vec::new();
@@ -422,7 +536,7 @@ mod tests {
 
     /// What hyper would be handed for `input` fed in pieces of `step` bytes.
     fn run(input: &[u8], step: usize) -> Vec<u8> {
-        let mut guard = FramingGuard::new((), 65536);
+        let mut guard = FramingGuard::new((), 65536, Switch::new());
         for piece in input.chunks(step.max(1)) {
             guard.feed(piece);
         }
@@ -450,6 +564,61 @@ mod tests {
                 assert!(out.ends_with(REFUSED_HEADERS), "{:?}", String::from_utf8_lossy(&out));
                 assert!(!String::from_utf8_lossy(&out).contains("/s "));
             }
+        }
+    }
+
+    const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+    const SMUGGLING: &[u8] =
+        b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+
+    /// After an upgrade request nothing is released until its outcome is known; only a
+    /// tunnel stops the checking.
+    #[test]
+    fn an_upgrade_request_holds_what_follows_until_its_outcome() {
+        for tunnel in [false, true] {
+            for step in [1, 7, 4096] {
+                let mut guard = FramingGuard::new((), 65536, Switch::new());
+                let input = [UPGRADE, SMUGGLING].concat();
+                for piece in input.chunks(step) {
+                    guard.feed(piece);
+                }
+                assert_eq!(guard.out, UPGRADE, "step {step}");
+                assert_eq!(guard.state, State::AwaitSwitch);
+                guard.switched(tunnel);
+                let out = String::from_utf8_lossy(&guard.out).into_owned();
+                if tunnel {
+                    assert_eq!(guard.out, input, "a tunnel passes bytes through");
+                } else {
+                    assert!(
+                        out.ends_with("refused: ambiguous request framing\r\nx\r\n\r\n"),
+                        "{out}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_upgrade_request_with_a_body_waits_after_the_body() {
+        let mut guard = FramingGuard::new((), 65536, Switch::new());
+        let head = b"POST /u HTTP/1.1\r\nUpgrade: foo\r\nContent-Length: 3\r\n\r\nabc";
+        guard.feed(head);
+        assert_eq!(guard.out, head);
+        assert_eq!(guard.state, State::AwaitSwitch);
+        guard.switched(false);
+        assert_eq!(guard.state, State::RequestLine);
+    }
+
+    #[test]
+    fn an_over_long_chunk_line_is_refused() {
+        let mut input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;x=".to_vec();
+        input.extend(std::iter::repeat_n(b'a', MAX_LINE + 10));
+        input.extend_from_slice(b"\r\nx\r\n0\r\n\r\n");
+        input.extend_from_slice(SMUGGLING);
+        for step in [1, 100, 65536] {
+            let out = run(&input, step);
+            assert!(out.ends_with(REFUSED_HEADERS), "step {step}");
+            assert!(!String::from_utf8_lossy(&out).contains("POST / HTTP/1.1\r\nContent-Length"));
         }
     }
 
@@ -488,12 +657,10 @@ mod tests {
     }
 
     #[test]
-    fn http2_upgrades_and_oversized_heads_pass_through() {
+    fn http2_and_oversized_heads_pass_through() {
         let h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00Content-Length: 1\r\nContent-Length: 2\r\n\r\n";
         assert_eq!(run(h2, 3), h2);
-        let ws = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(run(ws, 4), ws);
-        let mut guard = FramingGuard::new((), 16);
+        let mut guard = FramingGuard::new((), 16, Switch::new());
         let big = b"GET / HTTP/1.1\r\nX: 0123456789abcdef\r\n\r\n";
         guard.feed(big);
         assert_eq!(guard.out, big);

@@ -5,7 +5,7 @@
 //! graceful drain.
 
 use super::forward::ClientView;
-use super::framing::FramingGuard;
+use super::framing::{FramingGuard, Switch};
 use super::relay::{Ended, Relay};
 use super::service::{ConnActivity, ConnContext, Pipeline};
 use super::upstream::Upstreams;
@@ -166,8 +166,11 @@ struct Worker {
     http2: http2::Builder<TokioExecutor>,
 }
 
-/// Decrements the connection count when a connection ends.
-struct ConnSlot(Arc<Shared>);
+/// A client connection's place under `--max-connections`: the count goes down when the last
+/// holder drops it. The connection's task holds it, and so does a tunnel the connection turned
+/// into (hyper lets go of an upgraded connection, but its socket is still open).
+#[derive(Debug)]
+pub struct ConnSlot(Arc<Shared>);
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
@@ -199,7 +202,7 @@ async fn accept_loop(
             .metrics
             .active_connections
             .fetch_add(1, Ordering::Relaxed);
-        let slot = ConnSlot(shared.clone());
+        let slot = Arc::new(ConnSlot(shared.clone()));
         if open >= shared.limits.max_connections {
             shared
                 .metrics
@@ -217,8 +220,7 @@ async fn accept_loop(
         match &tls {
             None => {
                 tracker.spawn(async move {
-                    serve_plain(worker, stream, peer).await;
-                    drop(slot);
+                    serve_plain(worker, stream, peer, slot).await;
                 });
             }
             Some(acceptor) => {
@@ -227,12 +229,11 @@ async fn accept_loop(
                     let timeout = worker.shared.limits.header_read_timeout;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
-                            serve_connection(worker, tls_stream, peer, "https").await
+                            serve_connection(worker, tls_stream, peer, "https", slot).await
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                    drop(slot);
                 });
             }
         }
@@ -240,7 +241,7 @@ async fn accept_loop(
 }
 
 /// Over the connection cap: a short 503 for HTTP/1 callers, then close.
-async fn refuse(mut stream: TcpStream, slot: ConnSlot) {
+async fn refuse(mut stream: TcpStream, slot: Arc<ConnSlot>) {
     const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: 24\r\n\r\ntoo many connections...\n";
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(ANSWER)).await;
     let _ = stream.shutdown().await;
@@ -249,36 +250,49 @@ async fn refuse(mut stream: TcpStream, slot: ConnSlot) {
 
 /// A plain connection: the relay serves it while its requests suit the relay, the general
 /// path (framing guard and hyper) from the first one that does not.
-async fn serve_plain(worker: Arc<Worker>, stream: TcpStream, peer: SocketAddr) {
+async fn serve_plain(
+    worker: Arc<Worker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Arc<ConnSlot>,
+) {
     match &worker.relay {
         Some(relay) => match relay.serve(stream, peer).await {
             Ended::Closed => {}
             // Boxed: hyper's connection state is large, and an idle relayed connection should
             // not carry room for it.
             Ended::General(stream) => {
-                Box::pin(serve_connection(worker, stream, peer, "http")).await
+                Box::pin(serve_connection(worker, stream, peer, "http", slot)).await
             }
         },
-        None => serve_connection(worker, stream, peer, "http").await,
+        None => serve_connection(worker, stream, peer, "http", slot).await,
     }
 }
 
-async fn serve_connection<I>(worker: Arc<Worker>, io: I, peer: SocketAddr, scheme: &'static str)
-where
+async fn serve_connection<I>(
+    worker: Arc<Worker>,
+    io: I,
+    peer: SocketAddr,
+    scheme: &'static str,
+    slot: Arc<ConnSlot>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let activity = ConnActivity::new();
+    let switch = Switch::new();
     let ctx = Arc::new(ConnContext {
         client: ClientView { scheme, peer_ip },
         peer: peer.ip().to_canonical(),
         activity: activity.clone(),
+        switch: switch.clone(),
+        slot,
     });
     let pipeline = worker.pipeline.clone();
     let service = service_fn(move |req| pipeline.clone().handle(ctx.clone(), req));
     let shared = &worker.shared;
-    let mut io = FramingGuard::new(io, shared.limits.max_header_bytes);
+    let mut io = FramingGuard::new(io, shared.limits.max_header_bytes, switch);
     // Which protocol: HTTP/2's preface or HTTP/1. Sniffed here rather than by hyper-util's
     // auto builder, whose 24-byte first read split the head and doubled hyper's read buffer
     // (8 KiB more per idle connection). A caller silent for the idle timeout is closed.

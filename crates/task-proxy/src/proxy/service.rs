@@ -9,7 +9,9 @@
 use super::access_log::AccessRecord;
 use super::balance::{Backend, EndpointState, InFlight, Tried, MAX_ATTEMPTS};
 use super::forward::{self, ClientView};
-use super::upgrade;
+use super::framing::Switch;
+use super::listener::ConnSlot;
+use super::upgrade::{self, TunnelContext};
 use super::upstream::Upstreams;
 use super::Shared;
 use crate::admin::metrics::Unrouted;
@@ -85,6 +87,32 @@ pub struct ConnContext {
     /// The peer's address (the auth gate limits look-ups per client address).
     pub peer: std::net::IpAddr,
     pub activity: Arc<ConnActivity>,
+    /// Tells the connection's framing guard how each request with an `Upgrade` header ended.
+    pub switch: Arc<Switch>,
+    /// The connection's place under `--max-connections` (a tunnel keeps a clone).
+    pub slot: Arc<ConnSlot>,
+}
+
+/// The outcome of an HTTP/1 request with an `Upgrade` header, for the framing guard, which
+/// holds the connection's following bytes until it is known: "no tunnel" unless
+/// [`SwitchOutcome::tunnel`] was called, on every way out of the handler (drop included).
+struct SwitchOutcome {
+    switch: Option<Arc<Switch>>,
+    tunnel: bool,
+}
+
+impl SwitchOutcome {
+    fn tunnel(&mut self) {
+        self.tunnel = true;
+    }
+}
+
+impl Drop for SwitchOutcome {
+    fn drop(&mut self) {
+        if let Some(switch) = self.switch.take() {
+            switch.resolve(self.tunnel);
+        }
+    }
 }
 
 /// A response body that holds guards until it is finished or dropped.
@@ -245,6 +273,14 @@ impl Pipeline {
     ) -> Result<Response<ProxyBody>, Infallible> {
         let active = conn.activity.begin();
         let caller = CallerKind::of(req.headers());
+        // The framing guard waits on these (see `SwitchOutcome`); it counts CONNECT among them.
+        let asked_upgrade = req.version() < Version::HTTP_2
+            && (req.headers().contains_key(http::header::UPGRADE)
+                || req.method() == Method::CONNECT);
+        let mut switch = SwitchOutcome {
+            switch: asked_upgrade.then(|| conn.switch.clone()),
+            tunnel: false,
+        };
 
         // The proxy is not a forward proxy: CONNECT names no service path to forward.
         if req.method() == Method::CONNECT
@@ -316,7 +352,9 @@ impl Pipeline {
         let (mut parts, body) = req.into_parts();
         let version = parts.version;
         let h2_websocket = upgrade::is_h2_websocket(&parts);
-        let is_upgrade = h2_websocket || upgrade::is_upgrade_request(&parts);
+        // WebSocket is the only upgrade passed on; any other `Upgrade` (h2c, ...) is removed
+        // below and the request forwarded as plain HTTP/1.1 (see `upgrade`'s module docs).
+        let is_upgrade = h2_websocket || upgrade::is_websocket_request(&parts);
         if is_upgrade && protocol == Protocol::Grpc {
             stats.count_status(StatusCode::BAD_REQUEST);
             return Ok(local_answer(
@@ -331,7 +369,7 @@ impl Pipeline {
         match self
             .shared
             .gate
-            .admit(&mut parts, &backend.route, conn.peer)
+            .admit(&mut parts, body.is_end_stream(), &backend.route, conn.peer)
             .await
         {
             Ok(admitted) => {
@@ -358,6 +396,8 @@ impl Pipeline {
         };
         if h2_websocket {
             upgrade::h2_websocket_to_h1(&mut parts);
+        } else if is_upgrade {
+            upgrade::only_websocket(&mut parts);
         }
         if let Err(e) = forward::prepare_request(
             &mut parts,
@@ -409,18 +449,33 @@ impl Pipeline {
 
         let (mut rparts, rbody) = response.into_parts();
         stats.count_status(rparts.status);
-        if is_upgrade && rparts.status == StatusCode::SWITCHING_PROTOCOLS {
-            match (client_upgrade, rparts.extensions.remove::<OnUpgrade>()) {
-                (Some(client), Some(upstream)) => {
-                    upgrade::spawn_tunnel(client, upstream, self.shared.metrics.clone())
+        if rparts.status == StatusCode::SWITCHING_PROTOCOLS {
+            // A tunnel only for the WebSocket upgrade the gate admitted and the job accepted: a
+            // job switching on its own (to h2c, say) must not get a raw pipe to the caller.
+            let ours = is_upgrade && upgrade::is_websocket_switch(&rparts);
+            match (
+                ours,
+                client_upgrade,
+                rparts.extensions.remove::<OnUpgrade>(),
+            ) {
+                (true, Some(client), Some(upstream)) => {
+                    let context = TunnelContext {
+                        metrics: self.shared.metrics.clone(),
+                        idle_timeout: self.shared.limits.tunnel_idle_timeout,
+                        slot: conn.slot.clone(),
+                    };
+                    upgrade::spawn_tunnel(client, upstream, context);
+                    switch.tunnel();
                 }
-                _ => {
-                    return Ok(local_answer(
-                        caller,
-                        StatusCode::BAD_GATEWAY,
-                        "the upgrade could not be completed",
-                        None,
-                    ))
+                (ours, ..) => {
+                    let message = if ours {
+                        "the upgrade could not be completed"
+                    } else {
+                        "the job switched protocols without being asked to"
+                    };
+                    // The job's 101 is already counted for the service (one count a request).
+                    tracing::debug!(service = %backend.route.key, message, "local answer");
+                    return Ok(local_answer(caller, StatusCode::BAD_GATEWAY, message, None));
                 }
             }
         }

@@ -1,34 +1,94 @@
 //! HTTP/1.1 Upgrade (WebSocket) tunnels: after the job answers `101 Switching Protocols`, the
-//! caller's connection and the job's are spliced byte for byte until either side closes.
+//! caller's connection and the job's are spliced byte for byte until either side closes or the
+//! tunnel stays idle (no byte either way) for `--tunnel-idle-timeout`.
+//!
+//! `websocket` is the only protocol passed on, and only once the gate admitted the request: a
+//! tunnel is a raw pipe to the job that no later request on it is checked against, so only a
+//! protocol the proxy means to carry may open one. Any other `Upgrade` (`h2c` with its
+//! `HTTP2-Settings`, anything unknown) is removed and the request goes to the job as a plain
+//! HTTP/1.1 request; the caller gets the job's ordinary answer. An `Upgrade` list naming
+//! `websocket` among others (`websocket, h2c`) is narrowed to `websocket`. A `101` the job
+//! sends for anything but the WebSocket upgrade it was asked for becomes a 502.
+//!
+//! A tunnel keeps its caller's connection counted under `--max-connections` until it ends
+//! (it holds the connection's [`ConnSlot`]).
 //!
 //! WebSocket over HTTP/2 (RFC 8441 extended CONNECT, `:protocol = websocket`) is translated to
 //! an HTTP/1.1 Upgrade for the job (jobs speak HTTP/1.1) and its `101` back to a `200` on the
 //! caller's stream; the tunnel is the same.
 
+use super::listener::ConnSlot;
+use super::service::monotonic_ms;
 use crate::admin::metrics::ProxyMetrics;
 use base64::Engine;
-use http::{header, HeaderValue, Method, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use std::sync::atomic::Ordering;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, ReadBuf};
 
-/// Whether a request asks to switch protocols (`Connection: upgrade` with an `Upgrade`).
-pub fn is_upgrade_request(parts: &http::request::Parts) -> bool {
+/// The only protocol a tunnel is opened for.
+const WEBSOCKET: &str = "websocket";
+
+/// The comma-separated tokens of every line of header `name`, trimmed.
+fn tokens(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether an HTTP/1.1 request asks for a WebSocket: `GET` with `Connection: upgrade` and an
+/// `Upgrade` naming `websocket` (case-insensitively, alone or in a list). Any other `Upgrade`
+/// is not a protocol switch for the proxy: [`forward::prepare_request`] removes it.
+///
+/// [`forward::prepare_request`]: super::forward::prepare_request
+pub fn is_websocket_request(parts: &http::request::Parts) -> bool {
     parts.version == http::Version::HTTP_11
-        && parts.headers.contains_key(header::UPGRADE)
-        && parts
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        && parts.method == Method::GET
+        && tokens(&parts.headers, header::UPGRADE).any(|t| t.eq_ignore_ascii_case(WEBSOCKET))
+        && tokens(&parts.headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+/// Narrows the request's `Upgrade` to `websocket` alone (the job may not pick another protocol
+/// from a list).
+pub fn only_websocket(parts: &mut http::request::Parts) {
+    parts
+        .headers
+        .insert(header::UPGRADE, HeaderValue::from_static(WEBSOCKET));
+}
+
+/// Whether the job's `101` switches to the WebSocket protocol that was asked for.
+pub fn is_websocket_switch(parts: &http::response::Parts) -> bool {
+    let mut protocols = tokens(&parts.headers, header::UPGRADE);
+    matches!((protocols.next(), protocols.next()), (Some(p), None) if p.eq_ignore_ascii_case(WEBSOCKET))
+}
+
+/// What a tunnel needs besides its two ends.
+pub struct TunnelContext {
+    pub metrics: Arc<ProxyMetrics>,
+    /// `--tunnel-idle-timeout`.
+    pub idle_timeout: Duration,
+    /// The caller's place under `--max-connections`, held until the tunnel ends.
+    pub slot: Arc<ConnSlot>,
 }
 
 /// Splices the caller's and the job's upgraded connections once both are ready.
-pub fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, metrics: Arc<ProxyMetrics>) {
+pub fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, context: TunnelContext) {
     tokio::spawn(async move {
+        let TunnelContext {
+            metrics,
+            idle_timeout,
+            slot,
+        } = context;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
             Err(e) => {
@@ -37,15 +97,70 @@ pub fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, metrics: Arc<ProxyMe
             }
         };
         metrics.tunnels_active.fetch_add(1, Ordering::Relaxed);
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            Ok((up, down)) => tracing::debug!(up, down, "tunnel closed"),
-            Err(e) => tracing::debug!(error = %e, "tunnel ended"),
+        metrics.tunnels_total.fetch_add(1, Ordering::Relaxed);
+        let last_read = Arc::new(AtomicU64::new(monotonic_ms()));
+        let mut client = Watched::new(TokioIo::new(client), last_read.clone());
+        let mut upstream = Watched::new(TokioIo::new(upstream), last_read.clone());
+        let idle_ms = u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+        tokio::pin!(copy);
+        let mut check = idle_timeout;
+        loop {
+            tokio::select! {
+                ended = &mut copy => {
+                    match ended {
+                        Ok((up, down)) => tracing::debug!(up, down, "tunnel closed"),
+                        Err(e) => tracing::debug!(error = %e, "tunnel ended"),
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep(check) => {
+                    let idle = monotonic_ms().saturating_sub(last_read.load(Ordering::Relaxed));
+                    if idle >= idle_ms {
+                        metrics.tunnels_closed_idle.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(idle_ms = idle, "tunnel closed: idle");
+                        break;
+                    }
+                    check = Duration::from_millis(idle_ms - idle);
+                }
+            }
         }
         metrics.tunnels_active.fetch_sub(1, Ordering::Relaxed);
+        // Both connections close here, and the caller's place is given back.
+        drop(slot);
     });
 }
+
+/// One end of a tunnel: notes when a read last brought bytes (every byte written to one end
+/// was read from the other, so reads alone tell activity in both directions).
+struct Watched<I> {
+    inner: I,
+    last_read: Arc<AtomicU64>,
+}
+
+impl<I> Watched<I> {
+    fn new(inner: I, last_read: Arc<AtomicU64>) -> Watched<I> {
+        Watched { inner, last_read }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.last_read.store(monotonic_ms(), Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+super::delegate_async_write!(Watched);
 
 /// Whether a request is a WebSocket over HTTP/2 (extended CONNECT with `:protocol websocket`).
 pub fn is_h2_websocket(parts: &http::request::Parts) -> bool {
@@ -84,4 +199,86 @@ pub fn h1_switch_to_h2_ok(parts: &mut http::response::Parts) {
     parts.headers.remove(header::UPGRADE);
     parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
     parts.headers.remove(header::CONTENT_LENGTH);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut builder = http::Request::builder().method(method).uri("/ws");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn only_websocket_is_an_upgrade() {
+        for (method, headers) in [
+            (
+                "GET",
+                &[("upgrade", "websocket"), ("connection", "Upgrade")][..],
+            ),
+            (
+                "GET",
+                &[
+                    ("upgrade", "WebSocket"),
+                    ("connection", "keep-alive, upgrade"),
+                ],
+            ),
+            (
+                "GET",
+                &[("upgrade", "h2c, websocket"), ("connection", "upgrade")],
+            ),
+        ] {
+            assert!(
+                is_websocket_request(&request(method, headers)),
+                "{headers:?}"
+            );
+        }
+        for (method, headers) in [
+            (
+                "GET",
+                &[
+                    ("upgrade", "h2c"),
+                    ("connection", "upgrade, http2-settings"),
+                ][..],
+            ),
+            ("GET", &[("upgrade", "websocket")]),
+            ("GET", &[("connection", "upgrade")]),
+            (
+                "GET",
+                &[("upgrade", "websocketx"), ("connection", "upgrade")],
+            ),
+            (
+                "POST",
+                &[("upgrade", "websocket"), ("connection", "upgrade")],
+            ),
+        ] {
+            assert!(
+                !is_websocket_request(&request(method, headers)),
+                "{method} {headers:?}"
+            );
+        }
+        let mut parts = request("GET", &[("upgrade", "websocket, h2c")]);
+        only_websocket(&mut parts);
+        assert_eq!(parts.headers["upgrade"], "websocket");
+    }
+
+    #[test]
+    fn only_a_switch_to_websocket_makes_a_tunnel() {
+        let response = |upgrade: Option<&str>| {
+            let mut builder = http::Response::builder().status(101);
+            if let Some(upgrade) = upgrade {
+                builder = builder.header("upgrade", upgrade);
+            }
+            builder.body(()).unwrap().into_parts().0
+        };
+        assert!(is_websocket_switch(&response(Some("websocket"))));
+        assert!(is_websocket_switch(&response(Some("WebSocket"))));
+        assert!(!is_websocket_switch(&response(Some("h2c"))));
+        assert!(!is_websocket_switch(&response(Some("websocket, h2c"))));
+        assert!(!is_websocket_switch(&response(None)));
+    }
 }

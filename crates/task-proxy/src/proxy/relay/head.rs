@@ -29,7 +29,8 @@ pub enum Kind {
     Te,
     /// `Expect`: a request with it takes the general path.
     Expect,
-    /// Not forwarded (`Keep-Alive` and `Proxy-*`; hop-by-hop, RFC 9110 §7.6.1).
+    /// Not forwarded (`Keep-Alive`, `HTTP2-Settings` and `Proxy-*`; hop-by-hop, RFC 9110
+    /// §7.6.1).
     HopByHop,
     /// `Transfer-Encoding` (responses: forwarded with chunked bodies).
     TransferEncoding,
@@ -91,6 +92,9 @@ fn kind_of(name: &[u8]) -> Kind {
         10 if is(b"keep-alive") => Kind::HopByHop,
         13 if is(b"authorization") => Kind::Credential,
         14 if is(b"content-length") => Kind::ContentLength,
+        // Only meaningful with `Upgrade: h2c`, which is never passed on (RFC 9113 §3.2.1 makes
+        // it hop-by-hop): a job must not see it either.
+        14 if is(b"http2-settings") => Kind::HopByHop,
         15 if is(b"x-forwarded-for") => Kind::XForwardedFor,
         16 if is(b"x-forwarded-host") => Kind::XForwardedHost,
         17 if is(b"x-yt-taskproxy-id") => Kind::TaskProxyId,

@@ -36,6 +36,7 @@ use super::upstream::Upstreams;
 use super::Shared;
 use crate::admin::metrics::Unrouted;
 use crate::answer::{local_answer, CallerKind, ProxyBody};
+use crate::auth::Fetch;
 use crate::routing::{route_key, Protocol};
 use bytes::{Buf, Bytes, BytesMut};
 use head::{Framing, Kind, ParsedRequest, RequestHead, ResponseHead};
@@ -356,9 +357,16 @@ impl Relay {
         };
         let path = target.split(|b| *b == b'?').next().unwrap_or(target);
         let path = std::str::from_utf8(path).unwrap_or("/");
+        // Heads with Upgrade, Expect, Transfer-Encoding or a Connection naming headers never
+        // get here (they take the general path): method and body decide the shape.
+        let fetch = if matches!(head.method, Method::GET | Method::HEAD) && head.body_len == 0 {
+            Fetch::Plain
+        } else {
+            Fetch::Other
+        };
         match shared
             .gate
-            .admit_headers(&mut credentials, path, &backend.route, peer)
+            .admit_headers(&mut credentials, path, fetch, &backend.route, peer)
             .await
         {
             Ok(admitted) => {
