@@ -2,8 +2,8 @@
 //! forwarding headers set by the proxy, header names with `_` dropped, jobs' `Set-Cookie`
 //! lines scoped beyond their service dropped, responses with ambiguous framing refused, and
 //! auth cookies joined into other cookies removed. Every case runs on every path a caller can
-//! take: plain HTTP/1.1 through the relay, the same with `--http1-relay=false` (hyper), and
-//! HTTP/2 with prior knowledge (curl).
+//! take: plain HTTP/1.1 through the relay, the same with `--http1-relay=false` (hyper),
+//! HTTP/2 with prior knowledge (curl), and HTTP/1.1 and HTTP/2 over TLS (curl).
 
 mod support;
 
@@ -25,9 +25,33 @@ enum Path {
     Relay,
     Hyper,
     H2,
+    TlsH1,
+    TlsH2,
 }
 
-const PATHS: [Path; 3] = [Path::Relay, Path::Hyper, Path::H2];
+const PATHS: [Path; 5] = [Path::Relay, Path::Hyper, Path::H2, Path::TlsH1, Path::TlsH2];
+
+impl Path {
+    fn tls(self) -> bool {
+        matches!(self, Path::TlsH1 | Path::TlsH2)
+    }
+}
+
+/// The proxy serving one path, with its certificate for the TLS ones.
+struct Served {
+    proxy: FileProxy,
+    certs: Option<(tempfile::TempDir, std::path::PathBuf)>,
+}
+
+impl Served {
+    /// The host the caller names (with the TLS listener's port for TLS, as curl sends it).
+    fn host_seen(&self, host: &str) -> String {
+        match self.proxy.proxy.tls {
+            Some(tls) if self.certs.is_some() => format!("{host}:{}", tls.port()),
+            _ => host.to_string(),
+        }
+    }
+}
 
 /// A job answering each request head with `answer(path)`, recording the heads it received and
 /// counting the connections the proxy closed.
@@ -124,38 +148,74 @@ fn host_of(op: &str) -> String {
     format!("{}.{BASE}", service_hash(op, "task", "web"))
 }
 
-/// The proxy for `path` (the relay on or off) with `extra` flags.
-fn proxy_for(path: Path, op: &str, job: &Job, extra: &[&str]) -> FileProxy {
+/// The proxy for `path` (the relay on or off, TLS with a fresh certificate) with `extra` flags.
+fn proxy_for(path: Path, op: &str, job: &Job, extra: &[&str]) -> Served {
     let relay = match path {
         Path::Hyper => "--http1-relay=false",
         _ => "--http1-relay=true",
     };
-    let mut flags = vec!["--auth-enabled=false", relay];
-    flags.extend_from_slice(extra);
-    FileProxy::start(&[service(op, job.addr)], &flags, &[])
+    let mut flags: Vec<String> = vec!["--auth-enabled=false".into(), relay.into()];
+    flags.extend(extra.iter().map(|f| f.to_string()));
+    let certs = path.tls().then(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certified =
+            rcgen::generate_simple_self_signed(vec![format!("*.{BASE}")]).expect("cert");
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+        std::fs::write(&key, certified.key_pair.serialize_pem()).expect("write key");
+        flags.extend([
+            "--tls-cert".to_string(),
+            cert.to_string_lossy().into_owned(),
+            "--tls-key".to_string(),
+            key.to_string_lossy().into_owned(),
+            "--tls-listen".to_string(),
+            "127.0.0.1:0".to_string(),
+        ]);
+        (dir, cert)
+    });
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Served {
+        proxy: FileProxy::start(&[service(op, job.addr)], &flags, &[]),
+        certs,
+    }
 }
 
 /// Sends GET `target` with `headers` (`Name: value` lines) over `path`; returns the response
 /// head and body as the caller got them (the connection is closed after the answer).
 async fn get(
-    proxy: SocketAddr,
+    served: &Served,
     path: Path,
     host: &str,
     target: &str,
     headers: &[&str],
 ) -> (String, String) {
-    if path == Path::H2 {
+    let plain = served.proxy.proxy.plain;
+    if path != Path::Relay && path != Path::Hyper {
         let mut cmd = tokio::process::Command::new("curl");
-        cmd.args(["-s", "-i", "--http2-prior-knowledge", "--max-time", "10"]);
-        cmd.args(["-H", &format!("Host: {host}")]);
+        cmd.args(["-s", "-i", "--max-time", "10"]);
+        match (path, &served.certs, served.proxy.proxy.tls) {
+            (Path::H2, _, _) => {
+                cmd.arg("--http2-prior-knowledge");
+                cmd.args(["-H", &format!("Host: {host}")]);
+                cmd.arg(format!("http://{plain}{target}"));
+            }
+            (_, Some((_, cert)), Some(tls)) => {
+                let port = tls.port();
+                cmd.arg(if path == Path::TlsH1 {
+                    "--http1.1"
+                } else {
+                    "--http2"
+                });
+                cmd.arg("--cacert").arg(cert);
+                cmd.args(["--resolve", &format!("{host}:{port}:127.0.0.1")]);
+                cmd.arg(format!("https://{host}:{port}{target}"));
+            }
+            _ => panic!("{path:?} needs the TLS listener"),
+        }
         for h in headers {
             cmd.args(["-H", h]);
         }
-        let out = cmd
-            .arg(format!("http://{proxy}{target}"))
-            .output()
-            .await
-            .expect("curl");
+        let out = cmd.output().await.expect("curl");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         return (head.to_string(), body.to_string());
@@ -166,7 +226,7 @@ async fn get(
         request.push_str("\r\n");
     }
     request.push_str("Connection: close\r\n\r\n");
-    let mut s = TcpStream::connect(proxy).await.expect("connect");
+    let mut s = TcpStream::connect(plain).await.expect("connect");
     s.write_all(request.as_bytes()).await.expect("write");
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
@@ -209,7 +269,7 @@ async fn forwarding_headers_are_the_proxys_own_on_every_path() {
     let mut seen = Vec::new();
     for path in PATHS {
         let served = proxy_for(path, op, &job, &[]);
-        let (head, _) = get(served.proxy.plain, path, &host, "/", &spoofed).await;
+        let (head, _) = get(&served, path, &host, "/", &spoofed).await;
         assert_eq!(status(&head), 200, "{path:?}: {head}");
         let heads = job.heads();
         assert_eq!(heads.len(), 1, "{path:?}: {heads:?}");
@@ -224,11 +284,20 @@ async fn forwarding_headers_are_the_proxys_own_on_every_path() {
             "1.1.1.1, 2.2.2.2, 3.3.3.3, 127.0.0.1",
             "{path:?}"
         );
-        assert_eq!(one("x-forwarded-host"), host, "{path:?}");
-        assert_eq!(one("x-forwarded-proto"), "http", "{path:?}");
+        // TLS callers name the TLS port: the host is then quoted in `Forwarded`.
+        let (seen_host, scheme) = match path.tls() {
+            true => (served.host_seen(&host), "https"),
+            false => (host.clone(), "http"),
+        };
+        let quoted = match path.tls() {
+            true => format!("\"{seen_host}\""),
+            false => seen_host.clone(),
+        };
+        assert_eq!(one("x-forwarded-host"), seen_host, "{path:?}");
+        assert_eq!(one("x-forwarded-proto"), scheme, "{path:?}");
         assert_eq!(
             one("forwarded"),
-            format!("for=127.0.0.1;host={host};proto=http"),
+            format!("for=127.0.0.1;host={quoted};proto={scheme}"),
             "{path:?}"
         );
         assert_eq!(one("x-real-ip"), "127.0.0.1", "{path:?}");
@@ -247,7 +316,9 @@ async fn forwarding_headers_are_the_proxys_own_on_every_path() {
         .map(|name| format!("{name}: {}", one(name)))
         .collect();
         lines.sort();
-        seen.push(lines);
+        if !path.tls() {
+            seen.push(lines);
+        }
     }
     assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:#?}");
 }
@@ -272,7 +343,7 @@ async fn header_names_with_underscores_are_dropped_unless_allowed() {
                 &[]
             };
             let served = proxy_for(path, op, &job, flags);
-            let (head, _) = get(served.proxy.plain, path, &host, "/", &sent).await;
+            let (head, _) = get(&served, path, &host, "/", &sent).await;
             assert_eq!(status(&head), 200, "{path:?} {allowed}: {head}");
             let heads = job.heads();
             assert_eq!(heads.len(), 1, "{path:?}: {heads:?}");
@@ -306,7 +377,7 @@ async fn set_cookies_scoped_beyond_the_service_never_reach_callers() {
     let job = Job::spawn(answer, host.clone()).await;
     for path in PATHS {
         let served = proxy_for(path, op, &job, &[]);
-        let (head, _) = get(served.proxy.plain, path, &host, "/cookies", &[]).await;
+        let (head, _) = get(&served, path, &host, "/cookies", &[]).await;
         assert_eq!(status(&head), 200, "{path:?}: {head}");
         assert_eq!(
             values(&head, "set-cookie"),
@@ -318,7 +389,7 @@ async fn set_cookies_scoped_beyond_the_service_never_reach_callers() {
             ],
             "{path:?}: {head}"
         );
-        let metrics = served.proxy.admin_get("/metrics").1;
+        let metrics = served.proxy.proxy.admin_get("/metrics").1;
         assert!(
             metrics.contains("task_proxy_set_cookies_dropped_total 4"),
             "{path:?}: {metrics}"
@@ -340,7 +411,7 @@ async fn responses_with_ambiguous_framing_get_502_and_their_connection_is_closed
             "/chunked-twice",
         ] {
             let closed_before = job.closed.load(Ordering::SeqCst);
-            let (head, body) = get(served.proxy.plain, path, &host, target, &[]).await;
+            let (head, body) = get(&served, path, &host, target, &[]).await;
             assert_eq!(
                 status(&head),
                 502,
@@ -357,7 +428,7 @@ async fn responses_with_ambiguous_framing_get_502_and_their_connection_is_closed
             .await;
         }
         // A well-framed request afterwards is served on a fresh connection.
-        let (head, body) = get(served.proxy.plain, path, &host, "/", &[]).await;
+        let (head, body) = get(&served, path, &host, "/", &[]).await;
         assert_eq!((status(&head), body.as_str()), (200, "ok"), "{path:?}");
         job.heads();
     }
@@ -376,7 +447,7 @@ async fn auth_cookies_joined_into_other_cookies_never_reach_the_job() {
             "Cookie: a=1,YTCypressCookie joinedSecret3",
             "Cookie: a=1 YTCypressCookie=joinedSecret4; b=2",
         ] {
-            let (head, _) = get(served.proxy.plain, path, &host, "/", &[cookie]).await;
+            let (head, _) = get(&served, path, &host, "/", &[cookie]).await;
             assert_eq!(status(&head), 200, "{path:?} {cookie}: {head}");
             let heads = job.heads();
             assert_eq!(heads.len(), 1, "{path:?}: {heads:?}");

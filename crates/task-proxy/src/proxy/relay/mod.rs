@@ -28,6 +28,7 @@ mod chunked;
 mod head;
 mod upstream;
 
+use upstream::ExchangeError;
 pub use upstream::RawConn;
 
 use super::access_log::AccessRecord;
@@ -40,7 +41,7 @@ use crate::admin::metrics::Unrouted;
 use crate::answer::{local_answer, CallerKind, ProxyBody};
 use crate::routing::{route_key, Protocol};
 use bytes::{Buf, Bytes, BytesMut};
-use head::{Framing, Kind, ParsedRequest, RequestHead, ResponseHead};
+use head::{BadResponse, Framing, Kind, ParsedRequest, RequestHead, ResponseHead};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use std::io;
@@ -552,6 +553,12 @@ impl Relay {
                         head,
                         _in_flight: in_flight,
                     });
+                }
+                Some(Err(ExchangeError::Response(BadResponse::Framing(conflict)))) => {
+                    // Ambiguous framing is the job's doing, not a broken connection: not
+                    // replayed (as on the general path); the connection is dropped (closed).
+                    tracing::debug!(endpoint = %ep.endpoint, %conflict, "malformed response");
+                    return Err(Failure::Job(conflict.to_string()));
                 }
                 Some(Err(error)) => {
                     tried.push(i);
