@@ -9,7 +9,7 @@ mod support;
 
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::file_proxy::FileProxy;
@@ -53,12 +53,15 @@ impl Served {
     }
 }
 
+/// Each request path a job answered, with whether its connection has been closed since.
+type Answered = Arc<Mutex<Vec<(String, Arc<AtomicBool>)>>>;
+
 /// A job answering each request head with `answer(path)`, recording the heads it received and
-/// counting the connections the proxy closed.
+/// which connections the proxy closed.
 struct Job {
     addr: SocketAddr,
     heads: Arc<Mutex<Vec<String>>>,
-    closed: Arc<AtomicUsize>,
+    answered: Answered,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -69,11 +72,12 @@ impl Job {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let heads = Arc::new(Mutex::new(Vec::new()));
-        let closed = Arc::new(AtomicUsize::new(0));
-        let (record, closes) = (heads.clone(), closed.clone());
+        let answered: Answered = Arc::default();
+        let (record, answers) = (heads.clone(), answered.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
-                let (record, closes, host) = (record.clone(), closes.clone(), host.clone());
+                let (record, answers, host) = (record.clone(), answers.clone(), host.clone());
+                let closed = Arc::new(AtomicBool::new(false));
                 tokio::spawn(async move {
                     let mut pending = Vec::new();
                     let mut buf = [0u8; 8192];
@@ -83,6 +87,10 @@ impl Job {
                             pending.drain(..end + 4);
                             let path = head.split(' ').nth(1).unwrap_or("/").to_string();
                             record.lock().expect("heads").push(head);
+                            answers
+                                .lock()
+                                .expect("answered")
+                                .push((path.clone(), closed.clone()));
                             if s.write_all(answer(&path, &host).as_bytes()).await.is_err() {
                                 return;
                             }
@@ -90,7 +98,7 @@ impl Job {
                         match s.read(&mut buf).await {
                             Ok(n) if n > 0 => pending.extend_from_slice(&buf[..n]),
                             _ => {
-                                closes.fetch_add(1, Ordering::SeqCst);
+                                closed.store(true, Ordering::SeqCst);
                                 return;
                             }
                         }
@@ -101,9 +109,16 @@ impl Job {
         Job {
             addr,
             heads,
-            closed,
+            answered,
             _task: task,
         }
+    }
+
+    /// Whether the connection the job last answered `path` on has been closed.
+    fn closed_after(&self, path: &str) -> bool {
+        let answered = self.answered.lock().expect("answered");
+        let last = answered.iter().rev().find(|(p, _)| p == path);
+        last.is_some_and(|(_, closed)| closed.load(Ordering::SeqCst))
     }
 
     fn heads(&self) -> Vec<String> {
@@ -410,7 +425,6 @@ async fn responses_with_ambiguous_framing_get_502_and_their_connection_is_closed
             "/gzip-until-close",
             "/chunked-twice",
         ] {
-            let closed_before = job.closed.load(Ordering::SeqCst);
             let (head, body) = get(&served, path, &host, target, &[]).await;
             assert_eq!(
                 status(&head),
@@ -423,7 +437,7 @@ async fn responses_with_ambiguous_framing_get_502_and_their_connection_is_closed
             );
             // The job's connection is closed, never pooled.
             wait_until(Duration::from_secs(3), "the job connection closed", || {
-                (job.closed.load(Ordering::SeqCst) > closed_before).then_some(())
+                job.closed_after(target).then_some(())
             })
             .await;
         }
