@@ -27,6 +27,8 @@ pub enum ForwardError {
     BadHost,
     #[error("the request target is not valid for the job")]
     BadTarget,
+    #[error("the forwarding headers could not be built from the request")]
+    BadForwarding,
 }
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -159,7 +161,7 @@ pub fn prepare_request(
         scheme: client.scheme,
     }
     .apply(headers)
-    .map_err(|_| ForwardError::BadHost)?;
+    .map_err(|_| ForwardError::BadForwarding)?;
 
     let path = parts
         .uri
