@@ -221,6 +221,13 @@ pub struct ServeArgs {
           num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     pub http1_relay: bool,
 
+    /// Forward request headers whose name contains `_`. Off by default (as nginx's
+    /// `underscores_in_headers`): CGI/WSGI servers map `Content_Length` or `X_Forwarded_For`
+    /// onto the same variables as `Content-Length` and `X-Forwarded-For`.
+    #[arg(long, env = "TASK_PROXY_UNDERSCORES_IN_HEADERS", action = ArgAction::Set,
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub underscores_in_headers: bool,
+
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
     #[arg(long, env = "TASK_PROXY_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -286,6 +293,8 @@ pub struct Limits {
     pub drain_timeout: Duration,
     /// Plain HTTP/1.1 connections are served by the relay.
     pub http1_relay: bool,
+    /// Request headers whose name contains `_` are forwarded (else dropped).
+    pub underscores_in_headers: bool,
 }
 
 impl Default for Limits {
@@ -304,6 +313,7 @@ impl Default for Limits {
             eject_max: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(20),
             http1_relay: true,
+            underscores_in_headers: false,
         }
     }
 }
@@ -544,6 +554,7 @@ impl ServeArgs {
                 eject_max: self.eject_max.max(self.eject_base),
                 drain_timeout: self.drain_timeout,
                 http1_relay: self.http1_relay,
+                underscores_in_headers: self.underscores_in_headers,
             },
         })
     }
@@ -670,6 +681,21 @@ mod tests {
             ]),
             Err(ConfigError::HeaderBytesTooSmall(100))
         );
+    }
+
+    #[test]
+    fn underscores_in_headers_is_off_unless_asked() {
+        let base = [
+            "--base-domain=d",
+            "--auth-enabled=false",
+            "--services-file=f",
+        ];
+        assert!(!parse(&base).unwrap().limits.underscores_in_headers);
+        for on in ["--underscores-in-headers", "--underscores-in-headers=true"] {
+            let mut flags = base.to_vec();
+            flags.push(on);
+            assert!(parse(&flags).unwrap().limits.underscores_in_headers, "{on}");
+        }
     }
 
     #[test]

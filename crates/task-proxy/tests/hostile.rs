@@ -491,6 +491,22 @@ async fn authorization_cannot_be_bypassed_by_routing_headers_or_path_tricks() {
             vec![format!("x-yt-taskproxy-id: {forbidden}")],
             401,
         ),
+        (
+            "a valid auth cookie joined into another cookie with a comma",
+            vec![
+                host(&readable),
+                format!("Cookie: a=1, YTCypressCookie={}", SECRETS[1]),
+            ],
+            401,
+        ),
+        (
+            "a valid auth cookie after whitespace inside another cookie",
+            vec![
+                host(&readable),
+                format!("Cookie: a=1 YTCypressCookie={}", SECRETS[1]),
+            ],
+            401,
+        ),
     ];
     for (name, headers, expected) in &cases {
         assert_eq!(env.status(get, headers).await, *expected, "{name}");
@@ -569,6 +585,20 @@ async fn no_credential_appears_in_logs_metrics_status_pages_or_forwarded_request
         format!("Authorization: OAuth {}", SECRETS[3]),
         format!("Cookie: YTCypressCookie=\"{}\"", SECRETS[3]),
         format!("Authorization: oauth   {}", SECRETS[0]),
+        // Auth cookies inside other cookies, next to a credential that admits the request
+        // (alone they are refused before anything is forwarded).
+        format!(
+            "Authorization: OAuth {}\r\nCookie: a=1, YTCypressCookie={}",
+            SECRETS[0], SECRETS[1]
+        ),
+        format!(
+            "Authorization: OAuth {}\r\nCookie: YTCypressCookie={}, a=1",
+            SECRETS[0], SECRETS[1]
+        ),
+        format!(
+            "Authorization: OAuth {}\r\nCookie: a=1 YTCypressCookie={}",
+            SECRETS[0], SECRETS[1]
+        ),
     ];
     let mut forwarded = String::new();
     for credential in &credentials {
@@ -625,9 +655,10 @@ async fn no_credential_appears_in_logs_metrics_status_pages_or_forwarded_request
         }
     }
     eprintln!(
-        "{} requests with 7 credential forms; scanned {scanned} bytes of forwarded requests, \
+        "{} requests with {} credential forms; scanned {scanned} bytes of forwarded requests, \
          admin pages and logs: no secret found",
-        credentials.len() * 4 + 3
+        credentials.len() * 4 + 3,
+        credentials.len()
     );
     env.cluster.shutdown().await;
 }

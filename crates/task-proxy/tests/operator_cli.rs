@@ -354,6 +354,7 @@ auth: {enabled: false, cookieName: MyCookie, loginUrl: "https://yt.example.net/"
 workerThreads: 4
 maxConnections: 2000
 upstreamMaxIdlePerJob: 256
+underscoresInHeaders: true
 logFormat: text
 logLevel: debug
 resources: {requests: {cpu: "2", memory: 512Mi}, limits: {memory: 1Gi}}
@@ -378,6 +379,7 @@ affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: []
         "--worker-threads=4",
         "--max-connections=2000",
         "--upstream-max-idle-per-job=256",
+        "--underscores-in-headers=true",
         "--log-format=text",
     ] {
         assert!(

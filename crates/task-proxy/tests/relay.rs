@@ -42,6 +42,10 @@ fn scripted_answer(method: &str, path: &str, own: SocketAddr) -> (Vec<u8>, bool)
             false,
         ),
         "/no-content" => ("HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n".into(), false),
+        "/cookies" => (
+            "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2; Domain=.tp.test\r\nSet-Cookie: YTCypressCookie=planted\r\nSet-Cookie: c=3; Path=/\r\nContent-Length: 2\r\n\r\nok".into(),
+            false,
+        ),
         "/bad" => ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok".into(), true),
         _ => ("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".into(), false),
     };
@@ -130,6 +134,16 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         let (n, v) = line.split_once(':')?;
         n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
+}
+
+/// Every value of header `name` in a head, in order.
+fn lines_of(head: &str, name: &str) -> Vec<String> {
+    head.split("\r\n")
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
 }
 
 /// One response read off a connection: status, head, the body as received (chunked framing
@@ -280,6 +294,15 @@ fn conversation(host: &str) -> Vec<(&'static str, String)> {
         get("POST", "/fixed", host, "Content-Length: 3\r\n"),
         get("GET", "/close-after", host, ""),
         get("GET", "/fixed", host, ""),
+        // Forwarding headers and names with `_` from the caller, cookies from the job.
+        get(
+            "GET",
+            "/cookies",
+            host,
+            "X-Forwarded-For: 1.1.1.1\r\nX-Real-IP: 6.6.6.6\r\nX-Forwarded-For: 2.2.2.2\r\n\
+             Forwarded: for=6.6.6.6\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Proto: https\r\n\
+             X_Forwarded_For: 6.6.6.6\r\nCookie: a=1, YTCypressCookie=joined\r\n",
+        ),
         // A chunked upload: the general path takes the connection over from here.
         (
             "POST",
@@ -312,8 +335,8 @@ async fn relay_and_general_path_answer_alike() {
     }
     let (_, relayed, relayed_heads) = &runs[0];
     let (_, general, general_heads) = &runs[1];
-    assert_eq!(relayed.len(), 13, "every request answered: {relayed:#?}");
-    assert_eq!(general.len(), 13, "every request answered: {general:#?}");
+    assert_eq!(relayed.len(), 14, "every request answered: {relayed:#?}");
+    assert_eq!(general.len(), 14, "every request answered: {general:#?}");
 
     let bodies: Vec<(u16, &str)> = relayed
         .iter()
@@ -332,6 +355,7 @@ async fn relay_and_general_path_answer_alike() {
             (200, "hello"),
             (200, "ok"),
             (200, "hello"),
+            (200, "ok"),
             (200, "hello"),
             // The general path passes trailers on only to callers that sent `TE: trailers`.
             (200, "hello world|"),
@@ -363,21 +387,61 @@ async fn relay_and_general_path_answer_alike() {
     );
     assert_eq!(relayed[5].header("x-hop"), None);
     assert_eq!(relayed[5].header("x-kept"), Some("1"));
-    assert_eq!(relayed[12].header("connection"), Some("close"));
+    assert_eq!(relayed[13].header("connection"), Some("close"));
+    // Only the job's host-only cookies reach the caller, on both paths.
+    let cookies = |a: &Answer| -> Vec<String> {
+        a.head
+            .split("\r\n")
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+            .map(|(_, v)| v.trim().to_string())
+            .collect()
+    };
+    assert_eq!(cookies(&relayed[10]), ["a=1", "c=3; Path=/"]);
+    assert_eq!(cookies(&general[10]), ["a=1", "c=3; Path=/"]);
 
     // The job saw the same requests both times, with the same forwarding headers.
     assert_eq!(relayed_heads.len(), general_heads.len());
     for (r, g) in relayed_heads.iter().zip(general_heads) {
         assert_eq!(r.lines().next(), g.lines().next());
-        for name in [
-            "host",
-            "x-forwarded-for",
-            "x-forwarded-proto",
-            "x-forwarded-host",
-        ] {
+        // The forwarding headers are byte for byte the same lines (names lowercase).
+        let lines = |head: &str| -> Vec<String> {
+            let mut l: Vec<String> = head
+                .split("\r\n")
+                .filter(|l| {
+                    let name = l.split(':').next().unwrap_or("").to_ascii_lowercase();
+                    name.contains("forwarded") || name == "x-real-ip" || name.contains('_')
+                })
+                .map(str::to_string)
+                .collect();
+            l.sort();
+            l
+        };
+        assert_eq!(lines(r), lines(g), "in {r}");
+        for name in ["host", "cookie"] {
             assert_eq!(header(r, name), header(g, name), "{name} in {r}");
         }
     }
+    let cookie_head = relayed_heads
+        .iter()
+        .find(|h| h.starts_with("GET /cookies "))
+        .expect("the /cookies request reached the job");
+    assert_eq!(
+        lines_of(cookie_head, "x-forwarded-for"),
+        ["1.1.1.1, 2.2.2.2, 127.0.0.1"]
+    );
+    assert_eq!(lines_of(cookie_head, "x-real-ip"), ["127.0.0.1"]);
+    assert_eq!(lines_of(cookie_head, "x-forwarded-proto"), ["http"]);
+    assert_eq!(lines_of(cookie_head, "x-forwarded-host"), [host.as_str()]);
+    assert_eq!(
+        lines_of(cookie_head, "forwarded"),
+        [format!("for=127.0.0.1;host={host};proto=http")]
+    );
+    assert_eq!(
+        lines_of(cookie_head, "x_forwarded_for"),
+        Vec::<String>::new()
+    );
+    assert_eq!(lines_of(cookie_head, "cookie"), ["a=1"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,12 +94,23 @@ pub struct ProxyMetrics {
     pub tunnels_total: AtomicU64,
     /// Tunnels closed by `--tunnel-idle-timeout`.
     pub tunnels_closed_idle: AtomicU64,
+    /// `Set-Cookie` lines of jobs dropped (scoped beyond the service's host, or named like
+    /// the auth cookie).
+    pub set_cookies_dropped: AtomicU64,
     unrouted: [AtomicU64; 2],
 }
 
 impl ProxyMetrics {
     pub fn count_unrouted(&self, why: Unrouted) {
         self.unrouted[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `Set-Cookie` lines dropped from a response (none: no atomic operation).
+    pub fn count_set_cookies_dropped(&self, dropped: usize) {
+        if dropped > 0 {
+            self.set_cookies_dropped
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
     }
 }
 
@@ -189,6 +200,12 @@ impl prometheus_client::collector::Collector for DataPlaneCollector {
             "task_proxy_connections_refused",
             "Client connections refused at the connection cap",
             self.proxy.connections_refused.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "task_proxy_set_cookies_dropped",
+            "Set-Cookie lines of jobs dropped: scoped to a parent domain of the service or named like the auth cookie",
+            self.proxy.set_cookies_dropped.load(Ordering::Relaxed),
         )?;
 
         {

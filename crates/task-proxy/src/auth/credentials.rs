@@ -8,6 +8,11 @@
 //!    pair `YTCypressCookie=<value>` (optionally quoted) in any of the request's `Cookie`
 //!    headers, or in the user guide's form `Cookie: YTCypressCookie <value>`.
 //!
+//! An auth cookie inside another cookie's `;`-separated pair — joined with `,` as some broken
+//! front proxies do (`Cookie: a=1, YTCypressCookie=<secret>`), or after whitespace — is
+//! removed too (a job's cookie parser may split there) but never authenticates: it is
+//! reported as malformed unless another credential was presented.
+//!
 //! Input is parsed as bytes and never trusted: anything malformed is reported as
 //! [`Presented::Malformed`] (never a panic), and is removed from the request all the same.
 //! Other `Authorization` schemes, other cookies and all other headers pass untouched; the
@@ -149,6 +154,29 @@ pub fn take_credentials(headers: &mut HeaderMap, cookie_name: &str) -> Presented
                     if pair.is_empty() {
                         continue;
                     }
+                    if contains(pair, name) && (pair.contains(&b',') || embedded(pair, name)) {
+                        // Another cookie's value with the auth cookie inside it: joined with
+                        // `,` (broken front proxies do that) or after whitespace (parsers such
+                        // as Python's split there). The job could read it as the auth cookie,
+                        // so it never reaches the job; it never authenticates either (which
+                        // part is the cookie is ambiguous).
+                        let pieces: Vec<&[u8]> = pair
+                            .split(|b| *b == b',')
+                            .map(trim)
+                            .filter(|p| !p.is_empty())
+                            .collect();
+                        let ours = |p: &&[u8]| {
+                            parse_auth_cookie_pair(p, name).is_some() || embedded(p, name)
+                        };
+                        if pieces.iter().any(ours) {
+                            others.extend(pieces.into_iter().filter(|p| !ours(p)));
+                            malformed.get_or_insert(JOINED);
+                        } else {
+                            // Only look-alikes (e.g. `YTCypressCookieX`): kept as it came.
+                            others.push(pair);
+                        }
+                        continue;
+                    }
                     match parse_auth_cookie_pair(pair, name) {
                         None => others.push(pair),
                         Some(Ok(secret)) => {
@@ -182,6 +210,22 @@ pub fn take_credentials(headers: &mut HeaderMap, cookie_name: &str) -> Presented
         (None, Some(reason)) => Presented::Malformed(reason),
         (None, None) => Presented::Missing,
     }
+}
+
+/// Why an auth cookie inside another cookie's pair does not authenticate.
+const JOINED: &str = "auth cookie joined into another cookie (separate cookies with \"; \")";
+
+/// Whether `name` appears in `pair` after whitespace, as a cookie name (followed by `=`,
+/// whitespace or the end).
+fn embedded(pair: &[u8], name: &[u8]) -> bool {
+    if name.is_empty() || pair.len() <= name.len() {
+        return false;
+    }
+    (1..=pair.len() - name.len()).any(|i| {
+        matches!(pair[i - 1], b' ' | b'\t')
+            && &pair[i..i + name.len()] == name
+            && matches!(pair.get(i + name.len()), None | Some(b'=' | b' ' | b'\t'))
+    })
 }
 
 enum AuthorizationValue {
@@ -435,6 +479,40 @@ mod tests {
             Presented::Malformed("malformed auth cookie")
         );
         assert!(h.get(COOKIE).is_none());
+    }
+
+    #[test]
+    fn joined_auth_cookies_are_removed_and_never_authenticate() {
+        for (value, left) in [
+            ("a=1, YTCypressCookie=alice-cookie", vec!["a=1"]),
+            ("a=1,YTCypressCookie=alice-cookie, b=2", vec!["a=1; b=2"]),
+            ("YTCypressCookie=alice-cookie, a=1", vec!["a=1"]),
+            ("x=0; a=1 ,\tYTCypressCookie alice-cookie", vec!["x=0; a=1"]),
+            ("a=1 YTCypressCookie=alice-cookie; b=2", vec!["b=2"]),
+            ("a=\"1 YTCypressCookie=alice-cookie\"", vec![]),
+        ] {
+            let mut h = headers(&[("cookie", value.as_bytes())]);
+            assert_eq!(
+                take_credentials(&mut h, NAME),
+                Presented::Malformed(JOINED),
+                "{value}"
+            );
+            assert_eq!(cookies(&h), left, "{value}");
+        }
+        // Look-alikes in a comma-joined pair are left alone.
+        let mut h = headers(&[("cookie", b"a=1, YTCypressCookieX=2; b=x YTCypressCookies")]);
+        assert_eq!(take_credentials(&mut h, NAME), Presented::Missing);
+        assert_eq!(
+            cookies(&h),
+            vec!["a=1, YTCypressCookieX=2; b=x YTCypressCookies"]
+        );
+        // A separate auth cookie still authenticates; the joined one is removed all the same.
+        let mut h = headers(&[
+            ("cookie", b"a=1, YTCypressCookie=other"),
+            ("cookie", b"YTCypressCookie=alice-cookie"),
+        ]);
+        assert_eq!(take_credentials(&mut h, NAME), cookie("alice-cookie"));
+        assert_eq!(cookies(&h), vec!["a=1"]);
     }
 
     #[test]

@@ -279,6 +279,11 @@ impl Gate {
         })
     }
 
+    /// The auth cookie's name (removed from requests; jobs may not set it).
+    pub fn cookie_name(&self) -> &str {
+        &self.inner.cookie_name
+    }
+
     /// Whether requests are checked.
     pub fn is_enabled(&self) -> bool {
         self.inner.checks.is_some()

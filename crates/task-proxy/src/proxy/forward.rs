@@ -1,9 +1,11 @@
 //! Rewriting requests for jobs and responses for callers: hop-by-hop headers removed,
-//! `X-Forwarded-*` set, the caller's Host kept (`:authority` becomes `Host` for HTTP/1.1 jobs),
+//! forwarding headers and `Set-Cookie` treated as [`super::headers`] says (the policy the
+//! relay applies too), the caller's Host kept (`:authority` becomes `Host` for HTTP/1.1 jobs),
 //! the URI put in the form the upstream protocol needs, and absolute redirects to a job's own
 //! `host:port` rewritten to the service domain the caller used.
 
 use super::balance::Backend;
+use super::headers::{self as policy, CookiePolicy, Forwarding};
 use crate::routing::Protocol;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
@@ -25,11 +27,10 @@ pub enum ForwardError {
     BadHost,
     #[error("the request target is not valid for the job")]
     BadTarget,
+    #[error("the forwarding headers could not be built from the request")]
+    BadForwarding,
 }
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
@@ -155,33 +156,21 @@ pub fn prepare_request(
     upgrade: bool,
     host: Option<&HeaderValue>,
     client: &ClientView,
+    underscores_in_headers: bool,
 ) -> Result<(), ForwardError> {
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
 
-    // Entries rather than a lookup and then an insert: one hash and probe per name.
-    match headers.entry(X_FORWARDED_FOR) {
-        header::Entry::Occupied(mut existing) => {
-            let existing = existing.get_mut();
-            let mut v = Vec::with_capacity(existing.len() + 2 + client.peer_ip.len());
-            v.extend_from_slice(existing.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(client.peer_ip.as_bytes());
-            *existing = HeaderValue::from_bytes(&v).map_err(|_| ForwardError::BadHost)?;
-        }
-        header::Entry::Vacant(slot) => {
-            slot.insert(client.peer_ip.clone());
-        }
+    if !underscores_in_headers {
+        policy::drop_underscored(headers);
     }
-    // A fronting ingress that terminated TLS knows better than we do: keep what it set.
-    headers
-        .entry(X_FORWARDED_PROTO)
-        .or_insert_with(|| HeaderValue::from_static(client.scheme));
-    if let Some(host) = host {
-        headers
-            .entry(X_FORWARDED_HOST)
-            .or_insert_with(|| host.clone());
+    Forwarding {
+        peer: client.peer_ip.as_bytes(),
+        host: host.map(HeaderValue::as_bytes),
+        scheme: client.scheme,
     }
+    .apply(headers)
+    .map_err(|_| ForwardError::BadForwarding)?;
 
     let path = parts
         .uri
@@ -223,21 +212,25 @@ pub fn prepare_request(
     Ok(())
 }
 
-/// Rewrites the response head for the caller.
+/// Rewrites the response head for the caller; returns how many `Set-Cookie` lines `cookies`
+/// dropped.
 pub fn prepare_response(
     parts: &mut http::response::Parts,
     upgrade: bool,
     backend: &Backend,
     host: Option<&HeaderValue>,
     client: &ClientView,
-) {
+    cookies: &CookiePolicy<'_>,
+) -> usize {
     let switching = upgrade && parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(&mut parts.headers, switching);
+    let dropped = cookies.filter(&mut parts.headers);
     if let (Some(location), Some(host)) = (parts.headers.get(header::LOCATION), host) {
         if let Some(rewritten) = rewrite_location(location, backend, host, client.scheme) {
             parts.headers.insert(header::LOCATION, rewritten);
         }
     }
+    dropped
 }
 
 /// `scheme://<endpoint host:port>/rest` -> `<client scheme>://<client host>/rest` when the
@@ -293,12 +286,24 @@ mod tests {
             .header("proxy", "http://evil")
             .header("proxy-connection", "keep-alive")
             .header("x-forwarded-for", "1.2.3.4")
+            .header("x-forwarded-for", "5.6.7.8")
+            .header("x-forwarded-host", "evil")
+            .header("x-real-ip", "6.6.6.6")
+            .header("content_length", "5")
             .body(())
             .unwrap()
             .into_parts()
             .0;
         let host = client_host(&req);
-        prepare_request(&mut req, Protocol::Http, false, host.as_ref(), &client()).unwrap();
+        prepare_request(
+            &mut req,
+            Protocol::Http,
+            false,
+            host.as_ref(),
+            &client(),
+            false,
+        )
+        .unwrap();
         let h = &req.headers;
         for gone in [
             "connection",
@@ -313,7 +318,14 @@ mod tests {
             assert!(!h.contains_key(gone), "{gone}");
         }
         assert_eq!(h["te"], "trailers");
-        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.9");
+        assert_eq!(h["x-real-ip"], "10.0.0.9");
+        assert_eq!(
+            h["forwarded"],
+            "for=10.0.0.9;host=\"abcdef12.d:8080\";proto=http"
+        );
+        assert!(!h.contains_key("content_length"));
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "abcdef12.d:8080");
         assert_eq!(h["host"], "abcdef12.d:8080");
@@ -362,11 +374,27 @@ mod tests {
             .0;
         let host = client_host(&req);
         let mut h1 = req.clone();
-        prepare_request(&mut h1, Protocol::Http, false, host.as_ref(), &client()).unwrap();
+        prepare_request(
+            &mut h1,
+            Protocol::Http,
+            false,
+            host.as_ref(),
+            &client(),
+            false,
+        )
+        .unwrap();
         assert_eq!(h1.headers["host"], "abcdef12.d");
         assert_eq!(h1.uri, "/svc/M");
         assert_eq!(h1.version, Version::HTTP_11);
-        prepare_request(&mut req, Protocol::Grpc, false, host.as_ref(), &client()).unwrap();
+        prepare_request(
+            &mut req,
+            Protocol::Grpc,
+            false,
+            host.as_ref(),
+            &client(),
+            false,
+        )
+        .unwrap();
         assert_eq!(req.uri, "http://abcdef12.d/svc/M");
     }
 

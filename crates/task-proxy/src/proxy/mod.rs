@@ -3,7 +3,8 @@
 //! Layers, one job each: [`listener`] accepts connections on per-worker runtimes,
 //! [`service`] runs route -> admit -> forward per request, [`access_log`] writes a line each, [`forward`] rewrites heads,
 //! [`balance`] picks endpoints and tracks their health, [`upstream`] keeps connections to jobs,
-//! [`relay`] is the HTTP/1.1 fast path (bytes passed on without hyper),
+//! [`relay`] is the HTTP/1.1 fast path (bytes passed on without hyper), [`headers`] is the
+//! header policy both paths share,
 //! [`upgrade`] tunnels WebSockets, [`tls`] terminates TLS with reloadable certificates.
 //! Shared state is read-mostly: the routing table (arc-swap) and atomics.
 
@@ -54,6 +55,7 @@ pub mod access_log;
 pub mod balance;
 pub mod forward;
 pub mod framing;
+pub mod headers;
 pub mod listener;
 pub mod relay;
 pub mod service;

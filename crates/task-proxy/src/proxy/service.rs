@@ -10,6 +10,7 @@ use super::access_log::AccessRecord;
 use super::balance::{Backend, EndpointState, InFlight, Tried, MAX_ATTEMPTS};
 use super::forward::{self, ClientView};
 use super::framing::Switch;
+use super::headers::{self, CookiePolicy};
 use super::listener::ConnSlot;
 use super::upgrade::{self, TunnelContext};
 use super::upstream::Upstreams;
@@ -405,6 +406,7 @@ impl Pipeline {
             is_upgrade,
             host.as_ref(),
             &conn.client,
+            self.shared.limits.underscores_in_headers,
         ) {
             stats.count_status(StatusCode::BAD_REQUEST);
             return Ok(local_answer(
@@ -479,13 +481,19 @@ impl Pipeline {
                 }
             }
         }
-        forward::prepare_response(
+        let cookies = CookiePolicy {
+            service_host: &backend.route.domain,
+            auth_cookie: self.shared.gate.cookie_name(),
+        };
+        let dropped = forward::prepare_response(
             &mut rparts,
             is_upgrade,
             &backend,
             host.as_ref(),
             &conn.client,
+            &cookies,
         );
+        self.shared.metrics.count_set_cookies_dropped(dropped);
 
         if h2_websocket && rparts.status == StatusCode::SWITCHING_PROTOCOLS {
             upgrade::h1_switch_to_h2_ok(&mut rparts);
@@ -555,6 +563,14 @@ impl Pipeline {
                         Err(_) => return Err(Failure::Timeout),
                         Ok(Ok(response)) => {
                             backend.stats.upstream_latency.observe(started.elapsed());
+                            // Ambiguous framing: the connection is not pooled (dropping the
+                            // sender and the body closes it) and the caller gets 502.
+                            if let Err(conflict) =
+                                headers::check_response_framing(response.headers())
+                            {
+                                tracing::debug!(endpoint = %ep.endpoint, %conflict, "malformed response");
+                                return Err(Failure::Job(conflict.to_string()));
+                            }
                             if !upgrade {
                                 self.upstreams.http1_release(ep.clone(), sender);
                             }

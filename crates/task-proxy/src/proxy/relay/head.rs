@@ -4,6 +4,7 @@
 //! [`crate::proxy::forward`] applies to hyper's messages.
 
 use super::chunked::ChunkedTracker;
+use crate::proxy::headers::{self as policy, CookiePolicy, Forwarding, FramingConflict};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method};
 use std::mem::MaybeUninit;
@@ -18,9 +19,15 @@ pub enum Kind {
     Host,
     TaskProxyId,
     Credential,
+    /// `X-Forwarded-For`: merged into the proxy's one line.
     XForwardedFor,
-    XForwardedProto,
-    XForwardedHost,
+    /// `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded`, `X-Real-IP`: set by the proxy,
+    /// the caller's dropped.
+    Forwarding,
+    /// A name with `_`: dropped unless `--underscores-in-headers`.
+    Underscored,
+    /// `Set-Cookie` (responses: checked against the cookie policy).
+    SetCookie,
     /// `Connection`: hop-by-hop, and its tokens matter.
     Connection,
     /// `Upgrade`: hop-by-hop; a request with it takes the general path.
@@ -88,7 +95,9 @@ fn kind_of(name: &[u8]) -> Kind {
         6 if is(b"expect") => Kind::Expect,
         7 if is(b"upgrade") => Kind::Upgrade,
         8 if is(b"location") => Kind::Location,
+        9 if is(b"forwarded") || is(b"x-real-ip") => Kind::Forwarding,
         10 if is(b"connection") => Kind::Connection,
+        10 if is(b"set-cookie") => Kind::SetCookie,
         10 if is(b"keep-alive") => Kind::HopByHop,
         13 if is(b"authorization") => Kind::Credential,
         14 if is(b"content-length") => Kind::ContentLength,
@@ -96,15 +105,21 @@ fn kind_of(name: &[u8]) -> Kind {
         // it hop-by-hop): a job must not see it either.
         14 if is(b"http2-settings") => Kind::HopByHop,
         15 if is(b"x-forwarded-for") => Kind::XForwardedFor,
-        16 if is(b"x-forwarded-host") => Kind::XForwardedHost,
+        16 if is(b"x-forwarded-host") => Kind::Forwarding,
         17 if is(b"x-yt-taskproxy-id") => Kind::TaskProxyId,
         17 if is(b"transfer-encoding") => Kind::TransferEncoding,
-        17 if is(b"x-forwarded-proto") => Kind::XForwardedProto,
+        17 if is(b"x-forwarded-proto") => Kind::Forwarding,
         _ => Kind::Other,
     };
+    if kind != Kind::Other {
+        return kind;
+    }
     // Every `Proxy-*` header, and `Proxy` itself (httpoxy): they concern this hop only.
-    if kind == Kind::Other && name.len() >= 5 && name[..5].eq_ignore_ascii_case(b"proxy") {
+    if name.len() >= 5 && name[..5].eq_ignore_ascii_case(b"proxy") {
         return Kind::HopByHop;
+    }
+    if policy::is_underscored(name) {
+        return Kind::Underscored;
     }
     kind
 }
@@ -231,39 +246,38 @@ impl RequestHead {
     }
 
     /// Writes the head for the job: hop-by-hop headers dropped, credentials replaced by what
-    /// the gate left in `credentials`, `X-Forwarded-*` set as for every forwarded request.
+    /// the gate left in `credentials`, forwarding headers set and names with `_` dropped
+    /// (unless `underscores`) as [`crate::proxy::headers`] says.
     pub fn write_for_job(
         &self,
         head: &[u8],
         credentials: &HeaderMap,
         peer_ip: &[u8],
         scheme: &str,
+        underscores: bool,
         out: &mut Vec<u8>,
     ) {
         out.extend_from_slice(self.method.as_str().as_bytes());
         out.push(b' ');
         out.extend_from_slice(&head[self.target.clone()]);
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        let (mut xff, mut xfp, mut xfh) = (false, false, false);
+        let mut xff = false;
         let mut host: &[u8] = b"";
         for h in &self.headers {
             let value = &head[h.value.clone()];
             match h.kind {
-                Kind::Credential | Kind::HopByHop | Kind::Connection | Kind::Upgrade => continue,
+                Kind::Credential
+                | Kind::HopByHop
+                | Kind::Connection
+                | Kind::Upgrade
+                | Kind::Forwarding => continue,
+                Kind::Underscored if !underscores => continue,
                 // `TE: trailers` is end-to-end in practice (gRPC needs it).
                 Kind::Te if !value.eq_ignore_ascii_case(b"trailers") => continue,
                 Kind::XForwardedFor => {
                     xff = true;
-                    out.extend_from_slice(&head[h.name.clone()]);
-                    out.extend_from_slice(b": ");
-                    out.extend_from_slice(value);
-                    out.extend_from_slice(b", ");
-                    out.extend_from_slice(peer_ip);
-                    out.extend_from_slice(b"\r\n");
                     continue;
                 }
-                Kind::XForwardedProto => xfp = true,
-                Kind::XForwardedHost => xfh = true,
                 Kind::Host => host = value,
                 _ => {}
             }
@@ -272,15 +286,18 @@ impl RequestHead {
         for (name, value) in credentials {
             put_header(out, name.as_str().as_bytes(), value.as_bytes());
         }
-        if !xff {
-            put_header(out, b"x-forwarded-for", peer_ip);
+        // The caller's X-Forwarded-For values are looked for only when there are some.
+        let seen: &[Header] = if xff { &self.headers } else { &[] };
+        let client_xff = seen
+            .iter()
+            .filter(|h| h.kind == Kind::XForwardedFor)
+            .map(|h| &head[h.value.clone()]);
+        Forwarding {
+            peer: peer_ip,
+            host: Some(host),
+            scheme,
         }
-        if !xfp {
-            put_header(out, b"x-forwarded-proto", scheme.as_bytes());
-        }
-        if !xfh {
-            put_header(out, b"x-forwarded-host", host);
-        }
+        .write_lines(client_xff, out);
         out.extend_from_slice(b"\r\n");
     }
 }
@@ -337,6 +354,8 @@ pub enum BadResponse {
     TooLarge,
     #[error("the job switched protocols without being asked")]
     UnaskedUpgrade,
+    #[error(transparent)]
+    Framing(#[from] FramingConflict),
 }
 
 /// Parses a response head at the start of `buf`. `Ok(None)`: more bytes needed.
@@ -367,7 +386,7 @@ pub fn parse_response(
     let mut headers = std::mem::take(headers);
     headers.clear();
     let mut listed = Vec::new();
-    let (mut length, mut chunked, mut coded, mut close) = (None, false, false, !http11);
+    let (mut length, mut coded, mut close) = (None, false, !http11);
     for h in res.headers.iter() {
         let name = h.name.as_bytes();
         let kind = kind_of(name);
@@ -379,12 +398,7 @@ pub fn parse_response(
                 }
                 length = Some(n);
             }
-            Kind::TransferEncoding => {
-                coded = true;
-                chunked = tokens(h.value)
-                    .last()
-                    .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
-            }
+            Kind::TransferEncoding => coded = true,
             Kind::Connection => {
                 for token in tokens(h.value) {
                     if token.eq_ignore_ascii_case(b"close") {
@@ -404,13 +418,28 @@ pub fn parse_response(
             kind,
         });
     }
+    // Transfer codings with a Content-Length, or not ending in one chunked, are refused
+    // (whatever the status: the caller must not be left to guess); so is a coding in an
+    // HTTP/1.0 response (RFC 9112 §6.1), as hyper does.
+    let chunked = if coded {
+        if !http11 {
+            return Err(BadResponse::Malformed);
+        }
+        policy::response_codings(
+            headers
+                .iter()
+                .filter(|h| h.kind == Kind::TransferEncoding)
+                .map(|h| &buf[h.value.clone()]),
+            length.is_some(),
+        )?
+    } else {
+        false
+    };
     // RFC 9112 §6.3, in order.
     let framing = if head_request || status < 200 || status == 204 || status == 304 {
         Framing::None
-    } else if coded && chunked {
+    } else if chunked {
         Framing::Chunked(ChunkedTracker::default())
-    } else if coded {
-        Framing::UntilClose
     } else if let Some(n) = length {
         Framing::Length(n)
     } else {
@@ -431,14 +460,18 @@ pub fn parse_response(
 impl ResponseHead {
     /// Writes the head for the caller: hop-by-hop headers (and the ones `Connection` listed)
     /// dropped, `Transfer-Encoding` kept for a chunked body (it is passed on as it came),
-    /// `Location` rewritten by `rewrite_location`, `connection: close` when `close`.
+    /// `Location` rewritten by `rewrite_location`, `Set-Cookie` lines `cookies` refuses
+    /// dropped, `connection: close` when `close`. Returns how many `Set-Cookie` lines were
+    /// dropped.
     pub fn write_for_caller(
         &self,
         head: &[u8],
         close: bool,
         rewrite_location: impl Fn(&[u8]) -> Option<HeaderValue>,
+        cookies: &CookiePolicy<'_>,
         out: &mut Vec<u8>,
-    ) {
+    ) -> usize {
+        let mut dropped = 0;
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(&status_digits(self.status));
         out.push(b' ');
@@ -452,6 +485,10 @@ impl ResponseHead {
                 Kind::HopByHop | Kind::Connection | Kind::Upgrade | Kind::Te => continue,
                 Kind::TransferEncoding if !chunked => continue,
                 Kind::ContentLength if chunked => continue,
+                Kind::SetCookie if !cookies.allows(value) => {
+                    dropped += 1;
+                    continue;
+                }
                 Kind::Location => {
                     if let Some(rewritten) = rewrite_location(value) {
                         put_header(out, name, rewritten.as_bytes());
@@ -473,6 +510,7 @@ impl ResponseHead {
             out.extend_from_slice(b"connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
+        dropped
     }
 }
 
@@ -490,6 +528,11 @@ fn status_digits(status: u16) -> [u8; 3] {
 mod tests {
     use super::*;
 
+    const COOKIES: CookiePolicy<'static> = CookiePolicy {
+        service_host: "s.d",
+        auth_cookie: "YTCypressCookie",
+    };
+
     fn request(raw: &[u8]) -> RequestHead {
         match parse_request(raw, 65536, Vec::new()) {
             ParsedRequest::Head(h) => h,
@@ -499,7 +542,7 @@ mod tests {
 
     #[test]
     fn plain_requests_are_relayed_and_rewritten() {
-        let raw = b"GET /p?q=1 HTTP/1.1\r\nHost: abcdef12.d\r\nX-Empty:\r\nX-Blank:   \r\nConnection: keep-alive\r\nX-Forwarded-For: 1.2.3.4\r\nAuthorization: OAuth x\r\nTE: trailers\r\nKeep-Alive: 5\r\nProxy-Authorization: b\r\nUser-Agent: t\r\n\r\n";
+        let raw = b"GET /p?q=1 HTTP/1.1\r\nHost: abcdef12.d\r\nX-Empty:\r\nX-Blank:   \r\nConnection: keep-alive\r\nX-Forwarded-For: 1.2.3.4\r\nAuthorization: OAuth x\r\nTE: trailers\r\nKeep-Alive: 5\r\nProxy-Authorization: b\r\nX-Forwarded-Host: evil\r\nX-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Forwarded-Proto: https\r\nx-forwarded-for: 5.6.7.8\r\nContent_Length: 5\r\nUser-Agent: t\r\n\r\n";
         let head = request(raw);
         assert_eq!(head.len, raw.len());
         assert_eq!(head.method, Method::GET);
@@ -507,11 +550,16 @@ mod tests {
         let creds = head.credentials(raw).unwrap();
         assert_eq!(creds.len(), 1);
         let mut out = Vec::new();
-        head.write_for_job(raw, &HeaderMap::new(), b"10.0.0.9", "http", &mut out);
+        head.write_for_job(raw, &HeaderMap::new(), b"10.0.0.9", "http", false, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "GET /p?q=1 HTTP/1.1\r\nHost: abcdef12.d\r\nX-Empty:\r\nX-Blank:   \r\nX-Forwarded-For: 1.2.3.4, 10.0.0.9\r\nTE: trailers\r\nUser-Agent: t\r\nx-forwarded-proto: http\r\nx-forwarded-host: abcdef12.d\r\n\r\n"
+            "GET /p?q=1 HTTP/1.1\r\nHost: abcdef12.d\r\nX-Empty:\r\nX-Blank:   \r\nTE: trailers\r\nUser-Agent: t\r\nx-forwarded-for: 1.2.3.4, 5.6.7.8, 10.0.0.9\r\nx-forwarded-proto: http\r\nx-forwarded-host: abcdef12.d\r\nforwarded: for=10.0.0.9;host=abcdef12.d;proto=http\r\nx-real-ip: 10.0.0.9\r\n\r\n"
         );
+        let mut out = Vec::new();
+        head.write_for_job(raw, &HeaderMap::new(), b"10.0.0.9", "http", true, &mut out);
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("\r\nContent_Length: 5\r\n"));
     }
 
     #[test]
@@ -562,10 +610,37 @@ mod tests {
         let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true);
         assert!(matches!(r.framing, Framing::None) && r.reusable);
         let r = parse(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
             false,
         );
         assert!(matches!(r.framing, Framing::Chunked(_)));
+        for (raw, conflict) in [
+            (
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+                BadResponse::Framing(FramingConflict::CodingAndLength),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello",
+                BadResponse::Framing(FramingConflict::CodingAndLength),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+                BadResponse::Framing(FramingConflict::NotChunked),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                BadResponse::Framing(FramingConflict::NotChunked),
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                BadResponse::Malformed,
+            ),
+        ] {
+            assert_eq!(
+                parse_response(raw, 65536, false, &mut Vec::new()).unwrap_err(),
+                conflict
+            );
+        }
         let r = parse(b"HTTP/1.0 200 OK\r\n\r\n", false);
         assert!(matches!(r.framing, Framing::UntilClose) && !r.reusable);
         let r = parse(
@@ -602,7 +677,7 @@ mod tests {
 
     #[test]
     fn response_rewrite() {
-        let raw = b"HTTP/1.1 302 Found\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nLocation: http://10.0.0.1:80/x\r\nContent-Length: 0\r\n\r\n";
+        let raw = b"HTTP/1.1 302 Found\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nSet-Cookie: a=1; Domain=s.d\r\nSet-Cookie: b=2; Domain=d\r\nLocation: http://10.0.0.1:80/x\r\nContent-Length: 0\r\n\r\n";
         let r = parse_response(raw, 65536, false, &mut Vec::new())
             .unwrap()
             .unwrap();
@@ -611,11 +686,12 @@ mod tests {
             raw,
             true,
             |v| (v == b"http://10.0.0.1:80/x").then(|| HeaderValue::from_static("http://s.d/x")),
+            &COOKIES,
             &mut out,
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "HTTP/1.1 302 Found\r\nLocation: http://s.d/x\r\nContent-Length: 0\r\nconnection: close\r\n\r\n"
+            "HTTP/1.1 302 Found\r\nSet-Cookie: a=1; Domain=s.d\r\nLocation: http://s.d/x\r\nContent-Length: 0\r\nconnection: close\r\n\r\n"
         );
     }
 
@@ -639,7 +715,7 @@ mod tests {
                 if let ParsedRequest::Head(head) = parse_request(candidate, 65536, Vec::new()) {
                     let mut out = Vec::new();
                     let creds = head.credentials(candidate).unwrap_or_default();
-                    head.write_for_job(candidate, &creds, b"1.2.3.4", "http", &mut out);
+                    head.write_for_job(candidate, &creds, b"1.2.3.4", "http", false, &mut out);
                     match parse_request(&out, 65536, Vec::new()) {
                         ParsedRequest::Head(again) => {
                             proptest::prop_assert_eq!(again.method, head.method);
@@ -653,7 +729,7 @@ mod tests {
                 }
                 if let Ok(Some(response)) = parse_response(candidate, 65536, false, &mut Vec::new()) {
                     let mut out = Vec::new();
-                    response.write_for_caller(candidate, true, |_| None, &mut out);
+                    response.write_for_caller(candidate, true, |_| None, &COOKIES, &mut out);
                 }
             }
         }

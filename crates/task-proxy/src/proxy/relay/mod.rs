@@ -20,17 +20,20 @@
 //! with the bytes read so far is handed to the general path (the framing guard and hyper),
 //! which serves it from then on; so every unusual request gets exactly the general path's
 //! behaviour. Forwarding follows the same rules as the general path: hop-by-hop headers
-//! dropped, credentials removed, `X-Forwarded-*` set, `Location` rewritten, connect failures
+//! dropped, credentials removed, forwarding headers, names with `_` and jobs' `Set-Cookie` lines
+//! treated by the shared policy ([`super::headers`]), `Location` rewritten, connect failures
 //! retried on other endpoints and bodiless idempotent requests replayed once.
 
 mod chunked;
 mod head;
 mod upstream;
 
+use upstream::ExchangeError;
 pub use upstream::RawConn;
 
 use super::access_log::AccessRecord;
 use super::balance::{Backend, InFlight, Tried, MAX_ATTEMPTS};
+use super::headers::CookiePolicy;
 use super::service::{failure_answer, Failure};
 use super::upstream::Upstreams;
 use super::Shared;
@@ -39,7 +42,7 @@ use crate::answer::{local_answer, CallerKind, ProxyBody};
 use crate::auth::Fetch;
 use crate::routing::{route_key, Protocol};
 use bytes::{Buf, Bytes, BytesMut};
-use head::{Framing, Kind, ParsedRequest, RequestHead, ResponseHead};
+use head::{BadResponse, Framing, Kind, ParsedRequest, RequestHead, ResponseHead};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use std::io;
@@ -385,7 +388,14 @@ impl Relay {
 
         // Forward.
         out.clear();
-        head.write_for_job(head_bytes, &credentials, peer_ip.as_bytes(), "http", out);
+        head.write_for_job(
+            head_bytes,
+            &credentials,
+            peer_ip.as_bytes(),
+            "http",
+            shared.limits.underscores_in_headers,
+            out,
+        );
         out.extend_from_slice(&request[head.len..]);
         let replayable = head.body_len == 0
             && matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -417,12 +427,18 @@ impl Relay {
             || matches!(response.framing, Framing::UntilClose)
             || shared.shutdown.is_cancelled();
         out.clear();
-        response.write_for_caller(
+        let cookies = CookiePolicy {
+            service_host: &backend.route.domain,
+            auth_cookie: shared.gate.cookie_name(),
+        };
+        let dropped = response.write_for_caller(
             &conn.buf[..response.len],
             close,
             |location| rewrite_location(&backend, location, host),
+            &cookies,
             out,
         );
+        shared.metrics.count_set_cookies_dropped(dropped);
         conn.buf.advance(response.len);
         conn.headers = std::mem::take(&mut response.headers);
         let relayed = relay_body(&mut conn, client, &mut response.framing, out).await;
@@ -545,6 +561,12 @@ impl Relay {
                         head,
                         _in_flight: in_flight,
                     });
+                }
+                Some(Err(ExchangeError::Response(BadResponse::Framing(conflict)))) => {
+                    // Ambiguous framing is the job's doing, not a broken connection: not
+                    // replayed (as on the general path); the connection is dropped (closed).
+                    tracing::debug!(endpoint = %ep.endpoint, %conflict, "malformed response");
+                    return Err(Failure::Job(conflict.to_string()));
                 }
                 Some(Err(error)) => {
                     tried.push(i);
