@@ -243,6 +243,43 @@ impl prometheus_client::collector::Collector for DataPlaneCollector {
                     ConstCounter::new(ep.ejections()).encode(family.encode_family(&labels)?)?;
                 }
             }
+            {
+                let mut family = encoder.encode_descriptor(
+                    "task_proxy_upstream_connections",
+                    "Connections open to an endpoint (busy and idle), under --upstream-max-connections-per-job",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                for ep in &states {
+                    let labels = [("endpoint", ep.authority.as_str())];
+                    ConstGauge::new(ep.limit.open() as i64)
+                        .encode(family.encode_family(&labels)?)?;
+                }
+            }
+            {
+                let mut family = encoder.encode_descriptor(
+                    "task_proxy_upstream_queued",
+                    "Requests that waited for a connection to an endpoint at its connection cap",
+                    None,
+                    MetricType::Counter,
+                )?;
+                for ep in &states {
+                    let labels = [("endpoint", ep.authority.as_str())];
+                    ConstCounter::new(ep.limit.queued()).encode(family.encode_family(&labels)?)?;
+                }
+            }
+            {
+                let mut family = encoder.encode_descriptor(
+                    "task_proxy_upstream_refused",
+                    "Requests answered 503 because the endpoint's connection queue was full or the wait timed out",
+                    None,
+                    MetricType::Counter,
+                )?;
+                for ep in &states {
+                    let labels = [("endpoint", ep.authority.as_str())];
+                    ConstCounter::new(ep.limit.refused()).encode(family.encode_family(&labels)?)?;
+                }
+            }
             let mut family = encoder.encode_descriptor(
                 "task_proxy_endpoint_in_flight",
                 "Requests in flight per endpoint",

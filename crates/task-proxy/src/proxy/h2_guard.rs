@@ -1,0 +1,427 @@
+//! A guard against floods of HTTP/2 control frames from callers. It owns the caller's
+//! connection once its HTTP/2 preface is seen, in front of hyper's server.
+//!
+//! Control frames cost the proxy work even though no request comes with them: every PING and
+//! SETTINGS frame gets an answer written back; PRIORITY, RST_STREAM and WINDOW_UPDATE frames are
+//! parsed and applied. A caller sending them in a tight loop kept a core busy and slowed every
+//! other caller on it. The guard follows frame boundaries on the read side (the 24-byte preface,
+//! then 9-byte frame headers; payloads are skipped, not copied) and charges control frames to a
+//! token bucket of [`BURST`] frames refilled at [`RATE_PER_SECOND`]. RST_STREAM frames are free
+//! up to the number of streams the caller opened, and WINDOW_UPDATE frames up to one per KiB the
+//! proxy wrote, so callers cancelling their requests or reading big responses never run out.
+//! When the bucket is empty, nothing more is read: the guard writes a GOAWAY with
+//! `ENHANCE_YOUR_CALM` (0xb) and ends the connection (within [`GOAWAY_DEADLINE`] even when the
+//! caller does not read).
+//!
+//! Written by hand because the `h2` crate (0.4) bounds header lists, small DATA frames,
+//! CONTINUATION and reset streams but nothing of PING, SETTINGS, PRIORITY or WINDOW_UPDATE, and
+//! neither it nor hyper offers a hook to count frames. The GOAWAY must not land in the middle of
+//! a frame h2 is writing: the guard also follows frame boundaries on the write side (h2 writes
+//! through it) and only writes the GOAWAY between two frames. The work per read and write is a
+//! few comparisons per frame header; the clock is read only for control frames.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Control frames a caller may send at once.
+pub const BURST: f64 = 1000.0;
+/// Control frames per second a caller may send sustained (1000 per 10 s); browsers and gRPC
+/// clients send a handful per connection.
+pub const RATE_PER_SECOND: f64 = 100.0;
+/// How long the guard tries to write its GOAWAY before it just closes.
+pub const GOAWAY_DEADLINE: Duration = Duration::from_secs(1);
+
+const PREFACE_LEN: u8 = 24;
+const FRAME_HEADER: u8 = 9;
+/// Written bytes that pay for one WINDOW_UPDATE.
+const WINDOW_UPDATE_PER_BYTES: u64 = 1024;
+/// Most free WINDOW_UPDATE or RST_STREAM frames saved up.
+const MAX_CREDIT: u64 = 1 << 20;
+
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const WINDOW_UPDATE: u8 = 0x8;
+const CONTINUATION: u8 = 0x9;
+const PUSH_PROMISE: u8 = 0x5;
+const END_STREAM: u8 = 0x1;
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+/// Where the read side is in the caller's frames.
+#[derive(Debug)]
+struct ReadFrames {
+    preface_left: u8,
+    head: [u8; FRAME_HEADER as usize],
+    head_len: u8,
+    payload_left: u32,
+}
+
+/// Where the write side is in h2's frames (only the length matters).
+#[derive(Debug, Default)]
+struct WriteFrames {
+    len: [u8; 3],
+    head_len: u8,
+    payload_left: u32,
+}
+
+impl WriteFrames {
+    fn at_boundary(&self) -> bool {
+        self.head_len == 0 && self.payload_left == 0
+    }
+
+    /// Bytes of `len` that may be written without crossing the end of the current frame.
+    fn until_boundary(&self, len: usize) -> usize {
+        if self.head_len > 0 {
+            // Inside a header: the payload length is not known yet; finish the header first.
+            len.min((FRAME_HEADER - self.head_len) as usize)
+        } else {
+            len.min(self.payload_left as usize)
+        }
+    }
+
+    fn advance(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.payload_left > 0 {
+                let k = data.len().min(self.payload_left as usize);
+                self.payload_left -= k as u32;
+                data = &data[k..];
+                continue;
+            }
+            let k = data.len().min((FRAME_HEADER - self.head_len) as usize);
+            for (i, b) in data[..k].iter().enumerate() {
+                if let Some(slot) = self.len.get_mut(self.head_len as usize + i) {
+                    *slot = *b;
+                }
+            }
+            self.head_len += k as u8;
+            data = &data[k..];
+            if self.head_len == FRAME_HEADER {
+                self.head_len = 0;
+                self.payload_left = u32::from_be_bytes([0, self.len[0], self.len[1], self.len[2]]);
+            }
+        }
+    }
+}
+
+/// The caller's allowance of control frames.
+#[derive(Debug)]
+struct Allowance {
+    tokens: f64,
+    refilled: Instant,
+    /// RST_STREAM frames allowed for free: one per stream opened.
+    resets: u64,
+    /// WINDOW_UPDATE frames allowed for free: one per [`WINDOW_UPDATE_PER_BYTES`] written.
+    window_updates: u64,
+    /// Bytes written not yet turned into window-update credit.
+    written: u64,
+    /// The highest stream the caller opened (for the GOAWAY).
+    last_stream: u32,
+}
+
+impl Allowance {
+    /// Charges one control frame; false when the caller has none left.
+    fn charge(&mut self) -> bool {
+        if self.tokens < 1.0 {
+            let now = Instant::now();
+            let refill = now.duration_since(self.refilled).as_secs_f64() * RATE_PER_SECOND;
+            self.tokens = (self.tokens + refill).min(BURST);
+            self.refilled = now;
+        }
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the frame with this header may pass.
+    fn admit(&mut self, head: &[u8; FRAME_HEADER as usize]) -> bool {
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]);
+        let (kind, flags) = (head[3], head[4]);
+        match kind {
+            HEADERS => {
+                let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+                self.last_stream = self.last_stream.max(stream);
+                self.resets = (self.resets + 1).min(MAX_CREDIT);
+                true
+            }
+            // Empty DATA frames that do not end their stream carry nothing.
+            DATA => len > 0 || flags & END_STREAM != 0 || self.charge(),
+            // Bounded by h2 itself (header list size, reset streams) or a protocol error.
+            CONTINUATION | PUSH_PROMISE => true,
+            RST_STREAM if self.resets > 0 => {
+                self.resets -= 1;
+                true
+            }
+            WINDOW_UPDATE if self.window_updates > 0 => {
+                self.window_updates -= 1;
+                true
+            }
+            // PRIORITY, RST_STREAM and WINDOW_UPDATE beyond their credit, SETTINGS, PING,
+            // GOAWAY and unknown (extension) frames.
+            _ => self.charge(),
+        }
+    }
+
+    fn wrote(&mut self, n: usize) {
+        self.written += n as u64;
+        if self.written >= WINDOW_UPDATE_PER_BYTES {
+            let credit = self.written / WINDOW_UPDATE_PER_BYTES;
+            self.written %= WINDOW_UPDATE_PER_BYTES;
+            self.window_updates = (self.window_updates + credit).min(MAX_CREDIT);
+        }
+    }
+}
+
+/// The GOAWAY being written, once the caller ran out of allowance.
+#[derive(Debug)]
+struct Trip {
+    frame: [u8; 17],
+    written: usize,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The GOAWAY is out (or the deadline passed) and the write side shut down.
+    done: bool,
+    /// The read side waits for h2 to finish the frame it is writing.
+    read_waker: Option<Waker>,
+}
+
+/// A caller's HTTP/2 connection with its control frames counted (see the module docs).
+#[derive(Debug)]
+pub struct H2Guard<I> {
+    inner: I,
+    read: ReadFrames,
+    write: WriteFrames,
+    allowance: Allowance,
+    trip: Option<Box<Trip>>,
+}
+
+impl<I> H2Guard<I> {
+    /// Wraps a connection whose next bytes are the HTTP/2 client preface.
+    pub fn new(inner: I) -> H2Guard<I> {
+        H2Guard {
+            inner,
+            read: ReadFrames {
+                preface_left: PREFACE_LEN,
+                head: [0; FRAME_HEADER as usize],
+                head_len: 0,
+                payload_left: 0,
+            },
+            write: WriteFrames::default(),
+            allowance: Allowance {
+                tokens: BURST,
+                refilled: Instant::now(),
+                resets: 0,
+                window_updates: 0,
+                written: 0,
+                last_stream: 0,
+            },
+            trip: None,
+        }
+    }
+
+    /// Follows the caller's frames through `data` (just read). Returns where to cut it when a
+    /// frame goes over the allowance: the start of that frame's header within `data` (0 when
+    /// the header began in an earlier read).
+    fn inspect(&mut self, data: &[u8]) -> Option<usize> {
+        let r = &mut self.read;
+        let mut pos = 0;
+        if r.preface_left > 0 {
+            let k = data.len().min(r.preface_left as usize);
+            r.preface_left -= k as u8;
+            pos = k;
+        }
+        while pos < data.len() {
+            if r.payload_left > 0 {
+                let k = (data.len() - pos).min(r.payload_left as usize);
+                r.payload_left -= k as u32;
+                pos += k;
+                continue;
+            }
+            let start = if r.head_len == 0 { pos } else { 0 };
+            let k = (data.len() - pos).min((FRAME_HEADER - r.head_len) as usize);
+            let at = r.head_len as usize;
+            r.head[at..at + k].copy_from_slice(&data[pos..pos + k]);
+            r.head_len += k as u8;
+            pos += k;
+            if r.head_len == FRAME_HEADER {
+                r.head_len = 0;
+                r.payload_left = u32::from_be_bytes([0, r.head[0], r.head[1], r.head[2]]);
+                if !self.allowance.admit(&r.head) {
+                    return Some(start);
+                }
+            }
+        }
+        None
+    }
+
+    fn start_trip(&mut self) {
+        tracing::debug!(
+            frame_type = self.read.head[3],
+            "HTTP/2 caller sent too many control frames: GOAWAY ENHANCE_YOUR_CALM"
+        );
+        let mut frame = [0u8; 17];
+        frame[2] = 8; // payload length
+        frame[3] = 0x7; // GOAWAY, stream 0
+        frame[9..13].copy_from_slice(&self.allowance.last_stream.to_be_bytes());
+        frame[13..17].copy_from_slice(&ENHANCE_YOUR_CALM.to_be_bytes());
+        self.trip = Some(Box::new(Trip {
+            frame,
+            written: 0,
+            deadline: Box::pin(tokio::time::sleep(GOAWAY_DEADLINE)),
+            done: false,
+            read_waker: None,
+        }));
+    }
+}
+
+impl<I: AsyncWrite + Unpin> H2Guard<I> {
+    /// Writes the GOAWAY (once the write side is between frames) and shuts the write side down.
+    /// Ready when that is done or the deadline passed; Pending while h2 finishes a frame.
+    fn poll_goaway(&mut self, cx: &mut Context<'_>, from_read: bool) -> Poll<()> {
+        let Some(trip) = self.trip.as_mut() else {
+            return Poll::Ready(());
+        };
+        loop {
+            if trip.done {
+                return Poll::Ready(());
+            }
+            if trip.deadline.as_mut().poll(cx).is_ready() {
+                trip.done = true;
+                continue;
+            }
+            if !self.write.at_boundary() {
+                // h2 is in the middle of a frame: it finishes it through poll_write, which
+                // wakes the read side then.
+                if from_read {
+                    trip.read_waker = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            if trip.written < trip.frame.len() {
+                match Pin::new(&mut self.inner).poll_write(cx, &trip.frame[trip.written..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => trip.written += n,
+                    Poll::Ready(_) => trip.done = true,
+                    Poll::Pending => return Poll::Pending,
+                }
+                continue;
+            }
+            match Pin::new(&mut self.inner).poll_shutdown(cx) {
+                Poll::Ready(_) => trip.done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for H2Guard<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.trip.is_some() {
+            // Nothing more is read; the end of the stream follows the GOAWAY.
+            return this.poll_goaway(cx, true).map(Ok);
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        let Some(cut) = this.inspect(&buf.filled()[before..]) else {
+            return Poll::Ready(Ok(()));
+        };
+        buf.set_filled(before + cut);
+        this.start_trip();
+        if cut > 0 {
+            // What came before the offending frame is passed on; the next read ends it.
+            return Poll::Ready(Ok(()));
+        }
+        this.poll_goaway(cx, true).map(Ok)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> H2Guard<I> {
+    fn wrote(&mut self, bufs: &[io::IoSlice<'_>], mut n: usize) {
+        self.allowance.wrote(n);
+        for b in bufs {
+            if n == 0 {
+                break;
+            }
+            let k = n.min(b.len());
+            self.write.advance(&b[..k]);
+            n -= k;
+        }
+        if self.write.at_boundary() {
+            if let Some(waker) = self.trip.as_mut().and_then(|t| t.read_waker.take()) {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for H2Guard<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.trip.is_some() {
+            if this.write.at_boundary() {
+                // Not one more frame after the GOAWAY.
+                if this.poll_goaway(cx, false).is_pending() {
+                    return Poll::Pending;
+                }
+                return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
+            }
+            // Only the rest of the frame h2 is in the middle of.
+            let Some(first) = bufs.iter().find(|b| !b.is_empty()) else {
+                return Poll::Ready(Ok(0));
+            };
+            let part = &first[..this.write.until_boundary(first.len())];
+            let n = match Pin::new(&mut this.inner).poll_write(cx, part) {
+                Poll::Ready(Ok(n)) => n,
+                other => return other,
+            };
+            this.wrote(&[io::IoSlice::new(&part[..n])], n);
+            return Poll::Ready(Ok(n));
+        }
+        let n = match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => n,
+            other => return other,
+        };
+        this.wrote(bufs, n);
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.trip.is_some() && this.write.at_boundary() {
+            return this.poll_goaway(cx, false).map(Ok);
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
