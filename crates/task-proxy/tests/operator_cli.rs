@@ -263,6 +263,10 @@ auth: {enabled: false, cookieName: MyCookie, loginUrl: "https://yt.example.net/"
 workerThreads: 4
 maxConnections: 2000
 upstreamMaxIdlePerJob: 256
+upstreamMaxConnectionsPerJob: 64
+upstreamQueueLength: 32
+upstreamQueueTimeout: 3s
+maxConcurrentStreams: 100
 logFormat: text
 logLevel: debug
 resources: {requests: {cpu: "2", memory: 512Mi}, limits: {memory: 1Gi}}
@@ -283,6 +287,10 @@ affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: []
         "--worker-threads=4",
         "--max-connections=2000",
         "--upstream-max-idle-per-job=256",
+        "--upstream-max-connections-per-job=64",
+        "--upstream-queue-length=32",
+        "--upstream-queue-timeout=3s",
+        "--max-concurrent-streams=100",
         "--log-format=text",
     ] {
         assert!(
