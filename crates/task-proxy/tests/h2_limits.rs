@@ -95,6 +95,7 @@ impl Job {
         let (written, open2, max2) = (body_written.clone(), open.clone(), max_open.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
+                let _ = s.set_nodelay(true);
                 let (written, open, max_open) = (written.clone(), open2.clone(), max2.clone());
                 let now = open.fetch_add(1, Ordering::SeqCst) + 1;
                 max_open.fetch_max(now, Ordering::SeqCst);
@@ -494,4 +495,82 @@ async fn h2_control_frame_floods_get_goaway_enhance_your_calm() {
     );
     let after = h2_gets(proxy.plain, &authority, 1).await;
     assert_eq!(after.first().map(|g| g.0), Some(200), "{after:?}");
+    let metrics = proxy.admin_get("/metrics").1;
+    let floods = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("task_proxy_h2_floods_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(floods.is_some_and(|n| n >= 3), "{metrics}");
+
+    // Figures: a well-behaved caller's latency, and the proxy's CPU, while an attacker
+    // reconnects and floods PINGs over and over.
+    let quiet = latencies(proxy.plain, &authority, 100).await;
+    let cpu_before = cpu_ticks(proxy.child.id());
+    let attack_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attacker = {
+        let (addr, stop) = (proxy.plain, attack_stop.clone());
+        tokio::spawn(async move {
+            let mut floods = 0;
+            while !stop.load(Ordering::Relaxed) {
+                flood(addr, frame(PING, 0, 0, &[0u8; 8]), 20_000).await;
+                floods += 1;
+            }
+            floods
+        })
+    };
+    let wall = Instant::now();
+    let busy = latencies(proxy.plain, &authority, 100).await;
+    let cpu = (cpu_ticks(proxy.child.id()) - cpu_before) as f64 / 100.0;
+    let wall = wall.elapsed().as_secs_f64();
+    attack_stop.store(true, Ordering::Relaxed);
+    let attacks = attacker.await.unwrap_or(0);
+    println!(
+        "well-behaved caller: median {:.2} ms alone, {:.2} ms during {attacks} reconnecting PING \
+         floods; proxy CPU {:.0}% of a core meanwhile",
+        quiet.as_secs_f64() * 1000.0,
+        busy.as_secs_f64() * 1000.0,
+        cpu / wall * 100.0
+    );
+}
+
+/// The median latency of `n` sequential GETs on one HTTP/2 connection.
+async fn latencies(proxy: SocketAddr, authority: &str, n: usize) -> Duration {
+    let tcp = TcpStream::connect(proxy).await.expect("connect");
+    let _ = tcp.set_nodelay(true);
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let mut client = client.clone().ready().await.expect("ready");
+        let req = http::Request::get(format!("http://{authority}/"))
+            .body(())
+            .expect("request");
+        let (resp, _) = client.send_request(req, true).expect("send");
+        let mut body = resp.await.expect("response").into_body();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.expect("body");
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        out.push(started.elapsed());
+    }
+    out.sort();
+    out[n / 2]
+}
+
+/// User and system CPU ticks (1/100 s) of process `pid`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name (in parentheses), utime and stime are the 12th and 13th fields.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    tick(11) + tick(12)
 }

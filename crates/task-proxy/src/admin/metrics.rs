@@ -90,6 +90,8 @@ pub struct ProxyMetrics {
     pub connections_total: AtomicU64,
     pub connections_refused: AtomicU64,
     pub tunnels_active: AtomicUsize,
+    /// HTTP/2 caller connections ended for a flood of control frames.
+    pub h2_floods: AtomicU64,
     unrouted: [AtomicU64; 2],
 }
 
@@ -173,6 +175,13 @@ impl prometheus_client::collector::Collector for DataPlaneCollector {
             "task_proxy_connections_refused",
             "Client connections refused at the connection cap",
             self.proxy.connections_refused.load(Ordering::Relaxed),
+        )?;
+
+        counter(
+            &mut encoder,
+            "task_proxy_h2_floods",
+            "HTTP/2 client connections closed with GOAWAY ENHANCE_YOUR_CALM for a flood of control frames",
+            self.proxy.h2_floods.load(Ordering::Relaxed),
         )?;
 
         {

@@ -20,9 +20,12 @@
 //! through it) and only writes the GOAWAY between two frames. The work per read and write is a
 //! few comparisons per frame header; the clock is read only for control frames.
 
+use crate::admin::metrics::ProxyMetrics;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -125,12 +128,10 @@ struct Allowance {
 impl Allowance {
     /// Charges one control frame; false when the caller has none left.
     fn charge(&mut self) -> bool {
-        if self.tokens < 1.0 {
-            let now = Instant::now();
-            let refill = now.duration_since(self.refilled).as_secs_f64() * RATE_PER_SECOND;
-            self.tokens = (self.tokens + refill).min(BURST);
-            self.refilled = now;
-        }
+        let now = Instant::now();
+        let refill = now.duration_since(self.refilled).as_secs_f64() * RATE_PER_SECOND;
+        self.tokens = (self.tokens + refill).min(BURST);
+        self.refilled = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -198,11 +199,13 @@ pub struct H2Guard<I> {
     write: WriteFrames,
     allowance: Allowance,
     trip: Option<Box<Trip>>,
+    metrics: Arc<ProxyMetrics>,
 }
 
 impl<I> H2Guard<I> {
-    /// Wraps a connection whose next bytes are the HTTP/2 client preface.
-    pub fn new(inner: I) -> H2Guard<I> {
+    /// Wraps a connection whose next bytes are the HTTP/2 client preface; connections ended
+    /// for a flood are counted in `metrics`.
+    pub fn new(inner: I, metrics: Arc<ProxyMetrics>) -> H2Guard<I> {
         H2Guard {
             inner,
             read: ReadFrames {
@@ -221,6 +224,7 @@ impl<I> H2Guard<I> {
                 last_stream: 0,
             },
             trip: None,
+            metrics,
         }
     }
 
@@ -260,6 +264,7 @@ impl<I> H2Guard<I> {
     }
 
     fn start_trip(&mut self) {
+        self.metrics.h2_floods.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             frame_type = self.read.head[3],
             "HTTP/2 caller sent too many control frames: GOAWAY ENHANCE_YOUR_CALM"

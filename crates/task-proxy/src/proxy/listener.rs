@@ -305,7 +305,7 @@ where
         _ = tokio::time::sleep(shared.limits.idle_timeout) => return,
     };
     let mut conn: Pin<Box<dyn Served + Send>> = if h2 {
-        let io = TokioIo::new(H2Guard::new(io));
+        let io = TokioIo::new(H2Guard::new(io, shared.metrics.clone()));
         Box::pin(worker.http2.serve_connection(io, service))
     } else {
         let io = TokioIo::new(io);
