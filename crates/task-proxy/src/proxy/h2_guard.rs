@@ -430,3 +430,107 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for H2Guard<I> {
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        out.extend_from_slice(&[kind, flags]);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn guard<I>(io: I) -> H2Guard<I> {
+        H2Guard::new(io, Arc::new(ProxyMetrics::default()))
+    }
+
+    #[tokio::test]
+    async fn a_ping_flood_is_cut_at_a_frame_and_answered_with_goaway() {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let mut sent = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        let ping = frame(0x6, 0, 0, &[0; 8]);
+        for _ in 0..1500 {
+            sent.extend_from_slice(&ping);
+        }
+        client.write_all(&sent).await.unwrap();
+        let mut g = guard(server);
+        // The server's SETTINGS, in two pieces: the GOAWAY must wait for the frame's end.
+        let settings = frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100]);
+        g.write_all(&settings[..5]).await.unwrap();
+        let mut delivered = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = g.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            delivered.extend_from_slice(&buf[..n]);
+            if g.trip.is_some() && delivered.len() > 24 + 999 * ping.len() {
+                // h2 would finish the frame it was writing before reading again.
+                g.write_all(&settings[5..]).await.unwrap();
+            }
+        }
+        let frames = (delivered.len() - 24) / ping.len();
+        assert_eq!(
+            (delivered.len() - 24) % ping.len(),
+            0,
+            "cut at a frame boundary"
+        );
+        assert!((1000..1010).contains(&frames), "{frames} PINGs passed");
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await.unwrap();
+        assert_eq!(
+            &back[..settings.len()],
+            &settings[..],
+            "h2's frame first, whole"
+        );
+        let goaway = &back[settings.len()..];
+        assert_eq!(goaway.len(), 17);
+        assert_eq!(goaway[3], 0x7);
+        assert_eq!(&goaway[13..17], &[0, 0, 0, 0xb]);
+        assert!(
+            g.write_all(b"more").await.is_err(),
+            "nothing after the GOAWAY"
+        );
+    }
+
+    #[test]
+    fn requests_resets_and_window_updates_earn_their_own_credit() {
+        let mut g = guard(tokio::io::empty());
+        let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        for i in 0..3000u32 {
+            input.extend(frame(0x1, 0x5, 2 * i + 1, &[0x82]));
+            input.extend(frame(0x3, 0, 2 * i + 1, &[0, 0, 0, 8]));
+        }
+        // Byte by byte: headers split across reads are followed too.
+        for b in input.chunks(7) {
+            assert_eq!(g.inspect(b), None);
+        }
+        assert_eq!(g.allowance.last_stream, 5999);
+        g.allowance.wrote(3000 * 1024);
+        let updates: Vec<u8> = (0..3000)
+            .flat_map(|_| frame(0x8, 0, 0, &[0, 0, 0x40, 0]))
+            .collect();
+        assert_eq!(g.inspect(&updates), None);
+        assert_eq!(g.allowance.tokens as u32, BURST as u32, "no token spent");
+    }
+
+    #[test]
+    fn the_write_side_knows_frame_boundaries() {
+        let mut w = WriteFrames::default();
+        assert!(w.at_boundary());
+        let data = frame(0x0, 0, 1, &[7; 20]);
+        w.advance(&data[..4]);
+        assert_eq!(w.until_boundary(100), 5);
+        w.advance(&data[4..9]);
+        assert_eq!(w.until_boundary(100), 20);
+        w.advance(&data[9..]);
+        assert!(w.at_boundary());
+        w.advance(&frame(0x4, 1, 0, &[]));
+        assert!(w.at_boundary());
+    }
+}
