@@ -416,6 +416,9 @@ async fn flood(proxy: SocketAddr, one: Vec<u8>, count: usize) -> (Option<u32>, b
                 return;
             }
         }
+        // The write half stays open (dropping it would end the connection from this side).
+        std::future::pending::<()>().await;
+        drop(w);
     });
     let outcome = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
