@@ -23,8 +23,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Most bytes read from a job at once on hyper's connections (see the module docs).
-pub const UPSTREAM_READ_CHUNK: usize = 8 * 1024;
+/// Most bytes read from a job at once on hyper's connections (see the module docs). Just under
+/// a power of two: hyper doubles its read buffer after a read that fills the current size, so
+/// reads of 16 KiB - 1 keep it at 16 KiB (16 KiB reads would grow it to 32 KiB, each body chunk
+/// then pinning twice the memory). Measured on a 1 GiB HTTP/2 download: 8 KiB reads were three
+/// times slower than hyper's default; these are within the noise of it.
+pub const UPSTREAM_READ_CHUNK: usize = 16 * 1024 - 1;
 
 /// A job connection whose reads return at most [`UPSTREAM_READ_CHUNK`] bytes.
 #[derive(Debug)]
@@ -42,14 +46,13 @@ impl<I: AsyncRead + Unpin> AsyncRead for CappedReads<I> {
         if buf.remaining() <= UPSTREAM_READ_CHUNK {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        // A window of the caller's buffer: the same memory, no copy.
-        let mut capped = buf.take(UPSTREAM_READ_CHUNK);
+        // A window of the caller's buffer: the same memory, no copy (zeroing what is not
+        // initialized yet costs far less than the system call; no unsafe code needed).
+        let window = buf.initialize_unfilled_to(UPSTREAM_READ_CHUNK);
+        let mut capped = ReadBuf::new(window);
         let ready = Pin::new(&mut this.inner).poll_read(cx, &mut capped);
         let n = capped.filled().len();
         if let Poll::Ready(Ok(())) = ready {
-            // SAFETY: the inner reader initialized and filled these `n` bytes of `buf`'s
-            // unfilled part (`take` lends exactly that memory).
-            unsafe { buf.assume_init(n) };
             buf.advance(n);
         }
         ready
