@@ -53,7 +53,9 @@ pub enum Overloaded {
 
 /// The right to keep one connection to a job open; given back on drop.
 #[derive(Debug)]
-pub struct ConnPermit(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct ConnPermit {
+    _permit: OwnedSemaphorePermit,
+}
 
 /// One endpoint's connection cap and queue (see the module docs).
 #[derive(Debug)]
@@ -92,7 +94,7 @@ impl ConnLimit {
             .clone()
             .try_acquire_owned()
             .ok()
-            .map(ConnPermit)
+            .map(|permit| ConnPermit { _permit: permit })
     }
 
     /// Waits in the queue for a permit (after [`ConnLimit::try_acquire`] found none).
@@ -109,7 +111,7 @@ impl ConnLimit {
         self.queued.fetch_add(1, Ordering::Relaxed);
         let timeout = self.settings.queue_timeout;
         match tokio::time::timeout(timeout, self.permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(ConnPermit(permit)),
+            Ok(Ok(permit)) => Ok(ConnPermit { _permit: permit }),
             // The semaphore is never closed; a closed one would mean no connection either.
             Ok(Err(_)) | Err(_) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
