@@ -7,8 +7,10 @@
 //! other caller on it. The guard follows frame boundaries on the read side (the 24-byte preface,
 //! then 9-byte frame headers; payloads are skipped, not copied) and charges control frames to a
 //! token bucket of [`BURST`] frames refilled at [`RATE_PER_SECOND`]. RST_STREAM frames are free
-//! up to the number of streams the caller opened, and WINDOW_UPDATE frames up to one per KiB the
-//! proxy wrote, so callers cancelling their requests or reading big responses never run out.
+//! up to the number of streams the caller opened, and WINDOW_UPDATE and PING frames up to one per
+//! KiB of DATA the proxy wrote, so callers cancelling their requests, reading big responses or measuring
+//! bandwidth with PINGs while data flows (gRPC's BDP estimation) never run out; a PING paid for
+//! by a KiB of response amplifies nothing.
 //! When the bucket is empty, nothing more is read: the guard writes a GOAWAY with
 //! `ENHANCE_YOUR_CALM` (0xb) and ends the connection (within [`GOAWAY_DEADLINE`] even when the
 //! caller does not read).
@@ -41,13 +43,14 @@ pub const GOAWAY_DEADLINE: Duration = Duration::from_secs(1);
 const PREFACE_LEN: u8 = 24;
 const FRAME_HEADER: u8 = 9;
 /// Written bytes that pay for one WINDOW_UPDATE.
-const WINDOW_UPDATE_PER_BYTES: u64 = 1024;
+const DATA_CREDIT_BYTES: u64 = 1024;
 /// Most free WINDOW_UPDATE or RST_STREAM frames saved up.
 const MAX_CREDIT: u64 = 1 << 20;
 
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
+const PING: u8 = 0x6;
 const WINDOW_UPDATE: u8 = 0x8;
 const CONTINUATION: u8 = 0x9;
 const PUSH_PROMISE: u8 = 0x5;
@@ -63,12 +66,14 @@ struct ReadFrames {
     payload_left: u32,
 }
 
-/// Where the write side is in h2's frames (only the length matters).
+/// Where the write side is in h2's frames (the length and type of each header matter).
 #[derive(Debug, Default)]
 struct WriteFrames {
-    len: [u8; 3],
+    head: [u8; 4],
     head_len: u8,
     payload_left: u32,
+    /// The current frame is DATA.
+    data: bool,
 }
 
 impl WriteFrames {
@@ -86,17 +91,22 @@ impl WriteFrames {
         }
     }
 
-    fn advance(&mut self, mut data: &[u8]) {
+    /// Follows `data` (just written); returns how many of its bytes were DATA payload.
+    fn advance(&mut self, mut data: &[u8]) -> usize {
+        let mut payload = 0;
         while !data.is_empty() {
             if self.payload_left > 0 {
                 let k = data.len().min(self.payload_left as usize);
                 self.payload_left -= k as u32;
+                if self.data {
+                    payload += k;
+                }
                 data = &data[k..];
                 continue;
             }
             let k = data.len().min((FRAME_HEADER - self.head_len) as usize);
             for (i, b) in data[..k].iter().enumerate() {
-                if let Some(slot) = self.len.get_mut(self.head_len as usize + i) {
+                if let Some(slot) = self.head.get_mut(self.head_len as usize + i) {
                     *slot = *b;
                 }
             }
@@ -104,9 +114,12 @@ impl WriteFrames {
             data = &data[k..];
             if self.head_len == FRAME_HEADER {
                 self.head_len = 0;
-                self.payload_left = u32::from_be_bytes([0, self.len[0], self.len[1], self.len[2]]);
+                self.payload_left =
+                    u32::from_be_bytes([0, self.head[0], self.head[1], self.head[2]]);
+                self.data = self.head[3] == DATA;
             }
         }
+        payload
     }
 }
 
@@ -117,8 +130,9 @@ struct Allowance {
     refilled: Instant,
     /// RST_STREAM frames allowed for free: one per stream opened.
     resets: u64,
-    /// WINDOW_UPDATE frames allowed for free: one per [`WINDOW_UPDATE_PER_BYTES`] written.
-    window_updates: u64,
+    /// WINDOW_UPDATE or PING frames allowed for free: one per [`DATA_CREDIT_BYTES`] of DATA
+    /// payload written.
+    data_credit: u64,
     /// Bytes written not yet turned into window-update credit.
     written: u64,
     /// The highest stream the caller opened (for the GOAWAY).
@@ -159,22 +173,22 @@ impl Allowance {
                 self.resets -= 1;
                 true
             }
-            WINDOW_UPDATE if self.window_updates > 0 => {
-                self.window_updates -= 1;
+            WINDOW_UPDATE | PING if self.data_credit > 0 => {
+                self.data_credit -= 1;
                 true
             }
-            // PRIORITY, RST_STREAM and WINDOW_UPDATE beyond their credit, SETTINGS, PING,
-            // GOAWAY and unknown (extension) frames.
+            // PRIORITY, SETTINGS, GOAWAY, unknown (extension) frames, and RST_STREAM,
+            // WINDOW_UPDATE and PING beyond their credit.
             _ => self.charge(),
         }
     }
 
     fn wrote(&mut self, n: usize) {
         self.written += n as u64;
-        if self.written >= WINDOW_UPDATE_PER_BYTES {
-            let credit = self.written / WINDOW_UPDATE_PER_BYTES;
-            self.written %= WINDOW_UPDATE_PER_BYTES;
-            self.window_updates = (self.window_updates + credit).min(MAX_CREDIT);
+        if self.written >= DATA_CREDIT_BYTES {
+            let credit = self.written / DATA_CREDIT_BYTES;
+            self.written %= DATA_CREDIT_BYTES;
+            self.data_credit = (self.data_credit + credit).min(MAX_CREDIT);
         }
     }
 }
@@ -219,7 +233,7 @@ impl<I> H2Guard<I> {
                 tokens: BURST,
                 refilled: Instant::now(),
                 resets: 0,
-                window_updates: 0,
+                data_credit: 0,
                 written: 0,
                 last_stream: 0,
             },
@@ -354,13 +368,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for H2Guard<I> {
 
 impl<I: AsyncWrite + Unpin> H2Guard<I> {
     fn wrote(&mut self, bufs: &[io::IoSlice<'_>], mut n: usize) {
-        self.allowance.wrote(n);
         for b in bufs {
             if n == 0 {
                 break;
             }
             let k = n.min(b.len());
-            self.write.advance(&b[..k]);
+            let payload = self.write.advance(&b[..k]);
+            self.allowance.wrote(payload);
             n -= k;
         }
         if self.write.at_boundary() {
@@ -499,7 +513,7 @@ mod tests {
     }
 
     #[test]
-    fn requests_resets_and_window_updates_earn_their_own_credit() {
+    fn requests_resets_window_updates_and_pings_with_data_earn_their_own_credit() {
         let mut g = guard(tokio::io::empty());
         let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         for i in 0..3000u32 {
@@ -517,6 +531,11 @@ mod tests {
             .collect();
         assert_eq!(g.inspect(&updates), None);
         assert_eq!(g.allowance.tokens as u32, BURST as u32, "no token spent");
+        // PINGs while data flows are paid for by it too.
+        g.allowance.wrote(1500 * 1024);
+        let pings: Vec<u8> = (0..1500).flat_map(|_| frame(0x6, 0, 0, &[0; 8])).collect();
+        assert_eq!(g.inspect(&pings), None);
+        assert_eq!(g.allowance.tokens as u32, BURST as u32, "no token spent");
     }
 
     #[test]
@@ -524,13 +543,18 @@ mod tests {
         let mut w = WriteFrames::default();
         assert!(w.at_boundary());
         let data = frame(0x0, 0, 1, &[7; 20]);
-        w.advance(&data[..4]);
+        assert_eq!(w.advance(&data[..4]), 0);
         assert_eq!(w.until_boundary(100), 5);
-        w.advance(&data[4..9]);
+        assert_eq!(w.advance(&data[4..9]), 0);
         assert_eq!(w.until_boundary(100), 20);
-        w.advance(&data[9..]);
+        assert_eq!(w.advance(&data[9..15]), 6);
+        assert_eq!(w.advance(&data[15..]), 14);
         assert!(w.at_boundary());
-        w.advance(&frame(0x4, 1, 0, &[]));
+        assert_eq!(
+            w.advance(&frame(0x6, 1, 0, &[0; 8])),
+            0,
+            "a PING is not DATA"
+        );
         assert!(w.at_boundary());
     }
 }
