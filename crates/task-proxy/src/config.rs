@@ -206,6 +206,28 @@ pub struct ServeArgs {
     )]
     pub upstream_max_idle_per_job: usize,
 
+    /// Most connections open to one job (busy and idle, across workers and both forwarding
+    /// paths). A request that needs one more waits in a queue (--upstream-queue-length,
+    /// --upstream-queue-timeout), else gets 503 with Retry-After.
+    #[arg(
+        long,
+        env = "TASK_PROXY_UPSTREAM_MAX_CONNECTIONS_PER_JOB",
+        default_value_t = 256
+    )]
+    pub upstream_max_connections_per_job: usize,
+
+    /// Most requests waiting for a connection to one job; beyond it they get 503 at once.
+    #[arg(long, env = "TASK_PROXY_UPSTREAM_QUEUE_LENGTH", default_value_t = 1024)]
+    pub upstream_queue_length: usize,
+
+    /// Longest wait for a connection to a job before 503.
+    #[arg(long, env = "TASK_PROXY_UPSTREAM_QUEUE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub upstream_queue_timeout: Duration,
+
+    /// Most concurrent streams on one HTTP/2 caller connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, env = "TASK_PROXY_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
+    pub max_concurrent_streams: u32,
+
     /// First ejection of a job that refused a connection; doubled on each further failure.
     #[arg(long, env = "TASK_PROXY_EJECT_BASE", default_value = "1s", value_parser = parse_duration)]
     pub eject_base: Duration,
@@ -288,6 +310,11 @@ pub struct Limits {
     pub upstream_response_timeout: Duration,
     pub upstream_idle_timeout: Duration,
     pub upstream_max_idle_per_job: usize,
+    pub upstream_max_connections_per_job: usize,
+    pub upstream_queue_length: usize,
+    pub upstream_queue_timeout: Duration,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS of caller HTTP/2 connections.
+    pub max_concurrent_streams: u32,
     pub eject_base: Duration,
     pub eject_max: Duration,
     pub drain_timeout: Duration,
@@ -309,11 +336,26 @@ impl Default for Limits {
             upstream_response_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(30),
             upstream_max_idle_per_job: 1024,
+            upstream_max_connections_per_job: 256,
+            upstream_queue_length: 1024,
+            upstream_queue_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 128,
             eject_base: Duration::from_secs(1),
             eject_max: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(20),
             http1_relay: true,
             underscores_in_headers: false,
+        }
+    }
+}
+
+impl Limits {
+    /// The per-job connection cap and queue.
+    pub fn upstream_conn_limit(&self) -> crate::proxy::conn_limit::ConnLimitSettings {
+        crate::proxy::conn_limit::ConnLimitSettings {
+            max_connections: self.upstream_max_connections_per_job,
+            queue_length: self.upstream_queue_length,
+            queue_timeout: self.upstream_queue_timeout,
         }
     }
 }
@@ -382,6 +424,8 @@ pub enum ConfigError {
     HeaderBytesTooSmall(usize),
     #[error("--max-connections must be at least 1")]
     NoConnections,
+    #[error("--{0} must be at least 1")]
+    Zero(&'static str),
     #[error("--{0} must be greater than zero")]
     ZeroDuration(&'static str),
     #[error("--discovery-period-seconds must be at least 1")]
@@ -508,6 +552,20 @@ impl ServeArgs {
         if self.max_connections == 0 {
             return Err(ConfigError::NoConnections);
         }
+        for (name, n) in [
+            (
+                "upstream-max-connections-per-job",
+                self.upstream_max_connections_per_job,
+            ),
+            (
+                "max-concurrent-streams",
+                self.max_concurrent_streams as usize,
+            ),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
         if self.discovery_period_seconds == 0 {
             return Err(ConfigError::ZeroDiscoveryPeriod);
         }
@@ -518,6 +576,7 @@ impl ServeArgs {
             ("upstream-connect-timeout", self.upstream_connect_timeout),
             ("upstream-response-timeout", self.upstream_response_timeout),
             ("upstream-idle-timeout", self.upstream_idle_timeout),
+            ("upstream-queue-timeout", self.upstream_queue_timeout),
             ("eject-base", self.eject_base),
             ("eject-max", self.eject_max),
         ] {
@@ -550,6 +609,10 @@ impl ServeArgs {
                 upstream_response_timeout: self.upstream_response_timeout,
                 upstream_idle_timeout: self.upstream_idle_timeout,
                 upstream_max_idle_per_job: self.upstream_max_idle_per_job,
+                upstream_max_connections_per_job: self.upstream_max_connections_per_job,
+                upstream_queue_length: self.upstream_queue_length,
+                upstream_queue_timeout: self.upstream_queue_timeout,
+                max_concurrent_streams: self.max_concurrent_streams,
                 eject_base: self.eject_base,
                 eject_max: self.eject_max.max(self.eject_base),
                 drain_timeout: self.drain_timeout,
@@ -634,6 +697,33 @@ mod tests {
         assert_eq!(
             parse(&[&base[..], &["--tunnel-idle-timeout=0"]].concat()),
             Err(ConfigError::ZeroDuration("tunnel-idle-timeout"))
+        );
+    }
+
+    #[test]
+    fn connection_caps_are_flags() {
+        let c = parse(&[
+            "--base-domain=d",
+            "--auth-enabled=false",
+            "--services-file=f",
+            "--upstream-max-connections-per-job=4",
+            "--upstream-queue-length=0",
+            "--upstream-queue-timeout=500ms",
+            "--max-concurrent-streams=16",
+        ])
+        .unwrap();
+        assert_eq!(c.limits.upstream_max_connections_per_job, 4);
+        assert_eq!(c.limits.upstream_queue_length, 0);
+        assert_eq!(c.limits.upstream_queue_timeout, Duration::from_millis(500));
+        assert_eq!(c.limits.max_concurrent_streams, 16);
+        assert_eq!(
+            parse(&[
+                "--base-domain=d",
+                "--auth-enabled=false",
+                "--services-file=f",
+                "--max-concurrent-streams=0",
+            ]),
+            Err(ConfigError::Zero("max-concurrent-streams"))
         );
     }
 

@@ -229,10 +229,11 @@ fn serve(config: Config, on_listening: impl FnOnce(Running)) -> anyhow::Result<(
     };
     let discovery_status = discovery.as_ref().map(Discovery::status);
 
-    let balancer = Arc::new(Balancer::new(
+    let balancer = Arc::new(Balancer::with_conn_limit(
         config.worker_threads,
         config.limits.eject_base,
         config.limits.eject_max,
+        config.limits.upstream_conn_limit(),
     ));
     balancer.rebuild(&table.load());
     let metrics = Arc::new(admin::metrics::ProxyMetrics::default());

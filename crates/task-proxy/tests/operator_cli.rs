@@ -355,6 +355,10 @@ workerThreads: 4
 maxConnections: 2000
 upstreamMaxIdlePerJob: 256
 underscoresInHeaders: true
+upstreamMaxConnectionsPerJob: 64
+upstreamQueueLength: 32
+upstreamQueueTimeout: 3s
+maxConcurrentStreams: 100
 logFormat: text
 logLevel: debug
 resources: {requests: {cpu: "2", memory: 512Mi}, limits: {memory: 1Gi}}
@@ -380,6 +384,10 @@ affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: []
         "--max-connections=2000",
         "--upstream-max-idle-per-job=256",
         "--underscores-in-headers=true",
+        "--upstream-max-connections-per-job=64",
+        "--upstream-queue-length=32",
+        "--upstream-queue-timeout=3s",
+        "--max-concurrent-streams=100",
         "--log-format=text",
     ] {
         assert!(

@@ -97,6 +97,8 @@ pub struct ProxyMetrics {
     /// `Set-Cookie` lines of jobs dropped (scoped beyond the service's host, or named like
     /// the auth cookie).
     pub set_cookies_dropped: AtomicU64,
+    /// HTTP/2 caller connections ended for a flood of control frames.
+    pub h2_floods: AtomicU64,
     unrouted: [AtomicU64; 2],
 }
 
@@ -208,6 +210,13 @@ impl prometheus_client::collector::Collector for DataPlaneCollector {
             self.proxy.set_cookies_dropped.load(Ordering::Relaxed),
         )?;
 
+        counter(
+            &mut encoder,
+            "task_proxy_h2_floods",
+            "HTTP/2 client connections closed with GOAWAY ENHANCE_YOUR_CALM for a flood of control frames",
+            self.proxy.h2_floods.load(Ordering::Relaxed),
+        )?;
+
         {
             let mut family = encoder.encode_descriptor(
                 "task_proxy_unrouted_requests",
@@ -274,6 +283,43 @@ impl prometheus_client::collector::Collector for DataPlaneCollector {
                 for ep in &states {
                     let labels = [("endpoint", ep.authority.as_str())];
                     ConstCounter::new(ep.ejections()).encode(family.encode_family(&labels)?)?;
+                }
+            }
+            {
+                let mut family = encoder.encode_descriptor(
+                    "task_proxy_upstream_connections",
+                    "Connections open to an endpoint (busy and idle), under --upstream-max-connections-per-job",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                for ep in &states {
+                    let labels = [("endpoint", ep.authority.as_str())];
+                    ConstGauge::new(ep.limit.open() as i64)
+                        .encode(family.encode_family(&labels)?)?;
+                }
+            }
+            {
+                let mut family = encoder.encode_descriptor(
+                    "task_proxy_upstream_queued",
+                    "Requests that waited for a connection to an endpoint at its connection cap",
+                    None,
+                    MetricType::Counter,
+                )?;
+                for ep in &states {
+                    let labels = [("endpoint", ep.authority.as_str())];
+                    ConstCounter::new(ep.limit.queued()).encode(family.encode_family(&labels)?)?;
+                }
+            }
+            {
+                let mut family = encoder.encode_descriptor(
+                    "task_proxy_upstream_refused",
+                    "Requests answered 503 because the endpoint's connection queue was full or the wait timed out",
+                    None,
+                    MetricType::Counter,
+                )?;
+                for ep in &states {
+                    let labels = [("endpoint", ep.authority.as_str())];
+                    ConstCounter::new(ep.limit.refused()).encode(family.encode_family(&labels)?)?;
                 }
             }
             let mut family = encoder.encode_descriptor(

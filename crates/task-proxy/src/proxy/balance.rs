@@ -5,8 +5,10 @@
 //! pools. Selection is power-of-two-choices on in-flight counts among endpoints not ejected.
 //! A connect failure ejects an endpoint for an exponentially growing back-off; once it expires,
 //! live traffic probes it again (a success clears the record). The per-worker upstream pools
-//! live in the endpoint state too, one slot per worker, so a worker only ever locks its own slot.
+//! live in the endpoint state too, one slot per worker, so a worker only ever locks its own slot,
+//! next to the endpoint's [`ConnLimit`] (shared by all workers: see [`super::conn_limit`]).
 
+use super::conn_limit::{ConnLimit, ConnLimitSettings, ConnPermit, Overloaded};
 use super::upstream::WorkerPool;
 use crate::admin::metrics::RouteStats;
 use crate::routing::{Endpoint, Route, RoutingSnapshot};
@@ -35,16 +37,34 @@ pub struct EndpointState {
     pub authority: String,
     pub health: Health,
     pools: Box<[WorkerPool]>,
+    /// Connections open to the endpoint, across workers and both forwarding paths.
+    pub limit: ConnLimit,
 }
 
 impl EndpointState {
-    fn new(endpoint: Endpoint, workers: usize) -> EndpointState {
+    fn new(endpoint: Endpoint, workers: usize, limit: ConnLimitSettings) -> EndpointState {
         EndpointState {
             authority: endpoint.authority(),
             endpoint,
             health: Health::default(),
             pools: (0..workers).map(|_| WorkerPool::default()).collect(),
+            limit: ConnLimit::new(limit),
         }
+    }
+
+    /// The right to open one more connection to the endpoint. At the cap, an idle pooled
+    /// connection (of any worker) is closed to make room, then the request waits in the queue.
+    pub async fn connection_permit(&self) -> Result<ConnPermit, Overloaded> {
+        if let Some(permit) = self.limit.try_acquire() {
+            return Ok(permit);
+        }
+        // Another worker's lock is taken only here, at the cap: rare and short.
+        for pool in self.pools.iter() {
+            if pool.close_one_idle() {
+                break;
+            }
+        }
+        self.limit.acquire_queued().await
     }
 
     /// This worker's pools for the endpoint.
@@ -141,10 +161,21 @@ pub struct Balancer {
     epoch: Instant,
     eject_base: Duration,
     eject_max: Duration,
+    conn_limit: ConnLimitSettings,
 }
 
 impl Balancer {
     pub fn new(workers: usize, eject_base: Duration, eject_max: Duration) -> Balancer {
+        Balancer::with_conn_limit(workers, eject_base, eject_max, ConnLimitSettings::default())
+    }
+
+    /// A balancer whose endpoints get `conn_limit` (`--upstream-max-connections-per-job` etc.).
+    pub fn with_conn_limit(
+        workers: usize,
+        eject_base: Duration,
+        eject_max: Duration,
+        conn_limit: ConnLimitSettings,
+    ) -> Balancer {
         Balancer {
             current: ArcSwap::from_pointee(BackendSet::default()),
             registry: Mutex::new(Registry::default()),
@@ -152,6 +183,7 @@ impl Balancer {
             epoch: Instant::now(),
             eject_base,
             eject_max,
+            conn_limit,
         }
     }
 
@@ -203,7 +235,7 @@ impl Balancer {
                     .entry(e.clone())
                     .or_insert_with(|| {
                         registry.endpoints.get(e).cloned().unwrap_or_else(|| {
-                            Arc::new(EndpointState::new(e.clone(), self.workers))
+                            Arc::new(EndpointState::new(e.clone(), self.workers, self.conn_limit))
                         })
                     })
                     .clone()

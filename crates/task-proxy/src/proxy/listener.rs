@@ -1,11 +1,13 @@
 //! Listeners and workers: thread-per-core. Each worker thread runs its own `current_thread`
 //! runtime with its own `SO_REUSEPORT` sockets (plain, and TLS when configured), so the kernel
 //! spreads connections and a request never crosses threads. Here live the accept loops, the
-//! connection cap, per-connection limits (header size and read timeout, idle timeout) and the
-//! graceful drain.
+//! connection cap, per-connection limits (header size and read timeout, idle timeout; for
+//! HTTP/2: concurrent streams, response bytes buffered per stream, control-frame floods) and
+//! the graceful drain.
 
 use super::forward::ClientView;
 use super::framing::{FramingGuard, Switch};
+use super::h2_guard::H2Guard;
 use super::relay::{Ended, Relay};
 use super::service::{ConnActivity, ConnContext, Pipeline};
 use super::upstream::Upstreams;
@@ -28,6 +30,14 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
+
+/// Most response bytes queued per HTTP/2 stream for a caller (hyper's default is 400 KiB).
+/// A caller that grants a huge window and never reads gets no more than this per stream (plus
+/// the body chunk in hand) before flow control holds the job back, as the HTTP/1.1 relay does
+/// with its 32 KiB copy buffer; with [`crate::config::Limits::max_concurrent_streams`] it bounds
+/// what one connection can make the proxy hold (128 streams: a few MiB). Writes to the socket
+/// keep going from the kernel's buffer meanwhile, so throughput does not suffer.
+pub const H2_SEND_BUFFER: usize = 16 * 1024;
 
 /// Binds `count` sockets to `addr` with `SO_REUSEPORT`. With port 0, the first socket picks
 /// the port and the others join it.
@@ -107,6 +117,8 @@ pub fn run_worker(id: usize, shared: Arc<Shared>, sockets: WorkerSockets) -> std
             .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
             // RFC 8441: WebSocket over HTTP/2.
             .enable_connect_protocol()
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .max_send_buf_size(H2_SEND_BUFFER)
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20));
         let worker = Arc::new(Worker {
@@ -307,10 +319,11 @@ async fn serve_connection<I>(
         _ = shared.shutdown.cancelled() => return,
         _ = tokio::time::sleep(shared.limits.idle_timeout) => return,
     };
-    let io = TokioIo::new(io);
     let mut conn: Pin<Box<dyn Served + Send>> = if h2 {
+        let io = TokioIo::new(H2Guard::new(io, shared.metrics.clone()));
         Box::pin(worker.http2.serve_connection(io, service))
     } else {
+        let io = TokioIo::new(io);
         Box::pin(worker.http1.serve_connection(io, service).with_upgrades())
     };
 

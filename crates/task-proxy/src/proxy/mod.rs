@@ -2,7 +2,8 @@
 //!
 //! Layers, one job each: [`listener`] accepts connections on per-worker runtimes,
 //! [`service`] runs route -> admit -> forward per request, [`access_log`] writes a line each, [`forward`] rewrites heads,
-//! [`balance`] picks endpoints and tracks their health, [`upstream`] keeps connections to jobs,
+//! [`balance`] picks endpoints and tracks their health, [`upstream`] keeps connections to jobs
+//! (as many as [`conn_limit`] allows per job), [`h2_guard`] ends HTTP/2 control-frame floods,
 //! [`relay`] is the HTTP/1.1 fast path (bytes passed on without hyper), [`headers`] is the
 //! header policy both paths share,
 //! [`upgrade`] tunnels WebSockets, [`tls`] terminates TLS with reloadable certificates.
@@ -53,8 +54,10 @@ pub(crate) use delegate_async_write;
 
 pub mod access_log;
 pub mod balance;
+pub mod conn_limit;
 pub mod forward;
 pub mod framing;
+pub mod h2_guard;
 pub mod headers;
 pub mod listener;
 pub mod relay;

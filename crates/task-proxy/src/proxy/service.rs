@@ -5,9 +5,12 @@
 //! on to another endpoint and ejects the failed one; a pooled connection found closed gives its
 //! request back and it goes on a fresh one; an idempotent request without a body that failed
 //! after it was sent is replayed once elsewhere (a job killed mid-request loses nothing).
+//! A new connection needs a permit of the endpoint's connection cap ([`super::conn_limit`]);
+//! a request that gets none in time is answered 503 with `Retry-After`.
 
 use super::access_log::AccessRecord;
 use super::balance::{Backend, EndpointState, InFlight, Tried, MAX_ATTEMPTS};
+use super::conn_limit::Overloaded;
 use super::forward::{self, ClientView};
 use super::framing::Switch;
 use super::headers::{self, CookiePolicy};
@@ -191,6 +194,21 @@ pub(super) enum Failure {
     Upstream(hyper::Error),
     /// The job failed after the request was sent (the relay's description).
     Job(String),
+    /// No connection to the job could be had under its connection cap.
+    Overloaded(Overloaded),
+}
+
+/// Seconds a caller refused for overload is asked to wait.
+pub(super) const RETRY_AFTER: &str = "1";
+
+/// Adds `Retry-After` to a 503 answer.
+pub(super) fn add_retry_after(answer: &mut Response<ProxyBody>) {
+    if answer.status() == StatusCode::SERVICE_UNAVAILABLE {
+        answer.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static(RETRY_AFTER),
+        );
+    }
 }
 
 /// The local answer for a failure to forward to service `key`.
@@ -222,6 +240,10 @@ pub(super) fn failure_answer(
         Failure::Job(e) => (
             StatusCode::BAD_GATEWAY,
             format!("the job of service {key} failed: {e}"),
+        ),
+        Failure::Overloaded(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the jobs of service {key} are busy ({e}); retry later"),
         ),
     }
 }
@@ -441,6 +463,7 @@ impl Pipeline {
                 tracing::debug!(service = %backend.route.key, %status, %message, "local answer");
                 stats.count_status(status);
                 let mut answer = local_answer(caller, status, &message, None);
+                add_retry_after(&mut answer);
                 if status == StatusCode::BAD_REQUEST {
                     // The rest of a broken HTTP/1 stream cannot be trusted.
                     close_http1(&mut answer, version);
@@ -547,7 +570,9 @@ impl Pipeline {
                     let mut sender = match pooled {
                         Some(s) => s,
                         None => {
-                            let connect = self.upstreams.http1_connect(ep, upgrade);
+                            let permit =
+                                ep.connection_permit().await.map_err(Failure::Overloaded)?;
+                            let connect = self.upstreams.http1_connect(ep, upgrade, permit);
                             let connected = balancer
                                 .connect_recorded(ep, i, service, connect, &mut tried, &mut last)
                                 .await;
@@ -580,18 +605,21 @@ impl Pipeline {
                     }
                 }
                 Protocol::Grpc => {
-                    let (mut sender, fresh) = match self.upstreams.http2(ep).await {
-                        Ok(s) => {
-                            if s.1 {
-                                balancer.connect_succeeded(ep);
+                    let pooled = self.upstreams.http2_pooled(ep);
+                    let fresh = pooled.is_none();
+                    let mut sender = match pooled {
+                        Some(s) => s,
+                        None => {
+                            let permit =
+                                ep.connection_permit().await.map_err(Failure::Overloaded)?;
+                            let connect = self.upstreams.http2_connect(ep, permit);
+                            let connected = balancer
+                                .connect_recorded(ep, i, service, connect, &mut tried, &mut last)
+                                .await;
+                            match connected {
+                                Some(s) => s,
+                                None => continue,
                             }
-                            s
-                        }
-                        Err(e) => {
-                            balancer.connect_failed(ep, service, &e);
-                            last = Some(e.to_string());
-                            tried.push(i);
-                            continue;
                         }
                     };
                     if let Err(e) = sender.ready().await {

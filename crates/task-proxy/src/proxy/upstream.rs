@@ -1,15 +1,67 @@
 //! Connections to jobs: HTTP/1.1 keep-alive pools for `http` services, one multiplexed HTTP/2
 //! (h2c) connection per endpoint for `grpc` services, and fresh upgradeable HTTP/1.1
 //! connections for WebSocket handshakes. Pools are per worker (a [`WorkerPool`] slot per worker
-//! in each endpoint state), so no lock is ever contended across threads.
+//! in each endpoint state), so no lock is ever contended across threads (except when a worker
+//! at the per-job connection cap closes an idle connection of another worker's pool).
+//!
+//! Every connection holds a [`ConnPermit`] of its endpoint's cap for its whole life: the task
+//! that drives it owns the permit, so it is given back whenever the connection ends, pooled or
+//! busy. Reads from jobs on hyper's connections are capped at [`UPSTREAM_READ_CHUNK`] bytes:
+//! hyper's read buffer grows with the reads that fill it (up to ~400 KiB) and every body chunk
+//! it hands on keeps that buffer's allocation alive, so a caller reading slowly would pin
+//! several large buffers per request.
 
 use super::balance::EndpointState;
+use super::conn_limit::ConnPermit;
 use crate::answer::ProxyBody;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
+
+/// Most bytes read from a job at once on hyper's connections (see the module docs). Just under
+/// a power of two: hyper doubles its read buffer after a read that fills the current size, so
+/// reads of 16 KiB - 1 keep it at 16 KiB (16 KiB reads would grow it to 32 KiB, each body chunk
+/// then pinning twice the memory). The price is more, smaller body chunks: a single 1 GiB
+/// HTTP/2 download through a debug build took ~2 s instead of ~1 s (8 KiB reads: ~5 s; 32 KiB
+/// reads: ~1.8 s but 200 never-read streams then cost +24 MiB instead of +17 MiB). The HTTP/1.1
+/// relay does not go through here.
+pub const UPSTREAM_READ_CHUNK: usize = 16 * 1024 - 1;
+
+/// A job connection whose reads return at most [`UPSTREAM_READ_CHUNK`] bytes.
+#[derive(Debug)]
+pub struct CappedReads<I> {
+    inner: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for CappedReads<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if buf.remaining() <= UPSTREAM_READ_CHUNK {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        // A window of the caller's buffer: the same memory, no copy (zeroing what is not
+        // initialized yet costs far less than the system call; no unsafe code needed).
+        let window = buf.initialize_unfilled_to(UPSTREAM_READ_CHUNK);
+        let mut capped = ReadBuf::new(window);
+        let ready = Pin::new(&mut this.inner).poll_read(cx, &mut capped);
+        let n = capped.filled().len();
+        if let Poll::Ready(Ok(())) = ready {
+            buf.advance(n);
+        }
+        ready
+    }
+}
+
+super::delegate_async_write!(CappedReads);
 
 /// An idle HTTP/1.1 connection ready for a request.
 #[derive(Debug)]
@@ -25,6 +77,26 @@ pub struct WorkerPool {
     http2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
     /// Idle connections of the HTTP/1.1 relay.
     pub(super) raw: Mutex<Vec<super::relay::RawConn>>,
+}
+
+impl WorkerPool {
+    /// Closes one idle HTTP/1.1 connection (the oldest), if there is one, to give its permit
+    /// back. hyper's connection task ends (and gives the permit back) once its sender is gone.
+    pub(super) fn close_one_idle(&self) -> bool {
+        if let Ok(mut idle) = self.raw.lock() {
+            if !idle.is_empty() {
+                drop(idle.remove(0));
+                return true;
+            }
+        }
+        if let Ok(mut idle) = self.http1.lock() {
+            if !idle.is_empty() {
+                drop(idle.remove(0));
+                return true;
+            }
+        }
+        false
+    }
 }
 
 /// Why no connection to an endpoint could be made. Nothing of the request was sent.
@@ -118,13 +190,17 @@ impl Upstreams {
         None
     }
 
-    /// A new HTTP/1.1 connection to `ep` (`upgrades`: one that can be taken over by a tunnel).
+    /// A new HTTP/1.1 connection to `ep` (`upgrades`: one that can be taken over by a tunnel),
+    /// holding `permit` while it is open.
     pub async fn http1_connect(
         &self,
         ep: &EndpointState,
         upgrades: bool,
+        permit: ConnPermit,
     ) -> Result<http1::SendRequest<ProxyBody>, ConnectError> {
-        let stream = self.tcp(ep).await?;
+        let stream = CappedReads {
+            inner: self.tcp(ep).await?,
+        };
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -137,12 +213,14 @@ impl Upstreams {
                 if let Err(e) = conn.with_upgrades().await {
                     tracing::debug!(error = %e, "upstream connection ended");
                 }
+                drop(permit);
             });
         } else {
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "upstream connection ended");
                 }
+                drop(permit);
             });
         }
         Ok(sender)
@@ -171,8 +249,12 @@ impl Upstreams {
     }
 
     /// Puts a ready connection in this worker's pool, or drops (closes) it when the pool is
-    /// full.
+    /// full or requests wait for a connection to the endpoint.
     fn pool_idle(&self, ep: &EndpointState, sender: http1::SendRequest<ProxyBody>) {
+        // Requests queue at the connection cap: closing this one gives them its permit.
+        if ep.limit.has_waiters() {
+            return;
+        }
         let Some(pool) = ep.pool(self.worker) else {
             return;
         };
@@ -207,19 +289,20 @@ impl Upstreams {
         }
     }
 
-    /// The worker's HTTP/2 connection to `ep`, made if there is none or it closed. The second
-    /// value says whether it was just made (a failure then is a connect failure).
-    pub async fn http2(
+    /// The worker's HTTP/2 connection to `ep`, if it has an open one.
+    pub fn http2_pooled(&self, ep: &EndpointState) -> Option<http2::SendRequest<ProxyBody>> {
+        let pool = ep.pool(self.worker)?;
+        let slot = pool.http2.lock().ok()?;
+        slot.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    /// A new HTTP/2 connection to `ep`, holding `permit` while it is open; it becomes the
+    /// worker's connection to `ep`.
+    pub async fn http2_connect(
         &self,
         ep: &EndpointState,
-    ) -> Result<(http2::SendRequest<ProxyBody>, bool), ConnectError> {
-        if let Some(pool) = ep.pool(self.worker) {
-            if let Ok(slot) = pool.http2.lock() {
-                if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
-                    return Ok((sender.clone(), false));
-                }
-            }
-        }
+        permit: ConnPermit,
+    ) -> Result<http2::SendRequest<ProxyBody>, ConnectError> {
         let stream = self.tcp(ep).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -235,12 +318,13 @@ impl Upstreams {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream h2 connection ended");
             }
+            drop(permit);
         });
         if let Some(pool) = ep.pool(self.worker) {
             if let Ok(mut slot) = pool.http2.lock() {
                 *slot = Some(sender.clone());
             }
         }
-        Ok((sender, true))
+        Ok(sender)
     }
 }

@@ -34,7 +34,7 @@ pub use upstream::RawConn;
 use super::access_log::AccessRecord;
 use super::balance::{Backend, InFlight, Tried, MAX_ATTEMPTS};
 use super::headers::CookiePolicy;
-use super::service::{failure_answer, Failure};
+use super::service::{add_retry_after, failure_answer, Failure};
 use super::upstream::Upstreams;
 use super::Shared;
 use crate::admin::metrics::Unrouted;
@@ -409,7 +409,9 @@ impl Relay {
                 let (status, message) = failure_answer(failure, &backend.route.key);
                 tracing::debug!(service = %backend.route.key, %status, %message, "local answer");
                 backend.stats.count_status(status);
-                let answer = local_answer(self.caller(head, head_bytes), status, &message, None);
+                let mut answer =
+                    local_answer(self.caller(head, head_bytes), status, &message, None);
+                add_retry_after(&mut answer);
                 return self
                     .answer(client, head, answer, head.close, &mut record, out)
                     .await;
@@ -534,8 +536,9 @@ impl Relay {
             let mut conn = match self.upstreams.raw_pooled(ep) {
                 Some(conn) => conn,
                 None => {
+                    let permit = ep.connection_permit().await.map_err(Failure::Overloaded)?;
                     // Boxed: connecting is rare and its future large.
-                    let connect = Box::pin(self.upstreams.raw_connect(ep));
+                    let connect = Box::pin(self.upstreams.raw_connect(ep, permit));
                     let connected = balancer
                         .connect_recorded(ep, i, service, connect, &mut tried, &mut last)
                         .await;

@@ -1,9 +1,11 @@
 //! The relay's connections to jobs: plain TCP streams with their read buffer, pooled per
 //! endpoint per worker (in the endpoint's [`WorkerPool`](crate::proxy::upstream::WorkerPool)
-//! slot, like hyper's connections of the general path).
+//! slot, like hyper's connections of the general path). Each holds a permit of its endpoint's
+//! connection cap until it is dropped.
 
 use super::head::{self, BadResponse, ResponseHead};
 use crate::proxy::balance::EndpointState;
+use crate::proxy::conn_limit::ConnPermit;
 use crate::proxy::upstream::{ConnectError, Upstreams};
 use bytes::{Buf, BytesMut};
 use std::io;
@@ -22,6 +24,8 @@ pub struct RawConn {
     /// The parsed header index, reused between responses.
     pub(super) headers: Vec<head::Header>,
     idle_since: Instant,
+    /// The connection's place under the endpoint's cap, given back when it is dropped.
+    _permit: ConnPermit,
 }
 
 /// Why a job's answer could not be read.
@@ -103,19 +107,29 @@ impl Upstreams {
     }
 
     /// A new relay connection to `ep`.
-    pub async fn raw_connect(&self, ep: &Arc<EndpointState>) -> Result<RawConn, ConnectError> {
+    pub async fn raw_connect(
+        &self,
+        ep: &Arc<EndpointState>,
+        permit: ConnPermit,
+    ) -> Result<RawConn, ConnectError> {
         Ok(RawConn {
             stream: self.tcp(ep).await?,
             buf: BytesMut::with_capacity(INITIAL_BUFFER),
             endpoint: ep.clone(),
             headers: Vec::with_capacity(16),
             idle_since: Instant::now(),
+            _permit: permit,
         })
     }
 
-    /// Returns a connection whose exchange ended cleanly to its endpoint's pool.
+    /// Returns a connection whose exchange ended cleanly to its endpoint's pool (or closes it
+    /// when requests wait for a connection to the endpoint).
     pub fn raw_release(&self, mut conn: RawConn) {
         let endpoint = conn.endpoint.clone();
+        // Requests queue at the connection cap: closing this one gives them its permit.
+        if endpoint.limit.has_waiters() {
+            return;
+        }
         let Some(pool) = endpoint.pool(self.worker()) else {
             return;
         };
