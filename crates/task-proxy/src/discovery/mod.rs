@@ -274,7 +274,8 @@ impl Discovery {
             .specs
             .into_iter()
             .chain(self.config.static_services.iter().cloned());
-        let snapshot = RoutingSnapshot::build(&self.config.base_domain, specs);
+        let snapshot =
+            RoutingSnapshot::build_with_aliases(&self.config.base_domain, specs, &result.aliases);
         report.services = snapshot.len();
         report.endpoints = snapshot.routes().iter().map(|r| r.endpoints.len()).sum();
         report.collisions = snapshot.collisions().len();

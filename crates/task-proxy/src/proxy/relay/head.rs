@@ -16,6 +16,7 @@ pub const MAX_HEADERS: usize = 96;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Host,
+    /// A routing header: `x-yt-taskproxy-id` or one of the operation triple headers.
     TaskProxyId,
     Credential,
     XForwardedFor,
@@ -93,7 +94,9 @@ fn kind_of(name: &[u8]) -> Kind {
         14 if is(b"content-length") => Kind::ContentLength,
         15 if is(b"x-forwarded-for") => Kind::XForwardedFor,
         16 if is(b"x-forwarded-host") => Kind::XForwardedHost,
-        17 if is(b"x-yt-taskproxy-id") => Kind::TaskProxyId,
+        17 | 22 | 24 | 27 | 30 if crate::routing::RoutingHeader::of(name).is_some() => {
+            Kind::TaskProxyId
+        }
         17 if is(b"transfer-encoding") => Kind::TransferEncoding,
         17 if is(b"x-forwarded-proto") => Kind::XForwardedProto,
         _ => Kind::Other,
