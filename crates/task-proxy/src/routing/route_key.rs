@@ -415,11 +415,11 @@ fn route_by_headers(headers: &RoutingHeaders<'_>) -> Result<RouteKey, RouteKeyEr
     let Some(operation_id) = operation_id else {
         return Err(missing(RoutingHeader::OperationId));
     };
-    fn visible<'v>(
+    fn visible(
         header: RoutingHeader,
-        value: &'v [u8],
+        value: &[u8],
         bad: impl Fn(RoutingHeader, &[u8], &'static str) -> RouteKeyError,
-    ) -> Result<&'v str, RouteKeyError> {
+    ) -> Result<&str, RouteKeyError> {
         text(value)
             .filter(|v| {
                 !v.is_empty()
