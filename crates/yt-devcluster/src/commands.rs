@@ -510,7 +510,7 @@ fn start_operation(shared: &Arc<Shared>, call: &Call<'_>) -> Result<Output, YtEr
                 .ok_or_else(|| YtError::bad_request("Operation alias must be a string"))?;
             if !alias.starts_with('*') {
                 return Err(YtError::bad_request(format!(
-                    "Operation alias should start with \"*\", got {alias:?}"
+                    "Operation alias should start with '*' character, got {alias:?}"
                 ))
                 .with_attribute("operation_alias", Node::string(alias)));
             }
