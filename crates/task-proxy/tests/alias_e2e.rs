@@ -260,6 +260,11 @@ async fn aliased_operation_by_domain_headers_and_hash() {
         "{rows}"
     );
     assert!(!rows.contains("my_nb"), "{rows}");
+
+    // Once the operation is aborted, the alias is free again.
+    yt(&cluster, "alice-token", &["abort-op", &op]);
+    let next = start_operation(&cluster, TASKS, SPEC);
+    assert_ne!(next, op);
     drop(proxy);
     cluster.shutdown().await;
 }
