@@ -31,6 +31,7 @@ fn route() -> Route {
     Route {
         hash: "645236d8".into(),
         domain: "645236d8.example.net".into(),
+        alias_domain: None,
         key: ServiceKey {
             operation_id: "a6e04b98-bf982394-5103e8-55754a49".into(),
             task_name: "main".into(),

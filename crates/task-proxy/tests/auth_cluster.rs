@@ -24,6 +24,7 @@ fn route(operation_id: &str) -> Route {
     Route {
         hash: "00000000".into(),
         domain: "00000000.tp.test".into(),
+        alias_domain: None,
         key: ServiceKey {
             operation_id: operation_id.into(),
             task_name: "main".into(),

@@ -18,7 +18,10 @@ use task_proxy::discovery::spyt;
 use task_proxy::discovery::vanilla::{
     parse_annotation, parse_job_ports, services, AnnotationOutcome, JobPorts, TaskLayout,
 };
-use task_proxy::routing::{route_key, Endpoint, RoutingSnapshot};
+use task_proxy::routing::{
+    alias_label, parse_alias_label, route_key, route_request, Endpoint, Protocol, RouteKind,
+    RoutingHeader, RoutingHeaders, RoutingSnapshot, ServiceSpec,
+};
 use task_proxy::source::services_file;
 use yson::Node;
 
@@ -44,8 +47,28 @@ fn arb_host() -> impl Strategy<Value = String> {
         "[0-9a-fA-F]{0,70}(\\.tp\\.example\\.net)?\\.?(:[0-9]{0,6})?",
         "\\[[0-9a-f:]{0,20}\\]?(:[0-9a-z]{0,4})?",
         "[a-zA-Z0-9.:\\[\\]@%_ -]{0,40}",
+        "[a-zA-Z0-9_-]{0,40}-[a-zA-Z0-9_]{0,32}-[a-zA-Z0-9_.]{0,32}(\\.tp\\.example\\.net)?\\.?(:[0-9]{0,6})?",
         any::<String>(),
     ]
+}
+
+/// Routing header names (some real, some near misses) with arbitrary values.
+fn arb_routing_pairs() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
+    let name = prop_oneof![
+        Just("x-yt-taskproxy-id".to_string()),
+        Just("X-YT-TaskProxy-Operation-Id".to_string()),
+        Just("x-yt-taskproxy-operation-alias".to_string()),
+        Just("x-yt-taskproxy-task-name".to_string()),
+        Just("x-yt-taskproxy-service".to_string()),
+        "x-yt-taskproxy-[a-z-]{0,16}",
+        "[a-z-]{1,20}",
+    ];
+    let value = prop_oneof![
+        "\\*?[a-z0-9_-]{0,34}".prop_map(String::into_bytes),
+        "[0-9a-f]{8}".prop_map(String::into_bytes),
+        prop::collection::vec(any::<u8>(), 0..80),
+    ];
+    prop::collection::vec((name, value), 0..6)
 }
 
 fn lower_hex(s: &str) -> bool {
@@ -63,8 +86,15 @@ proptest! {
     ) {
         let result = route_key(ids.iter().map(Vec::as_slice), host.as_deref(), BASE);
         if let Ok(key) = result {
-            prop_assert!((8..=64).contains(&key.len()), "{key}");
-            prop_assert!(lower_hex(&key), "{key}");
+            if key.kind() == RouteKind::Alias {
+                // Only a host carries an alias domain, and its label follows the rules.
+                prop_assert!(ids.is_empty());
+                prop_assert!(parse_alias_label(&key).is_some(), "{key}");
+            } else {
+                prop_assert_eq!(key.kind(), RouteKind::Hash);
+                prop_assert!((8..=64).contains(&key.len()), "{key}");
+                prop_assert!(lower_hex(&key), "{key}");
+            }
             if ids.is_empty() {
                 // Routed by host: the host names exactly this key under the base domain.
                 let host = host.unwrap_or_default().to_ascii_lowercase();
@@ -340,5 +370,87 @@ proptest! {
                 prop_assert_eq!(route_key(none, Some(&route.domain), BASE).map(|k| k.to_string()), Ok(route.hash.clone()));
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(10_000))]
+
+    #[test]
+    fn routing_headers_never_panic_and_give_well_formed_keys(
+        pairs in arb_routing_pairs(),
+        host in prop::option::of(arb_host()),
+    ) {
+        let headers = RoutingHeaders::from_pairs(
+            pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_slice())),
+        );
+        let routing = pairs
+            .iter()
+            .filter(|(n, _)| RoutingHeader::of(n.as_bytes()).is_some())
+            .count();
+        if let Ok(key) = route_request(&headers, host.as_deref(), BASE) {
+            match key.kind() {
+                RouteKind::Hash => prop_assert!(lower_hex(&key) && (8..=64).contains(&key.len())),
+                RouteKind::Alias => prop_assert!(parse_alias_label(&key).is_some(), "{key}"),
+                RouteKind::Operation => {
+                    // Only the full triple, each header once.
+                    prop_assert_eq!(routing, 3);
+                    prop_assert_eq!(key.split('\n').count(), 3);
+                }
+            }
+            if routing > 0 && key.kind() != RouteKind::Hash {
+                prop_assert_eq!(routing, 3, "a triple is complete");
+            }
+        }
+    }
+
+    #[test]
+    fn accepted_aliases_round_trip(
+        alias in "[a-z0-9_-]{1,32}",
+        task in "[a-z0-9_-]{1,32}",
+        service in "[a-zA-Z0-9_-]{1,32}",
+        start in 0u32..3,
+    ) {
+        let Some(label) = alias_label(&alias, &task, &service) else {
+            // Rejected names never come back from a domain either.
+            let host = format!("{alias}-{task}-{service}.{BASE}");
+            if let Ok(key) = route_key(std::iter::empty(), Some(&host), BASE) {
+                prop_assert_ne!(
+                    parse_alias_label(&key),
+                    Some((alias.as_str(), task.as_str(), service.as_str()))
+                );
+            }
+            return Ok(());
+        };
+        // The domain parses back to the same names, from the right.
+        let host = format!("{}.{}:443", label.to_ascii_uppercase(), BASE.to_ascii_uppercase());
+        let key = route_key(std::iter::empty(), Some(&host), BASE).unwrap();
+        prop_assert_eq!(key.kind(), RouteKind::Alias);
+        prop_assert_eq!(&*key, label.as_str());
+        prop_assert_eq!(
+            parse_alias_label(&key),
+            Some((alias.as_str(), task.as_str(), service.as_str()))
+        );
+        // The operation-alias headers name the same key.
+        let star = format!("*{alias}");
+        let headers = RoutingHeaders::from_pairs([
+            (&b"x-yt-taskproxy-operation-alias"[..], star.as_bytes()),
+            (&b"x-yt-taskproxy-task-name"[..], task.as_bytes()),
+            (&b"x-yt-taskproxy-service"[..], service.as_bytes()),
+        ]);
+        prop_assert_eq!(&route_request(&headers, None, BASE).unwrap(), &key);
+        // And the snapshot routes it to the service.
+        let spec = ServiceSpec {
+            operation_id: "op-1".into(),
+            task_name: task.clone(),
+            service: service.clone(),
+            protocol: Protocol::Http,
+            endpoints: vec![],
+            operation_start_time: Some(format!("2026-0{}-01T00:00:00Z", start + 1)),
+        };
+        let aliases: std::collections::HashMap<String, String> = [("op-1".to_string(), alias.clone())].into_iter().collect();
+        let snapshot = RoutingSnapshot::build_with_aliases(BASE, [spec], &aliases);
+        let route = snapshot.route(&key).unwrap();
+        prop_assert_eq!(route.alias_domain.clone(), Some(format!("{label}.{BASE}")));
     }
 }

@@ -502,6 +502,21 @@ fn start_operation(shared: &Arc<Shared>, call: &Call<'_>) -> Result<Output, YtEr
     if let Some(acl) = spec.get("acl") {
         validate_acl(acl)?;
     }
+    let alias = match spec.get("alias") {
+        None => None,
+        Some(alias) => {
+            let alias = alias
+                .as_str()
+                .ok_or_else(|| YtError::bad_request("Operation alias must be a string"))?;
+            if !alias.starts_with('*') {
+                return Err(YtError::bad_request(format!(
+                    "Operation alias should start with '*' character, got {alias:?}"
+                ))
+                .with_attribute("operation_alias", Node::string(alias)));
+            }
+            Some(alias.to_string())
+        }
+    };
     let mut tasks = TaskSpec::from_spec(&spec)?;
     {
         let cypress = lock(&shared.cypress);
@@ -535,7 +550,20 @@ fn start_operation(shared: &Arc<Shared>, call: &Call<'_>) -> Result<Output, YtEr
         spec,
         tasks.clone(),
     );
-    lock(&shared.store).insert(op);
+    {
+        // Like the scheduler: an alias names at most one operation that has not finished.
+        let mut store = lock(&shared.store);
+        if let Some(alias) = &alias {
+            if let Some(holder) = store.running_with_alias(alias) {
+                return Err(YtError::bad_request(
+                    "Operation alias is already used by an operation",
+                )
+                .with_attribute("operation_alias", Node::string(alias.clone()))
+                .with_attribute("operation_id", Node::string(holder.to_string())));
+            }
+        }
+        store.insert(op);
+    }
     shared.runner.start(&id, &tasks, max_failed);
     tracing::info!(operation = %id, user = call.user, "operation started");
     Ok(Output::Structured(Node::map(vec![(

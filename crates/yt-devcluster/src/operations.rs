@@ -678,6 +678,16 @@ impl OpsStore {
             .ok_or_else(|| YtError::no_such_operation(id))
     }
 
+    /// The operation that has not finished and holds `alias` (`*name`), if any.
+    pub fn running_with_alias(&self, alias: &str) -> Option<&str> {
+        self.ops
+            .values()
+            .find(|o| {
+                !o.state.is_finished() && o.spec.get("alias").and_then(Node::as_str) == Some(alias)
+            })
+            .map(|o| o.id.as_str())
+    }
+
     /// Finds an operation by id or by `alias` (`*name`).
     pub fn find(&self, id_or_alias: &str) -> Result<&Operation, YtError> {
         if let Some(op) = self.ops.get(id_or_alias) {

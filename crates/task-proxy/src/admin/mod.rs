@@ -50,6 +50,9 @@ struct EndpointView {
 #[derive(Serialize)]
 struct ServiceView<'a> {
     domain: &'a str,
+    /// `<alias>-<task>-<service>.<base-domain>`, when the service has an alias route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alias_domain: Option<&'a str>,
     hash: &'a str,
     operation_id: &'a str,
     task_name: &'a str,
@@ -173,6 +176,7 @@ impl Admin {
                 };
                 ServiceView {
                     domain: &route.domain,
+                    alias_domain: route.alias_domain.as_deref(),
                     hash: &route.hash,
                     operation_id: &route.key.operation_id,
                     task_name: &route.key.task_name,

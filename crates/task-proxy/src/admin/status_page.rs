@@ -33,8 +33,9 @@ pub fn render(admin: &Admin) -> String {
         page,
         "<!doctype html><html><head><meta charset=utf-8><title>task-proxy</title>\
          <style>{STYLE}</style></head><body><h1>task-proxy</h1>\
-         <p class=sub>{readiness} &middot; services at <code>&lt;hash&gt;.{}</code> &middot; \
-         routing generation {} &middot; {} services &middot; \
+         <p class=sub>{readiness} &middot; services at <code>&lt;hash&gt;.{0}</code> \
+         (aliased operations also at <code>&lt;alias&gt;-&lt;task&gt;-&lt;service&gt;.{0}</code>) &middot; \
+         routing generation {1} &middot; {2} services &middot; \
          <a href=\"/services\">/services</a> (JSON) &middot; <a href=\"/metrics\">/metrics</a></p>",
         html_escape(snapshot.base_domain()),
         snapshot.generation(),
@@ -91,9 +92,13 @@ fn services_section(admin: &Admin, page: &mut String) {
             }
         }
         let error_class = if errors > 0 { " bad" } else { "" };
+        let alias = match &route.alias_domain {
+            Some(domain) => format!("<br><code>{}</code>", html_escape(domain)),
+            None => String::new(),
+        };
         let _ = write!(
             page,
-            "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td>\
+            "<tr><td><code>{}</code>{alias}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{endpoints}</td><td class=num>{requests}</td><td class=\"num{error_class}\">{errors}</td></tr>",
             html_escape(&route.domain),
             html_escape(&route.key.operation_id),

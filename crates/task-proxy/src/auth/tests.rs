@@ -115,6 +115,7 @@ fn route(service: &str) -> Route {
     Route {
         hash: "645236d8".into(),
         domain: "645236d8.example.net".into(),
+        alias_domain: None,
         key: ServiceKey {
             operation_id: OP.into(),
             task_name: "main".into(),

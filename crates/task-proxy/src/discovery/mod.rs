@@ -142,6 +142,8 @@ pub struct Discovery {
     status: DiscoveryStatus,
     /// Collisions already logged, as (short hash, renamed service).
     logged_collisions: HashSet<(String, String)>,
+    /// Services of aliased operations already logged as having no alias domain.
+    logged_unaliased: HashSet<String>,
 }
 
 impl Discovery {
@@ -156,6 +158,7 @@ impl Discovery {
             table_writer,
             status: DiscoveryStatus::default(),
             logged_collisions: HashSet::new(),
+            logged_unaliased: HashSet::new(),
         }
     }
 
@@ -274,7 +277,8 @@ impl Discovery {
             .specs
             .into_iter()
             .chain(self.config.static_services.iter().cloned());
-        let snapshot = RoutingSnapshot::build(&self.config.base_domain, specs);
+        let snapshot =
+            RoutingSnapshot::build_with_aliases(&self.config.base_domain, specs, &result.aliases);
         report.services = snapshot.len();
         report.endpoints = snapshot.routes().iter().map(|r| r.endpoints.len()).sum();
         report.collisions = snapshot.collisions().len();
@@ -298,6 +302,26 @@ impl Discovery {
             .map(|c| (c.short_hash.clone(), c.renamed.to_string()))
             .collect();
         self.logged_collisions.retain(|k| current.contains(k));
+        // Aliased operations whose services get no alias domain: logged once per service.
+        let mut unaliased = HashSet::new();
+        for route in snapshot.routes() {
+            let Some(alias) = result.aliases.get(&route.key.operation_id) else {
+                continue;
+            };
+            if route.alias_domain.is_some() {
+                continue;
+            }
+            let key = route.key.to_string();
+            if !self.logged_unaliased.contains(&key) {
+                tracing::info!(
+                    service = %route.key,
+                    alias,
+                    "no alias domain: the alias, task or service breaks the naming rules, or a newer operation holds the alias"
+                );
+            }
+            unaliased.insert(key);
+        }
+        self.logged_unaliased = unaliased;
 
         let rows = table_writer::rows_from_snapshot(&snapshot);
         if !table.is_loaded() || !snapshot.same_routes(&table.load()) {

@@ -23,6 +23,9 @@ pub struct OperationInfo {
     pub authenticated_user: Option<String>,
     /// `brief_spec.title`, when it is a string.
     pub title: Option<String>,
+    /// `brief_spec.alias` without its leading `*` (the scheduler requires one), when it is a
+    /// string that starts with `*`.
+    pub alias: Option<String>,
     /// `runtime_parameters.annotations` (or, failing that, `brief_spec.annotations`).
     pub annotations: Option<Node>,
 }
@@ -50,6 +53,9 @@ impl OperationInfo {
             start_time: text("start_time"),
             authenticated_user: text("authenticated_user"),
             title: text("brief_spec/title"),
+            alias: text("brief_spec/alias")
+                .and_then(|a| a.strip_prefix('*').map(str::to_string))
+                .filter(|a| !a.is_empty()),
             annotations,
             id,
         })
@@ -137,6 +143,14 @@ mod tests {
         );
         assert_eq!(info.id, "o1");
         assert_eq!(info.title.as_deref(), Some("t"));
+        assert_eq!(info.alias, None);
+        let aliased = op(r#"{"id"="o3";"brief_spec"={"alias"="*my_nb";};}"#);
+        assert_eq!(aliased.alias.as_deref(), Some("my_nb"));
+        let bare = op(r#"{"id"="o4";"brief_spec"={"alias"="my_nb";};}"#);
+        assert_eq!(
+            bare.alias, None,
+            "an alias without '*' is not one the scheduler accepts"
+        );
         assert!(
             info.annotations.as_ref().unwrap().get("y").is_some(),
             "runtime parameters win"

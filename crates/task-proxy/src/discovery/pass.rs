@@ -38,6 +38,8 @@ pub struct PassSettings {
 #[derive(Debug, Clone, Default)]
 pub struct PassResult {
     pub specs: Vec<ServiceSpec>,
+    /// Operation id -> its alias (without `*`), for the operations that have one.
+    pub aliases: HashMap<String, String>,
     pub operations_seen: usize,
     pub vanilla_operations: usize,
     pub spyt_operations: usize,
@@ -118,6 +120,9 @@ impl ClusterView {
                 }
             };
             running.insert(info.id.clone());
+            if let Some(alias) = &info.alias {
+                result.aliases.insert(info.id.clone(), alias.clone());
+            }
             match classify(&info) {
                 Classified::Ignored => {}
                 Classified::Malformed(reason) => {

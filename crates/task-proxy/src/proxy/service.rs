@@ -20,7 +20,7 @@ use super::upstream::Upstreams;
 use super::Shared;
 use crate::admin::metrics::Unrouted;
 use crate::answer::{local_answer, BoxError, CallerKind, ProxyBody};
-use crate::routing::{route_key, Protocol, RouteKeyError};
+use crate::routing::{route_request, Protocol, RouteKeyError, RoutingHeaders};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -33,8 +33,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
-
-const X_YT_TASKPROXY_ID: &str = "x-yt-taskproxy-id";
 
 /// Milliseconds since the process's first call; a cheap monotonic clock for idle tracking.
 pub fn monotonic_ms() -> u64 {
@@ -326,11 +324,12 @@ impl Pipeline {
         // Route.
         let backend = {
             let snapshot = self.shared.table.current();
-            let ids = req
-                .headers()
-                .get_all(X_YT_TASKPROXY_ID)
-                .iter()
-                .map(|v| v.as_bytes());
+            // x-yt-taskproxy-id and the operation triple headers, in one pass over the names.
+            let routing = RoutingHeaders::from_pairs(
+                req.headers()
+                    .iter()
+                    .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
+            );
             let mut hosts = req.headers().get_all(http::header::HOST).iter();
             let (host_header, second_host) = (hosts.next(), hosts.next());
             let host = match req.uri().authority() {
@@ -340,7 +339,7 @@ impl Pipeline {
             // Two Hosts could route here and mean another service to the job (RFC 9112 §3.2).
             let key = match second_host {
                 Some(_) => Err(RouteKeyError::DuplicateHost),
-                None => route_key(ids, host, snapshot.base_domain()),
+                None => route_request(&routing, host, snapshot.base_domain()),
             };
             let key = match key {
                 Ok(k) => k,
@@ -353,7 +352,7 @@ impl Pipeline {
                     return Ok(answer);
                 }
             };
-            match snapshot.get(&key) {
+            match snapshot.route(&key) {
                 Some(route) => self.shared.balancer.backend(route),
                 None => {
                     self.shared.metrics.count_unrouted(Unrouted::NoSuchTask);

@@ -11,7 +11,10 @@ mod snapshot;
 mod table;
 
 pub use hash::{service_hash, service_hash_with_len, HASH_LEN};
-pub use route_key::{route_key, RouteKey, RouteKeyError};
+pub use route_key::{
+    alias_label, is_alias_part, is_valid_alias, operation_route_key, parse_alias_label, route_key,
+    route_request, RouteKey, RouteKeyError, RouteKind, RoutingHeader, RoutingHeaders,
+};
 pub use service::{Endpoint, EndpointParseError, Protocol, ServiceKey, ServiceSpec};
 pub use snapshot::{Collision, Route, RoutingSnapshot};
 pub use table::RoutingTable;

@@ -4,7 +4,13 @@
 //! two services share one, the one whose operation started first (then the smaller key) keeps it
 //! and the other gets a longer suffix of its SHA-256 (12 characters or more), so no request is
 //! ever routed to the wrong operation and the outcome does not depend on discovery order.
+//!
+//! Services of an operation with an alias also get `<alias>-<task>-<service>.<base-domain>`
+//! when the three names follow the rules (see [`super::alias_label`]). The scheduler lets one
+//! running operation hold an alias; if a listing still shows two (one finishing, one new), the
+//! newer operation (by start time, then the greater operation id) gets the alias domain.
 
+use super::route_key::{alias_label, operation_route_key, RouteKey, RouteKind};
 use super::{service_hash, service_hash_with_len, Endpoint, Protocol, ServiceKey, ServiceSpec};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -21,6 +27,8 @@ pub struct Route {
     /// Where the service's jobs listen, sorted and without duplicates.
     pub endpoints: Vec<Endpoint>,
     pub operation_start_time: Option<String>,
+    /// `<alias>-<task>-<service>.<base-domain>`, when the service has an alias route.
+    pub alias_domain: Option<String>,
 }
 
 /// Two services whose 8-character hashes are equal, and how that was resolved.
@@ -40,6 +48,10 @@ pub struct RoutingSnapshot {
     base_domain: String,
     /// Looked up on every request: foldhash (randomly seeded, like std's, but cheaper).
     by_hash: HashMap<String, Arc<Route>, foldhash::fast::RandomState>,
+    /// Alias domain label (`<alias>-<task>-<service>`) -> service.
+    by_alias: HashMap<String, Arc<Route>, foldhash::fast::RandomState>,
+    /// [`operation_route_key`] -> service.
+    by_operation: HashMap<String, Arc<Route>, foldhash::fast::RandomState>,
     by_domain: Vec<Arc<Route>>,
     collisions: Vec<Collision>,
     generation: u64,
@@ -59,6 +71,16 @@ impl RoutingSnapshot {
     pub fn build(
         base_domain: &str,
         specs: impl IntoIterator<Item = ServiceSpec>,
+    ) -> RoutingSnapshot {
+        Self::build_with_aliases(base_domain, specs, &HashMap::new())
+    }
+
+    /// Like [`RoutingSnapshot::build`]; `aliases` maps operation ids to their alias (without
+    /// the leading `*`), which gives their services alias domains.
+    pub fn build_with_aliases<S: std::hash::BuildHasher>(
+        base_domain: &str,
+        specs: impl IntoIterator<Item = ServiceSpec>,
+        aliases: &HashMap<String, String, S>,
     ) -> RoutingSnapshot {
         let base_domain = base_domain.to_ascii_lowercase();
         let mut merged: BTreeMap<ServiceKey, ServiceSpec> = BTreeMap::new();
@@ -122,21 +144,63 @@ impl RoutingSnapshot {
             }
         }
 
-        let mut by_hash =
-            HashMap::with_capacity_and_hasher(named.len(), foldhash::fast::RandomState::default());
+        // Alias label -> the service that gets it: the newest operation's (start time, then
+        // operation id), whatever the order of discovery.
+        let mut alias_owner: HashMap<String, &ServiceSpec> = HashMap::new();
+        for (_, spec) in &named {
+            let Some(label) = aliases
+                .get(&spec.operation_id)
+                .and_then(|alias| alias_label(alias, &spec.task_name, &spec.service))
+            else {
+                continue;
+            };
+            let newer = |a: &ServiceSpec, b: &ServiceSpec| {
+                let a_time = (a.operation_start_time.is_some(), &a.operation_start_time);
+                let b_time = (b.operation_start_time.is_some(), &b.operation_start_time);
+                a_time
+                    .cmp(&b_time)
+                    .then_with(|| a.operation_id.cmp(&b.operation_id))
+                    .is_gt()
+            };
+            match alias_owner.get(&label) {
+                Some(owner) if !newer(spec, owner) => {}
+                _ => {
+                    alias_owner.insert(label, spec);
+                }
+            }
+        }
+        let alias_of: HashMap<ServiceKey, String> = alias_owner
+            .into_iter()
+            .map(|(label, spec)| (spec.key(), label))
+            .collect();
+
+        let hasher = foldhash::fast::RandomState::default;
+        let mut by_hash = HashMap::with_capacity_and_hasher(named.len(), hasher());
+        let mut by_alias = HashMap::with_capacity_and_hasher(alias_of.len(), hasher());
+        let mut by_operation = HashMap::with_capacity_and_hasher(named.len(), hasher());
         let mut by_domain = Vec::with_capacity(named.len());
         for (hash, spec) in named {
             let mut endpoints = spec.endpoints.clone();
             endpoints.sort();
             endpoints.dedup();
+            let key = spec.key();
+            let alias = alias_of.get(&key);
             let route = Arc::new(Route {
                 domain: format!("{hash}.{base_domain}"),
                 hash: hash.clone(),
-                key: spec.key(),
+                alias_domain: alias.map(|label| format!("{label}.{base_domain}")),
+                key,
                 protocol: spec.protocol,
                 endpoints,
                 operation_start_time: spec.operation_start_time,
             });
+            if let Some(label) = alias {
+                by_alias.insert(label.clone(), route.clone());
+            }
+            by_operation.insert(
+                operation_route_key(&spec.operation_id, &spec.task_name, &spec.service),
+                route.clone(),
+            );
             by_domain.push(route.clone());
             by_hash.insert(hash, route);
         }
@@ -144,6 +208,8 @@ impl RoutingSnapshot {
         RoutingSnapshot {
             base_domain,
             by_hash,
+            by_alias,
+            by_operation,
             by_domain,
             collisions,
             generation: 0,
@@ -153,6 +219,21 @@ impl RoutingSnapshot {
     /// The service with this route key (a lowercase hash), if any.
     pub fn get(&self, hash: &str) -> Option<&Arc<Route>> {
         self.by_hash.get(hash)
+    }
+
+    /// The service a request's route key names, if any: one hash lookup whatever its form.
+    #[inline]
+    pub fn route(&self, key: &RouteKey) -> Option<&Arc<Route>> {
+        match key.kind() {
+            RouteKind::Hash => self.by_hash.get(&**key),
+            RouteKind::Alias => self.by_alias.get(&**key),
+            RouteKind::Operation => self.by_operation.get(&**key),
+        }
+    }
+
+    /// The service with this alias domain label (`<alias>-<task>-<service>`), if any.
+    pub fn get_alias(&self, label: &str) -> Option<&Arc<Route>> {
+        self.by_alias.get(label)
     }
 
     /// Every service, sorted by domain.
@@ -296,6 +377,146 @@ mod tests {
             assert_eq!(c.renamed, newer.key());
             assert_eq!(c.renamed_hash.len(), 12);
             assert_eq!(snap.get(&c.renamed_hash).unwrap().key, newer.key());
+        }
+    }
+
+    fn aliases(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(op, alias)| (op.to_string(), alias.to_string()))
+            .collect()
+    }
+
+    fn key_of(label: &str) -> RouteKey {
+        crate::routing::route_key(std::iter::empty(), Some(&format!("{label}.d")), "d").unwrap()
+    }
+
+    #[test]
+    fn alias_routes_are_indexed_when_names_follow_the_rules() {
+        let snap = RoutingSnapshot::build_with_aliases(
+            "D",
+            [
+                spec("op-a", "main", "ui", None, &["127.0.0.1:1"]),
+                spec("op-a", "main", "web-ui", None, &["127.0.0.1:2"]),
+                spec("op-b", "main", "ui", None, &["127.0.0.1:3"]),
+            ],
+            &aliases(&[("op-a", "my-nb")]),
+        );
+        let route = snap.route(&key_of("my-nb-main-ui")).unwrap();
+        assert_eq!(route.key.operation_id, "op-a");
+        assert_eq!(route.alias_domain.as_deref(), Some("my-nb-main-ui.d"));
+        assert!(
+            Arc::ptr_eq(route, snap.get(&route.hash).unwrap()),
+            "the same route"
+        );
+        // "web-ui" breaks the service rule: no alias route, the hash route stays.
+        let web = snap
+            .routes()
+            .iter()
+            .find(|r| r.key.service == "web-ui")
+            .unwrap();
+        assert_eq!(web.alias_domain, None);
+        assert!(snap.get(&web.hash).is_some());
+        assert!(snap.get_alias("my-nb-main-web-ui").is_none());
+        // No alias: no alias domain.
+        let b = snap
+            .routes()
+            .iter()
+            .find(|r| r.key.operation_id == "op-b")
+            .unwrap();
+        assert_eq!(b.alias_domain, None);
+        assert!(snap.route(&key_of("op-b-main-ui")).is_none());
+        // By operation id.
+        let headers = crate::routing::RoutingHeaders::from_pairs([
+            (&b"x-yt-taskproxy-operation-id"[..], &b"OP-B"[..]),
+            (&b"x-yt-taskproxy-task-name"[..], &b"main"[..]),
+            (&b"x-yt-taskproxy-service"[..], &b"ui"[..]),
+        ]);
+        let key = crate::routing::route_request(&headers, None, "d").unwrap();
+        assert_eq!(snap.route(&key).unwrap().key, b.key);
+    }
+
+    #[test]
+    fn newest_operation_wins_a_shared_alias() {
+        let old = spec(
+            "op-old",
+            "main",
+            "ui",
+            Some("2026-01-01T00:00:00.000000Z"),
+            &["127.0.0.1:1"],
+        );
+        let new = spec(
+            "op-new",
+            "main",
+            "ui",
+            Some("2026-02-01T00:00:00.000000Z"),
+            &["127.0.0.1:2"],
+        );
+        // Same start time: the greater operation id wins.
+        let tie_a = spec(
+            "op-a",
+            "main",
+            "ui",
+            Some("2026-03-01T00:00:00.000000Z"),
+            &[],
+        );
+        let tie_b = spec(
+            "op-b",
+            "main",
+            "ui",
+            Some("2026-03-01T00:00:00.000000Z"),
+            &[],
+        );
+        let unknown = spec("op-zzz", "main", "ui", None, &[]);
+        let names = aliases(&[
+            ("op-old", "nb"),
+            ("op-new", "nb"),
+            ("op-a", "tie"),
+            ("op-b", "tie"),
+            ("op-zzz", "nb"),
+        ]);
+        let orders = [
+            vec![
+                old.clone(),
+                new.clone(),
+                tie_a.clone(),
+                tie_b.clone(),
+                unknown.clone(),
+            ],
+            vec![
+                unknown.clone(),
+                tie_b.clone(),
+                new.clone(),
+                tie_a.clone(),
+                old.clone(),
+            ],
+            vec![
+                tie_a.clone(),
+                old.clone(),
+                unknown.clone(),
+                tie_b.clone(),
+                new.clone(),
+            ],
+        ];
+        for order in orders {
+            let snap = RoutingSnapshot::build_with_aliases("d", order, &names);
+            assert_eq!(snap.len(), 5, "every service keeps its hash route");
+            assert_eq!(
+                snap.route(&key_of("nb-main-ui")).unwrap().key.operation_id,
+                "op-new",
+                "the newest start time wins; unknown start times count as oldest"
+            );
+            assert_eq!(
+                snap.route(&key_of("tie-main-ui")).unwrap().key.operation_id,
+                "op-b"
+            );
+            let with_alias: Vec<&str> = snap
+                .routes()
+                .iter()
+                .filter(|r| r.alias_domain.is_some())
+                .map(|r| r.key.operation_id.as_str())
+                .collect();
+            assert_eq!(with_alias.len(), 2, "{with_alias:?}: one owner per alias");
         }
     }
 }

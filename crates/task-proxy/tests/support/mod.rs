@@ -75,27 +75,48 @@ pub struct Proxy {
     child: std::process::Child,
     pub plain: std::net::SocketAddr,
     pub admin: std::net::SocketAddr,
-    _services_file: tempfile::NamedTempFile,
+    _services_file: Option<tempfile::NamedTempFile>,
 }
 
 impl Proxy {
     /// Starts the proxy on free ports with `services` (the services file's JSON list) and
     /// `extra` flags.
     pub fn start(services: serde_json::Value, extra: &[String]) -> Proxy {
-        use std::io::{BufRead, Write};
+        use std::io::Write;
         let mut file = tempfile::NamedTempFile::new().expect("services file");
         let body = serde_json::json!({ "services": services });
         file.write_all(body.to_string().as_bytes())
             .expect("write services");
         file.flush().expect("flush");
+        let mut args: Vec<String> = vec![
+            "--services-file".into(),
+            file.path().to_string_lossy().into_owned(),
+        ];
+        args.extend(extra.iter().cloned());
+        Self::spawn(&args, Some(file))
+    }
+
+    /// Starts the proxy on free ports discovering services on the cluster at `yt_proxy` (as
+    /// the robot), with `extra` flags.
+    pub fn discovering(yt_proxy: &str, extra: &[String]) -> Proxy {
+        let mut args: Vec<String> = vec![
+            "--yt-proxy".into(),
+            yt_proxy.into(),
+            "--yt-token".into(),
+            "robot-token".into(),
+        ];
+        args.extend(extra.iter().cloned());
+        Self::spawn(&args, None)
+    }
+
+    fn spawn(args: &[String], file: Option<tempfile::NamedTempFile>) -> Proxy {
+        use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_task-proxy"))
             .arg("serve")
             .args(["--base-domain", BASE_DOMAIN])
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--worker-threads", "2"])
-            .arg("--services-file")
-            .arg(file.path())
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "warn")
             .env_remove("YT_TOKEN")
             .env_remove("YT_PROXY")

@@ -17,6 +17,7 @@ pub const MAX_HEADERS: usize = 96;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Host,
+    /// A routing header: `x-yt-taskproxy-id` or one of the operation triple headers.
     TaskProxyId,
     Credential,
     /// `X-Forwarded-For`: merged into the proxy's one line.
@@ -106,7 +107,9 @@ fn kind_of(name: &[u8]) -> Kind {
         14 if is(b"http2-settings") => Kind::HopByHop,
         15 if is(b"x-forwarded-for") => Kind::XForwardedFor,
         16 if is(b"x-forwarded-host") => Kind::Forwarding,
-        17 if is(b"x-yt-taskproxy-id") => Kind::TaskProxyId,
+        17 | 22 | 24 | 27 | 30 if crate::routing::RoutingHeader::of(name).is_some() => {
+            Kind::TaskProxyId
+        }
         17 if is(b"transfer-encoding") => Kind::TransferEncoding,
         17 if is(b"x-forwarded-proto") => Kind::Forwarding,
         _ => Kind::Other,

@@ -40,7 +40,7 @@ use super::Shared;
 use crate::admin::metrics::Unrouted;
 use crate::answer::{local_answer, CallerKind, ProxyBody};
 use crate::auth::Fetch;
-use crate::routing::{route_key, Protocol};
+use crate::routing::{route_request, Protocol, RoutingHeaders};
 use bytes::{Buf, Bytes, BytesMut};
 use head::{BadResponse, Framing, Kind, ParsedRequest, RequestHead, ResponseHead};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -312,8 +312,13 @@ impl Relay {
         // Route.
         let backend = {
             let snapshot = shared.table.current();
-            let key = match route_key(
-                head.values(head_bytes, Kind::TaskProxyId),
+            let key = match route_request(
+                &RoutingHeaders::from_pairs(
+                    head.headers
+                        .iter()
+                        .filter(|h| h.kind == Kind::TaskProxyId)
+                        .map(|h| (&head_bytes[h.name.clone()], &head_bytes[h.value.clone()])),
+                ),
                 std::str::from_utf8(host).ok(),
                 snapshot.base_domain(),
             ) {
@@ -331,7 +336,7 @@ impl Relay {
                         .await;
                 }
             };
-            match snapshot.get(&key) {
+            match snapshot.route(&key) {
                 Some(route) => shared.balancer.backend(route),
                 None => {
                     shared.metrics.count_unrouted(Unrouted::NoSuchTask);
