@@ -365,3 +365,111 @@ fn original_flags_show_in_check_config() {
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output).contains("'auth-cache-capacity' argument must be non-negative"));
 }
+
+/// The args the original chart renders for its server container (values.yaml defaults), with
+/// the cluster, token and a logging config of the test; only the listen addresses are added
+/// (the test needs free ports).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_command_line_serves_with_auth() {
+    let cluster = yt_devcluster::DevCluster::start(yt_devcluster::DevClusterConfig::default())
+        .await
+        .expect("dev cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "robot-token\n").unwrap();
+    let logs = dir.path().join("logs");
+    let config = dir.path().join("logging.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "directory: {}\nserver:\n  writerType: stderr\n  minLogLevel: debug\n\
+             proxy:\n  writerType: stderr\n  minLogLevel: info\n\
+             accessLog:\n  enabled: true\n  writerType: file\n  rotationPolicy:\n    \
+             rotationPeriodMilliseconds: 3600000\n    maxSegmentSize: 100Mi\n    \
+             maxTotalSizeToKeep: 1Gi\n    maxSegmentCountToKeep: 10\n",
+            logs.display()
+        ),
+    )
+    .unwrap();
+
+    // An operation with a web service, submitted with the real CLI before the proxy starts
+    // (the original's discovery period is 60 s; the first pass runs at start).
+    let output = tokio::process::Command::new(test_support::tool("yt"))
+        .args([
+            "vanilla",
+            "--tasks",
+            r#"{example_http_server={job_count=1; command="python3 -m http.server ${YT_PORT_0}"; port_count=1}}"#,
+            "--spec",
+            "{annotations={task_proxy={enabled=%true;}}}",
+            "--async",
+        ])
+        .env("YT_PROXY", cluster.url())
+        .env("YT_TOKEN", "alice-token")
+        .env_remove("YT_CONFIG_PATCHES")
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let op = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let op = op.lines().last().unwrap_or_default().trim().to_string();
+    let domain = format!(
+        "{}.{BASE}",
+        service_hash(&op, "example_http_server", "port_0")
+    );
+
+    let args: Vec<String> = [
+        format!("-logging-config={}", config.display()),
+        format!("-yt-token-path={}", token.display()),
+        format!("-yt-proxy={}", cluster.url()),
+        format!("-base-domain={BASE}"),
+        "-dir-path=//sys/task_proxies".into(),
+        "-discovery-period-seconds=60".into(),
+        "-connect-timeout-seconds=2".into(),
+        "-route-timeout-seconds=15".into(),
+        "-stream-idle-timeout-seconds=300".into(),
+        "-auth-enabled=true".into(),
+        "-auth-cookie-name=YTCypressCookie".into(),
+        "-auth-cache-enabled=false".into(),
+        "-auth-cache-ttl-seconds=30".into(),
+        "-auth-cache-capacity=1000".into(),
+        "-auth-cache-max-concurrent-backend-requests=2".into(),
+        "-auth-cache-refresh-before-seconds=5".into(),
+        "-listen=127.0.0.1:0".into(),
+        "-admin-listen=127.0.0.1:0".into(),
+        "-worker-threads=1".into(),
+    ]
+    .into();
+    let proxy = tokio::task::spawn_blocking(move || start(&args))
+        .await
+        .unwrap();
+    let plain = proxy.plain.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (plain, domain) = (plain.clone(), domain.clone());
+        let (status, body) = tokio::task::spawn_blocking(move || {
+            get(&plain, &domain, "/", "Authorization: OAuth alice-token\r\n")
+        })
+        .await
+        .unwrap();
+        if status == 200 {
+            assert!(body.contains("Directory listing"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not served: {body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Without credentials: refused (auth is on).
+    let (p, d) = (plain.clone(), domain.clone());
+    let (status, _) = tokio::task::spawn_blocking(move || get(&p, &d, "/", ""))
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+    let stderr = tokio::task::spawn_blocking(move || proxy.stop())
+        .await
+        .unwrap();
+    let access = std::fs::read_to_string(logs.join("access.log")).expect("access.log");
+    assert!(access.contains("user=\"alice\""), "{access}");
+    assert!(access.contains("status=401"), "{access}");
+    assert!(stderr.contains("task-proxy listening"), "{stderr}");
+    cluster.shutdown().await;
+}
