@@ -330,7 +330,7 @@ fn check_nodes(value: &serde_yaml::Value, prefix: &str) -> Result<(), String> {
             return Err(format!("logging config {path} cannot be null"));
         }
         if matches!(key, "rotationPeriodMilliseconds" | "maxSegmentCountToKeep")
-            && !value.as_i64().is_some_and(|n| n > 0)
+            && value.as_i64().is_none_or(|n| n <= 0)
         {
             return Err(format!("{path} must be a positive integer"));
         }
@@ -546,17 +546,35 @@ fn bump_stamp(previous: &str) -> String {
     format!("{}{:09}Z", &previous[..16], nanos + 1)
 }
 
-/// One line at a time into a [`RotatingFile`] (tracing's formatter writes each event with one
-/// `write_all`).
-pub struct LineWriter(Arc<RotatingFile>);
+/// The writer of one event: tracing's formatter writes each event with one `write_all`, so a
+/// file sees whole lines (no allocation per line).
+pub enum SinkWriter<'a> {
+    Stdout(io::Stdout),
+    Stderr(io::Stderr),
+    File(&'a RotatingFile),
+}
 
-impl Write for LineWriter {
+impl Write for SinkWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write_line(buf)?;
-        Ok(buf.len())
+        match self {
+            SinkWriter::Stdout(out) => out.write(buf),
+            SinkWriter::Stderr(err) => err.write(buf),
+            SinkWriter::File(file) => file.write_line(buf).map(|()| buf.len()),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            SinkWriter::Stdout(out) => out.write_all(buf),
+            SinkWriter::Stderr(err) => err.write_all(buf),
+            SinkWriter::File(file) => file.write_line(buf),
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            SinkWriter::Stdout(out) => out.flush(),
+            SinkWriter::Stderr(err) => err.flush(),
+            SinkWriter::File(_) => Ok(()),
+        }
     }
 }
 
@@ -569,12 +587,12 @@ pub enum Sink {
 }
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Sink {
-    type Writer = Box<dyn Write + 'a>;
+    type Writer = SinkWriter<'a>;
     fn make_writer(&'a self) -> Self::Writer {
         match self {
-            Sink::Stdout => Box::new(io::stdout()),
-            Sink::Stderr => Box::new(io::stderr()),
-            Sink::File(file) => Box::new(LineWriter(file.clone())),
+            Sink::Stdout => SinkWriter::Stdout(io::stdout()),
+            Sink::Stderr => SinkWriter::Stderr(io::stderr()),
+            Sink::File(file) => SinkWriter::File(file),
         }
     }
 }
