@@ -234,6 +234,53 @@ fn logging_config_writes_server_and_access_logs_to_files_and_rotates_by_size() {
 }
 
 #[test]
+fn access_log_disabled_writes_no_access_lines_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let (services_file, domain) = services(dir.path(), &job());
+    let config = dir.path().join("logging.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "directory: {}\nserver:\n  writerType: file\n  minLogLevel: trace\n  rotationPolicy:\n    \
+             maxSegmentSize: 10Mi\n    maxTotalSizeToKeep: 100Mi\n\
+             proxy:\n  writerType: file\n  minLogLevel: trace\n  rotationPolicy:\n    \
+             maxSegmentSize: 10Mi\n    maxSegmentCountToKeep: 2\n\
+             accessLog:\n  enabled: false\n  writerType: file\n  rotationPolicy:\n    \
+             maxSegmentSize: 10Mi\n    maxSegmentCountToKeep: 2\n",
+            logs.display()
+        ),
+    )
+    .unwrap();
+    let proxy = start(&strings(&[
+        &format!("-logging-config={}", config.display()),
+        "-base-domain",
+        BASE,
+        "-auth-enabled=false",
+        &format!("-services-file={services_file}"),
+        "-listen=127.0.0.1:0",
+        "-admin-listen=127.0.0.1:0",
+        "-worker-threads=1",
+    ]));
+    for i in 0..5 {
+        let (status, _) = get(&proxy.plain, &domain, &format!("/page/{i}"), "");
+        assert_eq!(status, 200);
+    }
+    let stderr = proxy.stop();
+    let server = std::fs::read_to_string(logs.join("server.log")).unwrap();
+    let envoy = std::fs::read_to_string(logs.join("envoy.log")).unwrap();
+    assert!(server.contains("task-proxy listening"), "{server}");
+    for (name, text) in [
+        ("stderr", &stderr),
+        ("server.log", &server),
+        ("envoy.log", &envoy),
+    ] {
+        assert!(!text.contains("/page/"), "access lines in {name}: {text}");
+    }
+    assert!(!logs.join("access.log").exists());
+}
+
+#[test]
 fn bad_logging_configs_are_refused_naming_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     for (yaml, expected) in [
