@@ -843,4 +843,30 @@ mod tests {
         let last = std::fs::read_to_string(&path).unwrap();
         assert!(last.ends_with("line 0049 ..............\n"));
     }
+
+    #[test]
+    fn period_rotation_on_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.log");
+        let policy = RotationPolicy {
+            rotation_period_milliseconds: 1,
+            max_total_size_to_keep: ByteQuantity(1 << 20),
+            ..RotationPolicy::default()
+        };
+        let file = RotatingFile::open(path.clone(), policy).unwrap();
+        file.tick().unwrap();
+        assert!(
+            file.archives().unwrap().is_empty(),
+            "an empty file is not rotated"
+        );
+        file.write_line(b"one\n").unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        file.tick().unwrap();
+        file.write_line(b"two\n").unwrap();
+        file.flush().unwrap();
+        let archives = file.archives().unwrap();
+        assert_eq!(archives.len(), 1);
+        assert_eq!(std::fs::read_to_string(&archives[0].0).unwrap(), "one\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
+    }
 }

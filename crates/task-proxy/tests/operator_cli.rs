@@ -57,6 +57,12 @@ fn help_documents_every_flag_with_its_env_var() {
         ("--services-file", "TASK_PROXY_SERVICES_FILE"),
         ("--log-format", "TASK_PROXY_LOG_FORMAT"),
         ("--log-level", "TASK_PROXY_LOG_LEVEL"),
+        ("--logging-config", "TASK_PROXY_LOGGING_CONFIG"),
+        ("--auth-cache-enabled", "TASK_PROXY_AUTH_CACHE_ENABLED"),
+        (
+            "--route-timeout-seconds",
+            "TASK_PROXY_ROUTE_TIMEOUT_SECONDS",
+        ),
         ("--check-config", ""),
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
