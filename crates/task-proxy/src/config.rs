@@ -749,8 +749,8 @@ fn non_negative(name: &'static str, value: Option<i64>) -> Result<Option<u64>, C
 
 /// The original's auth cache flags on our caches. Absent `--auth-cache-enabled`: ours as
 /// configured. `false`: nothing is cached (every request asks the cluster; concurrent
-/// identical look-ups still share one call). `true`: one TTL for every answer (0: none) and
-/// one capacity for both caches (0: unlimited).
+/// identical look-ups still share one call). `true`: one TTL for every answer (0: none), one
+/// capacity for both caches (0: unlimited), and no stale answers past the TTL (no grace).
 fn apply_original_auth_cache(auth: &mut AuthConfig, original: &OriginalAuthCache) {
     match original.enabled {
         None => {}
@@ -762,6 +762,8 @@ fn apply_original_auth_cache(auth: &mut AuthConfig, original: &OriginalAuthCache
             auth.grace = Duration::ZERO;
         }
         Some(true) => {
+            // The original never answers from an expired entry.
+            auth.grace = Duration::ZERO;
             if let Some(seconds) = original.ttl_seconds {
                 let ttl = if seconds == 0 {
                     NO_LIMIT
@@ -1019,6 +1021,7 @@ mod tests {
         }
         assert_eq!(on.auth.max_identities, 1000);
         assert_eq!(on.auth.max_decisions, 1000);
+        assert_eq!(on.auth.grace, Duration::ZERO);
         assert_eq!(
             on.original_auth_cache,
             OriginalAuthCache {
