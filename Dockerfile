@@ -8,6 +8,10 @@ RUN cargo build --release --locked -p task-proxy \
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/task-proxy /usr/local/bin/task-proxy
+# The original image's path: manifests with `command: ["./server"]` and its flags keep working
+# (a command line starting with a flag runs `serve`).
+COPY --from=build /src/target/release/task-proxy /server
+WORKDIR /
 USER 65532:65532
 EXPOSE 8080 8443 9901
 ENTRYPOINT ["/usr/local/bin/task-proxy"]

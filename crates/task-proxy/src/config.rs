@@ -48,14 +48,20 @@ pub struct ServeArgs {
     )]
     pub dir_path: String,
 
-    /// Seconds between discovery passes.
-    #[arg(long, env = "TASK_PROXY_DISCOVERY_PERIOD_SECONDS", default_value_t = 2)]
+    /// Seconds between discovery passes (1 to 86400).
+    #[arg(
+        long,
+        env = "TASK_PROXY_DISCOVERY_PERIOD_SECONDS",
+        default_value_t = 2,
+        alias = "refresh-period-seconds"
+    )]
     pub discovery_period_seconds: u64,
 
     /// Check callers' YTsaurus credentials and the operation's ACL (`--auth-enabled=false` turns
     /// it off).
     #[arg(long, env = "TASK_PROXY_AUTH_ENABLED", action = ArgAction::Set,
-          num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+          num_args = 0..=1, default_value_t = true, default_missing_value = "true",
+          value_parser = parse_go_bool)]
     pub auth_enabled: bool,
 
     /// Cookie that carries a YTsaurus session.
@@ -254,11 +260,99 @@ pub struct ServeArgs {
     #[arg(long, env = "TASK_PROXY_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// The original's logging configuration (YAML: `directory`, `server`, `proxy`,
+    /// `accessLog`); see docs/serve.md. Without it, logs go to stderr as `--log-format` and
+    /// `--log-level` say.
+    #[arg(long, env = "TASK_PROXY_LOGGING_CONFIG")]
+    pub logging_config: Option<PathBuf>,
+
+    /// The original's auth cache switch. Absent: our caches (TTLs above). `false`: no cached
+    /// answers, every request is checked with the cluster. `true`: the `--auth-cache-*`
+    /// flags below set the caches.
+    #[arg(long, env = "TASK_PROXY_AUTH_CACHE_ENABLED", action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
+    pub auth_cache_enabled: Option<bool>,
+
+    /// With `--auth-cache-enabled`: TTL of every cached answer in seconds (0: no expiration).
+    #[arg(
+        long,
+        env = "TASK_PROXY_AUTH_CACHE_TTL_SECONDS",
+        allow_hyphen_values = true
+    )]
+    pub auth_cache_ttl_seconds: Option<i64>,
+
+    /// With `--auth-cache-enabled`: most entries per cache (0: unlimited).
+    #[arg(
+        long,
+        env = "TASK_PROXY_AUTH_CACHE_CAPACITY",
+        allow_hyphen_values = true
+    )]
+    pub auth_cache_capacity: Option<i64>,
+
+    /// The original's cap on concurrent cluster calls per key on a miss (0: unlimited).
+    /// Accepted; ours always makes one call per key and lets the others wait for it.
+    #[arg(
+        long,
+        env = "TASK_PROXY_AUTH_CACHE_MAX_CONCURRENT_BACKEND_REQUESTS",
+        allow_hyphen_values = true
+    )]
+    pub auth_cache_max_concurrent_backend_requests: Option<i64>,
+
+    /// The original's proactive refresh this many seconds before expiry (0: off). Accepted;
+    /// ours refreshes on first use after expiry and serves the stale answer meanwhile on
+    /// cluster failures (`--auth-grace`).
+    #[arg(
+        long,
+        env = "TASK_PROXY_AUTH_CACHE_REFRESH_BEFORE_SECONDS",
+        allow_hyphen_values = true
+    )]
+    pub auth_cache_refresh_before_seconds: Option<i64>,
+
+    /// The original's connect timeout in seconds (positive): sets --upstream-connect-timeout.
+    #[arg(
+        long,
+        env = "TASK_PROXY_CONNECT_TIMEOUT_SECONDS",
+        allow_hyphen_values = true
+    )]
+    pub connect_timeout_seconds: Option<i64>,
+
+    /// The original's route timeout in seconds: a job must complete its response within it
+    /// (0: no limit). Absent: no limit on complete responses (streams may run), and
+    /// --upstream-response-timeout limits the wait for the response head.
+    #[arg(
+        long,
+        env = "TASK_PROXY_ROUTE_TIMEOUT_SECONDS",
+        allow_hyphen_values = true
+    )]
+    pub route_timeout_seconds: Option<i64>,
+
+    /// The original's stream idle timeout in seconds: a request or response stream with no
+    /// byte either way for this long is closed (0: no limit). Sets --tunnel-idle-timeout too.
+    #[arg(
+        long,
+        env = "TASK_PROXY_STREAM_IDLE_TIMEOUT_SECONDS",
+        allow_hyphen_values = true
+    )]
+    pub stream_idle_timeout_seconds: Option<i64>,
+
     /// Validate the flags, print the effective configuration (credentials hidden) and exit:
     /// 0 when it is valid, 2 when not.
     #[arg(long)]
     pub check_config: bool,
 }
+
+/// Parses a boolean as Go's flag package does: `1`, `t`, `T`, `true`, `TRUE`, `True`, and
+/// the same spellings of false.
+pub fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        other => Err(format!("{other:?} is not a boolean (true or false)")),
+    }
+}
+
+/// What "no limit" becomes where our settings need a duration (about 100 years).
+pub const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Parses `500ms`, `10s`, `2m`, `1h` or a bare number of seconds (fractions allowed).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -322,6 +416,9 @@ pub struct Limits {
     pub http1_relay: bool,
     /// Request headers whose name contains `_` are forwarded (else dropped).
     pub underscores_in_headers: bool,
+    /// `-route-timeout-seconds`: a job must complete its response within this (None: no
+    /// limit on complete responses).
+    pub route_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -345,6 +442,7 @@ impl Default for Limits {
             drain_timeout: Duration::from_secs(20),
             http1_relay: true,
             underscores_in_headers: false,
+            route_timeout: None,
         }
     }
 }
@@ -358,6 +456,17 @@ impl Limits {
             queue_timeout: self.upstream_queue_timeout,
         }
     }
+}
+
+/// The original's auth cache flags as given (shown by `--check-config`; the two that have no
+/// counterpart here are accepted and reported).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OriginalAuthCache {
+    pub enabled: Option<bool>,
+    pub ttl_seconds: Option<u64>,
+    pub capacity: Option<u64>,
+    pub max_concurrent_backend_requests: Option<u64>,
+    pub refresh_before_seconds: Option<u64>,
 }
 
 /// Auth settings (the gate's own configuration type).
@@ -381,6 +490,10 @@ pub struct Config {
     pub source: ServicesSource,
     pub worker_threads: usize,
     pub limits: Limits,
+    /// `--logging-config`, loaded and validated (None: stderr as `--log-format` says).
+    pub logging: Option<crate::logging::LoggingConfig>,
+    /// The original's auth cache flags, as given.
+    pub original_auth_cache: OriginalAuthCache,
 }
 
 impl std::fmt::Debug for Config {
@@ -401,6 +514,8 @@ impl std::fmt::Debug for Config {
             .field("source", &self.source)
             .field("worker_threads", &self.worker_threads)
             .field("limits", &self.limits)
+            .field("logging", &self.logging)
+            .field("original_auth_cache", &self.original_auth_cache)
             .finish()
     }
 }
@@ -428,8 +543,14 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("--{0} must be greater than zero")]
     ZeroDuration(&'static str),
-    #[error("--discovery-period-seconds must be at least 1")]
+    #[error("--discovery-period-seconds must be positive and not greater than 24 hours")]
     ZeroDiscoveryPeriod,
+    #[error("'{0}' argument must be non-negative")]
+    Negative(&'static str),
+    #[error("--connect-timeout-seconds must be positive")]
+    ZeroConnectTimeout,
+    #[error("logging configuration {path}: {error}")]
+    Logging { path: PathBuf, error: String },
     #[error(transparent)]
     Auth(crate::auth::AuthConfigError),
 }
@@ -483,7 +604,7 @@ impl ServeArgs {
         if self.auth_enabled && yt_proxy.is_none() {
             return Err(ConfigError::AuthNeedsYtProxy);
         }
-        let auth = AuthConfig {
+        let mut auth = AuthConfig {
             enabled: self.auth_enabled,
             cookie_name: self.auth_cookie_name,
             login_url: self.auth_login_url.filter(|u| !u.trim().is_empty()),
@@ -510,6 +631,20 @@ impl ServeArgs {
             },
             ..AuthConfig::default()
         };
+        let original_auth_cache = OriginalAuthCache {
+            enabled: self.auth_cache_enabled,
+            ttl_seconds: non_negative("auth-cache-ttl-seconds", self.auth_cache_ttl_seconds)?,
+            capacity: non_negative("auth-cache-capacity", self.auth_cache_capacity)?,
+            max_concurrent_backend_requests: non_negative(
+                "auth-cache-max-concurrent-backend-requests",
+                self.auth_cache_max_concurrent_backend_requests,
+            )?,
+            refresh_before_seconds: non_negative(
+                "auth-cache-refresh-before-seconds",
+                self.auth_cache_refresh_before_seconds,
+            )?,
+        };
+        apply_original_auth_cache(&mut auth, &original_auth_cache);
         auth.validate().map_err(ConfigError::Auth)?;
         if self.auth_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration("auth-timeout"));
@@ -537,6 +672,44 @@ impl ServeArgs {
             key,
             listen: self.tls_listen,
         });
+
+        // The original's timeout flags, when given, win over ours (same meaning as there).
+        let mut upstream_connect_timeout = self.upstream_connect_timeout;
+        if let Some(seconds) =
+            non_negative("connect-timeout-seconds", self.connect_timeout_seconds)?
+        {
+            if seconds == 0 {
+                return Err(ConfigError::ZeroConnectTimeout);
+            }
+            upstream_connect_timeout = Duration::from_secs(seconds);
+        }
+        let mut upstream_response_timeout = self.upstream_response_timeout;
+        let mut route_timeout = None;
+        if let Some(seconds) = non_negative("route-timeout-seconds", self.route_timeout_seconds)? {
+            // The whole response within the limit; its head can come no later than that.
+            route_timeout = (seconds > 0).then(|| Duration::from_secs(seconds));
+            upstream_response_timeout = route_timeout.unwrap_or(NO_LIMIT);
+        }
+        let mut tunnel_idle_timeout = self.tunnel_idle_timeout;
+        if let Some(seconds) = non_negative(
+            "stream-idle-timeout-seconds",
+            self.stream_idle_timeout_seconds,
+        )? {
+            tunnel_idle_timeout = if seconds == 0 {
+                NO_LIMIT
+            } else {
+                Duration::from_secs(seconds)
+            };
+        }
+        let logging = match &self.logging_config {
+            Some(path) => Some(crate::logging::LoggingConfig::load(path).map_err(|error| {
+                ConfigError::Logging {
+                    path: path.clone(),
+                    error,
+                }
+            })?),
+            None => None,
+        };
 
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let worker_threads = self
@@ -566,15 +739,15 @@ impl ServeArgs {
                 return Err(ConfigError::Zero(name));
             }
         }
-        if self.discovery_period_seconds == 0 {
+        if !(1..=86_400).contains(&self.discovery_period_seconds) {
             return Err(ConfigError::ZeroDiscoveryPeriod);
         }
         for (name, d) in [
             ("header-read-timeout", self.header_read_timeout),
             ("idle-timeout", self.idle_timeout),
-            ("tunnel-idle-timeout", self.tunnel_idle_timeout),
-            ("upstream-connect-timeout", self.upstream_connect_timeout),
-            ("upstream-response-timeout", self.upstream_response_timeout),
+            ("tunnel-idle-timeout", tunnel_idle_timeout),
+            ("upstream-connect-timeout", upstream_connect_timeout),
+            ("upstream-response-timeout", upstream_response_timeout),
             ("upstream-idle-timeout", self.upstream_idle_timeout),
             ("upstream-queue-timeout", self.upstream_queue_timeout),
             ("eject-base", self.eject_base),
@@ -604,9 +777,9 @@ impl ServeArgs {
                 max_header_bytes: self.max_header_bytes,
                 header_read_timeout: self.header_read_timeout,
                 idle_timeout: self.idle_timeout,
-                tunnel_idle_timeout: self.tunnel_idle_timeout,
-                upstream_connect_timeout: self.upstream_connect_timeout,
-                upstream_response_timeout: self.upstream_response_timeout,
+                tunnel_idle_timeout,
+                upstream_connect_timeout,
+                upstream_response_timeout,
                 upstream_idle_timeout: self.upstream_idle_timeout,
                 upstream_max_idle_per_job: self.upstream_max_idle_per_job,
                 upstream_max_connections_per_job: self.upstream_max_connections_per_job,
@@ -616,10 +789,61 @@ impl ServeArgs {
                 eject_base: self.eject_base,
                 eject_max: self.eject_max.max(self.eject_base),
                 drain_timeout: self.drain_timeout,
-                http1_relay: self.http1_relay,
+                // The relay does not cut responses at a deadline: with a route timeout every
+                // connection takes the general path, which does.
+                http1_relay: self.http1_relay && route_timeout.is_none(),
                 underscores_in_headers: self.underscores_in_headers,
+                route_timeout,
             },
+            logging,
+            original_auth_cache,
         })
+    }
+}
+
+/// The original refuses negative values of its integer flags with this wording.
+fn non_negative(name: &'static str, value: Option<i64>) -> Result<Option<u64>, ConfigError> {
+    match value {
+        Some(v) if v < 0 => Err(ConfigError::Negative(name)),
+        Some(v) => Ok(Some(v as u64)),
+        None => Ok(None),
+    }
+}
+
+/// The original's auth cache flags on our caches. Absent `--auth-cache-enabled`: ours as
+/// configured. `false`: nothing is cached (every request asks the cluster; concurrent
+/// identical look-ups still share one call). `true`: one TTL for every answer (0: none), one
+/// capacity for both caches (0: unlimited), and no stale answers past the TTL (no grace).
+fn apply_original_auth_cache(auth: &mut AuthConfig, original: &OriginalAuthCache) {
+    match original.enabled {
+        None => {}
+        Some(false) => {
+            auth.identity_ttl = Duration::ZERO;
+            auth.rejected_identity_ttl = Duration::ZERO;
+            auth.allow_ttl = Duration::ZERO;
+            auth.deny_ttl = Duration::ZERO;
+            auth.grace = Duration::ZERO;
+        }
+        Some(true) => {
+            // The original never answers from an expired entry.
+            auth.grace = Duration::ZERO;
+            if let Some(seconds) = original.ttl_seconds {
+                let ttl = if seconds == 0 {
+                    NO_LIMIT
+                } else {
+                    Duration::from_secs(seconds)
+                };
+                auth.identity_ttl = ttl;
+                auth.rejected_identity_ttl = ttl;
+                auth.allow_ttl = ttl;
+                auth.deny_ttl = ttl;
+            }
+            if let Some(capacity) = original.capacity {
+                let capacity = if capacity == 0 { u64::MAX } else { capacity };
+                auth.max_identities = capacity;
+                auth.max_decisions = capacity;
+            }
+        }
     }
 }
 
@@ -797,5 +1021,167 @@ mod tests {
         );
         assert_eq!(c.source, ServicesSource::Discovery);
         assert!(c.auth.enabled);
+    }
+
+    const STATIC: [&str; 3] = [
+        "--base-domain=d",
+        "--auth-enabled=false",
+        "--services-file=f",
+    ];
+
+    fn with(extra: &[&str]) -> Result<Config, ConfigError> {
+        parse(&[&STATIC[..], extra].concat())
+    }
+
+    #[test]
+    fn original_timeout_flags_keep_their_meaning() {
+        let ours = with(&[]).unwrap();
+        assert_eq!(
+            ours.limits.route_timeout, None,
+            "no cap on complete responses"
+        );
+        assert!(ours.limits.http1_relay);
+        let c = with(&[
+            "--connect-timeout-seconds=7",
+            "--route-timeout-seconds",
+            "15",
+            "--stream-idle-timeout-seconds=300",
+        ])
+        .unwrap();
+        assert_eq!(c.limits.upstream_connect_timeout, Duration::from_secs(7));
+        assert_eq!(c.limits.route_timeout, Some(Duration::from_secs(15)));
+        assert_eq!(c.limits.upstream_response_timeout, Duration::from_secs(15));
+        assert_eq!(c.limits.tunnel_idle_timeout, Duration::from_secs(300));
+        assert!(
+            !c.limits.http1_relay,
+            "the route timeout is enforced on the general path"
+        );
+        let c = with(&[
+            "--route-timeout-seconds=0",
+            "--stream-idle-timeout-seconds=0",
+        ])
+        .unwrap();
+        assert_eq!(c.limits.route_timeout, None);
+        assert_eq!(c.limits.upstream_response_timeout, NO_LIMIT);
+        assert_eq!(c.limits.tunnel_idle_timeout, NO_LIMIT);
+        assert!(c.limits.http1_relay);
+        assert_eq!(
+            with(&["--connect-timeout-seconds=0"]),
+            Err(ConfigError::ZeroConnectTimeout)
+        );
+        assert_eq!(
+            with(&["--route-timeout-seconds=-1"]),
+            Err(ConfigError::Negative("route-timeout-seconds"))
+        );
+        assert_eq!(
+            with(&["--stream-idle-timeout-seconds", "-5"]),
+            Err(ConfigError::Negative("stream-idle-timeout-seconds"))
+        );
+    }
+
+    #[test]
+    fn original_auth_cache_flags_keep_their_meaning() {
+        let ours = with(&[]).unwrap();
+        assert_eq!(ours.auth.allow_ttl, Duration::from_secs(60));
+        assert_eq!(ours.original_auth_cache, OriginalAuthCache::default());
+        // The original's default: no cache, every request asks the cluster.
+        let off = with(&["--auth-cache-enabled=false"]).unwrap();
+        assert_eq!(off.auth.identity_ttl, Duration::ZERO);
+        assert_eq!(off.auth.allow_ttl, Duration::ZERO);
+        assert_eq!(off.auth.deny_ttl, Duration::ZERO);
+        assert_eq!(off.auth.grace, Duration::ZERO);
+        // Ignored without the switch, as in the original.
+        let ignored = with(&["--auth-cache-enabled=0", "--auth-cache-ttl-seconds=30"]).unwrap();
+        assert_eq!(ignored.auth.allow_ttl, Duration::ZERO);
+        let on = with(&[
+            "--auth-cache-enabled",
+            "--auth-cache-ttl-seconds=30",
+            "--auth-cache-capacity=1000",
+            "--auth-cache-max-concurrent-backend-requests=2",
+            "--auth-cache-refresh-before-seconds=5",
+        ])
+        .unwrap();
+        for ttl in [
+            on.auth.identity_ttl,
+            on.auth.rejected_identity_ttl,
+            on.auth.allow_ttl,
+            on.auth.deny_ttl,
+        ] {
+            assert_eq!(ttl, Duration::from_secs(30));
+        }
+        assert_eq!(on.auth.max_identities, 1000);
+        assert_eq!(on.auth.max_decisions, 1000);
+        assert_eq!(on.auth.grace, Duration::ZERO);
+        assert_eq!(
+            on.original_auth_cache,
+            OriginalAuthCache {
+                enabled: Some(true),
+                ttl_seconds: Some(30),
+                capacity: Some(1000),
+                max_concurrent_backend_requests: Some(2),
+                refresh_before_seconds: Some(5),
+            }
+        );
+        let unlimited = with(&[
+            "--auth-cache-enabled=T",
+            "--auth-cache-ttl-seconds=0",
+            "--auth-cache-capacity=0",
+        ])
+        .unwrap();
+        assert_eq!(unlimited.auth.allow_ttl, NO_LIMIT);
+        assert_eq!(unlimited.auth.max_decisions, u64::MAX);
+        for flag in [
+            "auth-cache-ttl-seconds",
+            "auth-cache-capacity",
+            "auth-cache-max-concurrent-backend-requests",
+            "auth-cache-refresh-before-seconds",
+        ] {
+            assert_eq!(
+                with(&[&format!("--{flag}=-1")]),
+                Err(ConfigError::Negative(flag))
+            );
+        }
+    }
+
+    #[test]
+    fn go_booleans_and_older_flags() {
+        for (value, want) in [
+            ("1", true),
+            ("t", true),
+            ("TRUE", true),
+            ("0", false),
+            ("F", false),
+        ] {
+            assert_eq!(parse_go_bool(value), Ok(want));
+        }
+        assert!(parse_go_bool("yes").is_err());
+        let c = parse(&[
+            "--base-domain=d",
+            "--auth-enabled=0",
+            "--services-file=f",
+            "--refresh-period-seconds=60",
+        ])
+        .unwrap();
+        assert!(!c.auth.enabled);
+        assert_eq!(c.discovery_period, Duration::from_secs(60));
+        assert_eq!(
+            with(&["--discovery-period-seconds=86401"]),
+            Err(ConfigError::ZeroDiscoveryPeriod)
+        );
+    }
+
+    #[test]
+    fn logging_config_is_loaded_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.yaml");
+        std::fs::write(&good, "accessLog:\n  enabled: false\n").unwrap();
+        let c = with(&["--logging-config", good.to_str().unwrap()]).unwrap();
+        assert!(!c.logging.unwrap().access_log.enabled);
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, "server:\n  colour: red\n").unwrap();
+        match with(&["--logging-config", bad.to_str().unwrap()]) {
+            Err(ConfigError::Logging { error, .. }) => assert!(error.contains("colour"), "{error}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -44,28 +44,53 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse_from(normalize_single_dash_flags(std::env::args_os()));
-    if let Err(e) = init_tracing(&cli.log) {
-        eprintln!("task-proxy: {e:#}");
-        return std::process::ExitCode::from(2);
-    }
+    let cli = Cli::parse_from(default_to_serve(normalize_single_dash_flags(
+        std::env::args_os(),
+    )));
     let result = match cli.command {
         Command::Serve(args) => {
             let check_only = args.check_config;
-            match (*args).into_config() {
+            let config = match (*args).into_config() {
                 Err(e) => {
                     eprintln!("task-proxy: invalid configuration: {e}");
                     return std::process::ExitCode::from(2);
                 }
-                Ok(config) if check_only => {
-                    println!("{config:#?}");
-                    return std::process::ExitCode::SUCCESS;
+                Ok(config) => config,
+            };
+            if check_only {
+                println!("{config:#?}");
+                return std::process::ExitCode::SUCCESS;
+            }
+            // `--logging-config` replaces `--log-level`; `--log-format` still picks the format.
+            let _logging = match &config.logging {
+                Some(logging) => match logging.install(cli.log.log_format == "json") {
+                    Ok(guard) => Some(guard),
+                    Err(e) => {
+                        eprintln!("task-proxy: cannot set up logging: {e}");
+                        return std::process::ExitCode::from(2);
+                    }
+                },
+                None => {
+                    if let Err(e) = init_tracing(&cli.log) {
+                        eprintln!("task-proxy: {e:#}");
+                        return std::process::ExitCode::from(2);
+                    }
+                    None
                 }
-                Ok(config) => serve(config, |_| {}),
+            };
+            serve(config, |_| {})
+        }
+        other => {
+            if let Err(e) = init_tracing(&cli.log) {
+                eprintln!("task-proxy: {e:#}");
+                return std::process::ExitCode::from(2);
+            }
+            match other {
+                Command::Dev(args) => dev::run(args),
+                Command::DemoJob(args) => dev::run_demo_job(args),
+                Command::Serve(_) => unreachable!("handled above"),
             }
         }
-        Command::Dev(args) => dev::run(args),
-        Command::DemoJob(args) => dev::run_demo_job(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -75,6 +100,20 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The original binary has no subcommand: `server -yt-proxy=... -base-domain=...`. A command
+/// line whose first argument is a flag other than help, version and the global `--log-*` ones
+/// is run as `serve`.
+fn default_to_serve(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    let global = ["-h", "--help", "-V", "--version"].contains(&first)
+        || first.starts_with("--log-format")
+        || first.starts_with("--log-level");
+    if first.starts_with('-') && !global {
+        args.insert(1, "serve".into());
+    }
+    args
 }
 
 /// Accepts the original deployment's single-dash long flags (`-base-domain=x`,

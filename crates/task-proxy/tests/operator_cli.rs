@@ -57,6 +57,12 @@ fn help_documents_every_flag_with_its_env_var() {
         ("--services-file", "TASK_PROXY_SERVICES_FILE"),
         ("--log-format", "TASK_PROXY_LOG_FORMAT"),
         ("--log-level", "TASK_PROXY_LOG_LEVEL"),
+        ("--logging-config", "TASK_PROXY_LOGGING_CONFIG"),
+        ("--auth-cache-enabled", "TASK_PROXY_AUTH_CACHE_ENABLED"),
+        (
+            "--route-timeout-seconds",
+            "TASK_PROXY_ROUTE_TIMEOUT_SECONDS",
+        ),
         ("--check-config", ""),
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
@@ -204,6 +210,20 @@ fn check_deployment(docs: &[serde_yaml::Value], token_file: &Path) -> Vec<String
         .map(|a| a.as_str().expect("string arg").to_string())
         .map(|a| match a.strip_prefix("--yt-token-path=") {
             Some(_) => format!("--yt-token-path={}", token_file.display()),
+            None => a,
+        })
+        .map(|a| match a.strip_prefix("-logging-config=") {
+            // The rendered ConfigMap's file, where the pod would see it.
+            Some(_) => {
+                let config = docs
+                    .iter()
+                    .find(|d| kind_of(d) == "ConfigMap" && d["data"]["logging.yaml"].is_string())
+                    .expect("a ConfigMap with logging.yaml");
+                let path = token_file.with_file_name("logging.yaml");
+                std::fs::write(&path, config["data"]["logging.yaml"].as_str().unwrap())
+                    .expect("write logging.yaml");
+                format!("-logging-config={}", path.display())
+            }
             None => a,
         })
         .collect();
@@ -404,4 +424,216 @@ affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: []
     assert_eq!(pod["nodeSelector"]["role"], "edge");
     assert_eq!(pod["volumes"][0]["secret"]["secretName"], "my-robot-token");
     assert_eq!(pod["containers"][0]["resources"]["limits"]["memory"], "1Gi");
+}
+
+/// A values file with the original chart's value names (its newest values.yaml, our own copy of
+/// the names): timeouts, auth cache, logging and alerts render to flags and a logging config
+/// the binary accepts, and to alert rules on our metric names.
+#[test]
+fn helm_chart_takes_the_original_charts_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "robot-token\n").expect("token");
+    let values = dir.path().join("original.yaml");
+    std::fs::write(
+        &values,
+        r#"
+replicas: 1
+baseDomain: my-cluster.ytsaurus.example.net
+tokenSecretRef: task-proxy-token
+ytProxy: ""
+dirPath: //sys/task_proxies
+discoveryPeriodSeconds: 60
+timeouts:
+  connectTimeoutSeconds: 2
+  routeTimeoutSeconds: 15
+  streamIdleTimeoutSeconds: 300
+auth:
+  enabled: true
+  cookieName: YTCypressCookie
+  cache:
+    enabled: false
+    ttlSeconds: 30
+    capacity: 1000
+    maxConcurrentBackendRequests: 2
+    refreshBeforeSeconds: 5
+tls:
+  enabled: false
+  certSecretRef: yt-domain-cert
+persistence:
+  storageClass: null
+  size: 5Gi
+  accessModes: [ReadWriteOnce]
+podSecurityContext:
+  fsGroup: 101
+proxy:
+  logging:
+    writerType: stderr
+    minLogLevel: info
+    rotationPolicy: null
+  accessLog:
+    enabled: true
+    writerType: file
+    rotationPolicy: null
+  image:
+    repository: envoyproxy/envoy
+    tag: v1.36-latest
+  resources: {}
+server:
+  logging:
+    writerType: file
+    minLogLevel: debug
+    rotationPolicy:
+      maxSegmentSize: 8Mi
+      maxSegmentCountToKeep: 3
+  image:
+    repository: ghcr.io/ytsaurus/task-proxy
+    tag: ""
+  resources: {}
+nodeSelector: {}
+affinity: {}
+monitoring:
+  enabled: true
+  engine: prometheus
+  alerts:
+    enabled: true
+    authInfrastructureFailuresPerMinuteThreshold: 11
+    authContextDeadlineExceededPerMinuteThreshold: 12
+    authGrpcUnavailablePerMinuteThreshold: 13
+    authConnectionTimeoutPerMinuteThreshold: 14
+    discoveryInfrastructureFailuresPerMinuteThreshold: 15
+    discoveryContextDeadlineExceededPerMinuteThreshold: 16
+    discoveryGrpcUnavailablePerMinuteThreshold: 17
+    discoveryConnectionTimeoutPerMinuteThreshold: 18
+"#,
+    )
+    .expect("values");
+    let docs = render(&["-f", &values.to_string_lossy()]);
+    let args = check_deployment(&docs, &token_file);
+    for expected in [
+        "-connect-timeout-seconds=2",
+        "-route-timeout-seconds=15",
+        "-stream-idle-timeout-seconds=300",
+        "-auth-cache-enabled=false",
+        "-auth-cache-ttl-seconds=30",
+        "-auth-cache-capacity=1000",
+        "-auth-cache-max-concurrent-backend-requests=2",
+        "-auth-cache-refresh-before-seconds=5",
+        "--discovery-period-seconds=60",
+    ] {
+        assert!(
+            args.iter().any(|a| a == expected),
+            "{expected} not in {args:?}"
+        );
+    }
+    let logging = docs
+        .iter()
+        .find(|d| kind_of(d) == "ConfigMap")
+        .expect("logging ConfigMap");
+    let config = task_proxy::logging::LoggingConfig::parse(
+        logging["data"]["logging.yaml"]
+            .as_str()
+            .expect("logging.yaml"),
+    )
+    .expect("the rendered logging config is valid");
+    use task_proxy::logging::{ByteQuantity, WriterType};
+    assert_eq!(config.server.writer_type, WriterType::File);
+    let server = config.server.rotation_policy.expect("custom policy");
+    assert_eq!(server.max_segment_size, ByteQuantity(8 << 20));
+    assert_eq!(server.max_segment_count_to_keep, 3);
+    let access = config
+        .access_log
+        .rotation_policy
+        .expect("the original's default policy");
+    assert_eq!(access.rotation_period_milliseconds, 3_600_000);
+    assert_eq!(access.max_segment_size, ByteQuantity(100 << 20));
+    assert_eq!(access.max_total_size_to_keep, ByteQuantity(1 << 30));
+    assert_eq!(access.max_segment_count_to_keep, 10);
+    assert_eq!(config.proxy.writer_type, WriterType::Stderr);
+    let deployment = docs.iter().find(|d| kind_of(d) == "Deployment").unwrap();
+    let mounts = &deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"];
+    assert!(
+        mounts
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/var/log/task-proxy"),
+        "{mounts:?}"
+    );
+
+    // Alerts: the original's names and thresholds, on metrics this proxy exports.
+    let rule = docs
+        .iter()
+        .find(|d| kind_of(d) == "PrometheusRule")
+        .expect("PrometheusRule");
+    let sources = [
+        include_str!("../src/auth/metrics.rs"),
+        include_str!("../src/discovery/metrics.rs"),
+    ]
+    .concat();
+    let mut names = Vec::new();
+    for r in rule["spec"]["groups"][0]["rules"]
+        .as_sequence()
+        .expect("rules")
+    {
+        let name = r["alert"].as_str().expect("alert").to_string();
+        let expr = r["expr"].as_str().expect("expr");
+        let (query, threshold) = expr.rsplit_once(" > ").expect("a threshold");
+        assert!(threshold.trim().parse::<u32>().is_ok(), "{expr}");
+        let mut depth = 0i32;
+        for c in query.chars() {
+            depth += match c {
+                '(' | '{' | '[' => 1,
+                ')' | '}' | ']' => -1,
+                _ => 0,
+            };
+            assert!(depth >= 0, "{expr}");
+        }
+        assert_eq!(depth, 0, "unbalanced: {expr}");
+        assert!(
+            !expr.contains("yt_task_proxy_"),
+            "the original's metric names: {expr}"
+        );
+        for metric in query
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("task_proxy_"))
+        {
+            let base = ["_total", "_count", "_bucket"]
+                .iter()
+                .fold(metric, |m, suffix| m.strip_suffix(suffix).unwrap_or(m));
+            let registered = sources.contains(&format!("\"{base}\""))
+                || base
+                    .strip_prefix("task_proxy_discovery_")
+                    .is_some_and(|short| sources.contains(&format!("\"{short}\"")));
+            assert!(registered, "{metric} is not a metric of ours ({expr})");
+        }
+        names.push((name, threshold.trim().to_string()));
+    }
+    for (alert, threshold) in [
+        ("TaskProxyAuthorizationInfrastructureFailures", "11"),
+        ("TaskProxyAuthorizationContextDeadlineExceeded", "12"),
+        ("TaskProxyAuthorizationGrpcUnavailable", "13"),
+        ("TaskProxyDiscoveryInfrastructureFailures", "15"),
+    ] {
+        assert!(
+            names.contains(&(alert.to_string(), threshold.to_string())),
+            "{alert} > {threshold} not in {names:?}"
+        );
+    }
+
+    // VictoriaMetrics: the same rules as a VMRule; our defaults render no original flags.
+    let docs = render(&[
+        "--set",
+        "monitoring.enabled=true",
+        "--set",
+        "monitoring.engine=victoriametrics",
+    ]);
+    assert!(docs.iter().any(|d| kind_of(d) == "VMRule"));
+    let args = check_deployment(&docs, &token_file);
+    assert!(
+        !args.iter().any(|a| a.starts_with("-auth-cache")
+            || a.starts_with("-route-timeout")
+            || a.starts_with("-logging-config")),
+        "{args:?}"
+    );
 }

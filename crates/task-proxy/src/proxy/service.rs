@@ -28,6 +28,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -136,6 +137,42 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         Pin::new(&mut self.inner).poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body cut at the route deadline (`-route-timeout-seconds`): past it the body
+/// ends with an error, so the caller sees a truncated response, as with the original.
+struct RouteDeadline<B> {
+    inner: B,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> Body for RouteDeadline<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err("the route timeout passed".into()))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -455,6 +492,13 @@ impl Pipeline {
         };
         let req = Request::from_parts(parts, body);
 
+        // `-route-timeout-seconds`: the whole response must be passed on by this deadline.
+        let route_deadline = self
+            .shared
+            .limits
+            .route_timeout
+            .filter(|_| !is_upgrade)
+            .map(|t| tokio::time::Instant::now() + t);
         let (response, in_flight) = match self.send(&backend, req, replay, is_upgrade).await {
             Ok(ok) => ok,
             Err(failure) => {
@@ -530,8 +574,15 @@ impl Pipeline {
         let body = Guarded {
             inner: rbody,
             _guards: (active, in_flight),
-        }
-        .boxed();
+        };
+        let body = match route_deadline {
+            Some(deadline) => RouteDeadline {
+                inner: body,
+                sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            }
+            .boxed(),
+            None => body.boxed(),
+        };
         Ok(Response::from_parts(rparts, body))
     }
 
