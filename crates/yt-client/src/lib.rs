@@ -15,7 +15,7 @@ mod transport;
 mod types;
 
 pub use config::{ClientConfig, Credentials};
-pub use error::{Error, YtError};
+pub use error::{codes, Error, YtError};
 pub use transport::ClientStats;
 pub use types::{
     host_of, BatchRequest, CursorDirection, Job, ListOperationsRequest, OperationsPage,
@@ -408,6 +408,21 @@ impl YtClient {
         }
     }
 
+    /// Whether the proxy has `command`: `GET /api/v4/` lists the commands the server registered
+    /// (an older server lacks newer ones and answers them 404 "is not registered").
+    pub async fn has_command(&self, command: &str) -> Result<bool, Error> {
+        let body = self.inner.get_raw("/api/v4/").await?;
+        let json: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| Error::Decode(format!("the command list: {e}")))?;
+        let list = json
+            .as_array()
+            .ok_or_else(|| Error::Decode("the command list is not a list".into()))?;
+        Ok(list.iter().any(|d| {
+            d.get("name").and_then(serde_json::Value::as_str) == Some(command)
+                || d.as_str() == Some(command)
+        }))
+    }
+
     /// The login of whoever holds `credentials` (`POST /auth/whoami` with them, not with the
     /// robot token). Credentials the cluster does not accept give [`Error::Unauthenticated`].
     pub async fn whoami(&self, credentials: &Credentials) -> Result<String, Error> {
@@ -469,6 +484,35 @@ fn parse_jobs_page(operation_id: &str, node: &Node) -> Result<(Vec<Job>, usize),
         .get("jobs")
         .and_then(Node::as_list)
         .ok_or_else(|| Error::Decode("list_jobs: no \"jobs\" list in the answer".into()))?;
+    // The server answers `list_jobs` successfully even when it could not ask the controller
+    // agent (or the archive): the failures are in `errors`, and jobs known only from the
+    // archive as running are marked `is_stale`. Such an answer is not the operation's jobs.
+    if let Some(errors) = node.get("errors").and_then(Node::as_list) {
+        if !errors.is_empty() {
+            let mut error = YtError::new(
+                1,
+                format!(
+                    "list_jobs of {operation_id} answered with {} error(s)",
+                    errors.len()
+                ),
+            );
+            error.inner_errors = errors
+                .iter()
+                .map(|e| YtError::from_node(e).unwrap_or_else(|m| YtError::new(1, m)))
+                .collect();
+            return Err(Error::Incomplete(error));
+        }
+    }
+    let stale = items
+        .iter()
+        .filter(|item| item.get("is_stale").and_then(Node::as_bool) == Some(true))
+        .count();
+    if stale > 0 {
+        return Err(Error::Incomplete(YtError::new(
+            1,
+            format!("list_jobs of {operation_id}: {stale} job(s) are stale (known only from the archive)"),
+        )));
+    }
     let mut jobs = Vec::with_capacity(items.len());
     for item in items {
         match Job::from_node(item) {

@@ -269,3 +269,104 @@ async fn injected_failures_are_retried_then_reported() {
     assert!(client.get("//sys").await.is_ok(), "recovers");
     cluster.shutdown().await;
 }
+
+/// A banned proxy answers 503 with `Retry-After: 60`: the client neither waits a minute nor
+/// outlives its deadline, and the failed attempts are counted.
+#[tokio::test]
+async fn a_banned_proxy_costs_at_most_the_callers_deadline() {
+    let cluster = cluster().await;
+    cluster.knobs().set(
+        "whoami",
+        CommandKnob {
+            banned: true,
+            ..CommandKnob::default()
+        },
+    );
+    let client = YtClient::new(
+        ClientConfig::new(cluster.url())
+            .with_token("robot-token")
+            .with_timeout(Duration::from_secs(2))
+            .with_deadline(Duration::from_secs(2))
+            .with_max_retries(3),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let e = client
+        .whoami(&Credentials::OAuth("alice-token".into()))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let yt = e.yt_error().expect("the proxy's error");
+    assert_eq!(yt.code, yt_client::codes::PROXY_BANNED, "{e}");
+    assert!(e.is_transient());
+    let stats = client.stats();
+    assert!(stats.errors_total >= 1 && stats.errors_total == stats.requests_total);
+
+    // Without a deadline the wait is still bounded by the back-off cap, not the header.
+    let mut config = ClientConfig::new(cluster.url()).with_max_retries(1);
+    config.max_backoff = Duration::from_millis(200);
+    let client = YtClient::new(config).unwrap();
+    let started = Instant::now();
+    client
+        .whoami(&Credentials::OAuth("alice-token".into()))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(client.stats().requests_total, 2, "one retry");
+    cluster.shutdown().await;
+}
+
+/// Invalid credentials (code 111) are a definitive answer, never retried as a ban.
+#[tokio::test]
+async fn invalid_credentials_are_not_retried() {
+    let cluster = cluster().await;
+    cluster.knobs().set(
+        "whoami",
+        CommandKnob {
+            error_rate: 1.0,
+            error_status: Some(401),
+            error_code: Some(111),
+            ..CommandKnob::default()
+        },
+    );
+    let client = robot(&cluster);
+    let e = client
+        .whoami(&Credentials::OAuth("alice-token".into()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Unauthenticated(_)), "{e}");
+    assert_eq!(client.stats().requests_total, 1);
+    cluster.shutdown().await;
+}
+
+/// A server without a command answers 404 "not registered", leaves it out of `/api/v4`, and
+/// the client neither retries nor mistakes it for anything else.
+#[tokio::test]
+async fn an_unregistered_command_is_recognised() {
+    let cluster = cluster().await;
+    let client = robot(&cluster);
+    assert!(client
+        .has_command("check_operation_permission")
+        .await
+        .unwrap());
+    cluster.knobs().set(
+        "check_operation_permission",
+        CommandKnob {
+            unregistered: true,
+            ..CommandKnob::default()
+        },
+    );
+    assert!(!client
+        .has_command("check_operation_permission")
+        .await
+        .unwrap());
+    let before = client.stats().requests_total;
+    let e = client
+        .check_operation_permission("1-2-3-4", "alice", "read")
+        .await
+        .unwrap_err();
+    assert!(e.is_unregistered_command(), "{e}");
+    assert_eq!(client.stats().requests_total - before, 1, "not retried");
+    cluster.shutdown().await;
+}
