@@ -734,12 +734,38 @@ fn list_jobs(shared: &Arc<Shared>, p: &Params) -> Result<Output, YtError> {
     });
     jobs.sort_by(|a, b| a.start_us.cmp(&b.start_us).then_with(|| a.id.cmp(&b.id)));
     let total = jobs.len();
+    let knob = shared.knobs.get("list_jobs").unwrap_or_default();
+    let agent_unreachable = knob.controller_agent_unreachable;
+    let stale = knob.stale_jobs;
+    // Without the controller agent (and with no job archive here) the server has no jobs to
+    // list: an empty list, and the failure in `errors`.
+    let shown = if agent_unreachable { 0 } else { limit };
     let page: Vec<Node> = jobs
         .iter()
         .skip(offset)
-        .take(limit)
-        .map(|j| j.to_node())
+        .take(shown)
+        .map(|j| {
+            let mut node = j.to_node();
+            if stale && j.state == "running" {
+                if let Value::Map(map) = &mut node.value {
+                    map.push(("is_stale".into(), Node::from(Value::Boolean(true))));
+                }
+            }
+            node
+        })
         .collect();
+    let errors = if agent_unreachable {
+        vec![YtError::new(
+            crate::error::codes::TRANSPORT,
+            503,
+            format!(
+                "Cannot get jobs of operation {id} from its controller agent (development cluster knob)"
+            ),
+        )
+        .to_node()]
+    } else {
+        Vec::new()
+    };
     Ok(Output::Structured(Node::map(vec![
         ("jobs".into(), Node::list(page)),
         ("total".into(), int(total as i64)),
@@ -747,7 +773,11 @@ fn list_jobs(shared: &Arc<Shared>, p: &Params) -> Result<Output, YtError> {
         ("scheduler_job_count".into(), int(op.running.len() as i64)),
         (
             "controller_agent_job_count".into(),
-            int(op.running.len() as i64),
+            if agent_unreachable {
+                Node::entity()
+            } else {
+                int(op.running.len() as i64)
+            },
         ),
         ("archive_job_count".into(), Node::entity()),
         (
@@ -763,7 +793,7 @@ fn list_jobs(shared: &Arc<Shared>, p: &Params) -> Result<Output, YtError> {
                     .collect(),
             ),
         ),
-        ("errors".into(), Node::list(Vec::new())),
+        ("errors".into(), Node::list(errors)),
         ("continuation_token".into(), Node::entity()),
     ])))
 }
