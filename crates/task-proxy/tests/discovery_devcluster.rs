@@ -840,3 +840,46 @@ async fn spyt_standalone_described_in_the_spec() {
     assert_eq!(report.spyt_operations, 1, "{report:?}");
     cluster.shutdown().await;
 }
+
+/// A banned cluster proxy (503, `Retry-After: 60`) fails the pass within its period instead
+/// of holding it for the header's minute (or the pass timeout).
+#[tokio::test]
+async fn a_banned_cluster_proxy_fails_the_pass_within_its_period() {
+    let cluster = cluster().await;
+    let table = RoutingTable::new(BASE);
+    let period = Duration::from_millis(500);
+    let mut client_config = ClientConfig::new(cluster.url()).with_token("robot-token");
+    client_config.timeout = Duration::from_secs(5);
+    client_config.max_retries = 3;
+    client_config.deadline = Some(period);
+    let mut config = DiscoveryConfig::new(BASE);
+    config.period = period;
+    config.pass_timeout = Duration::from_secs(3);
+    let mut discovery = Discovery::new(YtClient::new(client_config).unwrap(), config);
+    cluster.knobs().set(
+        "list_operations",
+        CommandKnob {
+            banned: true,
+            ..CommandKnob::default()
+        },
+    );
+    let started = Instant::now();
+    let report = discovery.run_pass(&table).await;
+    let took = started.elapsed();
+    assert!(!report.succeeded(), "{report:?}");
+    assert!(
+        report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("banned")),
+        "{report:?}"
+    );
+    assert!(report.requests >= 1, "{report:?}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(!table.is_loaded());
+
+    cluster.knobs().clear();
+    let report = discovery.run_pass(&table).await;
+    assert!(report.succeeded(), "{report:?}");
+    cluster.shutdown().await;
+}
