@@ -31,6 +31,10 @@ use yson::{Node, Value};
 /// says it is done).
 const MAX_PAGES: usize = 100_000;
 
+/// The most operations `list_operations` returns in one answer; the server refuses a larger
+/// `limit` ("Requested result limit (N) exceeds maximum allowed limit (1000)").
+pub const MAX_LIST_OPERATIONS_LIMIT: u32 = 1000;
+
 /// Batch chunks of one `execute_batch` call sent at the same time.
 const PARALLEL_BATCH_CHUNKS: usize = 8;
 
@@ -107,7 +111,8 @@ impl YtClient {
     }
 
     /// [`YtClient::list_running_operations`] with pages of `page_size` (the real cluster
-    /// accepts up to 1000; a server that caps lower must say `incomplete`).
+    /// accepts up to 1000 and refuses more, so larger sizes are lowered to 1000; a server that
+    /// caps lower must say `incomplete`).
     pub async fn list_running_operations_paged(
         &self,
         attributes: &[&str],
@@ -119,7 +124,8 @@ impl YtClient {
                 attrs.push(needed.to_string());
             }
         }
-        let page_size = page_size.max(1);
+        // The server refuses pages over 1000 operations (it does not cap them).
+        let page_size = page_size.clamp(1, MAX_LIST_OPERATIONS_LIMIT);
         let mut seen: HashSet<String> = HashSet::new();
         let mut out = Vec::new();
         let mut cursor: Option<time::Instant> = None;

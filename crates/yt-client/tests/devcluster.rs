@@ -370,3 +370,41 @@ async fn an_unregistered_command_is_recognised() {
     assert_eq!(client.stats().requests_total - before, 1, "not retried");
     cluster.shutdown().await;
 }
+
+/// The server refuses `list_operations` pages over 1000 (it does not cap them): the client
+/// never asks for more, whatever page size it is given.
+#[tokio::test]
+async fn list_operations_pages_stay_within_the_servers_limit() {
+    let cluster = cluster().await;
+    cluster
+        .add_synthetic_operations(SyntheticLoad {
+            operations: 1200,
+            jobs_per_operation: 0,
+            task_proxy: false,
+            ..SyntheticLoad::default()
+        })
+        .unwrap();
+    let client = robot(&cluster);
+    let refused = client
+        .list_operations(&yt_client::ListOperationsRequest {
+            limit: Some(1001),
+            ..yt_client::ListOperationsRequest::default()
+        })
+        .await
+        .unwrap_err();
+    let yt = refused.yt_error().expect("the server's error");
+    assert!(
+        yt.message
+            .contains("Requested result limit (1001) exceeds maximum allowed limit (1000)"),
+        "{refused}"
+    );
+    assert!(!refused.is_transient());
+    cluster.reset_request_counts();
+    let ops = client
+        .list_running_operations_paged(&["id"], 5000)
+        .await
+        .unwrap();
+    assert_eq!(ops.len(), 1200);
+    assert_eq!(cluster.request_counts().get("list_operations"), Some(&2));
+    cluster.shutdown().await;
+}

@@ -698,7 +698,13 @@ fn list_operations(shared: &Arc<Shared>, p: &Params) -> Result<Output, YtError> 
         Some(l) if l <= 0 => {
             return Err(YtError::bad_request("Parameter \"limit\" must be positive"))
         }
-        Some(l) => (l as usize).min(MAX_LIST_LIMIT),
+        // The server refuses a larger page rather than capping it.
+        Some(l) if l as u64 > MAX_LIST_LIMIT as u64 => {
+            return Err(YtError::bad_request(format!(
+                "Requested result limit ({l}) exceeds maximum allowed limit ({MAX_LIST_LIMIT})"
+            )))
+        }
+        Some(l) => l as usize,
     };
     let q = ListOperationsQuery {
         state: p.opt_str("state")?.map(str::to_string),
