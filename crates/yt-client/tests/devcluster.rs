@@ -408,3 +408,54 @@ async fn list_operations_pages_stay_within_the_servers_limit() {
     assert_eq!(cluster.request_counts().get("list_operations"), Some(&2));
     cluster.shutdown().await;
 }
+
+/// The server's `list_operations` cursor is exclusive: a page from `cursor_time` = an
+/// operation's start time does not list that operation; paging still loses none of those
+/// that share a start time.
+#[tokio::test]
+async fn the_list_operations_cursor_is_exclusive() {
+    let cluster = cluster().await;
+    cluster
+        .add_synthetic_operations(SyntheticLoad {
+            operations: 30,
+            jobs_per_operation: 0,
+            task_proxy: false,
+            ..SyntheticLoad::default()
+        })
+        .unwrap();
+    let client = robot(&cluster);
+    let first = client
+        .list_operations(&yt_client::ListOperationsRequest {
+            state: Some("running".into()),
+            limit: Some(1),
+            cursor_direction: Some(yt_client::CursorDirection::Past),
+            attributes: vec!["id".into(), "start_time".into()],
+            ..yt_client::ListOperationsRequest::default()
+        })
+        .await
+        .unwrap();
+    let newest = &first.operations[0];
+    let start = newest.get("start_time").and_then(Node::as_str).unwrap();
+    let next = client
+        .list_operations(&yt_client::ListOperationsRequest {
+            state: Some("running".into()),
+            limit: Some(1000),
+            cursor_time: Some(start.to_string()),
+            cursor_direction: Some(yt_client::CursorDirection::Past),
+            attributes: vec!["id".into(), "start_time".into()],
+            ..yt_client::ListOperationsRequest::default()
+        })
+        .await
+        .unwrap();
+    let id = newest.get("id").and_then(Node::as_str).unwrap();
+    assert!(
+        next.operations
+            .iter()
+            .all(|o| o.get("id").and_then(Node::as_str) != Some(id)),
+        "the cursor's own operation is not listed again"
+    );
+    assert_eq!(next.operations.len(), 29);
+    let all = client.list_running_operations(&["id"]).await.unwrap();
+    assert_eq!(all.len(), 30);
+    cluster.shutdown().await;
+}
