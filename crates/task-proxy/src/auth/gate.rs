@@ -400,7 +400,7 @@ impl Checks {
         if self.unsupported.set(Arc::from(reason)).is_ok() {
             tracing::error!(
                 reason,
-                "auth cannot decide any request; answering 503 until the cluster is upgraded"
+                "auth cannot decide any request; answering 503 (and failing /readyz) until restarted against an upgraded cluster"
             );
         }
     }
