@@ -15,6 +15,9 @@ use yson::Node;
 /// `<format=text>yson`: what the client asks for and sends.
 pub(crate) const YSON_TEXT_FORMAT: &str = "<format=text>yson";
 
+/// Heavy commands this client reads (the ones a control proxy may redirect).
+const HEAVY_READS: &[&str] = &["read_table", "read_file"];
+
 /// How a command travels (DESIGN §4): light reads GET, mutations POST, inputs PUT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Method {
@@ -280,6 +283,12 @@ impl Transport {
             Method::Put => self.http.put(&url),
         };
         let mut headers = HeaderMap::new();
+        if raw_path.is_none() && HEAVY_READS.contains(&call.command) {
+            // A control proxy redirects heavy commands to a data proxy (307) unless told not
+            // to; a redirect to another host would drop the credentials, so the proxy asked
+            // serves the read itself.
+            headers.insert("X-YT-Suppress-Redirect", HeaderValue::from_static("1"));
+        }
         if raw_path.is_none() {
             headers.insert(
                 "X-YT-Header-Format",

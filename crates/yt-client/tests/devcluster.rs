@@ -459,3 +459,43 @@ async fn the_list_operations_cursor_is_exclusive() {
     assert_eq!(all.len(), 30);
     cluster.shutdown().await;
 }
+
+/// A control proxy redirects heavy reads (307 to a data proxy on another host, which would
+/// not get the credentials); the client asks it to serve them itself.
+#[tokio::test]
+async fn heavy_reads_are_not_redirected_away_from_the_credentials() {
+    let cluster = cluster().await;
+    let client = robot(&cluster);
+    client
+        .create("table", "//home/r/table", None, true, false)
+        .await
+        .unwrap();
+    let rows = vec![Node::map(vec![("k".into(), Node::string("v"))])];
+    client.write_table("//home/r/table", &rows).await.unwrap();
+    cluster.knobs().set(
+        "read_table",
+        CommandKnob {
+            redirect: true,
+            ..CommandKnob::default()
+        },
+    );
+    // The knob redirects as the server does...
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let answer = plain
+        .get(format!(
+            "{}/api/v4/read_table?path=//home/r/table",
+            cluster.url()
+        ))
+        .header("Authorization", "OAuth robot-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 307);
+    assert!(answer.headers().contains_key("location"));
+    // ...and the client's read is served where it asked.
+    assert_eq!(client.read_table("//home/r/table").await.unwrap(), rows);
+    cluster.shutdown().await;
+}

@@ -41,6 +41,10 @@ pub struct CommandKnob {
     /// `list_jobs` marks running jobs `is_stale`, as the server does for jobs the archive
     /// says are running but the controller agent does not report.
     pub stale_jobs: bool,
+    /// Answer as a control proxy does for a heavy command: 307 to a data proxy (here
+    /// `localhost` at the same port, path and query) unless the request has
+    /// `X-YT-Suppress-Redirect`.
+    pub redirect: bool,
 }
 
 /// What the server should do with one request, decided from the knobs.

@@ -156,6 +156,23 @@ async fn handle(
         .headers()
         .get(http::header::AUTHORIZATION)
         .is_some_and(|v| v.as_bytes().starts_with(b"Bearer "));
+    let suppress_redirect = req.headers().contains_key("x-yt-suppress-redirect");
+    if !suppress_redirect && shared.knobs.get(&command).is_some_and(|k| k.redirect) {
+        let location = format!(
+            "http://localhost:{}{}",
+            shared.addr.port(),
+            req.uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or(&path)
+        );
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(http::header::LOCATION, value);
+        }
+        return Ok(response);
+    }
     if bearer && shared.knobs.get(&command).is_some_and(|k| k.reject_bearer) {
         return Ok(error_response(&YtError::new(
             crate::error::codes::INVALID_CREDENTIALS,
