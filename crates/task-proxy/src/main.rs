@@ -205,10 +205,29 @@ fn build_gate(config: &Config) -> anyhow::Result<Gate> {
         ClientConfig::new(yt_proxy.clone())
             .with_token(token)
             .with_timeout(config.auth_timeout)
+            // Retries (and a proxy's `Retry-After`) never outlast the auth timeout: an
+            // uncached caller gets its answer, or 503, within it.
+            .with_deadline(config.auth_timeout)
             .with_max_retries(1),
     )
     .map_err(|e| anyhow::anyhow!("cannot create the cluster client for auth: {e}"))?;
-    Gate::new(config.auth.clone(), Arc::new(client)).context("invalid auth configuration")
+    let gate = Gate::new(config.auth.clone(), Arc::new(client.clone()))
+        .context("invalid auth configuration")?;
+    // Older servers lack `check_operation_permission`: find out now rather than on the first
+    // request (which also detects it, for a server downgraded later).
+    let probed = gate.clone();
+    tokio::spawn(async move {
+        match task_proxy::auth::probe_permission_command(&client).await {
+            Ok(()) => {}
+            Err(task_proxy::auth::BackendError::Unsupported(reason)) => {
+                probed.mark_unsupported(&reason)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot list the cluster's commands at start-up; checking on first use")
+            }
+        }
+    });
+    Ok(gate)
 }
 
 /// The robot token: the file `--yt-token-path`, else `--yt-token`/`YT_TOKEN` (trimmed; the
@@ -423,6 +442,9 @@ fn yt_client(config: &Config) -> anyhow::Result<YtClient> {
     let mut client_config = ClientConfig::new(proxy);
     client_config.token = token;
     client_config.timeout = Duration::from_secs(10);
+    // A call's retries and waits (a proxy's `Retry-After` included) end within one discovery
+    // period, so a failing cluster fails the pass instead of stretching it.
+    client_config.deadline = Some(config.discovery_period.max(Duration::from_secs(1)));
     YtClient::new(client_config).context("cannot set up the cluster client")
 }
 

@@ -613,3 +613,90 @@ async fn the_overall_lookup_limit_answers_503_with_retry_after() {
         "{metrics}"
     );
 }
+
+/// A banned cluster proxy answers 503 with `Retry-After: 60`; an uncached user still gets the
+/// proxy's 503 within the auth timeout, not after a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_cluster_proxy_answers_uncached_users_within_the_auth_timeout() {
+    let env = Env::start(&["--auth-timeout", "2s"]).await;
+    env.cluster.knobs().set(
+        "whoami",
+        CommandKnob {
+            banned: true,
+            ..CommandKnob::default()
+        },
+    );
+    let host = format!("Host: {}", env.domain("web"));
+    let started = std::time::Instant::now();
+    let (_, head) = curl(&[
+        "-i",
+        "-m",
+        "90",
+        "-H",
+        &host,
+        "-H",
+        "Authorization: OAuth root-token",
+        &env.url("/"),
+    ]);
+    let took = started.elapsed();
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(env.counts().0 >= 1, "the proxy asked the cluster");
+    env.cluster.knobs().clear();
+}
+
+/// A cluster that refuses `Authorization: Bearer` (code 111, "Malformed Authorization
+/// header") gives the caller a 401 that says so, without retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_refusing_bearer_tokens_gives_a_clear_401() {
+    let env = Env::start(&[]).await;
+    env.cluster.knobs().set(
+        "*",
+        CommandKnob {
+            reject_bearer: true,
+            ..CommandKnob::default()
+        },
+    );
+    env.cluster.reset_request_counts();
+    let host = format!("Host: {}", env.domain("web"));
+    let (_, out) = curl(&[
+        "-i",
+        "-H",
+        &host,
+        "-H",
+        "Authorization: Bearer bob-iam",
+        &env.url("/"),
+    ]);
+    assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    assert!(out.contains("does not accept Bearer tokens"), "{out}");
+    assert_eq!(env.counts().0, 1, "one whoami, not retried");
+    // OAuth still works.
+    assert_eq!(env.http_status("web", "/", Some(ALICE_OAUTH)), 200);
+}
+
+/// A cluster without `check_operation_permission` (an older server: 404 "Command ... is not
+/// registered", and missing from `/api/v4`) is detected on first use: a 503 that names the
+/// requirement, and `/readyz` failing with the same reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_without_the_permission_command_fails_readiness_with_the_reason() {
+    let env = Env::start(&[]).await;
+    let readyz = format!("http://{}/readyz", env.proxy.admin);
+    assert_eq!(status_of(&readyz, &[]), 200);
+    env.cluster.knobs().set(
+        "check_operation_permission",
+        CommandKnob {
+            unregistered: true,
+            ..CommandKnob::default()
+        },
+    );
+    let host = format!("Host: {}", env.domain("web"));
+    for _ in 0..2 {
+        let (_, out) = curl(&["-i", "-H", &host, "-H", ALICE_OAUTH, &env.url("/")]);
+        assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+        assert!(out.contains("check_operation_permission"), "{out}");
+    }
+    assert_eq!(env.counts().1, 1, "asked once, then known");
+    let (_, out) = curl(&["-i", &readyz]);
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(out.contains("check_operation_permission"), "{out}");
+}

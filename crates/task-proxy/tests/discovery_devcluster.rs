@@ -719,3 +719,167 @@ async fn hash_collisions_are_resolved_counted_once_and_reported() {
     );
     cluster.shutdown().await;
 }
+
+/// `list_jobs` succeeding with `errors` (the controller agent unreachable: no jobs) or with
+/// jobs marked `is_stale` is not the operation's jobs: the last endpoints stay for the pass.
+#[tokio::test]
+async fn incomplete_job_lists_keep_the_last_endpoints() {
+    let cluster = cluster().await;
+    let table = RoutingTable::new(BASE);
+    let mut discovery = discovery(&cluster);
+    let op = vanilla(
+        &cluster,
+        r#"{s={job_count=2; command="sleep 1000"; port_count=1}}"#,
+        "{annotations={task_proxy={enabled=%true}}}",
+    )
+    .await;
+    pass_until(
+        &mut discovery,
+        &table,
+        Duration::from_secs(10),
+        "the service",
+        |s| route(s, &op, "s", "port_0").is_some_and(|r| r.endpoints.len() == 2),
+    )
+    .await;
+    let before = table.load().routes().to_vec();
+
+    // The shape is the server's: a successful answer with the failure in `errors`.
+    let answer = yt(&cluster, &["list-jobs", &op, "--format", "json"]).await;
+    let json: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(json["errors"], serde_json::json!([]), "{answer}");
+    cluster.knobs().set(
+        "list_jobs",
+        CommandKnob {
+            controller_agent_unreachable: true,
+            ..CommandKnob::default()
+        },
+    );
+    let answer = yt(&cluster, &["list-jobs", &op, "--format", "json"]).await;
+    let json: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(json["jobs"], serde_json::json!([]), "{answer}");
+    assert_eq!(json["errors"].as_array().map(Vec::len), Some(1), "{answer}");
+
+    for _ in 0..2 {
+        let report = discovery.run_pass(&table).await;
+        assert!(report.succeeded(), "{report:?}");
+        assert!(report.errors > 0, "{report:?}");
+        assert_eq!(table.load().routes(), before.as_slice(), "endpoints kept");
+    }
+
+    cluster.knobs().set(
+        "list_jobs",
+        CommandKnob {
+            stale_jobs: true,
+            ..CommandKnob::default()
+        },
+    );
+    let answer = yt(&cluster, &["list-jobs", &op, "--format", "json"]).await;
+    let json: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert!(
+        json["jobs"].as_array().is_some_and(|jobs| !jobs.is_empty()
+            && jobs
+                .iter()
+                .all(|j| j["is_stale"] == serde_json::json!(true))),
+        "{answer}"
+    );
+    let report = discovery.run_pass(&table).await;
+    assert!(report.succeeded(), "{report:?}");
+    assert!(report.errors > 0, "stale jobs are not taken: {report:?}");
+    assert_eq!(table.load().routes(), before.as_slice(), "endpoints kept");
+
+    cluster.knobs().clear();
+    let report = discovery.run_pass(&table).await;
+    assert!(report.succeeded() && report.errors == 0, "{report:?}");
+    assert_eq!(table.load().routes(), before.as_slice());
+    cluster.shutdown().await;
+}
+
+/// SPYT writes `{"Spark over YT"={discovery_path=...}}` into the spec's top-level
+/// `description` (not into annotations, and `list_operations` does not return it): discovery
+/// reads the spec of such `is_spark` operations (once; it is remembered).
+#[tokio::test]
+async fn spyt_standalone_described_in_the_spec() {
+    let cluster = cluster().await;
+    let table = RoutingTable::new(BASE);
+    let mut discovery = discovery(&cluster);
+    let spark = vanilla(
+        &cluster,
+        r#"{master={job_count=1; command="sleep 1000"}}"#,
+        r#"{annotations={is_spark=%true}; description={"Spark over YT"={discovery_path="//home/spark/c2"}}}"#,
+    )
+    .await;
+    for (dir, node) in [("webui", "127.0.0.9:8080"), ("rest", "127.0.0.9:6066")] {
+        yt(
+            &cluster,
+            &[
+                "create",
+                "map_node",
+                &format!("//home/spark/c2/discovery/{dir}/{node}"),
+                "--recursive",
+            ],
+        )
+        .await;
+    }
+    pass_until(
+        &mut discovery,
+        &table,
+        Duration::from_secs(10),
+        "SPYT services from the spec",
+        |s| {
+            route(s, &spark, "master", "ui").is_some()
+                && route(s, &spark, "master", "rest").is_some()
+        },
+    )
+    .await;
+    let snapshot = table.load();
+    let rest = route(&snapshot, &spark, "master", "rest").unwrap();
+    assert_eq!(rest.endpoints, vec!["127.0.0.9:6066".parse().unwrap()]);
+    let report = discovery.run_pass(&table).await;
+    assert!(report.succeeded() && report.errors == 0, "{report:?}");
+    assert_eq!(report.malformed_operations, 0, "{report:?}");
+    assert_eq!(report.spyt_operations, 1, "{report:?}");
+    cluster.shutdown().await;
+}
+
+/// A banned cluster proxy (503, `Retry-After: 60`) fails the pass within its period instead
+/// of holding it for the header's minute (or the pass timeout).
+#[tokio::test]
+async fn a_banned_cluster_proxy_fails_the_pass_within_its_period() {
+    let cluster = cluster().await;
+    let table = RoutingTable::new(BASE);
+    let period = Duration::from_millis(500);
+    let mut client_config = ClientConfig::new(cluster.url()).with_token("robot-token");
+    client_config.timeout = Duration::from_secs(5);
+    client_config.max_retries = 3;
+    client_config.deadline = Some(period);
+    let mut config = DiscoveryConfig::new(BASE);
+    config.period = period;
+    config.pass_timeout = Duration::from_secs(3);
+    let mut discovery = Discovery::new(YtClient::new(client_config).unwrap(), config);
+    cluster.knobs().set(
+        "list_operations",
+        CommandKnob {
+            banned: true,
+            ..CommandKnob::default()
+        },
+    );
+    let started = Instant::now();
+    let report = discovery.run_pass(&table).await;
+    let took = started.elapsed();
+    assert!(!report.succeeded(), "{report:?}");
+    assert!(
+        report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("banned")),
+        "{report:?}"
+    );
+    assert!(report.requests >= 1, "{report:?}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(!table.is_loaded());
+
+    cluster.knobs().clear();
+    let report = discovery.run_pass(&table).await;
+    assert!(report.succeeded(), "{report:?}");
+    cluster.shutdown().await;
+}

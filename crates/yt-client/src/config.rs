@@ -14,6 +14,10 @@ pub struct ClientConfig {
     pub token: Option<String>,
     /// Limit for one HTTP attempt (connect, send, and read the whole answer).
     pub timeout: Duration,
+    /// Limit for a whole call: every attempt and every wait between attempts. A retry whose
+    /// wait would end past it is not made (the last error is returned); an attempt is cut to
+    /// the time left. `None`: attempts times `timeout` plus the waits.
+    pub deadline: Option<Duration>,
     /// Attempts after the first one for transient failures.
     pub max_retries: u32,
     /// First back-off; doubled on each retry, with jitter, up to [`ClientConfig::max_backoff`].
@@ -27,13 +31,14 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults: no token, 30 s per attempt, 3 retries from 100 ms up to 5 s, batches of 100,
+    /// Defaults: no token, 30 s per attempt, no overall deadline, 3 retries from 100 ms up to 5 s, batches of 100,
     /// pages of 100.
     pub fn new(proxy_url: impl Into<String>) -> Self {
         ClientConfig {
             proxy_url: proxy_url.into(),
             token: None,
             timeout: Duration::from_secs(30),
+            deadline: None,
             max_retries: 3,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
@@ -53,6 +58,12 @@ impl ClientConfig {
         self
     }
 
+    /// Bounds every call, retries and waits included (see [`ClientConfig::deadline`]).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
     pub fn with_max_retries(mut self, max_retries: u32) -> Self {
         self.max_retries = max_retries;
         self
@@ -65,6 +76,7 @@ impl fmt::Debug for ClientConfig {
             .field("proxy_url", &self.proxy_url)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
+            .field("deadline", &self.deadline)
             .field("max_retries", &self.max_retries)
             .field("initial_backoff", &self.initial_backoff)
             .field("max_backoff", &self.max_backoff)

@@ -4,14 +4,73 @@
 use std::fmt;
 use yson::Node;
 
-/// Codes that mean "try again later" wherever they appear in an error tree: timeout (3), RPC
-/// transport error, unavailable, request queue full, banned peer (100, 105, 108, 111), and the
-/// user's request queue being full (904).
-const RETRYABLE_CODES: &[i64] = &[3, 100, 105, 108, 111, 904];
+/// The server's error codes this client acts on (`NRpc`, `NBus`, `NSecurityClient`,
+/// `NApi::NRpcProxy` and `NYT` core error enums).
+pub mod codes {
+    /// The generic code: also what the HTTP proxy answers for a command it does not know.
+    pub const GENERIC: i64 = 1;
+    pub const TIMEOUT: i64 = 3;
+    /// A bus (connection-level) failure.
+    pub const TRANSPORT_ERROR: i64 = 100;
+    /// The server is not capable of serving requests and must not receive more load.
+    pub const UNAVAILABLE: i64 = 105;
+    pub const REQUEST_QUEUE_SIZE_LIMIT_EXCEEDED: i64 = 108;
+    /// RPC-level authentication failure (the HTTP proxy answers it with 503, not 401).
+    pub const RPC_AUTHENTICATION_ERROR: i64 = 109;
+    pub const INVALID_CSRF_TOKEN: i64 = 110;
+    /// The credentials are not valid: never retryable.
+    pub const INVALID_CREDENTIALS: i64 = 111;
+    pub const PEER_BANNED: i64 = 115;
+    pub const TRANSIENT_FAILURE: i64 = 116;
+    pub const OVERLOADED: i64 = 118;
+    pub const REQUEST_MEMORY_PRESSURE: i64 = 120;
+    pub const RESPONSE_MEMORY_PRESSURE: i64 = 122;
+    pub const RESOLVE_ERROR: i64 = 500;
+    pub const AUTHENTICATION_ERROR: i64 = 900;
+    pub const AUTHORIZATION_ERROR: i64 = 901;
+    pub const USER_BANNED: i64 = 903;
+    /// The user's own request queue is full.
+    pub const USER_REQUEST_QUEUE_SIZE_LIMIT_EXCEEDED: i64 = 904;
+    /// The HTTP or RPC proxy this request reached is banned.
+    pub const PROXY_BANNED: i64 = 2100;
+}
 
-/// Codes after which retrying cannot help: no such node (500), authentication (900, 109) and
-/// authorization (901) failures.
-const PERMANENT_CODES: &[i64] = &[500, 900, 901, 109];
+/// Codes that mean "try again later" wherever they appear in an error tree: timeouts,
+/// transport failures, unavailable, overloaded or banned servers and proxies, full request
+/// queues and memory pressure.
+const RETRYABLE_CODES: &[i64] = &[
+    codes::TIMEOUT,
+    codes::TRANSPORT_ERROR,
+    codes::UNAVAILABLE,
+    codes::REQUEST_QUEUE_SIZE_LIMIT_EXCEEDED,
+    codes::PEER_BANNED,
+    codes::TRANSIENT_FAILURE,
+    codes::OVERLOADED,
+    codes::REQUEST_MEMORY_PRESSURE,
+    codes::RESPONSE_MEMORY_PRESSURE,
+    codes::USER_REQUEST_QUEUE_SIZE_LIMIT_EXCEEDED,
+    codes::PROXY_BANNED,
+];
+
+/// Codes that say the credentials themselves were refused; the HTTP proxy answers them with
+/// 401 wherever they appear in the tree.
+const AUTHENTICATION_CODES: &[i64] = &[
+    codes::INVALID_CREDENTIALS,
+    codes::INVALID_CSRF_TOKEN,
+    codes::AUTHENTICATION_ERROR,
+];
+
+/// Codes after which retrying cannot help: no such node, authentication and authorization
+/// failures, a banned user.
+const PERMANENT_CODES: &[i64] = &[
+    codes::RESOLVE_ERROR,
+    codes::INVALID_CREDENTIALS,
+    codes::INVALID_CSRF_TOKEN,
+    codes::RPC_AUTHENTICATION_ERROR,
+    codes::AUTHENTICATION_ERROR,
+    codes::AUTHORIZATION_ERROR,
+    codes::USER_BANNED,
+];
 
 /// A YTsaurus error object: `{code, message, attributes, inner_errors}`.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -101,6 +160,19 @@ impl YtError {
                 .any(|e| e.code == 901 && e.message.to_ascii_lowercase().contains("resolv"))
     }
 
+    /// Whether the tree says the credentials were refused (invalid credentials, CSRF token or
+    /// authentication error): a definitive "no", never a reason to retry.
+    pub fn is_authentication_error(&self) -> bool {
+        self.iter().any(|e| AUTHENTICATION_CODES.contains(&e.code))
+    }
+
+    /// Whether the tree says the proxy does not know the command (HTTP 404 from the proxy with
+    /// `Command "<name>" is not registered`).
+    pub fn is_unregistered_command(&self) -> bool {
+        self.iter()
+            .any(|e| e.message.contains("is not registered") && e.message.starts_with("Command "))
+    }
+
     fn is_permanent(&self) -> bool {
         self.iter().any(|e| PERMANENT_CODES.contains(&e.code))
     }
@@ -162,6 +234,11 @@ pub enum Error {
     /// The request could not be made as asked (bad URL, bad header value, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The command succeeded but said its answer is incomplete or out of date (`list_jobs`
+    /// with `errors`, e.g. an unreachable controller agent, or with jobs marked `is_stale`):
+    /// the answer must not be taken as the whole truth. Transient.
+    #[error("incomplete answer: {0}")]
+    Incomplete(YtError),
 }
 
 impl Error {
@@ -169,9 +246,13 @@ impl Error {
     /// 429/5xx answers and retryable YT codes; never 401/403, resolve or permission errors.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Timeout | Error::Transport(_) => true,
+            Error::Timeout | Error::Transport(_) | Error::Incomplete(_) => true,
             Error::Yt { status, error } => {
-                if *status == 401 || *status == 403 || error.is_permanent() {
+                if *status == 401
+                    || *status == 403
+                    || error.is_permanent()
+                    || error.is_unregistered_command()
+                {
                     false
                 } else {
                     matches!(status, 429 | 500 | 502 | 503 | 504) || error.is_retryable()
@@ -192,6 +273,11 @@ impl Error {
     /// Whether the cluster said the path does not exist.
     pub fn is_resolve_error(&self) -> bool {
         self.yt_error().is_some_and(YtError::is_resolve_error)
+    }
+
+    /// Whether the proxy does not know the command (an older server).
+    pub fn is_unregistered_command(&self) -> bool {
+        matches!(self, Error::Yt { status: 404, error } if error.is_unregistered_command())
     }
 }
 
@@ -240,5 +326,37 @@ mod tests {
         assert!(!yt(403, YtError::new(3, "x")).is_transient());
         assert!(!Error::Unauthenticated("no".into()).is_transient());
         assert!(!Error::Decode("garbage".into()).is_transient());
+    }
+
+    #[test]
+    fn server_codes() {
+        let yt = |status, error| Error::Yt { status, error };
+        // Invalid credentials are never a ban to wait out, whatever the status.
+        let invalid = YtError::new(111, "Invalid credentials");
+        assert!(invalid.is_authentication_error());
+        assert!(!yt(503, invalid.clone()).is_transient());
+        let mut wrapped = YtError::new(1, "Error authenticating");
+        wrapped.inner_errors.push(invalid);
+        assert!(!yt(503, wrapped.clone()).is_transient());
+        assert!(wrapped.is_authentication_error());
+        assert!(YtError::new(900, "x").is_authentication_error());
+        assert!(YtError::new(110, "x").is_authentication_error());
+        assert!(!YtError::new(109, "x").is_authentication_error());
+        assert!(!yt(503, YtError::new(903, "User is banned")).is_transient());
+        // Unavailable, banned or overloaded servers and proxies are worth another try.
+        for code in [3, 100, 105, 108, 115, 116, 118, 120, 122, 904, 2100] {
+            assert!(yt(400, YtError::new(code, "x")).is_transient(), "{code}");
+        }
+        // A command the proxy does not know stays unknown.
+        let unknown = yt(
+            404,
+            YtError::new(
+                1,
+                "Command \"check_operation_permission\" is not registered",
+            ),
+        );
+        assert!(unknown.is_unregistered_command());
+        assert!(!unknown.is_transient());
+        assert!(!yt(404, YtError::new(1, "No such node")).is_unregistered_command());
     }
 }

@@ -15,7 +15,7 @@ mod transport;
 mod types;
 
 pub use config::{ClientConfig, Credentials};
-pub use error::{Error, YtError};
+pub use error::{codes, Error, YtError};
 pub use transport::ClientStats;
 pub use types::{
     host_of, BatchRequest, CursorDirection, Job, ListOperationsRequest, OperationsPage,
@@ -30,6 +30,10 @@ use yson::{Node, Value};
 /// Pages one listing may take before the client gives up (a guard against a server that never
 /// says it is done).
 const MAX_PAGES: usize = 100_000;
+
+/// The most operations `list_operations` returns in one answer; the server refuses a larger
+/// `limit` ("Requested result limit (N) exceeds maximum allowed limit (1000)").
+pub const MAX_LIST_OPERATIONS_LIMIT: u32 = 1000;
 
 /// Batch chunks of one `execute_batch` call sent at the same time.
 const PARALLEL_BATCH_CHUNKS: usize = 8;
@@ -107,7 +111,8 @@ impl YtClient {
     }
 
     /// [`YtClient::list_running_operations`] with pages of `page_size` (the real cluster
-    /// accepts up to 1000; a server that caps lower must say `incomplete`).
+    /// accepts up to 1000 and refuses more, so larger sizes are lowered to 1000; a server that
+    /// caps lower must say `incomplete`).
     pub async fn list_running_operations_paged(
         &self,
         attributes: &[&str],
@@ -119,7 +124,8 @@ impl YtClient {
                 attrs.push(needed.to_string());
             }
         }
-        let page_size = page_size.max(1);
+        // The server refuses pages over 1000 operations (it does not cap them).
+        let page_size = page_size.clamp(1, MAX_LIST_OPERATIONS_LIMIT);
         let mut seen: HashSet<String> = HashSet::new();
         let mut out = Vec::new();
         let mut cursor: Option<time::Instant> = None;
@@ -408,6 +414,21 @@ impl YtClient {
         }
     }
 
+    /// Whether the proxy has `command`: `GET /api/v4/` lists the commands the server registered
+    /// (an older server lacks newer ones and answers them 404 "is not registered").
+    pub async fn has_command(&self, command: &str) -> Result<bool, Error> {
+        let body = self.inner.get_raw("/api/v4/").await?;
+        let json: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| Error::Decode(format!("the command list: {e}")))?;
+        let list = json
+            .as_array()
+            .ok_or_else(|| Error::Decode("the command list is not a list".into()))?;
+        Ok(list.iter().any(|d| {
+            d.get("name").and_then(serde_json::Value::as_str) == Some(command)
+                || d.as_str() == Some(command)
+        }))
+    }
+
     /// The login of whoever holds `credentials` (`POST /auth/whoami` with them, not with the
     /// robot token). Credentials the cluster does not accept give [`Error::Unauthenticated`].
     pub async fn whoami(&self, credentials: &Credentials) -> Result<String, Error> {
@@ -469,6 +490,35 @@ fn parse_jobs_page(operation_id: &str, node: &Node) -> Result<(Vec<Job>, usize),
         .get("jobs")
         .and_then(Node::as_list)
         .ok_or_else(|| Error::Decode("list_jobs: no \"jobs\" list in the answer".into()))?;
+    // The server answers `list_jobs` successfully even when it could not ask the controller
+    // agent (or the archive): the failures are in `errors`, and jobs known only from the
+    // archive as running are marked `is_stale`. Such an answer is not the operation's jobs.
+    if let Some(errors) = node.get("errors").and_then(Node::as_list) {
+        if !errors.is_empty() {
+            let mut error = YtError::new(
+                1,
+                format!(
+                    "list_jobs of {operation_id} answered with {} error(s)",
+                    errors.len()
+                ),
+            );
+            error.inner_errors = errors
+                .iter()
+                .map(|e| YtError::from_node(e).unwrap_or_else(|m| YtError::new(1, m)))
+                .collect();
+            return Err(Error::Incomplete(error));
+        }
+    }
+    let stale = items
+        .iter()
+        .filter(|item| item.get("is_stale").and_then(Node::as_bool) == Some(true))
+        .count();
+    if stale > 0 {
+        return Err(Error::Incomplete(YtError::new(
+            1,
+            format!("list_jobs of {operation_id}: {stale} job(s) are stale (known only from the archive)"),
+        )));
+    }
     let mut jobs = Vec::with_capacity(items.len());
     for item in items {
         match Job::from_node(item) {

@@ -15,6 +15,9 @@ use yson::Node;
 /// `<format=text>yson`: what the client asks for and sends.
 pub(crate) const YSON_TEXT_FORMAT: &str = "<format=text>yson";
 
+/// Heavy commands this client reads (the ones a control proxy may redirect).
+const HEAVY_READS: &[&str] = &["read_table", "read_file"];
+
 /// How a command travels (DESIGN §4): light reads GET, mutations POST, inputs PUT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Method {
@@ -160,29 +163,7 @@ impl Transport {
 
     /// Sends `call` with retries; returns the answer's body.
     pub(crate) async fn execute(&self, call: &Call<'_>) -> Result<Bytes, Error> {
-        let mut attempt = 0u32;
-        loop {
-            self.stats.count(call.command, attempt > 0);
-            match self.attempt(call, None).await {
-                Ok(body) => return Ok(body),
-                Err((error, retry_after)) => {
-                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    if attempt >= self.config.max_retries || !error.is_transient() {
-                        return Err(error);
-                    }
-                    let delay = retry_after.unwrap_or_else(|| self.backoff(attempt));
-                    tracing::debug!(
-                        command = call.command,
-                        attempt,
-                        ?delay,
-                        %error,
-                        "transient error; retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-            }
-        }
+        self.run(call, None).await
     }
 
     /// Sends a request to a non-command path (like `/auth/whoami`) once per attempt, with the
@@ -196,17 +177,77 @@ impl Transport {
             credentials: Some(credentials),
             ..Call::new(path, Method::Post, Vec::new())
         };
+        self.run(&call, Some(path)).await
+    }
+
+    /// `GET` of a non-command path (like `/api/v4/`) with the robot token; returns the body.
+    pub(crate) async fn get_raw(&self, path: &'static str) -> Result<Bytes, Error> {
+        let call = Call::new(path, Method::Get, Vec::new());
+        self.run(&call, Some(path)).await
+    }
+
+    /// The retry loop. A wait (back-off or the server's `Retry-After`, whichever is asked) is
+    /// never longer than `max_backoff`, and with a call deadline no wait or attempt reaches
+    /// past it: the last error is returned instead, so a proxy answering 503 with
+    /// `Retry-After: 60` costs the caller at most its own deadline.
+    async fn run(&self, call: &Call<'_>, raw_path: Option<&str>) -> Result<Bytes, Error> {
+        let deadline = self
+            .config
+            .deadline
+            .map(|d| tokio::time::Instant::now() + d);
         let mut attempt = 0u32;
         loop {
-            self.stats.count(path, attempt > 0);
-            match self.attempt(&call, Some(path)).await {
+            self.stats.count(call.command, attempt > 0);
+            let limit = match deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() {
+                        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        return Err(Error::Timeout);
+                    }
+                    Some(left.min(self.config.timeout))
+                }
+                None => None,
+            };
+            let result = match limit {
+                Some(limit) => {
+                    match tokio::time::timeout(limit, self.attempt(call, raw_path)).await {
+                        Ok(result) => result,
+                        Err(_) => Err((Error::Timeout, None)),
+                    }
+                }
+                None => self.attempt(call, raw_path).await,
+            };
+            match result {
                 Ok(body) => return Ok(body),
                 Err((error, retry_after)) => {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     if attempt >= self.config.max_retries || !error.is_transient() {
                         return Err(error);
                     }
-                    tokio::time::sleep(retry_after.unwrap_or_else(|| self.backoff(attempt))).await;
+                    let delay = retry_after
+                        .unwrap_or_else(|| self.backoff(attempt))
+                        .min(self.config.max_backoff);
+                    if let Some(deadline) = deadline {
+                        if tokio::time::Instant::now() + delay >= deadline {
+                            tracing::debug!(
+                                command = call.command,
+                                attempt,
+                                ?delay,
+                                %error,
+                                "transient error; no time left to retry"
+                            );
+                            return Err(error);
+                        }
+                    }
+                    tracing::debug!(
+                        command = call.command,
+                        attempt,
+                        ?delay,
+                        %error,
+                        "transient error; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
             }
@@ -242,6 +283,12 @@ impl Transport {
             Method::Put => self.http.put(&url),
         };
         let mut headers = HeaderMap::new();
+        if raw_path.is_none() && HEAVY_READS.contains(&call.command) {
+            // A control proxy redirects heavy commands to a data proxy (307) unless told not
+            // to; a redirect to another host would drop the credentials, so the proxy asked
+            // serves the read itself.
+            headers.insert("X-YT-Suppress-Redirect", HeaderValue::from_static("1"));
+        }
         if raw_path.is_none() {
             headers.insert(
                 "X-YT-Header-Format",
@@ -310,7 +357,7 @@ impl Transport {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.min(60)));
+            .map(|s| Duration::from_secs(s.min(3600)));
         let header_error = response
             .headers()
             .get("X-YT-Error")
@@ -343,7 +390,7 @@ impl Transport {
                 };
                 YtError::new(1, message)
             });
-        if status.as_u16() == 401 {
+        if status.as_u16() == 401 || error.is_authentication_error() {
             return Err((Error::Unauthenticated(error.to_string()), None));
         }
         // An error object inside a 2xx answer still is an error; call it 500 for classification

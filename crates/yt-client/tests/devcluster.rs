@@ -269,3 +269,233 @@ async fn injected_failures_are_retried_then_reported() {
     assert!(client.get("//sys").await.is_ok(), "recovers");
     cluster.shutdown().await;
 }
+
+/// A banned proxy answers 503 with `Retry-After: 60`: the client neither waits a minute nor
+/// outlives its deadline, and the failed attempts are counted.
+#[tokio::test]
+async fn a_banned_proxy_costs_at_most_the_callers_deadline() {
+    let cluster = cluster().await;
+    cluster.knobs().set(
+        "whoami",
+        CommandKnob {
+            banned: true,
+            ..CommandKnob::default()
+        },
+    );
+    let client = YtClient::new(
+        ClientConfig::new(cluster.url())
+            .with_token("robot-token")
+            .with_timeout(Duration::from_secs(2))
+            .with_deadline(Duration::from_secs(2))
+            .with_max_retries(3),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let e = client
+        .whoami(&Credentials::OAuth("alice-token".into()))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let yt = e.yt_error().expect("the proxy's error");
+    assert_eq!(yt.code, yt_client::codes::PROXY_BANNED, "{e}");
+    assert!(e.is_transient());
+    let stats = client.stats();
+    assert!(stats.errors_total >= 1 && stats.errors_total == stats.requests_total);
+
+    // Without a deadline the wait is still bounded by the back-off cap, not the header.
+    let mut config = ClientConfig::new(cluster.url()).with_max_retries(1);
+    config.max_backoff = Duration::from_millis(200);
+    let client = YtClient::new(config).unwrap();
+    let started = Instant::now();
+    client
+        .whoami(&Credentials::OAuth("alice-token".into()))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(client.stats().requests_total, 2, "one retry");
+    cluster.shutdown().await;
+}
+
+/// Invalid credentials (code 111) are a definitive answer, never retried as a ban.
+#[tokio::test]
+async fn invalid_credentials_are_not_retried() {
+    let cluster = cluster().await;
+    cluster.knobs().set(
+        "whoami",
+        CommandKnob {
+            error_rate: 1.0,
+            error_status: Some(401),
+            error_code: Some(111),
+            ..CommandKnob::default()
+        },
+    );
+    let client = robot(&cluster);
+    let e = client
+        .whoami(&Credentials::OAuth("alice-token".into()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Unauthenticated(_)), "{e}");
+    assert_eq!(client.stats().requests_total, 1);
+    cluster.shutdown().await;
+}
+
+/// A server without a command answers 404 "not registered", leaves it out of `/api/v4`, and
+/// the client neither retries nor mistakes it for anything else.
+#[tokio::test]
+async fn an_unregistered_command_is_recognised() {
+    let cluster = cluster().await;
+    let client = robot(&cluster);
+    assert!(client
+        .has_command("check_operation_permission")
+        .await
+        .unwrap());
+    cluster.knobs().set(
+        "check_operation_permission",
+        CommandKnob {
+            unregistered: true,
+            ..CommandKnob::default()
+        },
+    );
+    assert!(!client
+        .has_command("check_operation_permission")
+        .await
+        .unwrap());
+    let before = client.stats().requests_total;
+    let e = client
+        .check_operation_permission("1-2-3-4", "alice", "read")
+        .await
+        .unwrap_err();
+    assert!(e.is_unregistered_command(), "{e}");
+    assert_eq!(client.stats().requests_total - before, 1, "not retried");
+    cluster.shutdown().await;
+}
+
+/// The server refuses `list_operations` pages over 1000 (it does not cap them): the client
+/// never asks for more, whatever page size it is given.
+#[tokio::test]
+async fn list_operations_pages_stay_within_the_servers_limit() {
+    let cluster = cluster().await;
+    cluster
+        .add_synthetic_operations(SyntheticLoad {
+            operations: 1200,
+            jobs_per_operation: 0,
+            task_proxy: false,
+            ..SyntheticLoad::default()
+        })
+        .unwrap();
+    let client = robot(&cluster);
+    let refused = client
+        .list_operations(&yt_client::ListOperationsRequest {
+            limit: Some(1001),
+            ..yt_client::ListOperationsRequest::default()
+        })
+        .await
+        .unwrap_err();
+    let yt = refused.yt_error().expect("the server's error");
+    assert!(
+        yt.message
+            .contains("Requested result limit (1001) exceeds maximum allowed limit (1000)"),
+        "{refused}"
+    );
+    assert!(!refused.is_transient());
+    cluster.reset_request_counts();
+    let ops = client
+        .list_running_operations_paged(&["id"], 5000)
+        .await
+        .unwrap();
+    assert_eq!(ops.len(), 1200);
+    assert_eq!(cluster.request_counts().get("list_operations"), Some(&2));
+    cluster.shutdown().await;
+}
+
+/// The server's `list_operations` cursor is exclusive: a page from `cursor_time` = an
+/// operation's start time does not list that operation; paging still loses none of those
+/// that share a start time.
+#[tokio::test]
+async fn the_list_operations_cursor_is_exclusive() {
+    let cluster = cluster().await;
+    cluster
+        .add_synthetic_operations(SyntheticLoad {
+            operations: 30,
+            jobs_per_operation: 0,
+            task_proxy: false,
+            ..SyntheticLoad::default()
+        })
+        .unwrap();
+    let client = robot(&cluster);
+    let first = client
+        .list_operations(&yt_client::ListOperationsRequest {
+            state: Some("running".into()),
+            limit: Some(1),
+            cursor_direction: Some(yt_client::CursorDirection::Past),
+            attributes: vec!["id".into(), "start_time".into()],
+            ..yt_client::ListOperationsRequest::default()
+        })
+        .await
+        .unwrap();
+    let newest = &first.operations[0];
+    let start = newest.get("start_time").and_then(Node::as_str).unwrap();
+    let next = client
+        .list_operations(&yt_client::ListOperationsRequest {
+            state: Some("running".into()),
+            limit: Some(1000),
+            cursor_time: Some(start.to_string()),
+            cursor_direction: Some(yt_client::CursorDirection::Past),
+            attributes: vec!["id".into(), "start_time".into()],
+            ..yt_client::ListOperationsRequest::default()
+        })
+        .await
+        .unwrap();
+    let id = newest.get("id").and_then(Node::as_str).unwrap();
+    assert!(
+        next.operations
+            .iter()
+            .all(|o| o.get("id").and_then(Node::as_str) != Some(id)),
+        "the cursor's own operation is not listed again"
+    );
+    assert_eq!(next.operations.len(), 29);
+    let all = client.list_running_operations(&["id"]).await.unwrap();
+    assert_eq!(all.len(), 30);
+    cluster.shutdown().await;
+}
+
+/// A control proxy redirects heavy reads (307 to a data proxy on another host, which would
+/// not get the credentials); the client asks it to serve them itself.
+#[tokio::test]
+async fn heavy_reads_are_not_redirected_away_from_the_credentials() {
+    let cluster = cluster().await;
+    let client = robot(&cluster);
+    client
+        .create("table", "//home/r/table", None, true, false)
+        .await
+        .unwrap();
+    let rows = vec![Node::map(vec![("k".into(), Node::string("v"))])];
+    client.write_table("//home/r/table", &rows).await.unwrap();
+    cluster.knobs().set(
+        "read_table",
+        CommandKnob {
+            redirect: true,
+            ..CommandKnob::default()
+        },
+    );
+    // The knob redirects as the server does...
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let answer = plain
+        .get(format!(
+            "{}/api/v4/read_table?path=//home/r/table",
+            cluster.url()
+        ))
+        .header("Authorization", "OAuth robot-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 307);
+    assert!(answer.headers().contains_key("location"));
+    // ...and the client's read is served where it asked.
+    assert_eq!(client.read_table("//home/r/table").await.unwrap(), rows);
+    cluster.shutdown().await;
+}

@@ -726,7 +726,13 @@ fn list_operations(shared: &Arc<Shared>, p: &Params) -> Result<Output, YtError> 
         Some(l) if l <= 0 => {
             return Err(YtError::bad_request("Parameter \"limit\" must be positive"))
         }
-        Some(l) => (l as usize).min(MAX_LIST_LIMIT),
+        // The server refuses a larger page rather than capping it.
+        Some(l) if l as u64 > MAX_LIST_LIMIT as u64 => {
+            return Err(YtError::bad_request(format!(
+                "Requested result limit ({l}) exceeds maximum allowed limit ({MAX_LIST_LIMIT})"
+            )))
+        }
+        Some(l) => l as usize,
     };
     let q = ListOperationsQuery {
         state: p.opt_str("state")?.map(str::to_string),
@@ -762,12 +768,38 @@ fn list_jobs(shared: &Arc<Shared>, p: &Params) -> Result<Output, YtError> {
     });
     jobs.sort_by(|a, b| a.start_us.cmp(&b.start_us).then_with(|| a.id.cmp(&b.id)));
     let total = jobs.len();
+    let knob = shared.knobs.get("list_jobs").unwrap_or_default();
+    let agent_unreachable = knob.controller_agent_unreachable;
+    let stale = knob.stale_jobs;
+    // Without the controller agent (and with no job archive here) the server has no jobs to
+    // list: an empty list, and the failure in `errors`.
+    let shown = if agent_unreachable { 0 } else { limit };
     let page: Vec<Node> = jobs
         .iter()
         .skip(offset)
-        .take(limit)
-        .map(|j| j.to_node())
+        .take(shown)
+        .map(|j| {
+            let mut node = j.to_node();
+            if stale && j.state == "running" {
+                if let Value::Map(map) = &mut node.value {
+                    map.push(("is_stale".into(), Node::from(Value::Boolean(true))));
+                }
+            }
+            node
+        })
         .collect();
+    let errors = if agent_unreachable {
+        vec![YtError::new(
+            crate::error::codes::TRANSPORT,
+            503,
+            format!(
+                "Cannot get jobs of operation {id} from its controller agent (development cluster knob)"
+            ),
+        )
+        .to_node()]
+    } else {
+        Vec::new()
+    };
     Ok(Output::Structured(Node::map(vec![
         ("jobs".into(), Node::list(page)),
         ("total".into(), int(total as i64)),
@@ -775,7 +807,11 @@ fn list_jobs(shared: &Arc<Shared>, p: &Params) -> Result<Output, YtError> {
         ("scheduler_job_count".into(), int(op.running.len() as i64)),
         (
             "controller_agent_job_count".into(),
-            int(op.running.len() as i64),
+            if agent_unreachable {
+                Node::entity()
+            } else {
+                int(op.running.len() as i64)
+            },
         ),
         ("archive_job_count".into(), Node::entity()),
         (
@@ -791,7 +827,7 @@ fn list_jobs(shared: &Arc<Shared>, p: &Params) -> Result<Output, YtError> {
                     .collect(),
             ),
         ),
-        ("errors".into(), Node::list(Vec::new())),
+        ("errors".into(), Node::list(errors)),
         ("continuation_token".into(), Node::entity()),
     ])))
 }

@@ -17,6 +17,12 @@ pub mod codes {
     pub const NO_SUCH_JOB: i64 = 1916;
     pub const NO_SUCH_COMMAND: i64 = 1;
     pub const UNAVAILABLE: i64 = 105;
+    /// `NRpc::EErrorCode::TransportError` (the bus code).
+    pub const TRANSPORT: i64 = 100;
+    /// `NRpc::EErrorCode::InvalidCredentials`.
+    pub const INVALID_CREDENTIALS: i64 = 111;
+    /// `NApi::NRpcProxy::EErrorCode::ProxyBanned`.
+    pub const PROXY_BANNED: i64 = 2100;
 }
 
 /// A YT error as the HTTP API reports it.

@@ -23,6 +23,28 @@ pub struct CommandKnob {
     pub hang_ms: Option<u64>,
     /// Close the connection without an answer.
     pub refuse: bool,
+    /// Answer as a banned HTTP proxy does: 503 with `Retry-After: 60` and the error
+    /// "This proxy is banned" (code 2100).
+    pub banned: bool,
+    /// A `Retry-After` header (seconds) on injected errors.
+    pub retry_after_seconds: Option<u64>,
+    /// Answer as a server without the command does: 404, "Command \"<name>\" is not
+    /// registered" (code 1); the command is also left out of `/api/v4`.
+    pub unregistered: bool,
+    /// Refuse `Authorization: Bearer` as HTTP proxies that take only the OAuth scheme do: 401,
+    /// "Malformed Authorization header" (code 111). Usually set on `*`.
+    pub reject_bearer: bool,
+    /// `list_jobs` (also inside `execute_batch`) answers as the server does when it cannot
+    /// reach the operation's controller agent: success, the failure in `errors`, and only the
+    /// jobs the job archive knows (none: the dev cluster has no archive).
+    pub controller_agent_unreachable: bool,
+    /// `list_jobs` marks running jobs `is_stale`, as the server does for jobs the archive
+    /// says are running but the controller agent does not report.
+    pub stale_jobs: bool,
+    /// Answer as a control proxy does for a heavy command: 307 to a data proxy (here
+    /// `localhost` at the same port, path and query) unless the request has
+    /// `X-YT-Suppress-Redirect`.
+    pub redirect: bool,
 }
 
 /// What the server should do with one request, decided from the knobs.
@@ -34,6 +56,10 @@ pub enum Fault {
         delay: Duration,
         status: u16,
         code: i64,
+        /// Seconds for a `Retry-After` header.
+        retry_after: Option<u64>,
+        /// The error message, if not the generic "injected failure" one.
+        message: Option<String>,
     },
     Refuse {
         delay: Duration,
@@ -75,6 +101,14 @@ impl Knobs {
         map.get(command).or_else(|| map.get("*")).cloned()
     }
 
+    /// Whether the server answers as if it did not have `command`.
+    pub fn is_unregistered(&self, command: &str) -> bool {
+        self.commands
+            .read()
+            .map(|m| m.get(command).is_some_and(|k| k.unregistered))
+            .unwrap_or(false)
+    }
+
     /// Decides the fault for one request of `command`.
     pub fn decide(&self, command: &str) -> Fault {
         let Some(knob) = self.get(command) else {
@@ -87,11 +121,31 @@ impl Knobs {
         if knob.refuse {
             return Fault::Refuse { delay };
         }
+        if knob.unregistered {
+            return Fault::Error {
+                delay,
+                status: 404,
+                code: crate::error::codes::GENERIC,
+                retry_after: None,
+                message: Some(format!("Command {command:?} is not registered")),
+            };
+        }
+        if knob.banned {
+            return Fault::Error {
+                delay,
+                status: 503,
+                code: crate::error::codes::PROXY_BANNED,
+                retry_after: Some(60),
+                message: Some("This proxy is banned".to_string()),
+            };
+        }
         if knob.error_rate > 0.0 && rand::random::<f64>() < knob.error_rate {
             return Fault::Error {
                 delay,
                 status: knob.error_status.unwrap_or(503),
                 code: knob.error_code.unwrap_or(crate::error::codes::UNAVAILABLE),
+                retry_after: knob.retry_after_seconds,
+                message: None,
             };
         }
         if delay.is_zero() {
@@ -130,7 +184,9 @@ mod tests {
             Fault::Error {
                 delay: Duration::ZERO,
                 status: 503,
-                code: 105
+                code: 105,
+                retry_after: None,
+                message: None,
             }
         );
         k.set(

@@ -821,14 +821,16 @@ impl OpsStore {
         let limit = q.limit.clamp(1, MAX_LIST_LIMIT);
         let lower = q.from_time.unwrap_or(0);
         let upper = q.to_time.unwrap_or(u64::MAX);
-        let (lower, upper) = match (q.cursor_time, q.past) {
-            (Some(c), true) => (lower, upper.min(c)),
-            (Some(c), false) => (lower.max(c), upper),
-            (None, _) => (lower, upper),
+        // The cursor is exclusive, as the server's: `past` lists start times before it,
+        // `future` after it.
+        let (lower, upper, empty_range) = match (q.cursor_time, q.past) {
+            (Some(c), true) => (lower, upper.min(c.saturating_sub(1)), c == 0),
+            (Some(c), false) => (lower.max(c.saturating_add(1)), upper, c == u64::MAX),
+            (None, _) => (lower, upper, false),
         };
         let mut page = Vec::with_capacity(limit);
         let mut incomplete = false;
-        if lower <= upper {
+        if lower <= upper && !empty_range {
             let empty = BTreeMap::new();
             let index = match q.state.as_deref() {
                 Some(state) => self

@@ -152,6 +152,34 @@ async fn handle(
         return Ok(handle_service(&shared, &method, &path, req).await);
     }
     shared.count_request(&command);
+    let bearer = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .is_some_and(|v| v.as_bytes().starts_with(b"Bearer "));
+    let suppress_redirect = req.headers().contains_key("x-yt-suppress-redirect");
+    if !suppress_redirect && shared.knobs.get(&command).is_some_and(|k| k.redirect) {
+        let location = format!(
+            "http://localhost:{}{}",
+            shared.addr.port(),
+            req.uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or(&path)
+        );
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(http::header::LOCATION, value);
+        }
+        return Ok(response);
+    }
+    if bearer && shared.knobs.get(&command).is_some_and(|k| k.reject_bearer) {
+        return Ok(error_response(&YtError::new(
+            crate::error::codes::INVALID_CREDENTIALS,
+            401,
+            "Malformed Authorization header",
+        )));
+    }
     match shared.knobs.decide(&command) {
         Fault::None => {}
         Fault::Delay(d) => tokio::time::sleep(d).await,
@@ -159,13 +187,20 @@ async fn handle(
             delay,
             status,
             code,
+            retry_after,
+            message,
         } => {
             tokio::time::sleep(delay).await;
-            return Ok(error_response(&YtError::new(
-                code,
-                status,
-                format!("Injected failure of command {command:?} (development cluster knob)"),
-            )));
+            let message = message.unwrap_or_else(|| {
+                format!("Injected failure of command {command:?} (development cluster knob)")
+            });
+            let mut response = error_response(&YtError::new(code, status, message));
+            if let Some(seconds) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            return Ok(response);
         }
         Fault::Refuse { delay } => {
             tokio::time::sleep(delay).await;
@@ -201,7 +236,15 @@ async fn handle_service(
         (_, "/ping") => text_response(200, String::new()),
         (_, "/api") => json_response(200, &serde_json::json!(["v3", "v4"])),
         (_, "/api/v4" | "/api/v4/" | "/api/v3" | "/api/v3/") => {
-            json_response(200, &commands::descriptors_json())
+            let mut descriptors = commands::descriptors_json();
+            if let Some(list) = descriptors.as_array_mut() {
+                list.retain(|d| {
+                    d.get("name")
+                        .and_then(|n| n.as_str())
+                        .is_none_or(|name| !shared.knobs.is_unregistered(name))
+                });
+            }
+            json_response(200, &descriptors)
         }
         (_, p) if p == "/hosts" || p.starts_with("/hosts/") => {
             json_response(200, &serde_json::json!([shared.addr.to_string()]))

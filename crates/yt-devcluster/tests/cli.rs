@@ -882,3 +882,30 @@ async fn synthetic_bulk_load_pages_fast() {
     assert_eq!(out["operations"].as_array().map(Vec::len), Some(5));
     cluster.shutdown().await;
 }
+
+/// `list_operations` refuses a page over 1000 with the server's error, as the real CLI shows.
+#[tokio::test]
+async fn list_operations_limit_over_1000_is_refused() {
+    let cluster = start(None).await;
+    let refused = yt(
+        &cluster,
+        "alice-token",
+        &["list-operations", "--limit", "1001"],
+        None,
+    )
+    .await
+    .expect_err();
+    assert!(
+        refused.contains("Requested result limit (1001) exceeds maximum allowed limit (1000)"),
+        "{refused}"
+    );
+    yt(
+        &cluster,
+        "alice-token",
+        &["list-operations", "--limit", "1000"],
+        None,
+    )
+    .await
+    .expect_ok();
+    cluster.shutdown().await;
+}

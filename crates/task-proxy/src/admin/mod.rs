@@ -107,6 +107,11 @@ impl Admin {
             "/readyz" => {
                 if self.draining.is_cancelled() {
                     text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
+                } else if let Some(reason) = self.gate.unsupported() {
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("auth cannot work: {reason}\n"),
+                    )
                 } else if self.table.is_loaded() {
                     text(StatusCode::OK, "ready\n".into())
                 } else {

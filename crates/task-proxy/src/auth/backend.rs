@@ -17,6 +17,10 @@ pub enum BackendError {
     /// recent enough).
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
+    /// The cluster lacks a command the gate needs (an older server): no request can be
+    /// decided until it is upgraded. The reason names the requirement.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// The cluster calls the gate makes. Implementations must not log credentials.

@@ -126,8 +126,8 @@ impl AuthConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Identity {
     User(Arc<str>),
-    /// The cluster does not accept the credential.
-    Rejected,
+    /// The cluster does not accept the credential; why, safe to show the caller.
+    Rejected(Arc<str>),
 }
 
 /// Why the identity cache has no answer for a credential.
@@ -172,6 +172,8 @@ struct Checks {
     allow_ttl: Duration,
     deny_ttl: Duration,
     retry_after_seconds: u32,
+    /// Set once the cluster turns out to lack `check_operation_permission`.
+    unsupported: std::sync::OnceLock<Arc<str>>,
 }
 
 struct Inner {
@@ -268,6 +270,7 @@ impl Gate {
             deny_ttl: config.deny_ttl,
             retry_after_seconds: u32::try_from(config.retry_after.as_secs().max(1))
                 .unwrap_or(u32::MAX),
+            unsupported: std::sync::OnceLock::new(),
         };
         Ok(Gate {
             inner: Arc::new(Inner {
@@ -282,6 +285,19 @@ impl Gate {
     /// The auth cookie's name (removed from requests; jobs may not set it).
     pub fn cookie_name(&self) -> &str {
         &self.inner.cookie_name
+    }
+
+    /// Why no request can be decided (the cluster lacks a command auth needs), once found at
+    /// start-up or on first use; `/readyz` fails while it is set.
+    pub fn unsupported(&self) -> Option<Arc<str>> {
+        self.inner.checks.as_ref()?.unsupported.get().cloned()
+    }
+
+    /// Records that the cluster cannot decide requests (logged once, as an error).
+    pub fn mark_unsupported(&self, reason: &str) {
+        if let Some(checks) = &self.inner.checks {
+            checks.mark_unsupported(reason);
+        }
     }
 
     /// Whether requests are checked.
@@ -348,6 +364,12 @@ impl Gate {
                 return Err(checks.unauthenticated(reason));
             }
         };
+        if let Some(reason) = checks.unsupported.get() {
+            metrics.decision(Outcome::Unavailable);
+            return Err(Refusal::Unsupported {
+                reason: reason.clone(),
+            });
+        }
         let result = checks
             .decide(&credential, &route.key.operation_id, client, metrics)
             .await;
@@ -356,7 +378,9 @@ impl Gate {
             Ok((_, false)) => metrics.decision(Outcome::Allowed),
             Err(Refusal::Forbidden { .. }) => metrics.decision(Outcome::Denied),
             Err(Refusal::Unauthenticated { .. }) => metrics.decision(Outcome::Unauthenticated),
-            Err(Refusal::Unavailable { .. }) => metrics.decision(Outcome::Unavailable),
+            Err(Refusal::Unavailable { .. } | Refusal::Unsupported { .. }) => {
+                metrics.decision(Outcome::Unavailable)
+            }
             Err(Refusal::Limited { .. }) => metrics.decision(Outcome::Limited),
         }
         if let Err(refusal) = &result {
@@ -372,6 +396,15 @@ impl Gate {
 }
 
 impl Checks {
+    fn mark_unsupported(&self, reason: &str) {
+        if self.unsupported.set(Arc::from(reason)).is_ok() {
+            tracing::error!(
+                reason,
+                "auth cannot decide any request; answering 503 (and failing /readyz) until restarted against an upgraded cluster"
+            );
+        }
+    }
+
     fn unauthenticated(&self, reason: &str) -> Refusal {
         Refusal::Unauthenticated {
             reason: reason.to_string(),
@@ -449,7 +482,7 @@ impl Checks {
                 |f| *f,
                 |identity| match identity {
                     Identity::User(_) => self.identity_ttl,
-                    Identity::Rejected => self.rejected_identity_ttl,
+                    Identity::Rejected(_) => self.rejected_identity_ttl,
                 },
                 // A credential the cache knows nothing about costs a `whoami`: limited, so
                 // fresh random tokens cannot turn requests into cluster calls. A login the
@@ -493,9 +526,7 @@ impl Checks {
         metrics.lookup(CacheName::Identity, cache_result(identity_source));
         let user = match identity {
             Identity::User(user) => user,
-            Identity::Rejected => {
-                return Err(self.unauthenticated("the cluster does not accept these credentials"))
-            }
+            Identity::Rejected(reason) => return Err(self.unauthenticated(&reason)),
         };
 
         let key = DecisionKey {
@@ -525,6 +556,11 @@ impl Checks {
             Ok(found) => found,
             Err(_) => {
                 metrics.lookup(CacheName::Decision, CacheResult::Error);
+                if let Some(reason) = self.unsupported.get() {
+                    return Err(Refusal::Unsupported {
+                        reason: reason.clone(),
+                    });
+                }
                 return Err(self.unavailable());
             }
         };
@@ -564,11 +600,11 @@ impl Checks {
                 metrics.cluster_call(Call::Whoami, CallResult::Ok, took);
                 Ok(Identity::User(Arc::from(login)))
             }
-            Err(BackendError::Rejected(_)) => {
+            Err(BackendError::Rejected(reason)) => {
                 metrics.cluster_call(Call::Whoami, CallResult::Rejected, took);
-                Ok(Identity::Rejected)
+                Ok(Identity::Rejected(Arc::from(reason)))
             }
-            Err(BackendError::Unavailable(error)) => {
+            Err(BackendError::Unavailable(error) | BackendError::Unsupported(error)) => {
                 metrics.cluster_call(Call::Whoami, CallResult::Error, took);
                 tracing::warn!(credential = credential.kind(), %error, "whoami failed");
                 Err(error)
@@ -591,6 +627,9 @@ impl Checks {
             }
             Err(error) => {
                 metrics.cluster_call(Call::CheckPermission, CallResult::Error, took);
+                if let BackendError::Unsupported(reason) = &error {
+                    self.mark_unsupported(reason);
+                }
                 tracing::warn!(
                     operation = %key.operation,
                     user = %key.user,

@@ -31,6 +31,7 @@ pub use credentials::{Credential, Presented, Secret};
 pub use gate::{AuthConfig, AuthConfigError, Gate, DEFAULT_COOKIE_NAME};
 pub use limit::LookupLimits;
 pub use static_skip::{Fetch, StaticSkip};
+pub use yt_backend::{probe_permission_command, NO_PERMISSION_COMMAND};
 
 use crate::answer::{local_answer, CallerKind, ProxyBody};
 use http::{HeaderValue, Response, StatusCode};
@@ -73,6 +74,8 @@ pub enum Refusal {
     Forbidden { user: String },
     /// The cluster failed while deciding and no recent decision is cached (503).
     Unavailable { retry_after_seconds: u32 },
+    /// The cluster cannot decide at all (it lacks a command auth needs); 503 with the reason.
+    Unsupported { reason: Arc<str> },
     /// The credential is unknown and checking it would exceed a look-up limit: 429 for the
     /// client's own limit, 503 for the overall one.
     Limited {
@@ -86,7 +89,9 @@ impl Refusal {
         match self {
             Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Refusal::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Unavailable { .. } | Refusal::Unsupported { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Refusal::Limited {
                 scope: LimitScope::Client,
                 ..
@@ -108,6 +113,7 @@ impl Refusal {
             Refusal::Unavailable { .. } => {
                 "the cluster cannot check access right now; retry later".to_string()
             }
+            Refusal::Unsupported { reason } => format!("access cannot be checked: {reason}"),
             Refusal::Limited {
                 scope: LimitScope::Client,
                 ..

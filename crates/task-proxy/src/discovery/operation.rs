@@ -71,6 +71,9 @@ pub enum OperationKind {
     SpytDirect(SpytDirect),
     /// A SPYT standalone cluster (`annotations.is_spark == %true`).
     SpytStandalone(SpytStandalone),
+    /// A SPYT standalone cluster whose discovery path is in its spec's `description` (where
+    /// SPYT writes it), not in its annotations: the spec must be read.
+    SpytStandaloneInSpec,
 }
 
 /// The outcome of classifying one operation.
@@ -115,6 +118,12 @@ pub fn classify(op: &OperationInfo) -> Classified {
                 warnings: Vec::new(),
             },
             Err(reason) => Classified::Malformed(reason),
+        };
+    }
+    if spyt::description_in_spec(annotations) {
+        return Classified::Exposing {
+            kind: OperationKind::SpytStandaloneInSpec,
+            warnings: Vec::new(),
         };
     }
     match spyt::parse_standalone(annotations) {

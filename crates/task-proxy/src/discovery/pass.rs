@@ -60,6 +60,9 @@ pub struct ClusterView {
     last_services: HashMap<String, Vec<ServiceSpec>>,
     /// Operation -> reasons already logged (each is logged once per operation).
     warned: HashMap<String, HashSet<String>>,
+    /// SPYT cluster -> its discovery path from its spec's `description` (`None`: unusable),
+    /// for clusters whose annotations lack it (a spec does not change).
+    spark_specs: HashMap<String, Option<SpytStandalone>>,
     /// Whether `list_jobs` works inside `execute_batch` (`None`: not tried yet).
     batch_list_jobs: Option<bool>,
     /// Passes since batching `list_jobs` was found not to work (it is tried again now and then,
@@ -110,6 +113,7 @@ impl ClusterView {
         let mut running: HashSet<String> = HashSet::with_capacity(listed.len());
         let mut vanilla_ops = Vec::new();
         let mut standalone_ops = Vec::new();
+        let mut spark_in_spec: Vec<OperationInfo> = Vec::new();
         for node in &listed {
             let info = match OperationInfo::from_node(node) {
                 Ok(info) => info,
@@ -148,7 +152,45 @@ impl ClusterView {
                         OperationKind::SpytStandalone(spyt) => {
                             standalone_ops.push(StandaloneOp { info, spyt })
                         }
+                        OperationKind::SpytStandaloneInSpec => spark_in_spec.push(info),
                     }
+                }
+            }
+        }
+        self.spark_specs.retain(|id, _| running.contains(id));
+        let unread: Vec<&str> = spark_in_spec
+            .iter()
+            .map(|info| info.id.as_str())
+            .filter(|id| !self.spark_specs.contains_key(*id))
+            .collect();
+        let read = fetch_spark_specs(client, settings, &unread).await;
+        for (id, parsed) in read {
+            let parsed = match parsed {
+                Ok(standalone) => Some(standalone),
+                Err(reason) => {
+                    self.warn_once(&id, &reason);
+                    None
+                }
+            };
+            self.spark_specs.insert(id, parsed);
+        }
+        for info in spark_in_spec {
+            match self.spark_specs.get(&info.id) {
+                Some(Some(spyt)) => standalone_ops.push(StandaloneOp {
+                    spyt: spyt.clone(),
+                    info,
+                }),
+                Some(None) => result.malformed_operations += 1,
+                // The spec could not be read: the last services stay.
+                None => {
+                    result.errors += 1;
+                    result.spyt_operations += 1;
+                    result.specs.extend(
+                        self.last_services
+                            .get(&info.id)
+                            .cloned()
+                            .unwrap_or_default(),
+                    );
                 }
             }
         }
@@ -335,6 +377,38 @@ async fn batch(
             None
         }
     }
+}
+
+/// The SPYT cluster in the spec's `description` of each operation, batched; operations whose
+/// spec could not be read are left out (asked again next pass).
+async fn fetch_spark_specs(
+    client: &YtClient,
+    settings: &PassSettings,
+    ids: &[&str],
+) -> Vec<(String, Result<SpytStandalone, String>)> {
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let requests: Vec<BatchRequest> = ids
+        .iter()
+        .map(|id| BatchRequest::get_operation(id, &["spec"]))
+        .collect();
+    let Some(results) = batch(client, settings, &requests, "cannot read SPYT specs").await else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (id, result) in ids.iter().zip(results) {
+        match result {
+            Ok(node) => {
+                let spec = node.get("spec").unwrap_or(&node);
+                out.push((id.to_string(), spyt::parse_spec_description(spec)));
+            }
+            Err(error) => {
+                tracing::debug!(operation_id = id, %error, "discovery: cannot read a SPYT spec");
+            }
+        }
+    }
+    out
 }
 
 /// `get_operation(spec)` of each operation, batched. Request failures are not cached (the next

@@ -97,11 +97,45 @@ pub fn parse_standalone(annotations: Option<&Node>) -> Result<Option<SpytStandal
             ))
         }
     }
-    let path = annotations
+    let spark = annotations
         .and_then(|a| a.get("description"))
         .and_then(|d| d.get("Spark over YT"))
-        .and_then(|s| s.get("discovery_path"))
-        .ok_or("a SPYT cluster without annotations.description[\"Spark over YT\"].discovery_path")?
+        .ok_or(
+            "a SPYT cluster without annotations.description[\"Spark over YT\"].discovery_path",
+        )?;
+    standalone_from(spark, "annotations.description").map(Some)
+}
+
+/// Whether the operation is a SPYT cluster (`annotations.is_spark == %true`) whose annotations
+/// carry no `description["Spark over YT"]`: SPYT writes that into the spec's top-level
+/// `description`, which `list_operations` does not return; the spec must be read.
+pub fn description_in_spec(annotations: Option<&Node>) -> bool {
+    annotations
+        .and_then(|a| a.get("is_spark"))
+        .and_then(Node::as_bool)
+        == Some(true)
+        && annotations
+            .and_then(|a| a.get("description"))
+            .and_then(|d| d.get("Spark over YT"))
+            .is_none()
+}
+
+/// The standalone cluster in a spec's `description["Spark over YT"]`.
+pub fn parse_spec_description(spec: &Node) -> Result<SpytStandalone, String> {
+    let spark = spec
+        .get("description")
+        .and_then(|d| d.get("Spark over YT"))
+        .ok_or(
+            "a SPYT cluster without description[\"Spark over YT\"] in its annotations or spec",
+        )?;
+    standalone_from(spark, "spec.description")
+}
+
+/// The discovery path in a `"Spark over YT"` map (found under `place`).
+fn standalone_from(spark: &Node, place: &str) -> Result<SpytStandalone, String> {
+    let path = spark
+        .get("discovery_path")
+        .ok_or_else(|| format!("{place}[\"Spark over YT\"] has no discovery_path"))?
         .as_str()
         .ok_or("the SPYT discovery_path is not a string")?
         .trim_end_matches('/');
@@ -110,9 +144,9 @@ pub fn parse_standalone(annotations: Option<&Node>) -> Result<Option<SpytStandal
             "the SPYT discovery_path {path:?} is not a Cypress path"
         ));
     }
-    Ok(Some(SpytStandalone {
+    Ok(SpytStandalone {
         discovery_path: path.to_string(),
-    }))
+    })
 }
 
 /// The service of a driver.
@@ -230,6 +264,19 @@ mod tests {
         ] {
             assert!(parse_standalone(Some(&ann(bad))).is_err(), "{bad}");
         }
+        // SPYT itself writes the description into the spec, not the annotations.
+        assert!(description_in_spec(Some(&ann("{is_spark=%true}"))));
+        assert!(!description_in_spec(Some(&ann("{is_spark=%false}"))));
+        assert!(!description_in_spec(Some(&ann(
+            r#"{is_spark=%true;description={"Spark over YT"={discovery_path="//a"}}}"#
+        ))));
+        let from_spec = parse_spec_description(&ann(
+            r#"{title="spark_alice";description={"Spark over YT"={discovery_path="//home/spark/c2";cluster_version="2.6.0"}}}"#,
+        ))
+        .unwrap();
+        assert_eq!(from_spec.discovery_path, "//home/spark/c2");
+        assert!(parse_spec_description(&ann("{title=x}")).is_err());
+        assert!(parse_spec_description(&ann(r#"{description={"Spark over YT"={}}}"#)).is_err());
         let (spec, warnings) = standalone_service(
             "op",
             None,
