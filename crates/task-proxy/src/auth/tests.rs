@@ -127,6 +127,7 @@ fn route(service: &str) -> Route {
             port: 1,
         }],
         operation_start_time: None,
+        timeouts: Default::default(),
     }
 }
 

@@ -124,6 +124,7 @@ pub fn direct_service(op_id: &str, start_time: Option<&str>, direct: &SpytDirect
         protocol: Protocol::Http,
         endpoints: vec![direct.web_ui.clone()],
         operation_start_time: start_time.map(str::to_string),
+        timeouts: Default::default(),
     }
 }
 
@@ -158,6 +159,7 @@ pub fn standalone_service(
         protocol: Protocol::Http,
         endpoints,
         operation_start_time: start_time.map(str::to_string),
+        timeouts: Default::default(),
     };
     (spec, warnings)
 }
