@@ -326,8 +326,8 @@ pub struct ServeArgs {
     )]
     pub route_timeout_seconds: Option<i64>,
 
-    /// The original's stream idle timeout in seconds: a request or response stream with no
-    /// byte either way for this long is closed (0: no limit). Sets --tunnel-idle-timeout too.
+    /// The original's stream idle timeout in seconds: a response stream with no byte for this
+    /// long is cut (0: no limit). Sets --tunnel-idle-timeout too.
     #[arg(
         long,
         env = "TASK_PROXY_STREAM_IDLE_TIMEOUT_SECONDS",
@@ -419,6 +419,9 @@ pub struct Limits {
     /// `-route-timeout-seconds`: a job must complete its response within this (None: no
     /// limit on complete responses).
     pub route_timeout: Option<Duration>,
+    /// `-stream-idle-timeout-seconds`: a response body with no frame for this long is cut
+    /// (None: flag absent or 0; tunnels use `tunnel_idle_timeout`).
+    pub stream_idle_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -443,6 +446,7 @@ impl Default for Limits {
             http1_relay: true,
             underscores_in_headers: false,
             route_timeout: None,
+            stream_idle_timeout: None,
         }
     }
 }
@@ -691,10 +695,12 @@ impl ServeArgs {
             upstream_response_timeout = route_timeout.unwrap_or(NO_LIMIT);
         }
         let mut tunnel_idle_timeout = self.tunnel_idle_timeout;
+        let mut stream_idle_timeout = None;
         if let Some(seconds) = non_negative(
             "stream-idle-timeout-seconds",
             self.stream_idle_timeout_seconds,
         )? {
+            stream_idle_timeout = (seconds > 0).then(|| Duration::from_secs(seconds));
             tunnel_idle_timeout = if seconds == 0 {
                 NO_LIMIT
             } else {
@@ -789,11 +795,14 @@ impl ServeArgs {
                 eject_base: self.eject_base,
                 eject_max: self.eject_max.max(self.eject_base),
                 drain_timeout: self.drain_timeout,
-                // The relay does not cut responses at a deadline: with a route timeout every
-                // connection takes the general path, which does.
-                http1_relay: self.http1_relay && route_timeout.is_none(),
+                // The relay does not cut responses at a deadline or after idling: with a route
+                // or stream idle timeout every connection takes the general path, which does.
+                http1_relay: self.http1_relay
+                    && route_timeout.is_none()
+                    && stream_idle_timeout.is_none(),
                 underscores_in_headers: self.underscores_in_headers,
                 route_timeout,
+                stream_idle_timeout,
             },
             logging,
             original_auth_cache,
@@ -1052,10 +1061,17 @@ mod tests {
         assert_eq!(c.limits.route_timeout, Some(Duration::from_secs(15)));
         assert_eq!(c.limits.upstream_response_timeout, Duration::from_secs(15));
         assert_eq!(c.limits.tunnel_idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.limits.stream_idle_timeout, Some(Duration::from_secs(300)));
         assert!(
             !c.limits.http1_relay,
             "the route timeout is enforced on the general path"
         );
+        let c = with(&["--stream-idle-timeout-seconds=30"]).unwrap();
+        assert!(
+            !c.limits.http1_relay,
+            "the stream idle timeout is enforced on the general path"
+        );
+        assert_eq!(ours.limits.stream_idle_timeout, None);
         let c = with(&[
             "--route-timeout-seconds=0",
             "--stream-idle-timeout-seconds=0",
@@ -1064,6 +1080,7 @@ mod tests {
         assert_eq!(c.limits.route_timeout, None);
         assert_eq!(c.limits.upstream_response_timeout, NO_LIMIT);
         assert_eq!(c.limits.tunnel_idle_timeout, NO_LIMIT);
+        assert_eq!(c.limits.stream_idle_timeout, None);
         assert!(c.limits.http1_relay);
         assert_eq!(
             with(&["--connect-timeout-seconds=0"]),

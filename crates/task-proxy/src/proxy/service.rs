@@ -148,14 +148,45 @@ where
     }
 }
 
-/// A response body cut at the route deadline (`-route-timeout-seconds`): past it the body
-/// ends with an error, so the caller sees a truncated response, as with the original.
-struct RouteDeadline<B> {
+/// A response body cut at the route deadline (`-route-timeout-seconds` or the operation's
+/// `route_timeout_seconds`) or after the stream idle timeout with no frame from the job: the
+/// body then ends with an error, so the caller sees a truncated response, as with the original.
+///
+/// The idle timer is reset lazily: a frame only records the time; when the timer fires it is
+/// moved to the last frame's time plus the timeout if that is later, so a busy stream costs
+/// one clock read per frame and no timer operation.
+struct Timed<B> {
     inner: B,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    idle: Option<Idle>,
+}
+
+struct Idle {
+    timeout: std::time::Duration,
+    last_frame: tokio::time::Instant,
     sleep: Pin<Box<tokio::time::Sleep>>,
 }
 
-impl<B> Body for RouteDeadline<B>
+impl<B> Timed<B> {
+    fn new(
+        inner: B,
+        deadline: Option<tokio::time::Instant>,
+        idle: Option<std::time::Duration>,
+    ) -> Timed<B> {
+        let now = tokio::time::Instant::now();
+        Timed {
+            inner,
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            idle: idle.map(|timeout| Idle {
+                timeout,
+                last_frame: now,
+                sleep: Box::pin(tokio::time::sleep_until(now + timeout)),
+            }),
+        }
+    }
+}
+
+impl<B> Body for Timed<B>
 where
     B: Body<Data = Bytes, Error = BoxError> + Unpin,
 {
@@ -166,13 +197,31 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            if let Some(idle) = this.idle.as_mut() {
+                idle.last_frame = tokio::time::Instant::now();
+            }
             return Poll::Ready(frame);
         }
-        match self.sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err("the route timeout passed".into()))),
-            Poll::Pending => Poll::Pending,
+        if let Some(deadline) = this.deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err("the route timeout passed".into())));
+            }
         }
+        if let Some(idle) = this.idle.as_mut() {
+            loop {
+                if idle.sleep.as_mut().poll(cx).is_pending() {
+                    break;
+                }
+                let due = idle.last_frame + idle.timeout;
+                if due <= idle.sleep.deadline() {
+                    return Poll::Ready(Some(Err("the stream idle timeout passed".into())));
+                }
+                idle.sleep.as_mut().reset(due);
+            }
+        }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
@@ -492,14 +541,25 @@ impl Pipeline {
         };
         let req = Request::from_parts(parts, body);
 
-        // `-route-timeout-seconds`: the whole response must be passed on by this deadline.
-        let route_deadline = self
-            .shared
-            .limits
-            .route_timeout
+        // `-route-timeout-seconds` or the operation's `route_timeout_seconds`: the whole response
+        // must be passed on by this deadline; the stream idle timeout cuts a body that stalls.
+        let limits = &self.shared.limits;
+        let timeouts = backend.route.timeouts;
+        let route_timeout = timeouts.route_timeout(limits.route_timeout);
+        let route_deadline = route_timeout
             .filter(|_| !is_upgrade)
             .map(|t| tokio::time::Instant::now() + t);
-        let (response, in_flight) = match self.send(&backend, req, replay, is_upgrade).await {
+        let stream_idle = timeouts.stream_idle_timeout(limits.stream_idle_timeout);
+        // The response head is waited for as long as the route timeout allows when the
+        // operation sets one (0: no limit), as the global flag does.
+        let head_timeout = match timeouts.route_timeout_seconds {
+            Some(_) => route_timeout.unwrap_or(crate::config::NO_LIMIT),
+            None => limits.upstream_response_timeout,
+        };
+        let (response, in_flight) = match self
+            .send(&backend, req, replay, is_upgrade, head_timeout)
+            .await
+        {
             Ok(ok) => ok,
             Err(failure) => {
                 let (status, message) = failure_answer(failure, &backend.route.key);
@@ -529,7 +589,11 @@ impl Pipeline {
                 (true, Some(client), Some(upstream)) => {
                     let context = TunnelContext {
                         metrics: self.shared.metrics.clone(),
-                        idle_timeout: self.shared.limits.tunnel_idle_timeout,
+                        // The operation's stream idle timeout (0: none) replaces the flag's.
+                        idle_timeout: match timeouts.stream_idle_timeout_seconds {
+                            Some(_) => stream_idle.unwrap_or(crate::config::NO_LIMIT),
+                            None => self.shared.limits.tunnel_idle_timeout,
+                        },
                         slot: conn.slot.clone(),
                     };
                     upgrade::spawn_tunnel(client, upstream, context);
@@ -575,13 +639,9 @@ impl Pipeline {
             inner: rbody,
             _guards: (active, in_flight),
         };
-        let body = match route_deadline {
-            Some(deadline) => RouteDeadline {
-                inner: body,
-                sleep: Box::pin(tokio::time::sleep_until(deadline)),
-            }
-            .boxed(),
-            None => body.boxed(),
+        let body = match (route_deadline, stream_idle) {
+            (None, None) => body.boxed(),
+            (deadline, idle) => Timed::new(body, deadline, idle).boxed(),
         };
         Ok(Response::from_parts(rparts, body))
     }
@@ -593,9 +653,9 @@ impl Pipeline {
         mut req: Request<ProxyBody>,
         mut replay: Option<Replay>,
         upgrade: bool,
+        timeout: std::time::Duration,
     ) -> Result<(Response<Incoming>, InFlight), Failure> {
         let balancer = &self.shared.balancer;
-        let timeout = self.shared.limits.upstream_response_timeout;
         let service = backend.route.domain.as_str();
         let mut tried = Tried::default();
         let mut last: Option<String> = None;
