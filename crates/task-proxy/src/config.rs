@@ -298,9 +298,9 @@ pub struct ServeArgs {
     )]
     pub auth_cache_max_concurrent_backend_requests: Option<i64>,
 
-    /// The original's proactive refresh this many seconds before expiry (0: off). Accepted;
-    /// ours refreshes on first use after expiry and serves the stale answer meanwhile on
-    /// cluster failures (`--auth-grace`).
+    /// The original's proactive refresh (0: off): with -auth-cache-enabled, a cached answer hit
+    /// within this many seconds of its expiry is served and refreshed in the background (one
+    /// refresh per entry at a time).
     #[arg(
         long,
         env = "TASK_PROXY_AUTH_CACHE_REFRESH_BEFORE_SECONDS",
@@ -462,8 +462,9 @@ impl Limits {
     }
 }
 
-/// The original's auth cache flags as given (shown by `--check-config`; the two that have no
-/// counterpart here are accepted and reported).
+/// The original's auth cache flags as given (shown by `--check-config`;
+/// `-auth-cache-max-concurrent-backend-requests` has no counterpart here and is accepted and
+/// reported).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OriginalAuthCache {
     pub enabled: Option<bool>,
@@ -847,6 +848,9 @@ fn apply_original_auth_cache(auth: &mut AuthConfig, original: &OriginalAuthCache
                 auth.allow_ttl = ttl;
                 auth.deny_ttl = ttl;
             }
+            if let Some(seconds) = original.refresh_before_seconds {
+                auth.refresh_before = Duration::from_secs(seconds);
+            }
             if let Some(capacity) = original.capacity {
                 let capacity = if capacity == 0 { u64::MAX } else { capacity };
                 auth.max_identities = capacity;
@@ -1139,6 +1143,7 @@ mod tests {
                 refresh_before_seconds: Some(5),
             }
         );
+        assert_eq!(on.auth.refresh_before, Duration::from_secs(5));
         let unlimited = with(&[
             "--auth-cache-enabled=T",
             "--auth-cache-ttl-seconds=0",
