@@ -639,7 +639,8 @@ impl Pipeline {
             inner: rbody,
             _guards: (active, in_flight),
         };
-        let body = match (route_deadline, stream_idle) {
+        let body_idle = stream_idle.filter(|_| !is_upgrade);
+        let body = match (route_deadline, body_idle) {
             (None, None) => body.boxed(),
             (deadline, idle) => Timed::new(body, deadline, idle).boxed(),
         };
@@ -774,5 +775,82 @@ impl Pipeline {
             Some(error) => Err(Failure::Upstream(error)),
             None => Err(Failure::NoJob { last }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A body fed frame by frame through a channel.
+    fn channel_body() -> (
+        tokio::sync::mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+        ProxyBody,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        (tx, http_body_util::StreamBody::new(stream).boxed())
+    }
+
+    fn data(text: &'static str) -> Result<Frame<Bytes>, BoxError> {
+        Ok(Frame::data(Bytes::from_static(text.as_bytes())))
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[tokio::test]
+    async fn idle_timer_restarts_at_every_frame_and_cuts_a_stall() {
+        let (tx, body) = channel_body();
+        let mut body = Timed::new(body, None, Some(MS * 300));
+        let started = tokio::time::Instant::now();
+        // A frame every 150 ms for 600 ms: never idle for 300 ms; then a stall (the sender is
+        // kept open).
+        let feeder = tokio::spawn(async move {
+            for _ in 0..4 {
+                tokio::time::sleep(MS * 150).await;
+                tx.send(data("x")).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(tx);
+        });
+        for _ in 0..4 {
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), "x");
+        }
+        let error = body.frame().await.unwrap().unwrap_err();
+        assert!(error.to_string().contains("idle"), "{error}");
+        let took = started.elapsed();
+        assert!(took >= MS * 900 && took < MS * 1500, "{took:?}");
+        feeder.abort();
+    }
+
+    #[tokio::test]
+    async fn the_route_deadline_cuts_a_busy_stream() {
+        let (tx, body) = channel_body();
+        let started = tokio::time::Instant::now();
+        let mut body = Timed::new(body, Some(started + MS * 500), Some(MS * 300));
+        let feeder = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(MS * 100).await;
+                if tx.send(data("x")).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut frames = 0;
+        let error = loop {
+            match body.frame().await.unwrap() {
+                Ok(_) => frames += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(error.to_string().contains("route timeout"), "{error}");
+        assert!((3..=5).contains(&frames), "{frames}");
+        let took = started.elapsed();
+        assert!(took >= MS * 500 && took < MS * 900, "{took:?}");
+        feeder.abort();
     }
 }
