@@ -3,7 +3,8 @@
 //! discovered on the dev cluster by the real `task-proxy serve` binary (auth on). A slow
 //! streaming response of the operation with a 1 s route timeout is cut at about 1 s, over the
 //! HTTP/1.1 relay and over hyper (h2c) alike; the same response of an operation without it is
-//! not; `/services` shows the values; an operation with an invalid value is not exposed.
+//! not; `/services` and the status page show the values; an operation with an invalid value
+//! is not exposed.
 
 mod support;
 
@@ -130,6 +131,11 @@ async fn per_operation_route_timeout_cuts_only_its_operation() {
     assert_eq!(of(&timed)["stream_idle_timeout_seconds"], 30);
     assert!(of(&untimed).get("route_timeout_seconds").is_none());
     assert!(of(&untimed).get("stream_idle_timeout_seconds").is_none());
+    // The status page shows them too (the untimed operation's services follow the flags).
+    let (_, page) = curl(&[&format!("http://{}/", proxy.admin)]);
+    assert!(page.contains("<th>timeouts</th>"), "{page}");
+    assert!(page.contains("route 1 s, stream idle 30 s"), "{page}");
+    assert!(page.contains("<td>flags</td>"), "{page}");
     // As with the original, an invalid value leaves the operation unexposed.
     assert_eq!(of(&invalid), Value::Null, "{services:?}");
     let (_, status) = curl(&[
