@@ -43,6 +43,7 @@ fn route() -> Route {
             port: 1,
         }],
         operation_start_time: None,
+        timeouts: Default::default(),
     }
 }
 

@@ -298,9 +298,9 @@ pub struct ServeArgs {
     )]
     pub auth_cache_max_concurrent_backend_requests: Option<i64>,
 
-    /// The original's proactive refresh this many seconds before expiry (0: off). Accepted;
-    /// ours refreshes on first use after expiry and serves the stale answer meanwhile on
-    /// cluster failures (`--auth-grace`).
+    /// The original's proactive refresh (0: off): with -auth-cache-enabled, a cached answer hit
+    /// within this many seconds of its expiry is served and refreshed in the background (one
+    /// refresh per entry at a time).
     #[arg(
         long,
         env = "TASK_PROXY_AUTH_CACHE_REFRESH_BEFORE_SECONDS",
@@ -326,8 +326,8 @@ pub struct ServeArgs {
     )]
     pub route_timeout_seconds: Option<i64>,
 
-    /// The original's stream idle timeout in seconds: a request or response stream with no
-    /// byte either way for this long is closed (0: no limit). Sets --tunnel-idle-timeout too.
+    /// The original's stream idle timeout in seconds: a response stream with no byte for this
+    /// long is cut (0: no limit). Sets --tunnel-idle-timeout too.
     #[arg(
         long,
         env = "TASK_PROXY_STREAM_IDLE_TIMEOUT_SECONDS",
@@ -419,6 +419,9 @@ pub struct Limits {
     /// `-route-timeout-seconds`: a job must complete its response within this (None: no
     /// limit on complete responses).
     pub route_timeout: Option<Duration>,
+    /// `-stream-idle-timeout-seconds`: a response body with no frame for this long is cut
+    /// (None: flag absent or 0; tunnels use `tunnel_idle_timeout`).
+    pub stream_idle_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -443,6 +446,7 @@ impl Default for Limits {
             http1_relay: true,
             underscores_in_headers: false,
             route_timeout: None,
+            stream_idle_timeout: None,
         }
     }
 }
@@ -458,8 +462,9 @@ impl Limits {
     }
 }
 
-/// The original's auth cache flags as given (shown by `--check-config`; the two that have no
-/// counterpart here are accepted and reported).
+/// The original's auth cache flags as given (shown by `--check-config`;
+/// `-auth-cache-max-concurrent-backend-requests` has no counterpart here and is accepted and
+/// reported).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OriginalAuthCache {
     pub enabled: Option<bool>,
@@ -691,10 +696,12 @@ impl ServeArgs {
             upstream_response_timeout = route_timeout.unwrap_or(NO_LIMIT);
         }
         let mut tunnel_idle_timeout = self.tunnel_idle_timeout;
+        let mut stream_idle_timeout = None;
         if let Some(seconds) = non_negative(
             "stream-idle-timeout-seconds",
             self.stream_idle_timeout_seconds,
         )? {
+            stream_idle_timeout = (seconds > 0).then(|| Duration::from_secs(seconds));
             tunnel_idle_timeout = if seconds == 0 {
                 NO_LIMIT
             } else {
@@ -789,11 +796,14 @@ impl ServeArgs {
                 eject_base: self.eject_base,
                 eject_max: self.eject_max.max(self.eject_base),
                 drain_timeout: self.drain_timeout,
-                // The relay does not cut responses at a deadline: with a route timeout every
-                // connection takes the general path, which does.
-                http1_relay: self.http1_relay && route_timeout.is_none(),
+                // The relay does not cut responses at a deadline or after idling: with a route
+                // or stream idle timeout every connection takes the general path, which does.
+                http1_relay: self.http1_relay
+                    && route_timeout.is_none()
+                    && stream_idle_timeout.is_none(),
                 underscores_in_headers: self.underscores_in_headers,
                 route_timeout,
+                stream_idle_timeout,
             },
             logging,
             original_auth_cache,
@@ -837,6 +847,9 @@ fn apply_original_auth_cache(auth: &mut AuthConfig, original: &OriginalAuthCache
                 auth.rejected_identity_ttl = ttl;
                 auth.allow_ttl = ttl;
                 auth.deny_ttl = ttl;
+            }
+            if let Some(seconds) = original.refresh_before_seconds {
+                auth.refresh_before = Duration::from_secs(seconds);
             }
             if let Some(capacity) = original.capacity {
                 let capacity = if capacity == 0 { u64::MAX } else { capacity };
@@ -1052,10 +1065,17 @@ mod tests {
         assert_eq!(c.limits.route_timeout, Some(Duration::from_secs(15)));
         assert_eq!(c.limits.upstream_response_timeout, Duration::from_secs(15));
         assert_eq!(c.limits.tunnel_idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.limits.stream_idle_timeout, Some(Duration::from_secs(300)));
         assert!(
             !c.limits.http1_relay,
             "the route timeout is enforced on the general path"
         );
+        let c = with(&["--stream-idle-timeout-seconds=30"]).unwrap();
+        assert!(
+            !c.limits.http1_relay,
+            "the stream idle timeout is enforced on the general path"
+        );
+        assert_eq!(ours.limits.stream_idle_timeout, None);
         let c = with(&[
             "--route-timeout-seconds=0",
             "--stream-idle-timeout-seconds=0",
@@ -1064,6 +1084,7 @@ mod tests {
         assert_eq!(c.limits.route_timeout, None);
         assert_eq!(c.limits.upstream_response_timeout, NO_LIMIT);
         assert_eq!(c.limits.tunnel_idle_timeout, NO_LIMIT);
+        assert_eq!(c.limits.stream_idle_timeout, None);
         assert!(c.limits.http1_relay);
         assert_eq!(
             with(&["--connect-timeout-seconds=0"]),
@@ -1122,6 +1143,7 @@ mod tests {
                 refresh_before_seconds: Some(5),
             }
         );
+        assert_eq!(on.auth.refresh_before, Duration::from_secs(5));
         let unlimited = with(&[
             "--auth-cache-enabled=T",
             "--auth-cache-ttl-seconds=0",

@@ -36,6 +36,7 @@ fn route(operation_id: &str) -> Route {
             port: 1,
         }],
         operation_start_time: None,
+        timeouts: Default::default(),
     }
 }
 

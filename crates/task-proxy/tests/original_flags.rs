@@ -2,7 +2,9 @@
 //! args its chart renders (single-dash, no subcommand) serve; `-logging-config` puts server and
 //! access lines in files under its directory and rotates them; bad logging configurations are
 //! refused with a clear error and exit code 2; `-route-timeout-seconds` cuts a response that is
-//! not complete in time.
+//! not complete in time; `-stream-idle-timeout-seconds` cuts a response that stalls and not
+//! one that keeps streaming; per-service timeouts (as discovery takes them from an operation's
+//! annotation) cut only their own service's responses, over the HTTP/1.1 relay too.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -17,6 +19,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_task-proxy");
 struct Running {
     child: Child,
     plain: String,
+    admin: String,
     log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
@@ -82,7 +85,17 @@ fn start(args: &[String]) -> Running {
         .find_map(|w| w.strip_prefix("plain="))
         .expect("plain=")
         .to_string();
-    Running { child, plain, log }
+    let admin = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("admin="))
+        .expect("admin=")
+        .to_string();
+    Running {
+        child,
+        plain,
+        admin,
+        log,
+    }
 }
 
 /// `GET path` with `Host: host`: (status, body as far as it came, whether it was complete).
@@ -107,7 +120,8 @@ fn get(addr: &str, host: &str, path: &str, extra: &str) -> (u16, String) {
     (status, response)
 }
 
-/// A job: `/slow` sends its head and then one chunk a second for 5 s; anything else `hello`.
+/// A job: `/slow` sends its head and then one chunk a second for 5 s; `/stall` sends its head
+/// and one chunk, stalls 4 s, then sends the rest; anything else `hello`.
 fn job() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -124,6 +138,14 @@ fn job() -> String {
                     let mut line = String::new();
                     while reader.read_line(&mut line).unwrap_or(0) > 2 {
                         line.clear();
+                    }
+                    if first.contains("/stall") {
+                        let _ = stream.write_all(
+                            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nstart\n\r\n",
+                        );
+                        std::thread::sleep(Duration::from_secs(4));
+                        let _ = stream.write_all(b"4\r\nend\n\r\n0\r\n\r\n");
+                        return;
                     }
                     if first.contains("/slow") {
                         let _ = stream
@@ -364,6 +386,122 @@ fn route_timeout_seconds_cuts_responses_not_complete_in_time_only_when_given() {
     let (status, body) = get(&proxy.plain, &domain, "/", "");
     assert_eq!(status, 200);
     assert!(body.ends_with("hello"));
+}
+
+#[test]
+fn stream_idle_timeout_seconds_cuts_stalled_responses_not_slow_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let (services_file, domain) = services(dir.path(), &job());
+    let mut args = strings(&[
+        "-base-domain",
+        BASE,
+        "-auth-enabled=false",
+        "-listen=127.0.0.1:0",
+        "-admin-listen=127.0.0.1:0",
+        "-worker-threads=1",
+    ]);
+    args.push(format!("-services-file={services_file}"));
+
+    // Without the flag a stall of 4 s is waited out.
+    let proxy = start(&args);
+    let (status, body) = get(&proxy.plain, &domain, "/stall", "");
+    assert_eq!(status, 200);
+    assert!(body.contains("end"), "{body}");
+    drop(proxy);
+
+    args.push("-stream-idle-timeout-seconds=2".into());
+    let proxy = start(&args);
+    // Part of a body, then nothing for 2 s: cut.
+    let started = Instant::now();
+    let (status, body) = get(&proxy.plain, &domain, "/stall", "");
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(body.contains("start"), "{body}");
+    assert!(!body.contains("end"), "cut after idling: {body}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_millis(3500),
+        "{took:?}"
+    );
+    // A chunk every second for 5 s keeps the stream alive past the idle timeout.
+    let started = Instant::now();
+    let (status, body) = get(&proxy.plain, &domain, "/slow", "");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("part4") && body.ends_with("0\r\n\r\n"),
+        "{body}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(4));
+}
+
+#[test]
+fn per_service_timeouts_cut_only_their_service_over_the_relay_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job();
+    let path = dir.path().join("services.json");
+    let services = serde_json::json!({"services": [
+        {"operation_id": "1-2-3-4", "task_name": "task", "service": "timed",
+         "protocol": "http", "endpoints": [job],
+         "timeouts": {"route_timeout_seconds": 1}},
+        {"operation_id": "1-2-3-4", "task_name": "task", "service": "idle",
+         "protocol": "http", "endpoints": [job],
+         "timeouts": {"stream_idle_timeout_seconds": 2}},
+        {"operation_id": "1-2-3-4", "task_name": "task", "service": "plain",
+         "protocol": "http", "endpoints": [job]}]});
+    std::fs::write(&path, services.to_string()).unwrap();
+    let domain = |svc: &str| format!("{}.{BASE}", service_hash("1-2-3-4", "task", svc));
+    // No global timeout flags: plain HTTP/1.1 connections start on the relay.
+    let mut args = strings(&[
+        "-base-domain",
+        BASE,
+        "-auth-enabled=false",
+        "-listen=127.0.0.1:0",
+        "-admin-listen=127.0.0.1:0",
+        "-worker-threads=1",
+    ]);
+    args.push(format!("-services-file={}", path.display()));
+    let proxy = start(&args);
+
+    let started = Instant::now();
+    let (status, body) = get(&proxy.plain, &domain("timed"), "/slow", "");
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(body.contains("part0") && !body.contains("part4"), "{body}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    let (_, body) = get(&proxy.plain, &domain("idle"), "/stall", "");
+    assert!(body.contains("start") && !body.contains("end"), "{body}");
+    let (_, body) = get(&proxy.plain, &domain("idle"), "/slow", "");
+    assert!(body.contains("part4"), "{body}");
+    for path in ["/slow", "/stall"] {
+        let (status, body) = get(&proxy.plain, &domain("plain"), path, "");
+        assert_eq!(status, 200);
+        assert!(body.ends_with("0\r\n\r\n"), "{path} not cut: {body}");
+    }
+    // Quick answers of the timed service are unaffected.
+    let (status, body) = get(&proxy.plain, &domain("timed"), "/", "");
+    assert_eq!(status, 200);
+    assert!(body.ends_with("hello"));
+
+    let (_, body) = get(&proxy.admin, "admin", "/services", "");
+    let json: serde_json::Value =
+        serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap();
+    let by_service = |svc: &str| {
+        json["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == svc)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_service("timed")["route_timeout_seconds"], 1);
+    assert!(by_service("timed")
+        .get("stream_idle_timeout_seconds")
+        .is_none());
+    assert_eq!(by_service("idle")["stream_idle_timeout_seconds"], 2);
+    assert!(by_service("plain").get("route_timeout_seconds").is_none());
 }
 
 #[test]

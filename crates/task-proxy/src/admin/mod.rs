@@ -58,6 +58,13 @@ struct ServiceView<'a> {
     task_name: &'a str,
     service: &'a str,
     protocol: &'a str,
+    /// The operation's `route_timeout_seconds` (0: none), when it sets one; else the global
+    /// `-route-timeout-seconds` applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route_timeout_seconds: Option<u64>,
+    /// The operation's `stream_idle_timeout_seconds` (0: none), when it sets one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_idle_timeout_seconds: Option<u64>,
     endpoints: Vec<EndpointView>,
 }
 
@@ -187,6 +194,8 @@ impl Admin {
                     task_name: &route.key.task_name,
                     service: &route.key.service,
                     protocol: route.protocol.as_str(),
+                    route_timeout_seconds: route.timeouts.route_timeout_seconds,
+                    stream_idle_timeout_seconds: route.timeouts.stream_idle_timeout_seconds,
                     endpoints,
                 }
             })

@@ -58,7 +58,7 @@ fn services_section(admin: &Admin, page: &mut String) {
     }
     page.push_str(
         "<table><tr><th>domain</th><th>operation</th><th>task</th><th>service</th>\
-         <th>protocol</th><th>endpoints</th><th>requests</th><th>errors (5xx)</th></tr>",
+         <th>protocol</th><th>timeouts</th><th>endpoints</th><th>requests</th><th>errors (5xx)</th></tr>",
     );
     for route in snapshot.routes() {
         let backend = backends.by_hash.get(&route.hash);
@@ -99,15 +99,37 @@ fn services_section(admin: &Admin, page: &mut String) {
         let _ = write!(
             page,
             "<tr><td><code>{}</code>{alias}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{endpoints}</td><td class=num>{requests}</td><td class=\"num{error_class}\">{errors}</td></tr>",
+             <td>{}</td><td>{endpoints}</td><td class=num>{requests}</td><td class=\"num{error_class}\">{errors}</td></tr>",
             html_escape(&route.domain),
             html_escape(&route.key.operation_id),
             html_escape(&route.key.task_name),
             html_escape(&route.key.service),
             route.protocol.as_str(),
+            timeouts_cell(&route.timeouts),
         );
     }
     page.push_str("</table>");
+}
+
+/// The operation's own timeouts, or "flags" when the global flags apply.
+fn timeouts_cell(timeouts: &crate::routing::RouteTimeouts) -> String {
+    let show = |name: &str, seconds: Option<u64>| match seconds {
+        None => None,
+        Some(0) => Some(format!("{name} off")),
+        Some(s) => Some(format!("{name} {s} s")),
+    };
+    let parts: Vec<String> = [
+        show("route", timeouts.route_timeout_seconds),
+        show("stream idle", timeouts.stream_idle_timeout_seconds),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        "flags".to_string()
+    } else {
+        parts.join(", ")
+    }
 }
 
 fn discovery_section(admin: &Admin, page: &mut String) {

@@ -16,6 +16,10 @@
 //!    [`STALE_REFRESH_WAIT`]: past it the refresh counts as failed (held at least
 //!    [`TIMED_OUT_HOLD`]) and the stale value is used, so a hanging cluster costs a caller that
 //!    short wait once per hold, not the cluster call's whole timeout on every expiry.
+//!
+//! With a refresh window (the original's `-auth-cache-refresh-before-seconds`), a fresh hit
+//! within that long of its expiry is still answered from the cache, and the caller may start
+//! one background refresh of the key ([`GraceCache::claim_refresh`]); at most one runs per key.
 
 use moka::future::Cache;
 use moka::ops::compute::{CompResult, Op};
@@ -182,6 +186,10 @@ pub struct GraceCache<K, V, E> {
     grace: Duration,
     failure_hold: Duration,
     clock: Clock,
+    /// Hits this close to expiry start a background refresh (zero: never).
+    refresh_before: Duration,
+    /// Keys being refreshed in the background.
+    refreshing: std::sync::Mutex<std::collections::HashSet<K>>,
 }
 
 impl<K, V, E> GraceCache<K, V, E>
@@ -211,7 +219,61 @@ where
             grace,
             failure_hold,
             clock,
+            refresh_before: Duration::ZERO,
+            refreshing: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Hits within `before` of their expiry ask for a background refresh (zero: never).
+    pub fn with_refresh_before(mut self, before: Duration) -> Self {
+        self.refresh_before = before;
+        self
+    }
+
+    /// How long before expiry a hit asks for a refresh (zero: never).
+    pub fn refresh_before(&self) -> Duration {
+        self.refresh_before
+    }
+
+    /// For a look-up answered `found`: true when it was a fresh hit inside the refresh window
+    /// and no refresh of `key` runs, in which case the caller owns the refresh: it must call
+    /// [`GraceCache::store_refreshed`] on success and [`GraceCache::end_refresh`] in any case.
+    pub fn claim_refresh(&self, key: &K, found: &Found<V>) -> bool {
+        if self.refresh_before.is_zero() || found.source != Source::Hit {
+            return false;
+        }
+        let Some(fresh_until) = found.fresh_until else {
+            return false;
+        };
+        if fresh_until.saturating_duration_since(self.clock.now()) >= self.refresh_before {
+            return false;
+        }
+        let mut refreshing = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+        refreshing.insert(key.clone())
+    }
+
+    /// Stores a value a background refresh fetched, fresh for `ttl`.
+    pub async fn store_refreshed(&self, key: K, value: V, ttl: Duration) {
+        let fresh_until = self.clock.now() + ttl;
+        self.entries
+            .insert(
+                key,
+                Stamped {
+                    good: Some(Good {
+                        value,
+                        fresh_until,
+                        usable_until: fresh_until + self.grace,
+                    }),
+                    failure: None,
+                },
+            )
+            .await;
+    }
+
+    /// Ends the refresh of `key` that [`GraceCache::claim_refresh`] granted.
+    pub fn end_refresh(&self, key: &K) {
+        let mut refreshing = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+        refreshing.remove(key);
     }
 
     /// Whether a look-up of `key` now can be answered without a fetch that matters: the entry

@@ -57,6 +57,9 @@ pub struct AuthConfig {
     pub retry_after: Duration,
     /// Limits on cluster look-ups for credentials the caches do not know.
     pub lookup_limits: LookupLimits,
+    /// A cached answer hit within this long of its expiry is refreshed in the background
+    /// (the original's `-auth-cache-refresh-before-seconds`; zero: never).
+    pub refresh_before: Duration,
 }
 
 impl Default for AuthConfig {
@@ -76,6 +79,7 @@ impl Default for AuthConfig {
             max_decisions: 200_000,
             retry_after: Duration::from_secs(5),
             lookup_limits: LookupLimits::default(),
+            refresh_before: Duration::ZERO,
         }
     }
 }
@@ -174,6 +178,8 @@ struct Checks {
     retry_after_seconds: u32,
     /// Set once the cluster turns out to lack `check_operation_permission`.
     unsupported: std::sync::OnceLock<Arc<str>>,
+    /// See [`AuthConfig::refresh_before`].
+    refresh_before: Duration,
 }
 
 struct Inner {
@@ -181,7 +187,7 @@ struct Inner {
     static_skip: StaticSkip,
     metrics: AuthMetrics,
     /// `None` when auth is off.
-    checks: Option<Checks>,
+    checks: Option<Arc<Checks>>,
 }
 
 /// The auth gate in front of every service. Cheap to clone (shared state).
@@ -251,19 +257,22 @@ impl Gate {
                 config.grace,
                 config.failure_hold,
                 clock.clone(),
-            ),
+            )
+            .with_refresh_before(config.refresh_before),
             decisions: GraceCache::new(
                 config.max_decisions,
                 decision_max_ttl,
                 config.grace,
                 config.failure_hold,
                 clock.clone(),
-            ),
+            )
+            .with_refresh_before(config.refresh_before),
             limiter: LookupLimiter::new(config.lookup_limits, clock),
             login: Arc::new(LoginHint {
                 login_url: config.login_url.clone(),
                 cookie_name: config.cookie_name.clone(),
             }),
+            refresh_before: config.refresh_before,
             identity_ttl: config.identity_ttl,
             rejected_identity_ttl: config.rejected_identity_ttl,
             allow_ttl: config.allow_ttl,
@@ -277,7 +286,7 @@ impl Gate {
                 cookie_name: config.cookie_name,
                 static_skip: config.static_skip,
                 metrics: AuthMetrics::new(),
-                checks: Some(checks),
+                checks: Some(Arc::new(checks)),
             }),
         })
     }
@@ -444,7 +453,7 @@ impl Checks {
 
     /// The admitted user and whether a stale answer was used.
     async fn decide(
-        &self,
+        self: &Arc<Self>,
         credential: &Credential,
         operation_id: &str,
         client: IpAddr,
@@ -468,7 +477,7 @@ impl Checks {
 
     /// [`Checks::decide`] past the per-thread front cache.
     async fn decide_shared(
-        &self,
+        self: &Arc<Self>,
         credential: &Credential,
         fingerprint: [u8; 32],
         operation_id: &str,
@@ -524,6 +533,16 @@ impl Checks {
             }
         };
         metrics.lookup(CacheName::Identity, cache_result(identity_source));
+        if self.identities.claim_refresh(
+            &fingerprint,
+            &Found {
+                value: identity.clone(),
+                source: identity_source,
+                fresh_until: identity_fresh_until,
+            },
+        ) {
+            self.refresh_identity(fingerprint, credential.clone(), metrics.clone());
+        }
         let user = match identity {
             Identity::User(user) => user,
             Identity::Rejected(reason) => return Err(self.unauthenticated(&reason)),
@@ -565,6 +584,16 @@ impl Checks {
             }
         };
         metrics.lookup(CacheName::Decision, cache_result(decision_source));
+        if self.decisions.claim_refresh(
+            &key,
+            &Found {
+                value: allowed,
+                source: decision_source,
+                fresh_until: decision_fresh_until,
+            },
+        ) {
+            self.refresh_decision(key.clone(), metrics.clone());
+        }
         if !allowed {
             return Err(Refusal::Forbidden {
                 user: key.user.to_string(),
@@ -572,12 +601,13 @@ impl Checks {
         }
         let stale = identity_source == Source::Stale || decision_source == Source::Stale;
         if let (Some(a), Some(b)) = (identity_fresh_until, decision_fresh_until) {
-            self.front.put(
-                fingerprint,
-                key.operation.clone(),
-                key.user.clone(),
-                a.min(b),
-            );
+            // The per-thread copy ends where the refresh window starts, so hits inside the
+            // window reach the shared caches, which start the refresh.
+            let until = a.min(b).checked_sub(self.refresh_before);
+            if let Some(until) = until.filter(|until| *until > self.clock.now()) {
+                self.front
+                    .put(fingerprint, key.operation.clone(), key.user.clone(), until);
+            }
         }
         Ok((
             Admitted {
@@ -585,6 +615,54 @@ impl Checks {
             },
             stale,
         ))
+    }
+
+    /// Refreshes a credential's identity in the background (its hit was served from the cache);
+    /// a failure leaves the entry as it was, to expire at its time.
+    fn refresh_identity(
+        self: &Arc<Self>,
+        fingerprint: [u8; 32],
+        credential: Credential,
+        metrics: AuthMetrics,
+    ) {
+        let checks = self.clone();
+        tokio::spawn(async move {
+            let _end = EndRefresh(&checks.identities, fingerprint);
+            tracing::debug!(
+                credential = credential.kind(),
+                "auth cache refresh of an identity"
+            );
+            if let Ok(identity) = checks.fetch_identity(&credential, &metrics).await {
+                let ttl = match identity {
+                    Identity::User(_) => checks.identity_ttl,
+                    Identity::Rejected(_) => checks.rejected_identity_ttl,
+                };
+                checks
+                    .identities
+                    .store_refreshed(fingerprint, identity, ttl)
+                    .await;
+            }
+        });
+    }
+
+    /// Refreshes a decision in the background (see [`Checks::refresh_identity`]).
+    fn refresh_decision(self: &Arc<Self>, key: DecisionKey, metrics: AuthMetrics) {
+        let checks = self.clone();
+        tokio::spawn(async move {
+            let _end = EndRefresh(&checks.decisions, key.clone());
+            tracing::debug!(operation = %key.operation, user = %key.user, "auth cache refresh of a decision");
+            if let Ok(allowed) = checks.fetch_decision(&key, &metrics).await {
+                let ttl = if allowed {
+                    checks.allow_ttl
+                } else {
+                    checks.deny_ttl
+                };
+                checks
+                    .decisions
+                    .store_refreshed(key.clone(), allowed, ttl)
+                    .await;
+            }
+        });
     }
 
     async fn fetch_identity(
@@ -639,6 +717,24 @@ impl Checks {
                 Err(error.to_string())
             }
         }
+    }
+}
+
+/// Ends a background refresh however its task ends.
+struct EndRefresh<'a, K, V, E>(&'a GraceCache<K, V, E>, K)
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + From<RefreshTimedOut> + FetchError + 'static;
+
+impl<K, V, E> Drop for EndRefresh<'_, K, V, E>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + From<RefreshTimedOut> + FetchError + 'static,
+{
+    fn drop(&mut self) {
+        self.0.end_refresh(&self.1);
     }
 }
 

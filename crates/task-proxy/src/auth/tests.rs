@@ -127,6 +127,7 @@ fn route(service: &str) -> Route {
             port: 1,
         }],
         operation_start_time: None,
+        timeouts: Default::default(),
     }
 }
 
@@ -689,4 +690,78 @@ fn metrics_register_and_encode() {
         text.contains("task_proxy_auth_cache_lookups_total{cache=\"identity\",result=\"hit\"} 0"),
         "{text}"
     );
+}
+
+/// `-auth-cache-refresh-before-seconds`: a hit inside the window is answered from the cache
+/// at once and starts one background refresh (one `whoami`, one permission check), however
+/// many hits follow while it runs; a hit before the window starts none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_near_expiry_refresh_once_in_the_background() {
+    let delay = Duration::from_millis(400);
+    let cluster = Arc::new(FakeCluster {
+        delay: Some(delay),
+        ..FakeCluster::demo()
+    });
+    let ttl = Duration::from_secs(30);
+    let (gate, clock) = gate_with(
+        &cluster,
+        AuthConfig {
+            identity_ttl: ttl,
+            rejected_identity_ttl: ttl,
+            allow_ttl: ttl,
+            deny_ttl: ttl,
+            grace: Duration::ZERO,
+            refresh_before: Duration::from_secs(5),
+            ..config()
+        },
+    );
+    let token = [("authorization", "OAuth alice-token")];
+    assert_eq!(admit(&gate, &token).await, alice());
+    assert_eq!(cluster.calls(), (1, 1));
+
+    // 10 s left: outside the window, no refresh.
+    clock.advance(Duration::from_secs(20));
+    assert_eq!(admit(&gate, &token).await, alice());
+    tokio::time::sleep(delay * 2).await;
+    assert_eq!(cluster.calls(), (1, 1));
+
+    // 4 s left: inside the window. Every hit is served from the cache without waiting for
+    // the cluster; one refresh of each entry runs meanwhile.
+    clock.advance(Duration::from_secs(6));
+    let started = std::time::Instant::now();
+    for _ in 0..50 {
+        assert_eq!(admit(&gate, &token).await, alice());
+    }
+    assert!(
+        started.elapsed() < delay / 2,
+        "hits waited for the refresh: {:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(delay * 3).await;
+    assert_eq!(cluster.calls(), (2, 2), "exactly one background refresh");
+
+    // The refreshed entries are fresh for a whole TTL again: past the old expiry no look-up
+    // waits and no further refresh starts.
+    clock.advance(Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    assert_eq!(admit(&gate, &token).await, alice());
+    assert!(started.elapsed() < delay / 2);
+    tokio::time::sleep(delay * 2).await;
+    assert_eq!(cluster.calls(), (2, 2));
+
+    // Without the window (the default) a hit near expiry starts nothing.
+    let cluster = Arc::new(FakeCluster::demo());
+    let (gate, clock) = gate_with(
+        &cluster,
+        AuthConfig {
+            allow_ttl: ttl,
+            identity_ttl: ttl,
+            ..config()
+        },
+    );
+    assert_eq!(admit(&gate, &token).await, alice());
+    clock.advance(Duration::from_secs(29));
+    assert_eq!(admit(&gate, &token).await, alice());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(cluster.calls(), (1, 1));
 }

@@ -158,6 +158,7 @@ pub fn direct_service(op_id: &str, start_time: Option<&str>, direct: &SpytDirect
         protocol: Protocol::Http,
         endpoints: vec![direct.web_ui.clone()],
         operation_start_time: start_time.map(str::to_string),
+        timeouts: Default::default(),
     }
 }
 
@@ -192,6 +193,7 @@ pub fn standalone_service(
         protocol: Protocol::Http,
         endpoints,
         operation_start_time: start_time.map(str::to_string),
+        timeouts: Default::default(),
     };
     (spec, warnings)
 }

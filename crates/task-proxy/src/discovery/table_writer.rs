@@ -171,6 +171,7 @@ mod tests {
             protocol: Protocol::Grpc,
             endpoints: vec![],
             operation_start_time: None,
+            timeouts: Default::default(),
         };
         let snapshot =
             RoutingSnapshot::build("tp.test", [spec("a", "x"), spec("b", "y"), spec("c", "z")]);

@@ -5,7 +5,7 @@
 //! Malformed `tasks_info` entries are skipped with a warning naming them; the rest of the
 //! operation stays exposed.
 
-use crate::routing::{Endpoint, Protocol, ServiceSpec};
+use crate::routing::{Endpoint, Protocol, RouteTimeouts, ServiceSpec};
 use std::collections::{BTreeMap, BTreeSet};
 use yson::Node;
 
@@ -21,6 +21,40 @@ pub struct NamedPort {
 pub struct TaskProxyAnnotation {
     /// task -> port index -> name; ports not named here are `port_<i>`, http.
     pub named: BTreeMap<String, BTreeMap<u32, NamedPort>>,
+    /// `route_timeout_seconds` and `stream_idle_timeout_seconds`, when given.
+    pub timeouts: RouteTimeouts,
+}
+
+/// The largest number of seconds a timeout may have (a Go duration of it does not overflow;
+/// the original refuses larger values the same way).
+pub const MAX_TIMEOUT_SECONDS: u64 = (i64::MAX / 1_000_000_000) as u64;
+
+/// Reads the per-operation timeouts. As in the original, an invalid value (not an integer,
+/// negative, too large) makes the whole annotation invalid: the operation is not exposed.
+fn parse_timeouts(task_proxy: &Node) -> Result<RouteTimeouts, String> {
+    let seconds = |key: &str| -> Result<Option<u64>, String> {
+        let Some(value) = task_proxy.get(key) else {
+            return Ok(None);
+        };
+        match (value.as_i64(), value.as_u64()) {
+            (_, Some(s)) if s <= MAX_TIMEOUT_SECONDS => Ok(Some(s)),
+            (_, Some(s)) => Err(format!(
+                "annotations.task_proxy.{key} is {s}, more than {MAX_TIMEOUT_SECONDS} seconds"
+            )),
+            (Some(s), None) => Err(format!(
+                "annotations.task_proxy.{key} is {s}, a negative number of seconds"
+            )),
+            (None, None) => Err(format!(
+                "annotations.task_proxy.{key} is a {} ({}), not an integer number of seconds",
+                value.type_name(),
+                yson::to_text(value)
+            )),
+        }
+    };
+    Ok(RouteTimeouts {
+        route_timeout_seconds: seconds("route_timeout_seconds")?,
+        stream_idle_timeout_seconds: seconds("stream_idle_timeout_seconds")?,
+    })
 }
 
 /// What the annotations of an operation say about the task proxy.
@@ -63,8 +97,19 @@ pub fn parse_annotation(annotations: Option<&Node>) -> AnnotationOutcome {
             }
         },
     }
+    let timeouts = match parse_timeouts(task_proxy) {
+        Ok(timeouts) => timeouts,
+        Err(reason) => {
+            return AnnotationOutcome::Malformed(format!(
+                "{reason}: the operation is not exposed (as with the original)"
+            ))
+        }
+    };
     let mut warnings = Vec::new();
-    let mut annotation = TaskProxyAnnotation::default();
+    let mut annotation = TaskProxyAnnotation {
+        timeouts,
+        ..TaskProxyAnnotation::default()
+    };
     let Some(tasks_info) = task_proxy.get("tasks_info") else {
         return AnnotationOutcome::Enabled {
             annotation,
@@ -301,6 +346,7 @@ pub fn services(
                 protocol,
                 endpoints,
                 operation_start_time: start_time.map(str::to_string),
+                timeouts: annotation.timeouts,
             });
         }
     }
@@ -323,6 +369,73 @@ mod tests {
             } => (annotation, warnings),
             other => panic!("{text}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn per_operation_timeouts() {
+        let (a, warnings) = enabled(
+            "{task_proxy={enabled=%true; route_timeout_seconds=1; stream_idle_timeout_seconds=0u}}",
+        );
+        assert!(warnings.is_empty());
+        assert_eq!(a.timeouts.route_timeout_seconds, Some(1));
+        assert_eq!(a.timeouts.stream_idle_timeout_seconds, Some(0));
+        // Absent: the global flags apply.
+        let (a, _) = enabled("{task_proxy={enabled=%true}}");
+        assert!(a.timeouts.is_default());
+        let g = Some(std::time::Duration::from_secs(15));
+        assert_eq!(a.timeouts.route_timeout(g), g);
+        // 0 switches the timeout off; a value replaces the flag.
+        let (a, _) = enabled(
+            "{task_proxy={enabled=%true; route_timeout_seconds=0; stream_idle_timeout_seconds=7}}",
+        );
+        assert_eq!(a.timeouts.route_timeout(g), None);
+        assert_eq!(
+            a.timeouts.stream_idle_timeout(None),
+            Some(std::time::Duration::from_secs(7))
+        );
+        // The largest value the original takes, and one more.
+        let max = MAX_TIMEOUT_SECONDS;
+        let (a, _) = enabled(&format!(
+            "{{task_proxy={{enabled=%true; route_timeout_seconds={max}}}}}"
+        ));
+        assert_eq!(a.timeouts.route_timeout_seconds, Some(9_223_372_036));
+        // Invalid values make the whole annotation invalid (the operation is not exposed).
+        for bad in [
+            "route_timeout_seconds=-1",
+            "route_timeout_seconds=1.5",
+            "route_timeout_seconds=\"10\"",
+            "route_timeout_seconds=%true",
+            "route_timeout_seconds=#",
+            "stream_idle_timeout_seconds=-5",
+            "stream_idle_timeout_seconds=9223372037",
+            "stream_idle_timeout_seconds=18446744073709551615u",
+        ] {
+            let text = format!("{{task_proxy={{enabled=%true; {bad}}}}}");
+            match parse_annotation(Some(&annotations(&text))) {
+                AnnotationOutcome::Malformed(reason) => {
+                    let key = bad.split('=').next().unwrap();
+                    assert!(reason.contains(key), "{bad}: {reason}");
+                    assert!(reason.contains("not exposed"), "{bad}: {reason}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // A disabled operation is absent whatever its timeouts say.
+        assert_eq!(
+            parse_annotation(Some(&annotations(
+                "{task_proxy={enabled=%false; route_timeout_seconds=-1}}"
+            ))),
+            AnnotationOutcome::Absent
+        );
+        // The services carry them.
+        let (a, _) = enabled(
+            "{task_proxy={enabled=%true; route_timeout_seconds=3; tasks_info={main={web={port_index=0}}}}}",
+        );
+        let layout = TaskLayout {
+            port_counts: [("main".to_string(), 1)].into(),
+        };
+        let (specs, _) = services("op", None, &a, Some(&layout), &[]);
+        assert_eq!(specs[0].timeouts.route_timeout_seconds, Some(3));
     }
 
     #[test]

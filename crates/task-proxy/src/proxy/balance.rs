@@ -385,6 +385,7 @@ mod tests {
                 protocol: Protocol::Http,
                 endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
                 operation_start_time: None,
+                timeouts: Default::default(),
             }],
         )
     }

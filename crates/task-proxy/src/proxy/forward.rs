@@ -409,6 +409,7 @@ mod tests {
                 protocol: Protocol::Http,
                 endpoints: vec!["127.0.0.1:9000".parse().unwrap()],
                 operation_start_time: None,
+                timeouts: Default::default(),
             }],
         );
         let balancer = super::super::balance::Balancer::new(

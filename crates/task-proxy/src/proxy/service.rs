@@ -148,14 +148,45 @@ where
     }
 }
 
-/// A response body cut at the route deadline (`-route-timeout-seconds`): past it the body
-/// ends with an error, so the caller sees a truncated response, as with the original.
-struct RouteDeadline<B> {
+/// A response body cut at the route deadline (`-route-timeout-seconds` or the operation's
+/// `route_timeout_seconds`) or after the stream idle timeout with no frame from the job: the
+/// body then ends with an error, so the caller sees a truncated response, as with the original.
+///
+/// The idle timer is reset lazily: a frame only records the time; when the timer fires it is
+/// moved to the last frame's time plus the timeout if that is later, so a busy stream costs
+/// one clock read per frame and no timer operation.
+struct Timed<B> {
     inner: B,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    idle: Option<Idle>,
+}
+
+struct Idle {
+    timeout: std::time::Duration,
+    last_frame: tokio::time::Instant,
     sleep: Pin<Box<tokio::time::Sleep>>,
 }
 
-impl<B> Body for RouteDeadline<B>
+impl<B> Timed<B> {
+    fn new(
+        inner: B,
+        deadline: Option<tokio::time::Instant>,
+        idle: Option<std::time::Duration>,
+    ) -> Timed<B> {
+        let now = tokio::time::Instant::now();
+        Timed {
+            inner,
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            idle: idle.map(|timeout| Idle {
+                timeout,
+                last_frame: now,
+                sleep: Box::pin(tokio::time::sleep_until(now + timeout)),
+            }),
+        }
+    }
+}
+
+impl<B> Body for Timed<B>
 where
     B: Body<Data = Bytes, Error = BoxError> + Unpin,
 {
@@ -166,13 +197,31 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            if let Some(idle) = this.idle.as_mut() {
+                idle.last_frame = tokio::time::Instant::now();
+            }
             return Poll::Ready(frame);
         }
-        match self.sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err("the route timeout passed".into()))),
-            Poll::Pending => Poll::Pending,
+        if let Some(deadline) = this.deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err("the route timeout passed".into())));
+            }
         }
+        if let Some(idle) = this.idle.as_mut() {
+            loop {
+                if idle.sleep.as_mut().poll(cx).is_pending() {
+                    break;
+                }
+                let due = idle.last_frame + idle.timeout;
+                if due <= idle.sleep.deadline() {
+                    return Poll::Ready(Some(Err("the stream idle timeout passed".into())));
+                }
+                idle.sleep.as_mut().reset(due);
+            }
+        }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
@@ -492,14 +541,25 @@ impl Pipeline {
         };
         let req = Request::from_parts(parts, body);
 
-        // `-route-timeout-seconds`: the whole response must be passed on by this deadline.
-        let route_deadline = self
-            .shared
-            .limits
-            .route_timeout
+        // `-route-timeout-seconds` or the operation's `route_timeout_seconds`: the whole response
+        // must be passed on by this deadline; the stream idle timeout cuts a body that stalls.
+        let limits = &self.shared.limits;
+        let timeouts = backend.route.timeouts;
+        let route_timeout = timeouts.route_timeout(limits.route_timeout);
+        let route_deadline = route_timeout
             .filter(|_| !is_upgrade)
             .map(|t| tokio::time::Instant::now() + t);
-        let (response, in_flight) = match self.send(&backend, req, replay, is_upgrade).await {
+        let stream_idle = timeouts.stream_idle_timeout(limits.stream_idle_timeout);
+        // The response head is waited for as long as the route timeout allows when the
+        // operation sets one (0: no limit), as the global flag does.
+        let head_timeout = match timeouts.route_timeout_seconds {
+            Some(_) => route_timeout.unwrap_or(crate::config::NO_LIMIT),
+            None => limits.upstream_response_timeout,
+        };
+        let (response, in_flight) = match self
+            .send(&backend, req, replay, is_upgrade, head_timeout)
+            .await
+        {
             Ok(ok) => ok,
             Err(failure) => {
                 let (status, message) = failure_answer(failure, &backend.route.key);
@@ -529,7 +589,11 @@ impl Pipeline {
                 (true, Some(client), Some(upstream)) => {
                     let context = TunnelContext {
                         metrics: self.shared.metrics.clone(),
-                        idle_timeout: self.shared.limits.tunnel_idle_timeout,
+                        // The operation's stream idle timeout (0: none) replaces the flag's.
+                        idle_timeout: match timeouts.stream_idle_timeout_seconds {
+                            Some(_) => stream_idle.unwrap_or(crate::config::NO_LIMIT),
+                            None => self.shared.limits.tunnel_idle_timeout,
+                        },
                         slot: conn.slot.clone(),
                     };
                     upgrade::spawn_tunnel(client, upstream, context);
@@ -575,13 +639,10 @@ impl Pipeline {
             inner: rbody,
             _guards: (active, in_flight),
         };
-        let body = match route_deadline {
-            Some(deadline) => RouteDeadline {
-                inner: body,
-                sleep: Box::pin(tokio::time::sleep_until(deadline)),
-            }
-            .boxed(),
-            None => body.boxed(),
+        let body_idle = stream_idle.filter(|_| !is_upgrade);
+        let body = match (route_deadline, body_idle) {
+            (None, None) => body.boxed(),
+            (deadline, idle) => Timed::new(body, deadline, idle).boxed(),
         };
         Ok(Response::from_parts(rparts, body))
     }
@@ -593,9 +654,9 @@ impl Pipeline {
         mut req: Request<ProxyBody>,
         mut replay: Option<Replay>,
         upgrade: bool,
+        timeout: std::time::Duration,
     ) -> Result<(Response<Incoming>, InFlight), Failure> {
         let balancer = &self.shared.balancer;
-        let timeout = self.shared.limits.upstream_response_timeout;
         let service = backend.route.domain.as_str();
         let mut tried = Tried::default();
         let mut last: Option<String> = None;
@@ -714,5 +775,82 @@ impl Pipeline {
             Some(error) => Err(Failure::Upstream(error)),
             None => Err(Failure::NoJob { last }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A body fed frame by frame through a channel.
+    fn channel_body() -> (
+        tokio::sync::mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+        ProxyBody,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        (tx, http_body_util::StreamBody::new(stream).boxed())
+    }
+
+    fn data(text: &'static str) -> Result<Frame<Bytes>, BoxError> {
+        Ok(Frame::data(Bytes::from_static(text.as_bytes())))
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[tokio::test]
+    async fn idle_timer_restarts_at_every_frame_and_cuts_a_stall() {
+        let (tx, body) = channel_body();
+        let mut body = Timed::new(body, None, Some(MS * 300));
+        let started = tokio::time::Instant::now();
+        // A frame every 150 ms for 600 ms: never idle for 300 ms; then a stall (the sender is
+        // kept open).
+        let feeder = tokio::spawn(async move {
+            for _ in 0..4 {
+                tokio::time::sleep(MS * 150).await;
+                tx.send(data("x")).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(tx);
+        });
+        for _ in 0..4 {
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), "x");
+        }
+        let error = body.frame().await.unwrap().unwrap_err();
+        assert!(error.to_string().contains("idle"), "{error}");
+        let took = started.elapsed();
+        assert!(took >= MS * 900 && took < MS * 1500, "{took:?}");
+        feeder.abort();
+    }
+
+    #[tokio::test]
+    async fn the_route_deadline_cuts_a_busy_stream() {
+        let (tx, body) = channel_body();
+        let started = tokio::time::Instant::now();
+        let mut body = Timed::new(body, Some(started + MS * 500), Some(MS * 300));
+        let feeder = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(MS * 100).await;
+                if tx.send(data("x")).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut frames = 0;
+        let error = loop {
+            match body.frame().await.unwrap() {
+                Ok(_) => frames += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(error.to_string().contains("route timeout"), "{error}");
+        assert!((3..=5).contains(&frames), "{frames}");
+        let took = started.elapsed();
+        assert!(took >= MS * 500 && took < MS * 900, "{took:?}");
+        feeder.abort();
     }
 }

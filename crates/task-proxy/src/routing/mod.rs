@@ -15,6 +15,6 @@ pub use route_key::{
     alias_label, is_alias_part, is_valid_alias, operation_route_key, parse_alias_label, route_key,
     route_request, RouteKey, RouteKeyError, RouteKind, RoutingHeader, RoutingHeaders,
 };
-pub use service::{Endpoint, EndpointParseError, Protocol, ServiceKey, ServiceSpec};
+pub use service::{Endpoint, EndpointParseError, Protocol, RouteTimeouts, ServiceKey, ServiceSpec};
 pub use snapshot::{Collision, Route, RoutingSnapshot};
 pub use table::RoutingTable;

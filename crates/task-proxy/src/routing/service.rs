@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// The protocol a service speaks; it decides how the proxy talks to its jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -145,6 +146,43 @@ impl<'de> Deserialize<'de> for Endpoint {
     }
 }
 
+/// Per-operation timeouts from the `task_proxy` annotation (`route_timeout_seconds`,
+/// `stream_idle_timeout_seconds`): each, when set, replaces the global flag for the operation's
+/// services; 0 switches that timeout off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTimeouts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_timeout_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_idle_timeout_seconds: Option<u64>,
+}
+
+impl RouteTimeouts {
+    /// True when neither timeout is overridden.
+    pub fn is_default(&self) -> bool {
+        self.route_timeout_seconds.is_none() && self.stream_idle_timeout_seconds.is_none()
+    }
+
+    /// The complete-response deadline: the override (0 = none) or `global`.
+    pub fn route_timeout(&self, global: Option<Duration>) -> Option<Duration> {
+        match self.route_timeout_seconds {
+            Some(0) => None,
+            Some(s) => Some(Duration::from_secs(s)),
+            None => global,
+        }
+    }
+
+    /// The stream idle timeout: the override (0 = none) or `global`.
+    pub fn stream_idle_timeout(&self, global: Option<Duration>) -> Option<Duration> {
+        match self.stream_idle_timeout_seconds {
+            Some(0) => None,
+            Some(s) => Some(Duration::from_secs(s)),
+            None => global,
+        }
+    }
+}
+
 /// A service as its source describes it, before naming: the input of a routing snapshot.
 /// The services file (DESIGN §7) is a list of these in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +197,9 @@ pub struct ServiceSpec {
     /// keeps the short domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation_start_time: Option<String>,
+    /// Per-operation timeouts (none: the global flags apply).
+    #[serde(default, skip_serializing_if = "RouteTimeouts::is_default")]
+    pub timeouts: RouteTimeouts,
 }
 
 impl ServiceSpec {

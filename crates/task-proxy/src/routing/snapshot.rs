@@ -11,7 +11,9 @@
 //! newer operation (by start time, then the greater operation id) gets the alias domain.
 
 use super::route_key::{alias_label, operation_route_key, RouteKey, RouteKind};
-use super::{service_hash, service_hash_with_len, Endpoint, Protocol, ServiceKey, ServiceSpec};
+use super::{
+    service_hash, service_hash_with_len, Endpoint, Protocol, RouteTimeouts, ServiceKey, ServiceSpec,
+};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -29,6 +31,8 @@ pub struct Route {
     pub operation_start_time: Option<String>,
     /// `<alias>-<task>-<service>.<base-domain>`, when the service has an alias route.
     pub alias_domain: Option<String>,
+    /// Per-operation timeouts from the annotation (default: the global flags).
+    pub timeouts: RouteTimeouts,
 }
 
 /// Two services whose 8-character hashes are equal, and how that was resolved.
@@ -193,6 +197,7 @@ impl RoutingSnapshot {
                 protocol: spec.protocol,
                 endpoints,
                 operation_start_time: spec.operation_start_time,
+                timeouts: spec.timeouts,
             });
             if let Some(label) = alias {
                 by_alias.insert(label.clone(), route.clone());
@@ -297,6 +302,7 @@ mod tests {
             protocol: Protocol::Http,
             endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
             operation_start_time: start.map(str::to_string),
+            timeouts: Default::default(),
         }
     }
 

@@ -16,9 +16,9 @@
 //! The relay only takes what it handles completely: HTTP/1.1 requests in origin form with one
 //! Host, no body or a `Content-Length` body of at most [`MAX_BUFFERED_REQUEST`] bytes, and no
 //! `Upgrade`, `Expect`, `Transfer-Encoding` or `Connection` header naming other headers, for
-//! services with the `http` protocol. At the first request it does not take, the connection
-//! with the bytes read so far is handed to the general path (the framing guard and hyper),
-//! which serves it from then on; so every unusual request gets exactly the general path's
+//! services with the `http` protocol and no per-operation timeouts. At the first request it
+//! does not take, the connection with the bytes read so far is handed to the general path
+//! (the framing guard and hyper), which serves it from then on; so every unusual request gets exactly the general path's
 //! behaviour. Forwarding follows the same rules as the general path: hop-by-hop headers
 //! dropped, credentials removed, forwarding headers, names with `_` and jobs' `Set-Cookie` lines
 //! treated by the shared policy ([`super::headers`]), `Location` rewritten, connect failures
@@ -352,7 +352,11 @@ impl Relay {
                 }
             }
         };
-        if backend.route.protocol != Protocol::Http {
+        // Services with per-operation timeouts take the general path, which enforces them.
+        // Cheaper than a deadline and an idle timer in the relay's copy loop for every
+        // exchange: the check is one field of the route, and only the (few) operations that
+        // set timeouts pay for hyper. Nothing has been read past this head nor sent yet.
+        if backend.route.protocol != Protocol::Http || !backend.route.timeouts.is_default() {
             return Next::General;
         }
         if let Some(record) = record.as_mut() {
