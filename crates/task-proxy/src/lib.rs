@@ -10,6 +10,7 @@ pub mod answer;
 pub mod auth;
 pub mod config;
 pub mod discovery;
+pub mod html;
 pub mod logging;
 pub mod proxy;
 pub mod routing;
