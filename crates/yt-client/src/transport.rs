@@ -15,7 +15,7 @@ use yson::Node;
 /// `<format=text>yson`: what the client asks for and sends.
 pub(crate) const YSON_TEXT_FORMAT: &str = "<format=text>yson";
 
-/// How a command travels (DESIGN §4): light reads GET, mutations POST, inputs PUT.
+/// How a command travels: light reads GET, mutations POST, inputs PUT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Method {
     /// Parameters in `X-YT-Parameters`.
