@@ -1,6 +1,6 @@
-//! Flags and environment of `task-proxy serve` (DESIGN §7), validated into a [`Config`].
+//! Flags and environment of `task-proxy serve` (see docs/serve.md), validated into a [`Config`].
 //!
-//! Every flag can also be set by an environment variable: the ones DESIGN §7 names keep their
+//! Every flag can also be set by an environment variable: the ones docs/serve.md names keep their
 //! names (`YT_PROXY`, `YT_TOKEN_PATH`, `YT_TOKEN`); the others are `TASK_PROXY_<FLAG>`.
 //! Durations are written `500ms`, `10s`, `2m` or a bare number of seconds.
 
@@ -447,17 +447,6 @@ impl Default for Limits {
             underscores_in_headers: false,
             route_timeout: None,
             stream_idle_timeout: None,
-        }
-    }
-}
-
-impl Limits {
-    /// The per-job connection cap and queue.
-    pub fn upstream_conn_limit(&self) -> crate::proxy::conn_limit::ConnLimitSettings {
-        crate::proxy::conn_limit::ConnLimitSettings {
-            max_connections: self.upstream_max_connections_per_job,
-            queue_length: self.upstream_queue_length,
-            queue_timeout: self.upstream_queue_timeout,
         }
     }
 }

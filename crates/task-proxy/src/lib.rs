@@ -4,12 +4,15 @@
 //! Data flows one way: a source (discovery, or the static services file) builds an immutable
 //! [`routing::RoutingSnapshot`] and publishes it in the [`routing::RoutingTable`]; the data plane
 //! reads the current snapshot for each request, asks [`auth::Gate`] to admit it, and forwards it.
+//! The admin server only reads. See docs/architecture.md for the module map and a request's
+//! path through it.
 
 pub mod admin;
 pub mod answer;
 pub mod auth;
 pub mod config;
 pub mod discovery;
+pub mod html;
 pub mod logging;
 pub mod proxy;
 pub mod routing;

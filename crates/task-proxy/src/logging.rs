@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
+/// The access log's target: its lines go to the access stream only.
+pub const ACCESS_TARGET: &str = "task_proxy::access";
+
 /// Where files go when `directory` is not given.
 pub const DEFAULT_DIRECTORY: &str = "/var/log/task-proxy";
 
@@ -683,7 +686,7 @@ impl LoggingConfig {
         use tracing_subscriber::filter::{LevelFilter, Targets};
         use tracing_subscriber::prelude::*;
         let (server, proxy, access, guard) = self.open_sinks()?;
-        const ACCESS: &str = crate::proxy::access_log::TARGET;
+        const ACCESS: &str = ACCESS_TARGET;
         const PROXY_TARGETS: [&str; 4] = ["task_proxy::proxy", "hyper", "h2", "rustls"];
         let mut server_filter = Targets::new()
             .with_default(self.server.min_log_level.filter())

@@ -15,6 +15,7 @@ use task_proxy::auth::Gate;
 use task_proxy::config::{Config, ServeArgs, ServicesSource};
 use task_proxy::discovery::{Discovery, DiscoveryConfig};
 use task_proxy::proxy::balance::Balancer;
+use task_proxy::proxy::conn_limit::ConnLimitSettings;
 use task_proxy::proxy::{tls::Tls, DataPlane, ListenConfig, Shared};
 use task_proxy::routing::RoutingTable;
 use task_proxy::source::services_file::ServicesFileSource;
@@ -291,10 +292,10 @@ fn serve(config: Config, on_listening: impl FnOnce(Running)) -> anyhow::Result<(
         config.worker_threads,
         config.limits.eject_base,
         config.limits.eject_max,
-        config.limits.upstream_conn_limit(),
+        ConnLimitSettings::from_limits(&config.limits),
     ));
     balancer.rebuild(&table.load());
-    let metrics = Arc::new(admin::metrics::ProxyMetrics::default());
+    let metrics = Arc::new(task_proxy::proxy::metrics::ProxyMetrics::default());
 
     let tls = match &config.tls {
         Some(t) => Some((

@@ -18,7 +18,7 @@ pub(crate) const YSON_TEXT_FORMAT: &str = "<format=text>yson";
 /// Heavy commands this client reads (the ones a control proxy may redirect).
 const HEAVY_READS: &[&str] = &["read_table", "read_file"];
 
-/// How a command travels (DESIGN §4): light reads GET, mutations POST, inputs PUT.
+/// How a command travels: light reads GET, mutations POST, inputs PUT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Method {
     /// Parameters in `X-YT-Parameters`.

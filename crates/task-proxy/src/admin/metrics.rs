@@ -1,119 +1,32 @@
-//! Metrics: atomic counters updated on the request path (no labels formatted per request, no
-//! locks), rendered in Prometheus text by a collector at scrape time. Per-service series exist
+//! Metrics: the data plane's counters ([`crate::proxy::metrics`]), the routing table and the
+//! balancer's endpoint states, rendered in Prometheus text by a collector at scrape time (it
+//! only reads them). Per-service series exist
 //! only for services in the current routing table, so cardinality is bounded by them.
 
 use crate::proxy::balance::Balancer;
+use crate::proxy::metrics::{AtomicHistogram, ProxyMetrics, Unrouted};
 use crate::routing::RoutingTable;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
-/// Upper bounds (seconds) of the upstream latency buckets.
-const LATENCY_BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
-
-/// A histogram of atomics: observing is a few relaxed adds.
-#[derive(Debug, Default)]
-pub struct AtomicHistogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl AtomicHistogram {
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| secs <= b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> std::fmt::Result {
-        // The text encoder accumulates the buckets itself: give it per-bucket counts.
-        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len() + 1);
-        let mut counted = 0;
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            let n = self.buckets[i].load(Ordering::Relaxed);
-            counted += n;
-            buckets.push((*bound, n));
-        }
-        let count = self.count.load(Ordering::Relaxed).max(counted);
-        buckets.push((f64::MAX, count - counted));
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        encoder
-            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
-    }
-}
-
-/// Request statistics of one service (kept across snapshot swaps while the service exists).
-#[derive(Debug, Default)]
-pub struct RouteStats {
-    /// Responses by status class: 1xx..5xx.
-    responses: [AtomicU64; 5],
-    /// Time from sending the request to the job until its response head.
-    pub upstream_latency: AtomicHistogram,
-}
-
-impl RouteStats {
-    pub fn count_status(&self, status: http::StatusCode) {
-        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        self.responses[class].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Responses so far by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
-    pub fn responses_by_class(&self) -> [u64; 5] {
-        std::array::from_fn(|i| self.responses[i].load(Ordering::Relaxed))
-    }
-}
-
-/// Why a request was answered without a route.
-#[derive(Debug, Clone, Copy)]
-#[repr(usize)]
-pub enum Unrouted {
-    BadRequest = 0,
-    NoSuchTask = 1,
-}
-
-/// Process-wide counters of the data plane.
-#[derive(Debug, Default)]
-pub struct ProxyMetrics {
-    pub active_connections: AtomicUsize,
-    pub connections_total: AtomicU64,
-    pub connections_refused: AtomicU64,
-    pub tunnels_active: AtomicUsize,
-    /// Tunnels opened (a `101` passed on and both sides upgraded).
-    pub tunnels_total: AtomicU64,
-    /// Tunnels closed by `--tunnel-idle-timeout`.
-    pub tunnels_closed_idle: AtomicU64,
-    /// `Set-Cookie` lines of jobs dropped (scoped beyond the service's host, or named like
-    /// the auth cookie).
-    pub set_cookies_dropped: AtomicU64,
-    /// HTTP/2 caller connections ended for a flood of control frames.
-    pub h2_floods: AtomicU64,
-    unrouted: [AtomicU64; 2],
-}
-
-impl ProxyMetrics {
-    pub fn count_unrouted(&self, why: Unrouted) {
-        self.unrouted[why as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts `Set-Cookie` lines dropped from a response (none: no atomic operation).
-    pub fn count_set_cookies_dropped(&self, dropped: usize) {
-        if dropped > 0 {
-            self.set_cookies_dropped
-                .fetch_add(dropped as u64, Ordering::Relaxed);
-        }
-    }
+/// Encodes a histogram as its reading at scrape time.
+fn encode_histogram(
+    histogram: &AtomicHistogram,
+    mut encoder: prometheus_client::encoding::MetricEncoder,
+) -> std::fmt::Result {
+    // The text encoder accumulates the buckets itself: give it per-bucket counts.
+    let reading = histogram.read();
+    encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+        reading.sum,
+        reading.count,
+        &reading.buckets,
+        None,
+    )
 }
 
 /// Renders the data plane's state at scrape time.
@@ -224,9 +137,12 @@ impl prometheus_client::collector::Collector for DataPlaneCollector {
                 None,
                 MetricType::Counter,
             )?;
-            for (i, reason) in ["bad_request", "no_such_task"].iter().enumerate() {
-                let labels = [("reason", *reason)];
-                ConstCounter::new(self.proxy.unrouted[i].load(Ordering::Relaxed))
+            for (why, reason) in [
+                (Unrouted::BadRequest, "bad_request"),
+                (Unrouted::NoSuchTask, "no_such_task"),
+            ] {
+                let labels = [("reason", reason)];
+                ConstCounter::new(self.proxy.unrouted(why))
                     .encode(family.encode_family(&labels)?)?;
             }
         }
@@ -243,14 +159,14 @@ impl prometheus_client::collector::Collector for DataPlaneCollector {
                 let Some(b) = backends.by_hash.get(&route.hash) else {
                     continue;
                 };
+                let responses = b.stats.responses_by_class();
                 for (i, class) in CLASSES.iter().enumerate() {
                     let labels = [
                         ("service", route.hash.as_str()),
                         ("protocol", route.protocol.as_str()),
                         ("class", class),
                     ];
-                    ConstCounter::new(b.stats.responses[i].load(Ordering::Relaxed))
-                        .encode(family.encode_family(&labels)?)?;
+                    ConstCounter::new(responses[i]).encode(family.encode_family(&labels)?)?;
                 }
             }
         }
@@ -266,9 +182,7 @@ impl prometheus_client::collector::Collector for DataPlaneCollector {
                     continue;
                 };
                 let labels = [("service", route.hash.as_str())];
-                b.stats
-                    .upstream_latency
-                    .encode(family.encode_family(&labels)?)?;
+                encode_histogram(&b.stats.upstream_latency, family.encode_family(&labels)?)?;
             }
         }
         {

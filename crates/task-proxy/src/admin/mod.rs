@@ -1,6 +1,8 @@
 //! The admin listener: `/healthz` (alive), `/readyz` (a routing table is loaded and the proxy
 //! is not draining), `/services` (JSON: every service with its endpoints and their health),
 //! `/metrics` (Prometheus text) and the status page for people at `/` (`status_page.rs`).
+//! Admin only reads: the routing table, the balancer, and the counters the data plane, auth
+//! and discovery own; nothing else in the crate imports it (see docs/architecture.md).
 
 pub mod metrics;
 pub mod status_page;

@@ -5,8 +5,8 @@
 //! known here to be shown.
 
 use super::Admin;
-use crate::auth::login_page::escape as html_escape;
 use crate::auth::metrics::{CacheName, CacheResult, Outcome};
+use crate::html::escape as html_escape;
 use std::fmt::Write;
 use std::time::SystemTime;
 

@@ -2,6 +2,8 @@
 //! YTsaurus UI, whose session cookie the proxy accepts; or with a token for scripts). The login
 //! link is configurable (`--auth-login-url`); everything inserted is HTML-escaped.
 
+use crate::html::escape;
+
 /// Why a login link was refused at configuration time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("--auth-login-url must be an absolute http(s) URL without spaces or quotes, got {0:?}")]
@@ -49,22 +51,6 @@ pub fn render(reason: &str, login_url: Option<&str>, cookie_name: &str) -> Strin
          or <code>Authorization: Bearer &lt;IAM token&gt;</code>, or with the \
          <code>{cookie_name}</code> cookie.</p>\n</body>\n</html>\n"
     )
-}
-
-/// Escapes text for HTML content and attribute values (the admin status page uses it too).
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! One listed operation, and which kind of service-exposing operation it is (DESIGN §3): an
+//! One listed operation, and which kind of service-exposing operation it is (see docs/discovery.md): an
 //! annotated vanilla operation, a SPYT direct-submit driver, a SPYT standalone cluster, or none.
 //! Pure functions of the `list_operations` item; nothing here talks to the cluster.
 

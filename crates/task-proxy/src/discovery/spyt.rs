@@ -1,4 +1,4 @@
-//! SPYT operations (DESIGN §3b, §3c): a direct-submit driver exposes its Web UI (task `driver`,
+//! SPYT operations (see docs/discovery.md): a direct-submit driver exposes its Web UI (task `driver`,
 //! service `ui`); a standalone cluster lists its endpoints as `host:port` children of Cypress
 //! nodes under its discovery path (master UI and REST, and the optional history server).
 //!

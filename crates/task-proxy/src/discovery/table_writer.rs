@@ -1,4 +1,4 @@
-//! The services table `<dir-path>/services` (DESIGN §3): a static table with string columns
+//! The services table `<dir-path>/services` (see docs/discovery.md): a static table with string columns
 //! `domain`, `operation_id`, `task_name`, `service`, `protocol`, one row per routable service,
 //! sorted by domain. Created with its schema when missing; rewritten only when the rows change
 //! (compared with what was last written, or read back from the table at start).

@@ -1,4 +1,4 @@
-//! Annotated vanilla operations (DESIGN §3a): the `task_proxy` annotation, the tasks and port
+//! Annotated vanilla operations (see docs/discovery.md): the `task_proxy` annotation, the tasks and port
 //! counts of the operation's spec, and the services they make from running jobs' ports.
 //!
 //! Everything here is a pure function of cluster data; the pass (`pass.rs`) fetches that data.

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// The log target; filter it like any other (`RUST_LOG=info,task_proxy::access=off`).
-pub const TARGET: &str = "task_proxy::access";
+pub const TARGET: &str = crate::logging::ACCESS_TARGET;
 
 /// What the pipeline learns about a request as it goes.
 pub struct AccessRecord {

@@ -4,102 +4,18 @@
 //! snapshot swaps for endpoints that stay, so a swap resets neither ejections nor connection
 //! pools. Selection is power-of-two-choices on in-flight counts among endpoints not ejected.
 //! A connect failure ejects an endpoint for an exponentially growing back-off; once it expires,
-//! live traffic probes it again (a success clears the record). The per-worker upstream pools
-//! live in the endpoint state too, one slot per worker, so a worker only ever locks its own slot,
-//! next to the endpoint's [`ConnLimit`] (shared by all workers: see [`super::conn_limit`]).
+//! live traffic probes it again (a success clears the record). The endpoint states themselves
+//! (health, connection cap, per-worker pools) are defined in [`super::endpoint`].
 
-use super::conn_limit::{ConnLimit, ConnLimitSettings, ConnPermit, Overloaded};
-use super::upstream::WorkerPool;
-use crate::admin::metrics::RouteStats;
+use super::conn_limit::ConnLimitSettings;
+use super::endpoint::EndpointState;
+use crate::proxy::metrics::RouteStats;
 use crate::routing::{Endpoint, Route, RoutingSnapshot};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Health of one endpoint, shared by all workers (atomics only).
-#[derive(Debug, Default)]
-pub struct Health {
-    /// Consecutive connect failures.
-    failures: AtomicU32,
-    /// Milliseconds since the balancer's epoch until which the endpoint is ejected.
-    ejected_until_ms: AtomicU64,
-    in_flight: AtomicU32,
-    ejections: AtomicU64,
-}
-
-/// One job endpoint: its address, health and per-worker connection pools.
-#[derive(Debug)]
-pub struct EndpointState {
-    pub endpoint: Endpoint,
-    /// `host:port` as it appears in URLs (for the Location rewrite).
-    pub authority: String,
-    pub health: Health,
-    pools: Box<[WorkerPool]>,
-    /// Connections open to the endpoint, across workers and both forwarding paths.
-    pub limit: ConnLimit,
-}
-
-impl EndpointState {
-    fn new(endpoint: Endpoint, workers: usize, limit: ConnLimitSettings) -> EndpointState {
-        EndpointState {
-            authority: endpoint.authority(),
-            endpoint,
-            health: Health::default(),
-            pools: (0..workers).map(|_| WorkerPool::default()).collect(),
-            limit: ConnLimit::new(limit),
-        }
-    }
-
-    /// The right to open one more connection to the endpoint. At the cap, an idle pooled
-    /// connection (of any worker) is closed to make room, then the request waits in the queue.
-    pub async fn connection_permit(&self) -> Result<ConnPermit, Overloaded> {
-        if let Some(permit) = self.limit.try_acquire() {
-            return Ok(permit);
-        }
-        // Another worker's lock is taken only here, at the cap: rare and short.
-        for pool in self.pools.iter() {
-            if pool.close_one_idle() {
-                break;
-            }
-        }
-        self.limit.acquire_queued().await
-    }
-
-    /// This worker's pools for the endpoint.
-    pub fn pool(&self, worker: usize) -> Option<&WorkerPool> {
-        self.pools.get(worker)
-    }
-
-    pub fn in_flight(&self) -> u32 {
-        self.health.in_flight.load(Ordering::Relaxed)
-    }
-
-    pub fn ejections(&self) -> u64 {
-        self.health.ejections.load(Ordering::Relaxed)
-    }
-
-    pub fn consecutive_failures(&self) -> u32 {
-        self.health.failures.load(Ordering::Relaxed)
-    }
-
-    /// Counts a request in flight until the guard drops.
-    pub fn start_request(self: &Arc<Self>) -> InFlight {
-        self.health.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
-    }
-}
-
-/// A request in flight on an endpoint (for power-of-two-choices).
-#[derive(Debug)]
-pub struct InFlight(Arc<EndpointState>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.health.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// A routed service with its endpoints' states and its request statistics.
 #[derive(Debug)]

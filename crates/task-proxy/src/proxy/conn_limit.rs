@@ -32,6 +32,17 @@ pub struct ConnLimitSettings {
     pub queue_timeout: Duration,
 }
 
+impl ConnLimitSettings {
+    /// The per-job connection cap and queue of `limits`.
+    pub fn from_limits(limits: &crate::config::Limits) -> ConnLimitSettings {
+        ConnLimitSettings {
+            max_connections: limits.upstream_max_connections_per_job,
+            queue_length: limits.upstream_queue_length,
+            queue_timeout: limits.upstream_queue_timeout,
+        }
+    }
+}
+
 impl Default for ConnLimitSettings {
     fn default() -> ConnLimitSettings {
         ConnLimitSettings {

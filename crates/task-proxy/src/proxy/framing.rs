@@ -508,7 +508,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for FramingGuard<I> {
     }
 }
 
-super::delegate_async_write!(FramingGuard);
+super::io::delegate_async_write!(FramingGuard);
 
 #[cfg(test)]
 mod tests {

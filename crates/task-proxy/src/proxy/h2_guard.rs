@@ -22,7 +22,7 @@
 //! through it) and only writes the GOAWAY between two frames. The work per read and write is a
 //! few comparisons per frame header; the clock is read only for control frames.
 
-use crate::admin::metrics::ProxyMetrics;
+use crate::proxy::metrics::ProxyMetrics;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;

@@ -10,8 +10,8 @@ use super::framing::{FramingGuard, Switch};
 use super::h2_guard::H2Guard;
 use super::relay::{Ended, Relay};
 use super::service::{ConnActivity, ConnContext, Pipeline};
+use super::shared::{ConnSlot, Shared};
 use super::upstream::Upstreams;
-use super::Shared;
 use http::HeaderValue;
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::{http1, http2};
@@ -176,21 +176,6 @@ struct Worker {
     relay: Option<Relay>,
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
-}
-
-/// A client connection's place under `--max-connections`: the count goes down when the last
-/// holder drops it. The connection's task holds it, and so does a tunnel the connection turned
-/// into (hyper lets go of an upgraded connection, but its socket is still open).
-#[derive(Debug)]
-pub struct ConnSlot(Arc<Shared>);
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        self.0
-            .metrics
-            .active_connections
-            .fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 async fn accept_loop(

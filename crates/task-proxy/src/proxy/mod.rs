@@ -1,92 +1,42 @@
-//! The data plane: listeners, the request pipeline, forwarding to jobs.
+//! The data plane: listeners, the request pipeline, forwarding to jobs. See
+//! docs/architecture.md for the module map and a request's path through it.
 //!
 //! Layers, one job each: [`listener`] accepts connections on per-worker runtimes,
-//! [`service`] runs route -> admit -> forward per request, [`access_log`] writes a line each, [`forward`] rewrites heads,
-//! [`balance`] picks endpoints and tracks their health, [`upstream`] keeps connections to jobs
-//! (as many as [`conn_limit`] allows per job), [`h2_guard`] ends HTTP/2 control-frame floods,
-//! [`relay`] is the HTTP/1.1 fast path (bytes passed on without hyper), [`headers`] is the
-//! header policy both paths share,
-//! [`upgrade`] tunnels WebSockets, [`tls`] terminates TLS with reloadable certificates.
-//! Shared state is read-mostly: the routing table (arc-swap) and atomics.
-
-/// `AsyncWrite` for a reader wrapper with an `inner` stream: writes pass straight through
-/// (the framing guard and the relay's hand-over stream only look at what is read).
-macro_rules! delegate_async_write {
-    ($wrapper:ident) => {
-        impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for $wrapper<I> {
-            fn poll_write(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                buf: &[u8],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-            }
-
-            fn poll_write_vectored(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                bufs: &[std::io::IoSlice<'_>],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                std::pin::Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-            }
-
-            fn is_write_vectored(&self) -> bool {
-                self.inner.is_write_vectored()
-            }
-
-            fn poll_flush(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-            }
-
-            fn poll_shutdown(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-            }
-        }
-    };
-}
-pub(crate) use delegate_async_write;
+//! [`service`] runs route -> admit -> forward per request (hyper's path), [`relay`] is the
+//! HTTP/1.1 fast path (bytes passed on without hyper), [`failure`] is the answer both give when
+//! forwarding fails, [`access_log`] writes a line each, [`forward`] rewrites heads,
+//! [`headers`] is the header policy both paths share, [`balance`] picks endpoints,
+//! [`endpoint`] holds each endpoint's health, connection cap and idle connection pools,
+//! [`upstream`] opens and pools connections to jobs (as many as [`conn_limit`] allows per
+//! job), [`h2_guard`] ends HTTP/2 control-frame floods, [`upgrade`] tunnels WebSockets,
+//! [`tls`] terminates TLS with reloadable certificates. The data plane owns its state
+//! ([`shared`]) and its counters ([`metrics`]); the admin server only reads them.
+//! Shared state is read-mostly: the routing table (arc-swap) and atomics. Submodules never
+//! import this file: it only assembles them ([`DataPlane`]).
 
 pub mod access_log;
 pub mod balance;
 pub mod conn_limit;
+pub mod endpoint;
+pub mod failure;
 pub mod forward;
 pub mod framing;
 pub mod h2_guard;
 pub mod headers;
+pub mod io;
 pub mod listener;
+pub mod metrics;
 pub mod relay;
 pub mod service;
+pub mod shared;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;
 
-use crate::admin::metrics::ProxyMetrics;
-use crate::auth::Gate;
-use crate::config::Limits;
-use crate::routing::RoutingTable;
-use balance::Balancer;
+pub use shared::Shared;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-/// State every worker reads.
-#[derive(Debug)]
-pub struct Shared {
-    pub table: Arc<RoutingTable>,
-    pub balancer: Arc<Balancer>,
-    pub gate: Gate,
-    pub limits: Limits,
-    pub metrics: Arc<ProxyMetrics>,
-    /// Fired on SIGTERM/SIGINT: stop accepting, finish what is in flight.
-    pub shutdown: CancellationToken,
-}
 
 /// What to listen on.
 #[derive(Debug, Clone)]

@@ -9,17 +9,17 @@
 //! a request that gets none in time is answered 503 with `Retry-After`.
 
 use super::access_log::AccessRecord;
-use super::balance::{Backend, EndpointState, InFlight, Tried, MAX_ATTEMPTS};
-use super::conn_limit::Overloaded;
+use super::balance::{Backend, Tried, MAX_ATTEMPTS};
+use super::endpoint::{EndpointState, InFlight};
+use super::failure::{add_retry_after, failure_answer, Failure};
 use super::forward::{self, ClientView};
 use super::framing::Switch;
 use super::headers::{self, CookiePolicy};
-use super::listener::ConnSlot;
+use super::shared::{monotonic_ms, ConnSlot, Shared};
 use super::upgrade::{self, TunnelContext};
 use super::upstream::Upstreams;
-use super::Shared;
-use crate::admin::metrics::Unrouted;
 use crate::answer::{local_answer, BoxError, CallerKind, ProxyBody};
+use crate::proxy::metrics::Unrouted;
 use crate::routing::{route_request, Protocol, RouteKeyError, RoutingHeaders};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
@@ -31,15 +31,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
-
-/// Milliseconds since the process's first call; a cheap monotonic clock for idle tracking.
-pub fn monotonic_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
 
 /// Requests in flight on one client connection, for its idle timeout.
 #[derive(Debug, Default)]
@@ -266,70 +260,6 @@ fn empty_body() -> ProxyBody {
     Empty::<Bytes>::new()
         .map_err(|never| match never {})
         .boxed()
-}
-
-/// Why forwarding gave no response.
-pub(super) enum Failure {
-    /// No endpoint could be connected.
-    NoJob { last: Option<String> },
-    /// The job did not start its response in time.
-    Timeout,
-    /// The job failed after the request was sent.
-    Upstream(hyper::Error),
-    /// The job failed after the request was sent (the relay's description).
-    Job(String),
-    /// No connection to the job could be had under its connection cap.
-    Overloaded(Overloaded),
-}
-
-/// Seconds a caller refused for overload is asked to wait.
-pub(super) const RETRY_AFTER: &str = "1";
-
-/// Adds `Retry-After` to a 503 answer.
-pub(super) fn add_retry_after(answer: &mut Response<ProxyBody>) {
-    if answer.status() == StatusCode::SERVICE_UNAVAILABLE {
-        answer.headers_mut().insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static(RETRY_AFTER),
-        );
-    }
-}
-
-/// The local answer for a failure to forward to service `key`.
-pub(super) fn failure_answer(
-    failure: Failure,
-    key: &impl std::fmt::Display,
-) -> (StatusCode, String) {
-    match failure {
-        Failure::NoJob { last } => (
-            StatusCode::BAD_GATEWAY,
-            match last {
-                Some(e) => format!("no healthy job for service {key} ({e})"),
-                None => format!("no healthy job for service {key}"),
-            },
-        ),
-        Failure::Timeout => (
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("the job of service {key} did not answer in time"),
-        ),
-        // The caller's own body broke (a malformed chunk, a cut upload): their fault.
-        Failure::Upstream(e) if e.is_user() => (
-            StatusCode::BAD_REQUEST,
-            format!("the request body could not be read: {e}"),
-        ),
-        Failure::Upstream(e) => (
-            StatusCode::BAD_GATEWAY,
-            format!("the job of service {key} failed: {e}"),
-        ),
-        Failure::Job(e) => (
-            StatusCode::BAD_GATEWAY,
-            format!("the job of service {key} failed: {e}"),
-        ),
-        Failure::Overloaded(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the jobs of service {key} are busy ({e}); retry later"),
-        ),
-    }
 }
 
 /// The future of [`Pipeline::handle`].

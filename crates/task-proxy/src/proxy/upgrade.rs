@@ -17,9 +17,8 @@
 //! an HTTP/1.1 Upgrade for the job (jobs speak HTTP/1.1) and its `101` back to a `200` on the
 //! caller's stream; the tunnel is the same.
 
-use super::listener::ConnSlot;
-use super::service::monotonic_ms;
-use crate::admin::metrics::ProxyMetrics;
+use super::shared::{monotonic_ms, ConnSlot};
+use crate::proxy::metrics::ProxyMetrics;
 use base64::Engine;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use hyper::upgrade::OnUpgrade;
@@ -160,7 +159,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
     }
 }
 
-super::delegate_async_write!(Watched);
+super::io::delegate_async_write!(Watched);
 
 /// Whether a request is a WebSocket over HTTP/2 (extended CONNECT with `:protocol websocket`).
 pub fn is_h2_websocket(parts: &http::request::Parts) -> bool {

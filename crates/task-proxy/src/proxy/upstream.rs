@@ -1,8 +1,9 @@
 //! Connections to jobs: HTTP/1.1 keep-alive pools for `http` services, one multiplexed HTTP/2
 //! (h2c) connection per endpoint for `grpc` services, and fresh upgradeable HTTP/1.1
-//! connections for WebSocket handshakes. Pools are per worker (a [`WorkerPool`] slot per worker
-//! in each endpoint state), so no lock is ever contended across threads (except when a worker
-//! at the per-job connection cap closes an idle connection of another worker's pool).
+//! connections for WebSocket handshakes. Pools are per worker (a
+//! [`WorkerPool`](super::endpoint::WorkerPool) slot per worker in each endpoint state), so no
+//! lock is ever contended across threads (except when a worker at the per-job connection cap
+//! closes an idle connection of another worker's pool).
 //!
 //! Every connection holds a [`ConnPermit`] of its endpoint's cap for its whole life: the task
 //! that drives it owns the permit, so it is given back whenever the connection ends, pooled or
@@ -11,13 +12,12 @@
 //! it hands on keeps that buffer's allocation alive, so a caller reading slowly would pin
 //! several large buffers per request.
 
-use super::balance::EndpointState;
 use super::conn_limit::ConnPermit;
+use super::endpoint::{EndpointState, IdleHttp1};
 use crate::answer::ProxyBody;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -61,43 +61,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for CappedReads<I> {
     }
 }
 
-super::delegate_async_write!(CappedReads);
-
-/// An idle HTTP/1.1 connection ready for a request.
-#[derive(Debug)]
-struct IdleHttp1 {
-    sender: http1::SendRequest<ProxyBody>,
-    since: Instant,
-}
-
-/// One worker's connections to one endpoint.
-#[derive(Debug, Default)]
-pub struct WorkerPool {
-    http1: Mutex<Vec<IdleHttp1>>,
-    http2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
-    /// Idle connections of the HTTP/1.1 relay.
-    pub(super) raw: Mutex<Vec<super::relay::RawConn>>,
-}
-
-impl WorkerPool {
-    /// Closes one idle HTTP/1.1 connection (the oldest), if there is one, to give its permit
-    /// back. hyper's connection task ends (and gives the permit back) once its sender is gone.
-    pub(super) fn close_one_idle(&self) -> bool {
-        if let Ok(mut idle) = self.raw.lock() {
-            if !idle.is_empty() {
-                drop(idle.remove(0));
-                return true;
-            }
-        }
-        if let Ok(mut idle) = self.http1.lock() {
-            if !idle.is_empty() {
-                drop(idle.remove(0));
-                return true;
-            }
-        }
-        false
-    }
-}
+super::io::delegate_async_write!(CappedReads);
 
 /// Why no connection to an endpoint could be made. Nothing of the request was sent.
 #[derive(Debug, thiserror::Error)]

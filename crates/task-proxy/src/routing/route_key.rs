@@ -1,5 +1,5 @@
 //! Extracting a request's route key from its routing headers or from the `Host`/`:authority`
-//! (DESIGN §5). One function, [`route_request`], serves both data-plane paths.
+//! (see docs/user-guide.md). One function, [`route_request`], serves both data-plane paths.
 //!
 //! Three forms name a service:
 //! - the hash: `Host: <hash>.<base-domain>` or `x-yt-taskproxy-id: <hash>`;

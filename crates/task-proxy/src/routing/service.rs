@@ -1,5 +1,5 @@
 //! What a service is: its key, protocol and endpoints, as discovery or the services file
-//! describe it (DESIGN §2, §7).
+//! describe it (see docs/discovery.md and docs/serve.md).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -184,7 +184,7 @@ impl RouteTimeouts {
 }
 
 /// A service as its source describes it, before naming: the input of a routing snapshot.
-/// The services file (DESIGN §7) is a list of these in JSON.
+/// The services file (docs/serve.md, "Services file") is a list of these in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {

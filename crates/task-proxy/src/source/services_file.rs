@@ -1,4 +1,4 @@
-//! The static services file (DESIGN §7): `{"services": [ServiceSpec...]}`, routed exactly like
+//! The static services file (see docs/serve.md): `{"services": [ServiceSpec...]}`, routed exactly like
 //! discovered services. It is read at start (a bad file refuses the start), then re-read when its
 //! metadata changes (polled) or on SIGHUP; a bad file later is logged and changes nothing.
 

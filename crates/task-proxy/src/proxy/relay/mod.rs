@@ -25,21 +25,22 @@
 //! retried on other endpoints and bodiless idempotent requests replayed once.
 
 mod chunked;
-mod head;
+pub(super) mod head;
 mod upstream;
 
 use upstream::ExchangeError;
 pub use upstream::RawConn;
 
 use super::access_log::AccessRecord;
-use super::balance::{Backend, InFlight, Tried, MAX_ATTEMPTS};
+use super::balance::{Backend, Tried, MAX_ATTEMPTS};
+use super::endpoint::InFlight;
+use super::failure::{add_retry_after, failure_answer, Failure};
 use super::headers::CookiePolicy;
-use super::service::{add_retry_after, failure_answer, Failure};
+use super::shared::Shared;
 use super::upstream::Upstreams;
-use super::Shared;
-use crate::admin::metrics::Unrouted;
 use crate::answer::{local_answer, CallerKind, ProxyBody};
 use crate::auth::Fetch;
+use crate::proxy::metrics::Unrouted;
 use crate::routing::{route_request, Protocol, RoutingHeaders};
 use bytes::{Buf, Bytes, BytesMut};
 use head::{BadResponse, Framing, Kind, ParsedRequest, RequestHead, ResponseHead};
@@ -743,4 +744,4 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
     }
 }
 
-super::delegate_async_write!(Prefixed);
+super::io::delegate_async_write!(Prefixed);

@@ -1,32 +1,18 @@
 //! The relay's connections to jobs: plain TCP streams with their read buffer, pooled per
-//! endpoint per worker (in the endpoint's [`WorkerPool`](crate::proxy::upstream::WorkerPool)
+//! endpoint per worker (in the endpoint's [`WorkerPool`](crate::proxy::endpoint::WorkerPool)
 //! slot, like hyper's connections of the general path). Each holds a permit of its endpoint's
 //! connection cap until it is dropped.
 
 use super::head::{self, BadResponse, ResponseHead};
-use crate::proxy::balance::EndpointState;
 use crate::proxy::conn_limit::ConnPermit;
+use crate::proxy::endpoint::EndpointState;
+pub use crate::proxy::endpoint::RawConn;
 use crate::proxy::upstream::{ConnectError, Upstreams};
 use bytes::{Buf, BytesMut};
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// A connection to a job that the relay writes requests to and reads responses from.
-#[derive(Debug)]
-pub struct RawConn {
-    pub(super) stream: TcpStream,
-    /// Bytes read from the job and not passed on yet.
-    pub(super) buf: BytesMut,
-    pub(super) endpoint: Arc<EndpointState>,
-    /// The parsed header index, reused between responses.
-    pub(super) headers: Vec<head::Header>,
-    idle_since: Instant,
-    /// The connection's place under the endpoint's cap, given back when it is dropped.
-    _permit: ConnPermit,
-}
 
 /// Why a job's answer could not be read.
 #[derive(Debug, thiserror::Error)]
