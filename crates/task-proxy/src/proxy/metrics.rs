@@ -1,6 +1,6 @@
 //! The data plane's counters: atomics updated on the request path (no labels formatted per
 //! request, no locks). The data plane owns them; the admin server's Prometheus collector
-//! ([`crate::admin::metrics`]) only reads them at scrape time.
+//! (`admin/metrics.rs`) only reads them at scrape time.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
