@@ -520,16 +520,7 @@ fn is_archive_suffix(rest: &str) -> bool {
 fn utc_stamp(since_epoch: Duration) -> String {
     let secs = since_epoch.as_secs();
     let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Days to a civil date (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = yt_client::time::civil_from_days(days as i64);
     format!(
         "{year:04}{month:02}{day:02}T{:02}{:02}{:02}.{:09}Z",
         rest / 3600,
