@@ -227,6 +227,16 @@ where
     }
 }
 
+/// A per-operation timeout in seconds (0: no limit) where the operation sets one, else the
+/// flag's `global`.
+fn overridden(seconds: Option<u64>, global: std::time::Duration) -> std::time::Duration {
+    match seconds {
+        Some(0) => crate::config::NO_LIMIT,
+        Some(s) => std::time::Duration::from_secs(s),
+        None => global,
+    }
+}
+
 /// The head of an idempotent request without a body, kept to replay it on another endpoint.
 struct Replay {
     method: Method,
@@ -481,11 +491,11 @@ impl Pipeline {
             .map(|t| tokio::time::Instant::now() + t);
         let stream_idle = timeouts.stream_idle_timeout(limits.stream_idle_timeout);
         // The response head is waited for as long as the route timeout allows when the
-        // operation sets one (0: no limit), as the global flag does.
-        let head_timeout = match timeouts.route_timeout_seconds {
-            Some(_) => route_timeout.unwrap_or(crate::config::NO_LIMIT),
-            None => limits.upstream_response_timeout,
-        };
+        // operation sets one, as the global flag does.
+        let head_timeout = overridden(
+            timeouts.route_timeout_seconds,
+            limits.upstream_response_timeout,
+        );
         let (response, in_flight) = match self
             .send(&backend, req, replay, is_upgrade, head_timeout)
             .await
@@ -519,11 +529,11 @@ impl Pipeline {
                 (true, Some(client), Some(upstream)) => {
                     let context = TunnelContext {
                         metrics: self.shared.metrics.clone(),
-                        // The operation's stream idle timeout (0: none) replaces the flag's.
-                        idle_timeout: match timeouts.stream_idle_timeout_seconds {
-                            Some(_) => stream_idle.unwrap_or(crate::config::NO_LIMIT),
-                            None => self.shared.limits.tunnel_idle_timeout,
-                        },
+                        // The operation's stream idle timeout replaces the flag's.
+                        idle_timeout: overridden(
+                            timeouts.stream_idle_timeout_seconds,
+                            limits.tunnel_idle_timeout,
+                        ),
                         slot: conn.slot.clone(),
                     };
                     upgrade::spawn_tunnel(client, upstream, context);
