@@ -66,6 +66,23 @@ async fn vanilla(cluster: &DevCluster, tasks: &str, spec: &str) -> String {
 }
 
 /// Runs passes until `check` holds for the published snapshot, or panics after `timeout`.
+/// Creates the discovery nodes a SPYT cluster at `path` registers: `(kind, host:port)` pairs,
+/// e.g. `("webui", "127.0.0.6:8080")`.
+async fn spyt_discovery_nodes(cluster: &DevCluster, path: &str, nodes: &[(&str, &str)]) {
+    for (dir, node) in nodes {
+        yt(
+            cluster,
+            &[
+                "create",
+                "map_node",
+                &format!("{path}/discovery/{dir}/{node}"),
+                "--recursive",
+            ],
+        )
+        .await;
+    }
+}
+
 async fn pass_until(
     discovery: &mut Discovery,
     table: &RoutingTable,
@@ -344,22 +361,16 @@ async fn spyt_driver_and_standalone_cluster() {
         r#"{annotations={is_spark=%true; description={"Spark over YT"={discovery_path="//home/spark/c1"}}}}"#,
     )
     .await;
-    for (dir, node) in [
-        ("webui", "127.0.0.6:8080"),
-        ("webui", "127.0.0.7:8080"),
-        ("rest", "127.0.0.6:6066"),
-    ] {
-        yt(
-            &cluster,
-            &[
-                "create",
-                "map_node",
-                &format!("//home/spark/c1/discovery/{dir}/{node}"),
-                "--recursive",
-            ],
-        )
-        .await;
-    }
+    spyt_discovery_nodes(
+        &cluster,
+        "//home/spark/c1",
+        &[
+            ("webui", "127.0.0.6:8080"),
+            ("webui", "127.0.0.7:8080"),
+            ("rest", "127.0.0.6:6066"),
+        ],
+    )
+    .await;
     pass_until(
         &mut discovery,
         &table,
@@ -809,18 +820,12 @@ async fn spyt_standalone_described_in_the_spec() {
         r#"{annotations={is_spark=%true}; description={"Spark over YT"={discovery_path="//home/spark/c2"}}}"#,
     )
     .await;
-    for (dir, node) in [("webui", "127.0.0.9:8080"), ("rest", "127.0.0.9:6066")] {
-        yt(
-            &cluster,
-            &[
-                "create",
-                "map_node",
-                &format!("//home/spark/c2/discovery/{dir}/{node}"),
-                "--recursive",
-            ],
-        )
-        .await;
-    }
+    spyt_discovery_nodes(
+        &cluster,
+        "//home/spark/c2",
+        &[("webui", "127.0.0.9:8080"), ("rest", "127.0.0.9:6066")],
+    )
+    .await;
     pass_until(
         &mut discovery,
         &table,
