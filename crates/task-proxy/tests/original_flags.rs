@@ -179,6 +179,21 @@ fn services(dir: &Path, job: &str) -> (String, String) {
     )
 }
 
+/// The proxy with the logging config at `config`, started as the original is: single-dash
+/// flags and no subcommand.
+fn start_with_logging(config: &Path, services_file: &str) -> Running {
+    start(&strings(&[
+        &format!("-logging-config={}", config.display()),
+        "-base-domain",
+        BASE,
+        "-auth-enabled=false",
+        &format!("-services-file={services_file}"),
+        "-listen=127.0.0.1:0",
+        "-admin-listen=127.0.0.1:0",
+        "-worker-threads=1",
+    ]))
+}
+
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
@@ -209,17 +224,7 @@ fn logging_config_writes_server_and_access_logs_to_files_and_rotates_by_size() {
         ),
     )
     .unwrap();
-    // Single-dash and no subcommand, as the original is started.
-    let proxy = start(&strings(&[
-        &format!("-logging-config={}", config.display()),
-        "-base-domain",
-        BASE,
-        "-auth-enabled=false",
-        &format!("-services-file={services_file}"),
-        "-listen=127.0.0.1:0",
-        "-admin-listen=127.0.0.1:0",
-        "-worker-threads=1",
-    ]));
+    let proxy = start_with_logging(&config, &services_file);
     for i in 0..200 {
         let (status, body) = get(&proxy.plain, &domain, &format!("/page/{i}"), "");
         assert_eq!(status, 200, "{body}");
@@ -274,16 +279,7 @@ fn access_log_disabled_writes_no_access_lines_anywhere() {
         ),
     )
     .unwrap();
-    let proxy = start(&strings(&[
-        &format!("-logging-config={}", config.display()),
-        "-base-domain",
-        BASE,
-        "-auth-enabled=false",
-        &format!("-services-file={services_file}"),
-        "-listen=127.0.0.1:0",
-        "-admin-listen=127.0.0.1:0",
-        "-worker-threads=1",
-    ]));
+    let proxy = start_with_logging(&config, &services_file);
     for i in 0..5 {
         let (status, _) = get(&proxy.plain, &domain, &format!("/page/{i}"), "");
         assert_eq!(status, 200);
