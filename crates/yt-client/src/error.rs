@@ -239,6 +239,11 @@ pub enum Error {
     /// the answer must not be taken as the whole truth. Transient.
     #[error("incomplete answer: {0}")]
     Incomplete(YtError),
+    /// The cluster redirected a read to where this client will not send credentials (another
+    /// scheme, or a host the cluster does not list as its data proxy), or redirected a
+    /// command it never redirects.
+    #[error("refused redirect: {0}")]
+    Redirect(String),
 }
 
 impl Error {
@@ -258,7 +263,10 @@ impl Error {
                     matches!(status, 429 | 500 | 502 | 503 | 504) || error.is_retryable()
                 }
             }
-            Error::Unauthenticated(_) | Error::Decode(_) | Error::InvalidArgument(_) => false,
+            Error::Unauthenticated(_)
+            | Error::Decode(_)
+            | Error::InvalidArgument(_)
+            | Error::Redirect(_) => false,
         }
     }
 

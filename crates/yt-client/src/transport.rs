@@ -4,8 +4,9 @@
 use crate::config::{ClientConfig, Credentials};
 use crate::error::{Error, YtError};
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use rand::Rng;
-use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -15,8 +16,12 @@ use yson::Node;
 /// `<format=text>yson`: what the client asks for and sends.
 pub(crate) const YSON_TEXT_FORMAT: &str = "<format=text>yson";
 
-/// Heavy commands this client reads (the ones a control proxy may redirect).
+/// Heavy commands this client reads: a control proxy redirects them (307) to a data proxy,
+/// and a data proxy that fails after the head was sent reports the error in trailers.
 const HEAVY_READS: &[&str] = &["read_table", "read_file"];
+
+/// The trailers a heavy command announces (`Trailer:`) and fills when it fails mid-stream.
+const ERROR_TRAILERS: [&str; 3] = ["X-YT-Error", "X-YT-Response-Code", "X-YT-Response-Message"];
 
 /// How a command travels: light reads GET, mutations POST, inputs PUT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +155,9 @@ impl Transport {
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .no_proxy()
+            // Redirects are followed by hand (heavy reads only, to the cluster's own data
+            // proxies, credentials kept); any other redirect is an answer to report.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::InvalidArgument(format!("cannot build the HTTP client: {e}")))?;
         Ok(Transport {
@@ -254,6 +262,58 @@ impl Transport {
         }
     }
 
+    /// Where a heavy read's redirect may go: the same scheme as the cluster's URL, the same
+    /// command path, and a host the cluster lists among its data proxies (`GET /hosts`,
+    /// whose names are the ones a control proxy redirects to). Anything else is refused, so
+    /// the credentials sent with the read never leave the cluster.
+    async fn data_proxy_url(&self, location: &str) -> Result<reqwest::Url, Error> {
+        let refuse = |why: String| Error::Redirect(format!("to {location:?}: {why}"));
+        let base = reqwest::Url::parse(&self.base)
+            .map_err(|e| Error::InvalidArgument(format!("bad proxy URL: {e}")))?;
+        let target = base
+            .join(location)
+            .map_err(|e| refuse(format!("not a URL ({e})")))?;
+        if target.scheme() != base.scheme() {
+            return Err(refuse(format!(
+                "the cluster is reached over {}, the redirect asks for {}",
+                base.scheme(),
+                target.scheme()
+            )));
+        }
+        if !target.path().starts_with("/api/") || !target.username().is_empty() {
+            return Err(refuse("not a command path of the API".into()));
+        }
+        let host = target
+            .host_str()
+            .ok_or_else(|| refuse("no host".into()))?
+            .to_ascii_lowercase();
+        let listed = self
+            .http
+            .get(format!("{}/hosts?role=data", self.base))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(classify_reqwest)?
+            .error_for_status()
+            .map_err(classify_reqwest)?
+            .json::<Vec<String>>()
+            .await
+            .map_err(|e| Error::Decode(format!("/hosts: {e}")))?;
+        let port = target.port_or_known_default();
+        let known = listed.iter().any(|entry| {
+            let (name, listed_port) = split_host_port(entry);
+            name.eq_ignore_ascii_case(host.trim_start_matches('[').trim_end_matches(']'))
+                && listed_port.is_none_or(|p| Some(p) == port)
+        });
+        if !known {
+            return Err(refuse(format!(
+                "{host} is not among the cluster's data proxies ({})",
+                listed.join(", ")
+            )));
+        }
+        Ok(target)
+    }
+
     fn backoff(&self, attempt: u32) -> Duration {
         let base = self
             .config
@@ -283,11 +343,11 @@ impl Transport {
             Method::Put => self.http.put(&url),
         };
         let mut headers = HeaderMap::new();
-        if raw_path.is_none() && HEAVY_READS.contains(&call.command) {
-            // A control proxy redirects heavy commands to a data proxy (307) unless told not
-            // to; a redirect to another host would drop the credentials, so the proxy asked
-            // serves the read itself.
-            headers.insert("X-YT-Suppress-Redirect", HeaderValue::from_static("1"));
+        let heavy_read = raw_path.is_none() && HEAVY_READS.contains(&call.command);
+        if heavy_read {
+            // The server fills the error trailers whatever the request says; HTTP servers
+            // built on common libraries send trailers only to a client that says it takes them.
+            headers.insert(reqwest::header::TE, HeaderValue::from_static("trailers"));
         }
         if raw_path.is_none() {
             headers.insert(
@@ -346,11 +406,37 @@ impl Transport {
                 }
             }
         }
-        let response = request
+        let request = request
             .headers(headers)
-            .send()
+            .build()
+            .map_err(|e| fail(classify_reqwest(e)))?;
+        let again = request.try_clone();
+        let mut response = self
+            .http
+            .execute(request)
             .await
             .map_err(|e| fail(classify_reqwest(e)))?;
+        if heavy_read && matches!(response.status().as_u16(), 307 | 308) {
+            // One hop, to a data proxy the cluster lists, with the same credentials.
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let target = self.data_proxy_url(&location).await.map_err(fail)?;
+            let mut again = again.ok_or_else(|| {
+                fail(Error::InvalidArgument(
+                    "the redirected request cannot be sent again".into(),
+                ))
+            })?;
+            *again.url_mut() = target;
+            response = self
+                .http
+                .execute(again)
+                .await
+                .map_err(|e| fail(classify_reqwest(e)))?;
+        }
         let status = response.status();
         let retry_after = response
             .headers()
@@ -367,10 +453,17 @@ impl Transport {
             .get("X-YT-Response-Code")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<i64>().ok());
-        let body = response
-            .bytes()
+        let collected = http::Response::<reqwest::Body>::from(response)
+            .into_body()
+            .collect()
             .await
             .map_err(|e| (classify_reqwest(e), retry_after))?;
+        // An error after the head was sent arrives in the trailers, over a 200.
+        let (header_error, response_code) = match collected.trailers().and_then(trailer_error) {
+            Some(from_trailers) => from_trailers,
+            None => (header_error, response_code),
+        };
+        let body = collected.to_bytes();
 
         let failed = !status.is_success() || response_code.is_some_and(|c| c != 0);
         if !failed {
@@ -401,6 +494,38 @@ impl Transport {
             status.as_u16()
         };
         Err((Error::Yt { status, error }, retry_after))
+    }
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port` (entries of `/hosts`, with the server's
+/// `show_ports` on or off) as the bare host and the port, if any.
+fn split_host_port(entry: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = entry.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((host, tail)) => (host, tail.strip_prefix(':').and_then(|p| p.parse().ok())),
+            None => (entry, None),
+        };
+    }
+    match entry.split_once(':') {
+        Some((host, port)) if !port.contains(':') => (host, port.parse().ok()),
+        _ => (entry, None),
+    }
+}
+
+/// The error a heavy command reported in its trailers: the `X-YT-Error` object and a non-zero
+/// `X-YT-Response-Code` (1, the generic code, when only the error object came).
+fn trailer_error(trailers: &HeaderMap) -> Option<(Option<Vec<u8>>, Option<i64>)> {
+    let error = trailers
+        .get(ERROR_TRAILERS[0])
+        .map(|v| v.as_bytes().to_vec());
+    let code = trailers
+        .get(ERROR_TRAILERS[1])
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|code| *code != 0);
+    match (error, code) {
+        (None, None) => None,
+        (error, code) => Some((error, Some(code.unwrap_or(1)))),
     }
 }
 
@@ -469,6 +594,16 @@ fn normalize_base(proxy_url: &str) -> Result<String, Error> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn host_port_of_hosts_entries() {
+        use super::split_host_port;
+        assert_eq!(split_host_port("proxy-1.yt"), ("proxy-1.yt", None));
+        assert_eq!(split_host_port("proxy-1.yt:80"), ("proxy-1.yt", Some(80)));
+        assert_eq!(split_host_port("[::1]:8000"), ("::1", Some(8000)));
+        assert_eq!(split_host_port("[::1]"), ("::1", None));
+        assert_eq!(split_host_port("::1"), ("::1", None));
+    }
+
     use super::*;
 
     #[test]

@@ -460,18 +460,14 @@ async fn the_list_operations_cursor_is_exclusive() {
     cluster.shutdown().await;
 }
 
-/// A control proxy redirects heavy reads (307 to a data proxy on another host, which would
-/// not get the credentials); the client asks it to serve them itself.
+/// A control proxy redirects heavy reads (307 to a data proxy, `Connection: close`) unless
+/// the request carries `X-YT-Suppress-Redirect` or a cookie; the client follows one hop to a
+/// data proxy the cluster lists in `/hosts`, with its credentials.
 #[tokio::test]
-async fn heavy_reads_are_not_redirected_away_from_the_credentials() {
+async fn heavy_reads_follow_the_redirect_to_a_listed_data_proxy() {
     let cluster = cluster().await;
     let client = robot(&cluster);
-    client
-        .create("table", "//home/r/table", None, true, false)
-        .await
-        .unwrap();
-    let rows = vec![Node::map(vec![("k".into(), Node::string("v"))])];
-    client.write_table("//home/r/table", &rows).await.unwrap();
+    let rows = table_with_rows(&client, "//home/r/table", 3).await;
     cluster.knobs().set(
         "read_table",
         CommandKnob {
@@ -479,23 +475,109 @@ async fn heavy_reads_are_not_redirected_away_from_the_credentials() {
             ..CommandKnob::default()
         },
     );
-    // The knob redirects as the server does...
     let plain = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    let url = format!("{}/api/v4/read_table?path=//home/r/table", cluster.url());
     let answer = plain
-        .get(format!(
-            "{}/api/v4/read_table?path=//home/r/table",
-            cluster.url()
-        ))
+        .get(&url)
         .header("Authorization", "OAuth robot-token")
         .send()
         .await
         .unwrap();
     assert_eq!(answer.status().as_u16(), 307);
-    assert!(answer.headers().contains_key("location"));
-    // ...and the client's read is served where it asked.
+    let location = answer.headers()["location"].to_str().unwrap().to_string();
+    let hosts: Vec<String> = plain
+        .get(format!("{}/hosts", cluster.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        hosts
+            .iter()
+            .any(|h| location.starts_with(&format!("http://{h}/"))),
+        "{location} names a listed data proxy {hosts:?}"
+    );
+    // Browsers (a cookie) are served in place, as by the server.
+    let browser = plain
+        .get(&url)
+        .header("Cookie", "YTCypressCookie=robot-cookie")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(browser.status().as_u16(), 307);
+
+    let before = client.stats();
     assert_eq!(client.read_table("//home/r/table").await.unwrap(), rows);
+    let sent = client.stats().by_command_since(&before);
+    assert_eq!(sent.get("read_table"), Some(&1), "one call, {sent:?}");
     cluster.shutdown().await;
+}
+
+/// A redirect to a host the cluster does not list as a data proxy is refused: the client
+/// never connects there, so the credentials cannot leak.
+#[tokio::test]
+async fn heavy_reads_refuse_a_redirect_to_an_unlisted_host() {
+    let cluster = cluster().await;
+    let client = robot(&cluster);
+    table_with_rows(&client, "//home/r/table", 1).await;
+    let foreign = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let foreign_addr = foreign.local_addr().unwrap();
+    cluster.knobs().set(
+        "read_table",
+        CommandKnob {
+            redirect: true,
+            redirect_host: Some(foreign_addr.to_string()),
+            ..CommandKnob::default()
+        },
+    );
+    let error = client.read_table("//home/r/table").await.unwrap_err();
+    assert!(matches!(error, Error::Redirect(_)), "{error}");
+    assert!(
+        error.to_string().contains(&foreign_addr.to_string()),
+        "{error}"
+    );
+    assert!(!error.is_transient());
+    let accepted = tokio::time::timeout(Duration::from_millis(200), foreign.accept()).await;
+    assert!(accepted.is_err(), "the unlisted host got a connection");
+    cluster.shutdown().await;
+}
+
+/// A data proxy that fails after sending the head reports the error in trailers over a 200;
+/// the read fails instead of returning the rows that came before the error.
+#[tokio::test]
+async fn an_error_trailer_fails_the_read() {
+    let cluster = cluster().await;
+    let client = robot(&cluster);
+    let rows = table_with_rows(&client, "//home/r/table", 40).await;
+    assert_eq!(client.read_table("//home/r/table").await.unwrap(), rows);
+    cluster.knobs().set(
+        "read_table",
+        CommandKnob {
+            error_trailer: true,
+            ..CommandKnob::default()
+        },
+    );
+    let error = client.read_table("//home/r/table").await.unwrap_err();
+    assert!(
+        error.to_string().contains("Error reading table chunk"),
+        "{error}"
+    );
+    cluster.shutdown().await;
+}
+
+async fn table_with_rows(client: &YtClient, path: &str, count: usize) -> Vec<Node> {
+    client
+        .create("table", path, None, true, false)
+        .await
+        .unwrap();
+    let rows: Vec<Node> = (0..count)
+        .map(|i| Node::map(vec![("k".into(), Node::string(format!("value-{i}")))]))
+        .collect();
+    client.write_table(path, &rows).await.unwrap();
+    rows
 }

@@ -41,10 +41,20 @@ pub struct CommandKnob {
     /// `list_jobs` marks running jobs `is_stale`, as the server does for jobs the archive
     /// says are running but the controller agent does not report.
     pub stale_jobs: bool,
-    /// Answer as a control proxy does for a heavy command: 307 to a data proxy (here
-    /// `localhost` at the same port, path and query) unless the request has
-    /// `X-YT-Suppress-Redirect`.
+    /// Answer as a control proxy does for a heavy command: 307 to a data proxy at the same
+    /// path and query, with `Connection: close`, unless the request has
+    /// `X-YT-Suppress-Redirect` or a `Cookie` (browsers are served in place). The data proxy
+    /// is this server under a second name, `localhost:<port>`: while any command has this
+    /// knob, `/hosts` lists that name, and requests addressed to it are served as a data
+    /// proxy serves them (never redirected). `redirect_host` names another target.
     pub redirect: bool,
+    /// The `host:port` a redirect names instead of this server (one `/hosts` does not list).
+    pub redirect_host: Option<String>,
+    /// Fail a heavy read after the head was sent, as a data proxy does when the read breaks
+    /// mid-stream: status 200, the first half of the answer, then the error in the trailers
+    /// `X-YT-Error`, `X-YT-Response-Code` and `X-YT-Response-Message` (announced in
+    /// `Trailer:`). hyper sends trailers only to clients that sent `TE: trailers`.
+    pub error_trailer: bool,
 }
 
 /// What the server should do with one request, decided from the knobs.
@@ -99,6 +109,14 @@ impl Knobs {
     pub fn get(&self, command: &str) -> Option<CommandKnob> {
         let map = self.commands.read().ok()?;
         map.get(command).or_else(|| map.get("*")).cloned()
+    }
+
+    /// Whether any command is redirected to a data proxy (the `redirect` knob).
+    pub fn redirects(&self) -> bool {
+        self.commands
+            .read()
+            .map(|m| m.values().any(|k| k.redirect))
+            .unwrap_or(false)
     }
 
     /// Whether the server answers as if it did not have `command`.

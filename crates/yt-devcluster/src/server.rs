@@ -11,7 +11,8 @@ use crate::params::{Encoding, Params};
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use http::{Method, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +22,15 @@ use tokio::sync::watch;
 /// The largest request body accepted (uploads of files and tables).
 const MAX_BODY: usize = 512 * 1024 * 1024;
 
-type Body = Full<Bytes>;
+type Body = BoxBody<Bytes, std::convert::Infallible>;
+
+/// A complete body.
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+/// The trailers a heavy command announces; it fills them only when it fails mid-stream.
+const ERROR_TRAILERS: &str = "X-YT-Error, X-YT-Response-Code, X-YT-Response-Message";
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The banner shown at start and on `GET /`.
@@ -102,7 +111,7 @@ pub async fn serve(
 }
 
 fn json_response(status: u16, value: &serde_json::Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
+    let mut r = Response::new(full(value.to_string()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -122,7 +131,7 @@ pub fn error_response(error: &YtError) -> Response<Body> {
 }
 
 fn text_response(status: u16, text: String) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(text)));
+    let mut r = Response::new(full(text));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -156,23 +165,39 @@ async fn handle(
         .headers()
         .get(http::header::AUTHORIZATION)
         .is_some_and(|v| v.as_bytes().starts_with(b"Bearer "));
-    let suppress_redirect = req.headers().contains_key("x-yt-suppress-redirect");
-    if !suppress_redirect && shared.knobs.get(&command).is_some_and(|k| k.redirect) {
+    // A control proxy redirects heavy reads unless told not to or serving a browser.
+    let suppress_redirect = req.headers().contains_key("x-yt-suppress-redirect")
+        || req.headers().contains_key(http::header::COOKIE)
+        || addressed_to_data_proxy(&shared, &req);
+    let knob = shared.knobs.get(&command);
+    let heavy = commands::descriptor(&command).is_some_and(|d| d.is_heavy);
+    if let Some(knob) = knob
+        .as_ref()
+        .filter(|k| k.redirect && heavy && !suppress_redirect)
+    {
+        let host = knob
+            .redirect_host
+            .clone()
+            .unwrap_or_else(|| data_proxy_name(&shared));
         let location = format!(
-            "http://localhost:{}{}",
-            shared.addr.port(),
+            "http://{host}{}",
             req.uri()
                 .path_and_query()
                 .map(|p| p.as_str())
                 .unwrap_or(&path)
         );
-        let mut response = Response::new(Full::new(Bytes::new()));
+        let mut response = Response::new(full(Bytes::new()));
         *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
         if let Ok(value) = HeaderValue::from_str(&location) {
             response.headers_mut().insert(http::header::LOCATION, value);
         }
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         return Ok(response);
     }
+    let error_trailer = heavy && knob.as_ref().is_some_and(|k| k.error_trailer);
+    let omit_trailers = req.headers().contains_key("x-yt-omit-trailers");
     if bearer && shared.knobs.get(&command).is_some_and(|k| k.reject_bearer) {
         return Ok(error_response(&YtError::new(
             crate::error::codes::INVALID_CREDENTIALS,
@@ -208,6 +233,7 @@ async fn handle(
         }
     }
     let response = match handle_command(&shared, &command, req).await {
+        Ok(r) if heavy && !omit_trailers => with_error_trailers(r, error_trailer).await,
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(command, code = e.code, message = %e.message, "command failed");
@@ -215,6 +241,56 @@ async fn handle(
         }
     };
     Ok(response)
+}
+
+/// The name this server answers to as a data proxy while heavy reads are redirected.
+fn data_proxy_name(shared: &Shared) -> String {
+    format!("localhost:{}", shared.addr.port())
+}
+
+/// Whether a request came to the data proxy's name (its `Host`), not the control proxy's.
+fn addressed_to_data_proxy(shared: &Shared, req: &http::Request<Incoming>) -> bool {
+    req.headers()
+        .get(http::header::HOST)
+        .is_some_and(|h| h.as_bytes() == data_proxy_name(shared).as_bytes())
+}
+
+/// A heavy command's answer as a data proxy sends it: the error trailers announced, and when
+/// `fail` (the `error_trailer` knob), only the first half of the body followed by the error
+/// in those trailers, as when a read breaks after the head was sent.
+async fn with_error_trailers(response: Response<Body>, fail: bool) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    parts
+        .headers
+        .insert("trailer", HeaderValue::from_static(ERROR_TRAILERS));
+    if !fail {
+        return Response::from_parts(parts, body);
+    }
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let half = bytes.slice(..bytes.len() / 2);
+    let error = YtError::new(
+        crate::error::codes::GENERIC,
+        500,
+        "Error reading table chunk (development cluster knob)",
+    );
+    let mut trailers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&error.to_json().to_string()) {
+        trailers.insert("x-yt-error", v);
+    }
+    trailers.insert("x-yt-response-code", HeaderValue::from(error.code));
+    if let Ok(v) = HeaderValue::from_str(&error.message) {
+        trailers.insert("x-yt-response-message", v);
+    }
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    let frames = futures_util::stream::iter([
+        Ok(hyper::body::Frame::data(half)),
+        Ok(hyper::body::Frame::trailers(trailers)),
+    ]);
+    Response::from_parts(parts, StreamBody::new(frames).boxed())
 }
 
 async fn read_body(body: Incoming) -> Result<Bytes, YtError> {
@@ -247,7 +323,12 @@ async fn handle_service(
             json_response(200, &descriptors)
         }
         (_, p) if p == "/hosts" || p.starts_with("/hosts/") => {
-            json_response(200, &serde_json::json!([shared.addr.to_string()]))
+            let name = if shared.knobs.redirects() {
+                data_proxy_name(shared)
+            } else {
+                shared.addr.to_string()
+            };
+            json_response(200, &serde_json::json!([name]))
         }
         (&Method::GET, "/devcluster/knobs") => json_response(
             200,
@@ -451,7 +532,7 @@ async fn handle_command(
         Output::Binary(b) => (b, "application/octet-stream"),
         Output::Null => (Vec::new(), "text/plain"),
     };
-    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    let mut r = Response::new(full(bytes));
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Some(v) = response_parameters {
