@@ -613,6 +613,7 @@ monitoring:
         ("TaskProxyAuthorizationInfrastructureFailures", "11"),
         ("TaskProxyAuthorizationContextDeadlineExceeded", "12"),
         ("TaskProxyAuthorizationGrpcUnavailable", "13"),
+        ("TaskProxyAuthorizationConnectionTimeout", "14"),
         ("TaskProxyDiscoveryInfrastructureFailures", "15"),
     ] {
         assert!(

@@ -213,6 +213,42 @@ impl fmt::Display for YtError {
 
 impl std::error::Error for YtError {}
 
+/// Classes of failed cluster calls, as operators count and alert on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The call's time ran out (its timeout or the caller's deadline).
+    DeadlineExceeded,
+    /// No connection to the cluster's proxy within the connect timeout.
+    ConnectionTimeout,
+    /// The connection was refused, reset or broken.
+    Network,
+    /// The cluster answered that it cannot serve now.
+    Unavailable,
+    /// Anything else: undecodable answers, refused redirects, other errors.
+    Other,
+}
+
+impl FailureKind {
+    pub const ALL: [FailureKind; 5] = [
+        FailureKind::DeadlineExceeded,
+        FailureKind::ConnectionTimeout,
+        FailureKind::Network,
+        FailureKind::Unavailable,
+        FailureKind::Other,
+    ];
+
+    /// The metric label (the names the original task proxy's alerts use where they overlap).
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::DeadlineExceeded => "context_deadline_exceeded",
+            FailureKind::ConnectionTimeout => "connection_timeout",
+            FailureKind::Network => "network_error",
+            FailureKind::Unavailable => "unavailable",
+            FailureKind::Other => "other",
+        }
+    }
+}
+
 /// What can go wrong with a request.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -228,6 +264,9 @@ pub enum Error {
     /// Could not connect, or the connection broke.
     #[error("transport error: {0}")]
     Transport(String),
+    /// The connection to the cluster's proxy could not be opened in time.
+    #[error("connection timed out: {0}")]
+    ConnectTimeout(String),
     /// The answer was not what the command returns.
     #[error("cannot decode the cluster's answer: {0}")]
     Decode(String),
@@ -251,7 +290,10 @@ impl Error {
     /// 429/5xx answers and retryable YT codes; never 401/403, resolve or permission errors.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Timeout | Error::Transport(_) | Error::Incomplete(_) => true,
+            Error::Timeout
+            | Error::Transport(_)
+            | Error::ConnectTimeout(_)
+            | Error::Incomplete(_) => true,
             Error::Yt { status, error } => {
                 if *status == 401
                     || *status == 403
@@ -267,6 +309,30 @@ impl Error {
             | Error::Decode(_)
             | Error::InvalidArgument(_)
             | Error::Redirect(_) => false,
+        }
+    }
+
+    /// The class of this failure, for counting and alerting: the call ran out of time, the
+    /// connection could not be opened in time, the network failed, the cluster said it is
+    /// unavailable (5xx, 429, a banned proxy, a retryable code, an incomplete answer), or
+    /// anything else.
+    pub fn failure_kind(&self) -> FailureKind {
+        match self {
+            Error::Timeout => FailureKind::DeadlineExceeded,
+            Error::ConnectTimeout(_) => FailureKind::ConnectionTimeout,
+            Error::Transport(_) => FailureKind::Network,
+            Error::Incomplete(_) => FailureKind::Unavailable,
+            Error::Yt { status, error } => {
+                if matches!(status, 429 | 500 | 502 | 503 | 504) || error.is_retryable() {
+                    FailureKind::Unavailable
+                } else {
+                    FailureKind::Other
+                }
+            }
+            Error::Unauthenticated(_)
+            | Error::Decode(_)
+            | Error::InvalidArgument(_)
+            | Error::Redirect(_) => FailureKind::Other,
         }
     }
 
@@ -334,6 +400,33 @@ mod tests {
         assert!(!yt(403, YtError::new(3, "x")).is_transient());
         assert!(!Error::Unauthenticated("no".into()).is_transient());
         assert!(!Error::Decode("garbage".into()).is_transient());
+    }
+
+    #[test]
+    fn failure_kinds() {
+        use super::FailureKind::*;
+        let yt = |status, error| Error::Yt { status, error };
+        assert_eq!(Error::Timeout.failure_kind(), DeadlineExceeded);
+        assert_eq!(
+            Error::ConnectTimeout("x".into()).failure_kind(),
+            ConnectionTimeout
+        );
+        assert!(Error::ConnectTimeout("x".into()).is_transient());
+        assert_eq!(Error::Transport("reset".into()).failure_kind(), Network);
+        assert_eq!(
+            yt(503, YtError::new(2100, "banned")).failure_kind(),
+            Unavailable
+        );
+        assert_eq!(
+            yt(400, nested()).failure_kind(),
+            Unavailable,
+            "retryable code"
+        );
+        assert_eq!(yt(400, YtError::new(1, "bad")).failure_kind(), Other);
+        assert_eq!(Error::Decode("x".into()).failure_kind(), Other);
+        let labels: std::collections::HashSet<_> =
+            super::FailureKind::ALL.iter().map(|k| k.label()).collect();
+        assert_eq!(labels.len(), 5);
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod transport;
 mod types;
 
 pub use config::{ClientConfig, Credentials};
-pub use error::{codes, Error, YtError};
+pub use error::{codes, Error, FailureKind, YtError};
 pub use transport::ClientStats;
 pub use types::{
     host_of, BatchRequest, CursorDirection, Job, ListOperationsRequest, OperationsPage,

@@ -554,9 +554,6 @@ pub(crate) fn ascii_yson(node: &Node) -> String {
 }
 
 fn classify_reqwest(error: reqwest::Error) -> Error {
-    if error.is_timeout() {
-        return Error::Timeout;
-    }
     // The full chain tells "connection refused" from "reset by peer".
     let mut message = error.to_string();
     let mut source = std::error::Error::source(&error);
@@ -564,6 +561,13 @@ fn classify_reqwest(error: reqwest::Error) -> Error {
         message.push_str(": ");
         message.push_str(&inner.to_string());
         source = inner.source();
+    }
+    if error.is_timeout() {
+        return if error.is_connect() {
+            Error::ConnectTimeout(message)
+        } else {
+            Error::Timeout
+        };
     }
     if error.is_builder() {
         Error::InvalidArgument(message)

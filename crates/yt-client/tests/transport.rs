@@ -503,6 +503,7 @@ async fn timeouts_and_refused_connections_are_transient() {
     let started = Instant::now();
     let e = client.get("//x").await.unwrap_err();
     assert!(matches!(e, Error::Timeout), "{e}");
+    assert_eq!(e.failure_kind(), yt_client::FailureKind::DeadlineExceeded);
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(client.stats().requests_total, 2, "retried once");
 
@@ -513,6 +514,7 @@ async fn timeouts_and_refused_connections_are_transient() {
     let client = YtClient::new(ClientConfig::new(closed.to_string()).with_max_retries(0)).unwrap();
     let e = client.get("//x").await.unwrap_err();
     assert!(matches!(e, Error::Transport(_)) && e.is_transient(), "{e}");
+    assert_eq!(e.failure_kind(), yt_client::FailureKind::Network);
 }
 
 #[tokio::test]

@@ -15,8 +15,12 @@ pub enum BackendError {
     Rejected(String),
     /// The cluster failed or could not be reached (transient: 503 unless a cached answer is
     /// recent enough).
-    #[error("cluster unavailable: {0}")]
-    Unavailable(String),
+    #[error("cluster unavailable: {reason}")]
+    Unavailable {
+        /// The class of the failure, for counting.
+        kind: yt_client::FailureKind,
+        reason: String,
+    },
     /// The cluster lacks a command the gate needs (an older server): no request can be
     /// decided until it is upgraded. The reason names the requirement.
     #[error("{0}")]

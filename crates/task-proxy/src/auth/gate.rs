@@ -682,8 +682,18 @@ impl Checks {
                 metrics.cluster_call(Call::Whoami, CallResult::Rejected, took);
                 Ok(Identity::Rejected(Arc::from(reason)))
             }
-            Err(BackendError::Unavailable(error) | BackendError::Unsupported(error)) => {
+            Err(BackendError::Unavailable {
+                kind,
+                reason: error,
+            }) => {
                 metrics.cluster_call(Call::Whoami, CallResult::Error, took);
+                metrics.cluster_error(Call::Whoami, kind);
+                tracing::warn!(credential = credential.kind(), %error, "whoami failed");
+                Err(error)
+            }
+            Err(BackendError::Unsupported(error)) => {
+                metrics.cluster_call(Call::Whoami, CallResult::Error, took);
+                metrics.cluster_error(Call::Whoami, yt_client::FailureKind::Other);
                 tracing::warn!(credential = credential.kind(), %error, "whoami failed");
                 Err(error)
             }
@@ -705,6 +715,11 @@ impl Checks {
             }
             Err(error) => {
                 metrics.cluster_call(Call::CheckPermission, CallResult::Error, took);
+                let kind = match &error {
+                    BackendError::Unavailable { kind, .. } => *kind,
+                    _ => yt_client::FailureKind::Other,
+                };
+                metrics.cluster_error(Call::CheckPermission, kind);
                 if let BackendError::Unsupported(reason) = &error {
                     self.mark_unsupported(reason);
                 }

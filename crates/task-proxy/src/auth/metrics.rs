@@ -93,6 +93,13 @@ struct CallLabels {
     result: CallResult,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    call: Call,
+    /// `yt_client::FailureKind::label`.
+    kind: &'static str,
+}
+
 /// Label values in snake_case, like the data plane's (`allowed_stale`, `check_permission`).
 macro_rules! label_values {
     ($($ty:ty { $($variant:ident => $name:literal),* $(,)? })*) => {$(
@@ -146,6 +153,7 @@ pub struct AuthMetrics {
     decisions: Family<OutcomeLabels, Counter>,
     lookups: Family<CacheLabels, Counter>,
     cluster_seconds: Family<CallLabels, Histogram>,
+    cluster_errors: Family<ErrorLabels, Counter>,
     new_credential_lookups: Family<LimitLabels, Counter>,
     outcome_counters: [Counter; 8],
     lookup_counters: [[Counter; 5]; 2],
@@ -205,10 +213,20 @@ impl AuthMetrics {
             // Exported from the start, so dashboards see zeros rather than no series.
             drop(new_credential_lookups.get_or_create(&LimitLabels { result }));
         }
+        let cluster_errors = Family::<ErrorLabels, Counter>::default();
+        for call in [Call::Whoami, Call::CheckPermission] {
+            for kind in yt_client::FailureKind::ALL {
+                drop(cluster_errors.get_or_create(&ErrorLabels {
+                    call,
+                    kind: kind.label(),
+                }));
+            }
+        }
         AuthMetrics {
             decisions,
             lookups,
             cluster_seconds,
+            cluster_errors,
             new_credential_lookups,
             outcome_counters,
             lookup_counters,
@@ -218,6 +236,7 @@ impl AuthMetrics {
     /// Adds the metrics to `registry`: `task_proxy_auth_decisions_total{outcome}`,
     /// `task_proxy_auth_cache_lookups_total{cache,result}`,
     /// `task_proxy_auth_cluster_call_seconds{call,result}`,
+    /// `task_proxy_auth_cluster_errors_total{call,kind}`,
     /// `task_proxy_auth_new_credential_lookups_total{result}`.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
@@ -234,6 +253,12 @@ impl AuthMetrics {
             "task_proxy_auth_cluster_call_seconds",
             "Latency of the cluster calls auth makes (whoami, check_operation_permission)",
             self.cluster_seconds.clone(),
+        );
+        registry.register(
+            "task_proxy_auth_cluster_errors",
+            "Failed cluster calls of auth, by call and kind (context_deadline_exceeded, \
+             connection_timeout, network_error, unavailable, other)",
+            self.cluster_errors.clone(),
         );
         registry.register(
             "task_proxy_auth_new_credential_lookups",
@@ -268,6 +293,26 @@ impl AuthMetrics {
         };
         let r = RESULTS.iter().position(|x| *x == result).unwrap_or(0);
         self.lookup_counters[c][r].inc();
+    }
+
+    /// Counts a failed cluster call of `call` by the kind of its failure.
+    pub fn cluster_error(&self, call: Call, kind: yt_client::FailureKind) {
+        self.cluster_errors
+            .get_or_create(&ErrorLabels {
+                call,
+                kind: kind.label(),
+            })
+            .inc();
+    }
+
+    /// The count of failed cluster calls of `call` with `kind`.
+    pub fn cluster_errors_with(&self, call: Call, kind: yt_client::FailureKind) -> u64 {
+        self.cluster_errors
+            .get_or_create(&ErrorLabels {
+                call,
+                kind: kind.label(),
+            })
+            .get()
     }
 
     pub fn cluster_call(&self, call: Call, result: CallResult, took: Duration) {

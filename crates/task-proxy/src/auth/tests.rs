@@ -72,7 +72,10 @@ impl AuthBackend for FakeCluster {
                 tokio::time::sleep(delay).await;
             }
             if self.failing.load(Ordering::SeqCst) {
-                return Err(BackendError::Unavailable("injected".into()));
+                return Err(BackendError::Unavailable {
+                    kind: yt_client::FailureKind::Unavailable,
+                    reason: "injected".into(),
+                });
             }
             let secret = match credential {
                 Credential::OAuth(s) | Credential::Bearer(s) => s,
@@ -97,7 +100,10 @@ impl AuthBackend for FakeCluster {
                 tokio::time::sleep(delay).await;
             }
             if self.failing.load(Ordering::SeqCst) {
-                return Err(BackendError::Unavailable("injected".into()));
+                return Err(BackendError::Unavailable {
+                    kind: yt_client::FailureKind::Unavailable,
+                    reason: "injected".into(),
+                });
             }
             Ok(self
                 .readers
@@ -506,11 +512,20 @@ async fn grace_keeps_known_users_in_during_failures() {
         1
     );
     // A user never seen gets 503 with Retry-After.
+    let unavailable_whoami = || {
+        gate.metrics()
+            .cluster_errors_with(metrics::Call::Whoami, yt_client::FailureKind::Unavailable)
+    };
+    let failed_before = unavailable_whoami();
     assert_eq!(
         admit(&gate, &[("authorization", "OAuth carol-token")]).await,
         Err(Refusal::Unavailable {
             retry_after_seconds: 5
         })
+    );
+    assert!(
+        unavailable_whoami() > failed_before,
+        "the failed call is counted by kind"
     );
     // Past the grace period: 503 for everyone.
     clock.advance(config.grace);

@@ -18,7 +18,7 @@ pub async fn probe_permission_command(client: &YtClient) -> Result<(), BackendEr
     match client.has_command("check_operation_permission").await {
         Ok(true) => Ok(()),
         Ok(false) => Err(BackendError::Unsupported(NO_PERMISSION_COMMAND.to_string())),
-        Err(e) => Err(BackendError::Unavailable(e.to_string())),
+        Err(e) => Err(unavailable(&e)),
     }
 }
 
@@ -55,7 +55,7 @@ impl AuthBackend for YtClient {
                     if e.is_unregistered_command() {
                         BackendError::Unsupported(NO_PERMISSION_COMMAND.to_string())
                     } else {
-                        BackendError::Unavailable(e.to_string())
+                        unavailable(&e)
                     }
                 })
         }
@@ -76,7 +76,14 @@ fn whoami_error(credential: &Credential, error: Error) -> BackendError {
         {
             BackendError::Rejected(rejection_reason(credential, &yt.to_string()))
         }
-        _ => BackendError::Unavailable(error.to_string()),
+        _ => unavailable(&error),
+    }
+}
+
+fn unavailable(error: &Error) -> BackendError {
+    BackendError::Unavailable {
+        kind: error.failure_kind(),
+        reason: error.to_string(),
     }
 }
 
@@ -161,7 +168,7 @@ mod tests {
                     error: YtError::new(code, "x"),
                 },
             );
-            assert!(matches!(answer, BackendError::Unavailable(_)), "{code}");
+            assert!(matches!(answer, BackendError::Unavailable { .. }), "{code}");
         }
     }
 }
