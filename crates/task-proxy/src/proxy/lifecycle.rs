@@ -298,8 +298,8 @@ pub async fn forward<T: Transport>(
             Sent::Unsent(why) => {
                 if !pooled {
                     tried.push(i);
-                    last = Some(why);
                 }
+                last = Some(why);
             }
             Sent::Unanswered(error) if pooled && policy.replayable && transport.rewind() => {
                 tracing::debug!(endpoint = %ep.endpoint, %error, "a pooled connection was closed; sending again");

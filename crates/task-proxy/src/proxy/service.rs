@@ -1,12 +1,11 @@
-//! The per-request pipeline: route -> admit -> forward. Each step is small; errors become
-//! local answers rendered for the caller (gRPC callers get trailers-only statuses).
-//!
-//! Forwarding tries up to [`MAX_ATTEMPTS`] endpoints: a connect failure (nothing sent yet) moves
-//! on to another endpoint and ejects the failed one; a pooled connection found closed gives its
-//! request back and it goes on a fresh one; an idempotent request without a body that failed
-//! after it was sent is replayed once elsewhere (a job killed mid-request loses nothing).
-//! A new connection needs a permit of the endpoint's connection cap ([`super::conn_limit`]);
-//! a request that gets none in time is answered 503 with `Retry-After`.
+//! Hyper's path: the per-request pipeline route -> admit -> forward for everything the HTTP/1.1
+//! relay does not take (HTTP/2, TLS, upgrades, streamed bodies). It is an adapter of
+//! [`super::lifecycle`], which routes, picks endpoints and runs the attempts under the retry
+//! policy both paths share; this file admits, rewrites requests and responses as `http` values,
+//! sends attempts over hyper's connections ([`HyperAttempt`]) and renders local answers (gRPC
+//! callers get trailers-only statuses). A new connection needs a permit of the endpoint's
+//! connection cap ([`super::conn_limit`]); a request that gets none in time is answered 503
+//! with `Retry-After`.
 
 use super::access_log::AccessRecord;
 use super::conn_limit::ConnPermit;

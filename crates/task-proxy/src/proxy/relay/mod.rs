@@ -21,8 +21,9 @@
 //! (the framing guard and hyper), which serves it from then on; so every unusual request gets exactly the general path's
 //! behaviour. Forwarding follows the same rules as the general path: hop-by-hop headers
 //! dropped, credentials removed, forwarding headers, names with `_` and jobs' `Set-Cookie` lines
-//! treated by the shared policy ([`super::headers`]), `Location` rewritten, connect failures
-//! retried on other endpoints and bodiless idempotent requests replayed once.
+//! treated by the shared policy ([`super::headers`]), `Location` rewritten, and attempts run
+//! by the lifecycle both paths share ([`super::lifecycle`]: connect failures retried on other
+//! endpoints, bodiless idempotent requests replayed once, the same response timeout).
 
 mod chunked;
 pub(super) mod head;
