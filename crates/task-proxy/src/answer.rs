@@ -61,22 +61,107 @@ impl CallerKind {
     /// Classifies a request by its headers: `content-type: application/grpc*` is gRPC; an
     /// `Accept` that prefers `text/html` is a browser.
     pub fn of(headers: &HeaderMap) -> CallerKind {
+        CallerKind::from_values(
+            headers
+                .get_all(header::CONTENT_TYPE)
+                .iter()
+                .map(HeaderValue::as_bytes),
+            headers
+                .get_all(header::ACCEPT)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        )
+    }
+
+    /// Classifies a request by the values of its `Content-Type` and `Accept` headers (for a
+    /// head that was not parsed into a `HeaderMap`).
+    pub fn from_values<'a>(
+        content_types: impl IntoIterator<Item = &'a [u8]>,
+        accepts: impl IntoIterator<Item = &'a [u8]>,
+    ) -> CallerKind {
         // Called for every request: compare in place, without lowercasing copies.
-        let has = |name: header::HeaderName, needle: &str| {
+        fn has<'a>(values: impl IntoIterator<Item = &'a [u8]>, needle: &str) -> bool {
             let needle = needle.as_bytes();
-            headers.get_all(name).iter().any(|v| {
-                v.as_bytes()
-                    .windows(needle.len())
+            values.into_iter().any(|v| {
+                v.windows(needle.len())
                     .any(|w| w.eq_ignore_ascii_case(needle))
             })
-        };
-        if has(header::CONTENT_TYPE, "application/grpc") {
+        }
+        if has(content_types, "application/grpc") {
             CallerKind::Grpc
-        } else if has(header::ACCEPT, "text/html") {
+        } else if has(accepts, "text/html") {
             CallerKind::Browser
         } else {
             CallerKind::Other
         }
+    }
+}
+
+/// A local answer before it becomes a response: what each forwarding path writes its own way
+/// (hyper's as a [`Response`], the relay straight into its output buffer, with no body to poll).
+#[derive(Debug, Clone)]
+pub struct LocalAnswer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl LocalAnswer {
+    /// `status` with `message`, rendered for `caller`. `html` replaces the plain message for
+    /// browsers when given (a full page).
+    pub fn render(
+        caller: CallerKind,
+        status: StatusCode,
+        message: &str,
+        html: Option<String>,
+    ) -> LocalAnswer {
+        let mut headers = HeaderMap::new();
+        let (status, body) = match (caller, html) {
+            (CallerKind::Grpc, _) => {
+                // Trailers-only: HTTP 200, the gRPC status in the headers, no body.
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/grpc"),
+                );
+                headers.insert(
+                    "grpc-status",
+                    HeaderValue::from(GrpcCode::for_status(status) as u16),
+                );
+                headers.insert("grpc-message", grpc_message(message));
+                return LocalAnswer {
+                    status: StatusCode::OK,
+                    headers,
+                    body: Bytes::new(),
+                };
+            }
+            (CallerKind::Browser, Some(page)) => {
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                (status, Bytes::from(page))
+            }
+            _ => {
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                (status, Bytes::from(format!("{message}\n")))
+            }
+        };
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        LocalAnswer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let mut response = Response::new(full_body(self.body));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        response
     }
 }
 
@@ -88,44 +173,7 @@ pub fn local_answer(
     message: &str,
     html: Option<String>,
 ) -> Response<ProxyBody> {
-    let mut response = match (caller, html) {
-        (CallerKind::Grpc, _) => {
-            // Trailers-only: HTTP 200, the gRPC status in the headers, no body.
-            let mut r = Response::new(full_body(Bytes::new()));
-            let h = r.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/grpc"),
-            );
-            h.insert(
-                "grpc-status",
-                HeaderValue::from(GrpcCode::for_status(status) as u16),
-            );
-            h.insert("grpc-message", grpc_message(message));
-            return r;
-        }
-        (CallerKind::Browser, Some(page)) => {
-            let mut r = Response::new(full_body(page));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            r
-        }
-        _ => {
-            let mut r = Response::new(full_body(format!("{message}\n")));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            r
-        }
-    };
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    LocalAnswer::render(caller, status, message, html).into_response()
 }
 
 /// `grpc-message` is percent-encoded (gRPC over HTTP/2 spec).

@@ -1,10 +1,34 @@
-//! Why forwarding gave no response, and the local answer for it: shared by both forwarding
-//! paths (hyper's in [`super::service`] and the HTTP/1.1 relay in [`super::relay`]), so a
-//! caller gets the same status and text from either.
+//! Why a request got no response from a job (it could not be routed, or forwarding failed),
+//! and the local answer for it: the one set of answers both forwarding paths give (hyper's in
+//! [`super::service`] and the HTTP/1.1 relay in [`super::relay`], around
+//! [`super::lifecycle`]), so a caller gets the same status and text from either.
 
 use super::conn_limit::Overloaded;
-use crate::answer::ProxyBody;
-use http::{Response, StatusCode};
+use crate::routing::{RouteKey, RouteKeyError};
+use http::{HeaderMap, StatusCode};
+
+/// Why a request could not be routed, before any job was involved.
+#[derive(Debug)]
+pub enum Unroutable {
+    /// No usable route key (bad Host, bad headers).
+    BadRequest(RouteKeyError),
+    /// The key names no service of the current snapshot.
+    NoSuchTask(RouteKey),
+}
+
+/// The local answer for a request that could not be routed.
+pub fn unroutable_answer(unroutable: &Unroutable) -> (StatusCode, String) {
+    match unroutable {
+        Unroutable::BadRequest(e) => (StatusCode::BAD_REQUEST, e.to_string()),
+        Unroutable::NoSuchTask(key) => (StatusCode::NOT_FOUND, format!("no such task: {key}")),
+    }
+}
+
+/// Whether the caller's HTTP/1 connection closes after a local answer with `status`: the rest
+/// of a stream that brought a bad request cannot be trusted.
+pub fn closes_connection(status: StatusCode) -> bool {
+    status == StatusCode::BAD_REQUEST
+}
 
 /// Why forwarding gave no response.
 pub enum Failure {
@@ -20,13 +44,19 @@ pub enum Failure {
     Overloaded(Overloaded),
 }
 
+impl From<hyper::Error> for Failure {
+    fn from(error: hyper::Error) -> Failure {
+        Failure::Upstream(error)
+    }
+}
+
 /// Seconds a caller refused for overload is asked to wait.
 pub const RETRY_AFTER: &str = "1";
 
-/// Adds `Retry-After` to a 503 answer.
-pub fn add_retry_after(answer: &mut Response<ProxyBody>) {
-    if answer.status() == StatusCode::SERVICE_UNAVAILABLE {
-        answer.headers_mut().insert(
+/// Adds `Retry-After` to the headers of a 503 answer.
+pub fn add_retry_after(headers: &mut HeaderMap, status: StatusCode) {
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(
             http::header::RETRY_AFTER,
             http::HeaderValue::from_static(RETRY_AFTER),
         );

@@ -2,9 +2,10 @@
 //! docs/architecture.md for the module map and a request's path through it.
 //!
 //! Layers, one job each: [`listener`] accepts connections on per-worker runtimes,
-//! [`service`] runs route -> admit -> forward per request (hyper's path), [`relay`] is the
-//! HTTP/1.1 fast path (bytes passed on without hyper), [`failure`] is the answer both give when
-//! forwarding fails, [`access_log`] writes a line each, [`forward`] rewrites heads,
+//! [`lifecycle`] is the request lifecycle both forwarding paths share (route, pick, attempts
+//! under one retry policy), [`service`] is its adapter for hyper's path (admit, rewrite,
+//! answer), [`relay`] the one for the HTTP/1.1 fast path (bytes passed on without hyper),
+//! [`failure`] is the answer both give when forwarding fails, [`access_log`] writes a line each, [`forward`] rewrites heads,
 //! [`headers`] is the header policy both paths share, [`balance`] picks endpoints,
 //! [`endpoint`] holds each endpoint's health, connection cap and idle connection pools,
 //! [`upstream`] opens and pools connections to jobs (as many as [`conn_limit`] allows per
@@ -24,6 +25,7 @@ pub mod framing;
 pub mod h2_guard;
 pub mod headers;
 pub mod io;
+pub mod lifecycle;
 pub mod listener;
 pub mod metrics;
 pub mod relay;

@@ -1,31 +1,34 @@
-//! The per-request pipeline: route -> admit -> forward. Each step is small; errors become
-//! local answers rendered for the caller (gRPC callers get trailers-only statuses).
-//!
-//! Forwarding tries up to [`MAX_ATTEMPTS`] endpoints: a connect failure (nothing sent yet) moves
-//! on to another endpoint and ejects the failed one; a pooled connection found closed gives its
-//! request back and it goes on a fresh one; an idempotent request without a body that failed
-//! after it was sent is replayed once elsewhere (a job killed mid-request loses nothing).
-//! A new connection needs a permit of the endpoint's connection cap ([`super::conn_limit`]);
-//! a request that gets none in time is answered 503 with `Retry-After`.
+//! Hyper's path: the per-request pipeline route -> admit -> forward for everything the HTTP/1.1
+//! relay does not take (HTTP/2, TLS, upgrades, streamed bodies). It is an adapter of
+//! [`super::lifecycle`], which routes, picks endpoints and runs the attempts under the retry
+//! policy both paths share; this file admits, rewrites requests and responses as `http` values,
+//! sends attempts over hyper's connections ([`HyperAttempt`]) and renders local answers (gRPC
+//! callers get trailers-only statuses). A new connection needs a permit of the endpoint's
+//! connection cap ([`super::conn_limit`]); a request that gets none in time is answered 503
+//! with `Retry-After`.
 
 use super::access_log::AccessRecord;
-use super::balance::{Backend, Tried, MAX_ATTEMPTS};
+use super::conn_limit::ConnPermit;
 use super::endpoint::{EndpointState, InFlight};
-use super::failure::{add_retry_after, failure_answer, Failure};
+use super::failure::{
+    add_retry_after, closes_connection, failure_answer, unroutable_answer, Unroutable,
+};
 use super::forward::{self, ClientView};
 use super::framing::Switch;
 use super::headers::{self, CookiePolicy};
+use super::lifecycle::{self, LazyTimer, RetryPolicy, Sent, Transport, UploadClock};
 use super::shared::{monotonic_ms, ConnSlot, Shared};
 use super::upgrade::{self, TunnelContext};
-use super::upstream::Upstreams;
+use super::upstream::{ConnectError, Upstreams};
 use crate::answer::{local_answer, BoxError, CallerKind, ProxyBody};
 use crate::proxy::metrics::Unrouted;
-use crate::routing::{route_request, Protocol, RouteKeyError, RoutingHeaders};
+use crate::routing::{Protocol, RouteKeyError, RoutingHeaders};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2, TrySendError};
 use hyper::upgrade::OnUpgrade;
 use std::convert::Infallible;
 use std::future::Future;
@@ -33,7 +36,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 /// Requests in flight on one client connection, for its idle timeout.
 #[derive(Debug, Default)]
@@ -348,8 +350,7 @@ impl Pipeline {
         }
 
         // Route.
-        let backend = {
-            let snapshot = self.shared.table.current();
+        let routed = {
             // x-yt-taskproxy-id and the operation triple headers, in one pass over the names.
             let routing = RoutingHeaders::from_pairs(
                 req.headers()
@@ -358,37 +359,33 @@ impl Pipeline {
             );
             let mut hosts = req.headers().get_all(http::header::HOST).iter();
             let (host_header, second_host) = (hosts.next(), hosts.next());
-            let host = match req.uri().authority() {
-                Some(a) => Some(a.as_str()),
-                None => host_header.and_then(|h| h.to_str().ok()),
-            };
             // Two Hosts could route here and mean another service to the job (RFC 9112 §3.2).
-            let key = match second_host {
-                Some(_) => Err(RouteKeyError::DuplicateHost),
-                None => route_request(&routing, host, snapshot.base_domain()),
+            let host = match (req.uri().authority(), second_host) {
+                (_, Some(_)) => Err(RouteKeyError::DuplicateHost),
+                (Some(a), None) => Ok(Some(a.as_str())),
+                (None, None) => Ok(host_header.and_then(|h| h.to_str().ok())),
             };
-            let key = match key {
-                Ok(k) => k,
-                Err(e) => {
-                    self.shared.metrics.count_unrouted(Unrouted::BadRequest);
-                    let mut answer =
-                        local_answer(caller, StatusCode::BAD_REQUEST, &e.to_string(), None);
+            lifecycle::route(
+                &self.shared.table.current(),
+                &self.shared.balancer,
+                &routing,
+                host,
+            )
+        };
+        let backend = match routed {
+            Ok(backend) => backend,
+            Err(unroutable) => {
+                self.shared.metrics.count_unrouted(match unroutable {
+                    Unroutable::BadRequest(_) => Unrouted::BadRequest,
+                    Unroutable::NoSuchTask(_) => Unrouted::NoSuchTask,
+                });
+                let (status, message) = unroutable_answer(&unroutable);
+                let mut answer = local_answer(caller, status, &message, None);
+                if closes_connection(status) {
                     // Whatever follows on this connection is not trusted either.
                     close_http1(&mut answer, req.version());
-                    return Ok(answer);
                 }
-            };
-            match snapshot.route(&key) {
-                Some(route) => self.shared.balancer.backend(route),
-                None => {
-                    self.shared.metrics.count_unrouted(Unrouted::NoSuchTask);
-                    return Ok(local_answer(
-                        caller,
-                        StatusCode::NOT_FOUND,
-                        &format!("no such task: {key}"),
-                        None,
-                    ));
-                }
+                return Ok(answer);
             }
         };
         let protocol = backend.route.protocol;
@@ -463,21 +460,25 @@ impl Pipeline {
                 None,
             ));
         }
-        // A replay goes to another job: with one job there is none, and the head is not copied.
-        let replay = (!is_upgrade
-            && backend.endpoints.len() > 1
-            && body.is_end_stream()
-            && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS))
-        .then(|| Replay {
+        // A stale pooled connection or a failure after sending replays an idempotent request
+        // without a body: its head is kept for that.
+        let replayable =
+            !is_upgrade && body.is_end_stream() && lifecycle::idempotent(&parts.method);
+        let replay = replayable.then(|| Replay {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             version: parts.version,
             headers: parts.headers.clone(),
         });
-        let body: ProxyBody = if body.is_end_stream() {
-            empty_body()
+        let (body, upload): (ProxyBody, _) = if body.is_end_stream() {
+            (empty_body(), None)
         } else {
-            body.map_err(BoxError::from).boxed()
+            let clock = UploadClock::new();
+            let body = Progress {
+                inner: body,
+                clock: clock.clone(),
+            };
+            (body.boxed(), Some(clock))
         };
         let req = Request::from_parts(parts, body);
 
@@ -490,24 +491,34 @@ impl Pipeline {
             .filter(|_| !is_upgrade)
             .map(|t| tokio::time::Instant::now() + t);
         let stream_idle = timeouts.stream_idle_timeout(limits.stream_idle_timeout);
-        // The response head is waited for as long as the route timeout allows when the
-        // operation sets one, as the global flag does.
-        let head_timeout = overridden(
-            timeouts.route_timeout_seconds,
-            limits.upstream_response_timeout,
-        );
-        let (response, in_flight) = match self
-            .send(&backend, req, replay, is_upgrade, head_timeout)
-            .await
-        {
+        let policy = RetryPolicy::new(replayable, &timeouts, limits);
+        let mut timer = LazyTimer::after(policy.attempt_timeout);
+        let mut attempt = HyperAttempt {
+            upstreams: &self.upstreams,
+            protocol,
+            upgrade: is_upgrade,
+            req: Some(req),
+            replay,
+            upload,
+        };
+        let forwarded = lifecycle::forward(
+            &self.shared.balancer,
+            &backend,
+            &mut attempt,
+            &policy,
+            &mut timer,
+        )
+        .await;
+        drop(attempt);
+        let (response, in_flight) = match forwarded {
             Ok(ok) => ok,
             Err(failure) => {
                 let (status, message) = failure_answer(failure, &backend.route.key);
                 tracing::debug!(service = %backend.route.key, %status, %message, "local answer");
                 stats.count_status(status);
                 let mut answer = local_answer(caller, status, &message, None);
-                add_retry_after(&mut answer);
-                if status == StatusCode::BAD_REQUEST {
+                add_retry_after(answer.headers_mut(), status);
+                if closes_connection(status) {
                     // The rest of a broken HTTP/1 stream cannot be trusted.
                     close_http1(&mut answer, version);
                 }
@@ -586,135 +597,157 @@ impl Pipeline {
         };
         Ok(Response::from_parts(rparts, body))
     }
+}
 
-    /// Sends the request to one of the backend's endpoints (see the module docs for retries).
+/// A connection to a job on hyper's path.
+enum HyperConn {
+    Http1(http1::SendRequest<ProxyBody>),
+    Http2(http2::SendRequest<ProxyBody>),
+}
+
+/// Hyper's attempt: the request as an `http::Request` with a streamed body, sent on a pooled
+/// or new hyper connection (HTTP/1.1 for `http` services, HTTP/2 for `grpc`).
+struct HyperAttempt<'a> {
+    upstreams: &'a Upstreams,
+    protocol: Protocol,
+    upgrade: bool,
+    /// The request to send next (None once sent, until rewound).
+    req: Option<Request<ProxyBody>>,
+    replay: Option<Replay>,
+    upload: Option<Arc<UploadClock>>,
+}
+
+impl HyperAttempt<'_> {
+    fn failed(
+        &mut self,
+        mut error: TrySendError<Request<ProxyBody>>,
+    ) -> Sent<Response<Incoming>, hyper::Error> {
+        if let Some(unsent) = error.take_message() {
+            self.req = Some(unsent);
+            return Sent::Unsent(error.into_error().to_string());
+        }
+        let error = error.into_error();
+        if error.is_incomplete_message() {
+            Sent::Unanswered(error)
+        } else {
+            Sent::Failed(error)
+        }
+    }
+}
+
+impl Transport for HyperAttempt<'_> {
+    type Conn = HyperConn;
+    type Response = Response<Incoming>;
+    type Error = hyper::Error;
+
+    fn pooled(&mut self, ep: &Arc<EndpointState>) -> Option<HyperConn> {
+        match self.protocol {
+            // An upgrade gets a connection of its own (a tunnel takes it over).
+            Protocol::Http if self.upgrade => None,
+            Protocol::Http => self.upstreams.http1_pooled(ep).map(HyperConn::Http1),
+            Protocol::Grpc => self.upstreams.http2_pooled(ep).map(HyperConn::Http2),
+        }
+    }
+
+    async fn connect(
+        &mut self,
+        ep: &Arc<EndpointState>,
+        permit: ConnPermit,
+    ) -> Result<HyperConn, ConnectError> {
+        match self.protocol {
+            Protocol::Http => self
+                .upstreams
+                .http1_connect(ep, self.upgrade, permit)
+                .await
+                .map(HyperConn::Http1),
+            Protocol::Grpc => self
+                .upstreams
+                .http2_connect(ep, permit)
+                .await
+                .map(HyperConn::Http2),
+        }
+    }
+
     async fn send(
-        &self,
-        backend: &Arc<Backend>,
-        mut req: Request<ProxyBody>,
-        mut replay: Option<Replay>,
-        upgrade: bool,
-        timeout: std::time::Duration,
-    ) -> Result<(Response<Incoming>, InFlight), Failure> {
-        let balancer = &self.shared.balancer;
-        let service = backend.route.domain.as_str();
-        let mut tried = Tried::default();
-        let mut last: Option<String> = None;
-        let mut failed_after_send: Option<hyper::Error> = None;
-        // Stale pooled connections do not count as attempts; bound the loop anyway.
-        for _ in 0..MAX_ATTEMPTS * 4 {
-            if tried.len() >= MAX_ATTEMPTS {
-                break;
-            }
-            let Some(i) = balancer.pick(backend, &tried) else {
-                break;
-            };
-            let ep: &Arc<EndpointState> = &backend.endpoints[i];
-            let outcome = match backend.route.protocol {
-                Protocol::Http => {
-                    let pooled = if upgrade {
-                        None
-                    } else {
-                        self.upstreams.http1_pooled(ep)
-                    };
-                    let fresh = pooled.is_none();
-                    let mut sender = match pooled {
-                        Some(s) => s,
-                        None => {
-                            let permit =
-                                ep.connection_permit().await.map_err(Failure::Overloaded)?;
-                            let connect = self.upstreams.http1_connect(ep, upgrade, permit);
-                            let connected = balancer
-                                .connect_recorded(ep, i, service, connect, &mut tried, &mut last)
-                                .await;
-                            match connected {
-                                Some(s) => s,
-                                None => continue,
-                            }
-                        }
-                    };
-                    let in_flight = ep.start_request();
-                    let started = Instant::now();
-                    match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
-                        Err(_) => return Err(Failure::Timeout),
-                        Ok(Ok(response)) => {
-                            backend.stats.upstream_latency.observe(started.elapsed());
-                            // Ambiguous framing: the connection is not pooled (dropping the
-                            // sender and the body closes it) and the caller gets 502.
-                            if let Err(conflict) =
-                                headers::check_response_framing(response.headers())
-                            {
-                                tracing::debug!(endpoint = %ep.endpoint, %conflict, "malformed response");
-                                return Err(Failure::Job(conflict.to_string()));
-                            }
-                            if !upgrade {
-                                self.upstreams.http1_release(ep.clone(), sender);
-                            }
-                            return Ok((response, in_flight));
-                        }
-                        Ok(Err(e)) => (e, fresh),
+        &mut self,
+        conn: HyperConn,
+        ep: &Arc<EndpointState>,
+    ) -> Sent<Response<Incoming>, hyper::Error> {
+        let Some(req) = self.req.take() else {
+            // Not reached: the lifecycle sends again only after a rewind or an unsent attempt.
+            return Sent::Refused("the request is no longer available".into());
+        };
+        match conn {
+            HyperConn::Http1(mut sender) => match sender.try_send_request(req).await {
+                Ok(response) => {
+                    // Ambiguous framing: the connection is not pooled (dropping the sender and
+                    // the body closes it) and the caller gets 502.
+                    if let Err(conflict) = headers::check_response_framing(response.headers()) {
+                        return Sent::Refused(conflict.to_string());
                     }
-                }
-                Protocol::Grpc => {
-                    let pooled = self.upstreams.http2_pooled(ep);
-                    let fresh = pooled.is_none();
-                    let mut sender = match pooled {
-                        Some(s) => s,
-                        None => {
-                            let permit =
-                                ep.connection_permit().await.map_err(Failure::Overloaded)?;
-                            let connect = self.upstreams.http2_connect(ep, permit);
-                            let connected = balancer
-                                .connect_recorded(ep, i, service, connect, &mut tried, &mut last)
-                                .await;
-                            match connected {
-                                Some(s) => s,
-                                None => continue,
-                            }
-                        }
-                    };
-                    if let Err(e) = sender.ready().await {
-                        last = Some(e.to_string());
-                        tried.push(i);
-                        continue;
+                    if !self.upgrade {
+                        self.upstreams.http1_release(ep.clone(), sender);
                     }
-                    let in_flight = ep.start_request();
-                    let started = Instant::now();
-                    match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
-                        Err(_) => return Err(Failure::Timeout),
-                        Ok(Ok(response)) => {
-                            backend.stats.upstream_latency.observe(started.elapsed());
-                            return Ok((response, in_flight));
-                        }
-                        Ok(Err(e)) => (e, fresh),
-                    }
+                    Sent::Answered(response)
                 }
-            };
-            let (mut error, fresh) = outcome;
-            if let Some(unsent) = error.take_message() {
-                // Nothing reached the job: a stale pooled connection; try again.
-                req = unsent;
-                if fresh {
-                    tried.push(i);
+                Err(error) => self.failed(error),
+            },
+            HyperConn::Http2(mut sender) => {
+                if let Err(error) = sender.ready().await {
+                    self.req = Some(req);
+                    return Sent::Unsent(error.to_string());
                 }
-                continue;
-            }
-            let error = error.into_error();
-            tried.push(i);
-            match replay.take() {
-                Some(r) => {
-                    tracing::debug!(endpoint = %ep.endpoint, %error, "replaying an idempotent request elsewhere");
-                    req = r.request();
-                    failed_after_send = Some(error);
+                match sender.try_send_request(req).await {
+                    Ok(response) => Sent::Answered(response),
+                    Err(error) => self.failed(error),
                 }
-                None => return Err(Failure::Upstream(error)),
             }
         }
-        // A job that failed the request is the better explanation than "no other job".
-        match failed_after_send {
-            Some(error) => Err(Failure::Upstream(error)),
-            None => Err(Failure::NoJob { last }),
+    }
+
+    fn rewind(&mut self) -> bool {
+        match &self.replay {
+            Some(replay) => {
+                self.req = Some(replay.request());
+                true
+            }
+            None => false,
         }
+    }
+
+    fn upload(&self) -> Option<Arc<UploadClock>> {
+        self.upload.clone()
+    }
+}
+
+/// The caller's request body on its way to the job, marking the upload's progress for the
+/// attempt timeout (see [`lifecycle`]).
+struct Progress {
+    inner: Incoming,
+    clock: Arc<UploadClock>,
+}
+
+impl Body for Progress {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_ready() {
+            self.clock.moved();
+        }
+        polled.map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

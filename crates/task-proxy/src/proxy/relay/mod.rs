@@ -21,8 +21,9 @@
 //! (the framing guard and hyper), which serves it from then on; so every unusual request gets exactly the general path's
 //! behaviour. Forwarding follows the same rules as the general path: hop-by-hop headers
 //! dropped, credentials removed, forwarding headers, names with `_` and jobs' `Set-Cookie` lines
-//! treated by the shared policy ([`super::headers`]), `Location` rewritten, connect failures
-//! retried on other endpoints and bodiless idempotent requests replayed once.
+//! treated by the shared policy ([`super::headers`]), `Location` rewritten, and attempts run
+//! by the lifecycle both paths share ([`super::lifecycle`]: connect failures retried on other
+//! endpoints, bodiless idempotent requests replayed once, the same response timeout).
 
 mod chunked;
 pub(super) mod head;
@@ -32,26 +33,29 @@ use upstream::ExchangeError;
 pub use upstream::RawConn;
 
 use super::access_log::AccessRecord;
-use super::balance::{Backend, Tried, MAX_ATTEMPTS};
-use super::endpoint::InFlight;
-use super::failure::{add_retry_after, failure_answer, Failure};
+use super::balance::Backend;
+use super::conn_limit::ConnPermit;
+use super::endpoint::{EndpointState, InFlight};
+use super::failure::{
+    add_retry_after, closes_connection, failure_answer, unroutable_answer, Failure, Unroutable,
+};
 use super::headers::CookiePolicy;
+use super::lifecycle::{self, LazyTimer, RetryPolicy, Sent};
 use super::shared::Shared;
-use super::upstream::Upstreams;
-use crate::answer::{local_answer, CallerKind, ProxyBody};
+use super::upstream::{ConnectError, Upstreams};
+use crate::answer::{CallerKind, LocalAnswer};
 use crate::auth::Fetch;
 use crate::proxy::metrics::Unrouted;
-use crate::routing::{route_request, Protocol, RoutingHeaders};
+use crate::routing::{Protocol, RoutingHeaders};
 use bytes::{Buf, Bytes, BytesMut};
 use head::{BadResponse, Framing, Kind, ParsedRequest, RequestHead, ResponseHead};
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -117,41 +121,6 @@ struct Answered {
     conn: RawConn,
     head: ResponseHead,
     _in_flight: InFlight,
-}
-
-/// A timer for a deadline that moves forward with every request: moving it costs a clock
-/// read, and the timer is re-armed only when it fires before the current deadline (instead
-/// of a timer-wheel update per request).
-struct LazyTimer {
-    sleep: Pin<Box<tokio::time::Sleep>>,
-    deadline: tokio::time::Instant,
-}
-
-impl LazyTimer {
-    fn new(deadline: tokio::time::Instant) -> LazyTimer {
-        LazyTimer {
-            sleep: Box::pin(tokio::time::sleep_until(deadline)),
-            deadline,
-        }
-    }
-
-    fn set(&mut self, deadline: tokio::time::Instant) {
-        self.deadline = deadline;
-        if deadline < self.sleep.deadline() {
-            self.sleep.as_mut().reset(deadline);
-        }
-    }
-
-    /// Completes at the deadline.
-    async fn expired(&mut self) {
-        loop {
-            self.sleep.as_mut().await;
-            if tokio::time::Instant::now() >= self.deadline {
-                return;
-            }
-            self.sleep.as_mut().reset(self.deadline);
-        }
-    }
 }
 
 impl Relay {
@@ -264,7 +233,6 @@ impl Relay {
                     }
                 }
             }
-            response_timer.set(now + limits.upstream_response_timeout);
             let next = self
                 .exchange(
                     &inbound[..total],
@@ -311,46 +279,30 @@ impl Relay {
         };
 
         // Route.
-        let backend = {
-            let snapshot = shared.table.current();
-            let key = match route_request(
-                &RoutingHeaders::from_pairs(
-                    head.headers
-                        .iter()
-                        .filter(|h| h.kind == Kind::TaskProxyId)
-                        .map(|h| (&head_bytes[h.name.clone()], &head_bytes[h.value.clone()])),
-                ),
-                std::str::from_utf8(host).ok(),
-                snapshot.base_domain(),
-            ) {
-                Ok(key) => key,
-                Err(e) => {
-                    shared.metrics.count_unrouted(Unrouted::BadRequest);
-                    let answer = local_answer(
-                        self.caller(head, head_bytes),
-                        StatusCode::BAD_REQUEST,
-                        &e.to_string(),
-                        None,
-                    );
-                    return self
-                        .answer(client, head, answer, true, &mut record, out)
-                        .await;
-                }
-            };
-            match snapshot.route(&key) {
-                Some(route) => shared.balancer.backend(route),
-                None => {
-                    shared.metrics.count_unrouted(Unrouted::NoSuchTask);
-                    let answer = local_answer(
-                        self.caller(head, head_bytes),
-                        StatusCode::NOT_FOUND,
-                        &format!("no such task: {key}"),
-                        None,
-                    );
-                    return self
-                        .answer(client, head, answer, head.close, &mut record, out)
-                        .await;
-                }
+        let routed = lifecycle::route(
+            &shared.table.current(),
+            &shared.balancer,
+            &RoutingHeaders::from_pairs(
+                head.headers
+                    .iter()
+                    .filter(|h| h.kind == Kind::TaskProxyId)
+                    .map(|h| (&head_bytes[h.name.clone()], &head_bytes[h.value.clone()])),
+            ),
+            Ok(std::str::from_utf8(host).ok()),
+        );
+        let backend = match routed {
+            Ok(backend) => backend,
+            Err(unroutable) => {
+                shared.metrics.count_unrouted(match unroutable {
+                    Unroutable::BadRequest(_) => Unrouted::BadRequest,
+                    Unroutable::NoSuchTask(_) => Unrouted::NoSuchTask,
+                });
+                let (status, message) = unroutable_answer(&unroutable);
+                let answer = LocalAnswer::render(caller(head, head_bytes), status, &message, None);
+                let close = head.close || closes_connection(status);
+                return self
+                    .answer(client, head, answer, close, &mut record, out)
+                    .await;
             }
         };
         // Services with per-operation timeouts take the general path, which enforces them.
@@ -389,7 +341,17 @@ impl Relay {
             }
             Err(refusal) => {
                 backend.stats.count_status(refusal.status());
-                let answer = refusal.into_response(self.caller(head, head_bytes));
+                let (parts, body) = refusal.into_response(caller(head, head_bytes)).into_parts();
+                // A fixed body, complete at once.
+                let body = match body.collect().await {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(_) => Bytes::new(),
+                };
+                let answer = LocalAnswer {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body,
+                };
                 return self
                     .answer(client, head, answer, head.close, &mut record, out)
                     .await;
@@ -407,23 +369,41 @@ impl Relay {
             out,
         );
         out.extend_from_slice(&request[head.len..]);
-        let replayable = head.body_len == 0
-            && matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        let is_head = head.method == Method::HEAD;
-        let answered = match self
-            .send(&backend, out, replayable, is_head, response_timer)
-            .await
-        {
-            Ok(answered) => answered,
+        let policy = RetryPolicy::new(
+            head.body_len == 0 && lifecycle::idempotent(&head.method),
+            &backend.route.timeouts,
+            &shared.limits,
+        );
+        let mut attempt = RelayAttempt {
+            upstreams: &self.upstreams,
+            request: out,
+            max_head: shared.limits.max_header_bytes,
+            is_head: head.method == Method::HEAD,
+        };
+        let forwarded = lifecycle::forward(
+            &shared.balancer,
+            &backend,
+            &mut attempt,
+            &policy,
+            response_timer,
+        )
+        .await;
+        let answered = match forwarded {
+            Ok(((conn, head), in_flight)) => Answered {
+                conn,
+                head,
+                _in_flight: in_flight,
+            },
             Err(failure) => {
                 let (status, message) = failure_answer(failure, &backend.route.key);
                 tracing::debug!(service = %backend.route.key, %status, %message, "local answer");
                 backend.stats.count_status(status);
                 let mut answer =
-                    local_answer(self.caller(head, head_bytes), status, &message, None);
-                add_retry_after(&mut answer);
+                    LocalAnswer::render(caller(head, head_bytes), status, &message, None);
+                add_retry_after(&mut answer.headers, status);
+                let close = head.close || closes_connection(status);
                 return self
-                    .answer(client, head, answer, head.close, &mut record, out)
+                    .answer(client, head, answer, close, &mut record, out)
                     .await;
             }
         };
@@ -472,45 +452,24 @@ impl Relay {
         }
     }
 
-    fn caller(&self, head: &RequestHead, head_bytes: &[u8]) -> CallerKind {
-        let mut headers = HeaderMap::new();
-        for h in &head.headers {
-            let name = &head_bytes[h.name.clone()];
-            if name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"accept") {
-                if let (Ok(name), Ok(value)) = (
-                    http::HeaderName::from_bytes(name),
-                    HeaderValue::from_bytes(&head_bytes[h.value.clone()]),
-                ) {
-                    headers.append(name, value);
-                }
-            }
-        }
-        CallerKind::of(&headers)
-    }
-
     /// Writes a local answer (and its access-log line).
     async fn answer(
         &self,
         client: &mut TcpStream,
         head: &RequestHead,
-        answer: Response<ProxyBody>,
+        answer: LocalAnswer,
         close: bool,
         record: &mut Option<AccessRecord>,
         out: &mut Vec<u8>,
     ) -> Next {
-        let (parts, body) = answer.into_parts();
-        let body = match body.collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => Bytes::new(),
-        };
         out.clear();
-        write_local_head(&parts, body.len(), close, out);
+        write_local_head(&answer, close, out);
         if head.method != Method::HEAD {
-            out.extend_from_slice(&body);
+            out.extend_from_slice(&answer.body);
         }
         let written = client.write_all(out).await.is_ok();
         if let Some(record) = record.take() {
-            record.write(parts.status, body.len() as u64, written);
+            record.write(answer.status, answer.body.len() as u64, written);
         }
         if written && !close {
             Next::KeepAlive
@@ -518,85 +477,77 @@ impl Relay {
             Next::Close
         }
     }
+}
 
-    /// Sends `request` to one of the backend's endpoints and reads the response head, with
-    /// the general path's retry rules (see [`crate::proxy::service`]).
+/// How the caller wants a local answer rendered, from the head's `Content-Type` and `Accept`.
+fn caller(head: &RequestHead, head_bytes: &[u8]) -> CallerKind {
+    let values = |name: &'static [u8]| {
+        head.headers
+            .iter()
+            .filter(move |h| head_bytes[h.name.clone()].eq_ignore_ascii_case(name))
+            .map(|h| &head_bytes[h.value.clone()])
+    };
+    CallerKind::from_values(values(b"content-type"), values(b"accept"))
+}
+
+/// The relay's attempt: the request's bytes (head rewritten for the job, and the whole body)
+/// written on a raw connection, and the job's head read back.
+struct RelayAttempt<'a> {
+    upstreams: &'a Upstreams,
+    request: &'a [u8],
+    max_head: usize,
+    is_head: bool,
+}
+
+impl lifecycle::Transport for RelayAttempt<'_> {
+    type Conn = RawConn;
+    type Response = (RawConn, ResponseHead);
+    type Error = ExchangeError;
+
+    fn pooled(&mut self, ep: &Arc<EndpointState>) -> Option<RawConn> {
+        self.upstreams.raw_pooled(ep)
+    }
+
+    async fn connect(
+        &mut self,
+        ep: &Arc<EndpointState>,
+        permit: ConnPermit,
+    ) -> Result<RawConn, ConnectError> {
+        // Boxed: connecting is rare and its future large.
+        Box::pin(self.upstreams.raw_connect(ep, permit)).await
+    }
+
     async fn send(
-        &self,
-        backend: &Arc<Backend>,
-        request: &[u8],
-        mut replayable: bool,
-        is_head: bool,
-        response_timer: &mut LazyTimer,
-    ) -> Result<Answered, Failure> {
-        let balancer = &self.shared.balancer;
-        let limits = &self.shared.limits;
-        let service = backend.route.domain.as_str();
-        let mut tried = Tried::default();
-        let mut last: Option<String> = None;
-        let mut failed_after_send: Option<String> = None;
-        for _ in 0..MAX_ATTEMPTS * 4 {
-            if tried.len() >= MAX_ATTEMPTS {
-                break;
+        &mut self,
+        mut conn: RawConn,
+        _ep: &Arc<EndpointState>,
+    ) -> Sent<(RawConn, ResponseHead), ExchangeError> {
+        match conn
+            .exchange_head(self.request, self.max_head, self.is_head)
+            .await
+        {
+            Ok(head) => Sent::Answered((conn, head)),
+            Err(ExchangeError::Response(BadResponse::Framing(conflict))) => {
+                Sent::Refused(conflict.to_string())
             }
-            let Some(i) = balancer.pick(backend, &tried) else {
-                break;
-            };
-            let ep = &backend.endpoints[i];
-            let mut conn = match self.upstreams.raw_pooled(ep) {
-                Some(conn) => conn,
-                None => {
-                    let permit = ep.connection_permit().await.map_err(Failure::Overloaded)?;
-                    // Boxed: connecting is rare and its future large.
-                    let connect = Box::pin(self.upstreams.raw_connect(ep, permit));
-                    let connected = balancer
-                        .connect_recorded(ep, i, service, connect, &mut tried, &mut last)
-                        .await;
-                    match connected {
-                        Some(conn) => conn,
-                        None => continue,
-                    }
-                }
-            };
-            let in_flight = ep.start_request();
-            let started = Instant::now();
-            let exchanged = tokio::select! {
-                biased;
-                exchanged = conn.exchange_head(request, limits.max_header_bytes, is_head) => Some(exchanged),
-                _ = response_timer.expired() => None,
-            };
-            match exchanged {
-                None => return Err(Failure::Timeout),
-                Some(Ok(head)) => {
-                    backend.stats.upstream_latency.observe(started.elapsed());
-                    return Ok(Answered {
-                        conn,
-                        head,
-                        _in_flight: in_flight,
-                    });
-                }
-                Some(Err(ExchangeError::Response(BadResponse::Framing(conflict)))) => {
-                    // Ambiguous framing is the job's doing, not a broken connection: not
-                    // replayed (as on the general path); the connection is dropped (closed).
-                    tracing::debug!(endpoint = %ep.endpoint, %conflict, "malformed response");
-                    return Err(Failure::Job(conflict.to_string()));
-                }
-                Some(Err(error)) => {
-                    tried.push(i);
-                    if replayable {
-                        replayable = false;
-                        tracing::debug!(endpoint = %ep.endpoint, %error, "replaying an idempotent request elsewhere");
-                        failed_after_send = Some(error.to_string());
-                        continue;
-                    }
-                    return Err(Failure::Job(error.to_string()));
-                }
-            }
+            Err(error @ ExchangeError::Unanswered(_)) => Sent::Unanswered(error),
+            Err(error) => Sent::Failed(error),
         }
-        match failed_after_send {
-            Some(error) => Err(Failure::Job(error)),
-            None => Err(Failure::NoJob { last }),
-        }
+    }
+
+    fn rewind(&mut self) -> bool {
+        // The whole request is still in hand.
+        true
+    }
+
+    fn upload(&self) -> Option<Arc<lifecycle::UploadClock>> {
+        None
+    }
+}
+
+impl From<ExchangeError> for Failure {
+    fn from(error: ExchangeError) -> Failure {
+        Failure::Job(error.to_string())
     }
 }
 
@@ -681,18 +632,13 @@ async fn relay_body(
 }
 
 /// Writes the head of a local answer.
-fn write_local_head(
-    parts: &http::response::Parts,
-    body_len: usize,
-    close: bool,
-    out: &mut Vec<u8>,
-) {
+fn write_local_head(answer: &LocalAnswer, close: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.extend_from_slice(answer.status.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(answer.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
+    for (name, value) in &answer.headers {
         if name == http::header::CONTENT_LENGTH || name == http::header::CONNECTION {
             continue;
         }
@@ -702,7 +648,7 @@ fn write_local_head(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(body_len.to_string().as_bytes());
+    out.extend_from_slice(answer.body.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n");
     if close {
         out.extend_from_slice(b"connection: close\r\n");
