@@ -400,7 +400,7 @@ mod tests {
 
     #[test]
     fn location_rewrite() {
-        let snap = RoutingSnapshot::build(
+        let snap = std::sync::Arc::new(RoutingSnapshot::build(
             "d",
             [ServiceSpec {
                 operation_id: "o".into(),
@@ -411,31 +411,33 @@ mod tests {
                 operation_start_time: None,
                 timeouts: Default::default(),
             }],
-        );
+        ));
         let balancer = super::super::balance::Balancer::new(
             1,
             std::time::Duration::from_secs(1),
             std::time::Duration::from_secs(1),
         );
-        let backend = balancer.backend(&snap.routes()[0]);
+        balancer.rebuild(&snap);
+        let routes = balancer.current();
+        let backend = routes.backend(&snap.routes()[0].hash).unwrap();
         let host = HeaderValue::from_static("abcdef12.d:8080");
         let got = rewrite_location(
             &HeaderValue::from_static("http://127.0.0.1:9000/x?y#z"),
-            &backend,
+            backend,
             &host,
             "https",
         );
         assert_eq!(got.unwrap(), "https://abcdef12.d:8080/x?y#z");
         assert!(rewrite_location(
             &HeaderValue::from_static("http://other:9000/x"),
-            &backend,
+            backend,
             &host,
             "http"
         )
         .is_none());
         assert!(rewrite_location(
             &HeaderValue::from_static("/relative"),
-            &backend,
+            backend,
             &host,
             "http"
         )

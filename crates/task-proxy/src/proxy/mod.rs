@@ -66,8 +66,11 @@ pub enum StartError {
 }
 
 impl DataPlane {
-    /// Binds every socket (so a busy port fails the start), then starts the workers.
+    /// Binds every socket (so a busy port fails the start), then starts the workers. From
+    /// here on the balancer derives its routes from every snapshot the routing table
+    /// publishes, before the snapshot is in force.
     pub fn start(shared: Arc<Shared>, listen: &ListenConfig) -> Result<DataPlane, StartError> {
+        shared.table.attach(shared.balancer.clone());
         let bind = |addr: SocketAddr| {
             listener::bind_reuseport(addr, listen.workers)
                 .map_err(|source| StartError::Bind { addr, source })

@@ -349,7 +349,8 @@ impl Pipeline {
 
         // Route.
         let backend = {
-            let snapshot = self.shared.table.current();
+            let routes = self.shared.balancer.routes();
+            let snapshot = routes.snapshot();
             // x-yt-taskproxy-id and the operation triple headers, in one pass over the names.
             let routing = RoutingHeaders::from_pairs(
                 req.headers()
@@ -378,8 +379,8 @@ impl Pipeline {
                     return Ok(answer);
                 }
             };
-            match snapshot.route(&key) {
-                Some(route) => self.shared.balancer.backend(route),
+            match routes.route(&key) {
+                Some(backend) => backend.clone(),
                 None => {
                     self.shared.metrics.count_unrouted(Unrouted::NoSuchTask);
                     return Ok(local_answer(

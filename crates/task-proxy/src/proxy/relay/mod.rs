@@ -312,7 +312,8 @@ impl Relay {
 
         // Route.
         let backend = {
-            let snapshot = shared.table.current();
+            let routes = shared.balancer.routes();
+            let snapshot = routes.snapshot();
             let key = match route_request(
                 &RoutingHeaders::from_pairs(
                     head.headers
@@ -337,8 +338,8 @@ impl Relay {
                         .await;
                 }
             };
-            match snapshot.route(&key) {
-                Some(route) => shared.balancer.backend(route),
+            match routes.route(&key) {
+                Some(backend) => backend.clone(),
                 None => {
                     shared.metrics.count_unrouted(Unrouted::NoSuchTask);
                     let answer = local_answer(
