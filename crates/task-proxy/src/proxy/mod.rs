@@ -23,6 +23,7 @@ pub mod forward;
 pub mod framing;
 pub mod h2_guard;
 pub mod headers;
+pub mod http1;
 pub mod io;
 pub mod listener;
 pub mod metrics;

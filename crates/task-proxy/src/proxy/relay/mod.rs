@@ -24,8 +24,6 @@
 //! treated by the shared policy ([`super::headers`]), `Location` rewritten, connect failures
 //! retried on other endpoints and bodiless idempotent requests replayed once.
 
-mod chunked;
-pub(super) mod head;
 mod upstream;
 
 use upstream::ExchangeError;
@@ -36,6 +34,8 @@ use super::balance::{Backend, Tried, MAX_ATTEMPTS};
 use super::endpoint::InFlight;
 use super::failure::{add_retry_after, failure_answer, Failure};
 use super::headers::CookiePolicy;
+use super::http1::head::{self, BadResponse, Framing, ParsedRequest, RequestHead, ResponseHead};
+use super::http1::hop_by_hop::Kind;
 use super::shared::Shared;
 use super::upstream::Upstreams;
 use crate::answer::{local_answer, CallerKind, ProxyBody};
@@ -43,7 +43,6 @@ use crate::auth::Fetch;
 use crate::proxy::metrics::Unrouted;
 use crate::routing::{route_request, Protocol, RoutingHeaders};
 use bytes::{Buf, Bytes, BytesMut};
-use head::{BadResponse, Framing, Kind, ParsedRequest, RequestHead, ResponseHead};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use std::io;

@@ -1,9 +1,11 @@
-//! Request and response heads for the relay: parsed in place with `httparse` (nothing is
-//! copied; spans point into the received bytes), checked against what the relay forwards
-//! itself, and written out rewritten for the other side with the same rules as
-//! [`crate::proxy::forward`] applies to hyper's messages.
+//! Request and response heads: parsed in place with `httparse` (nothing is copied; spans point
+//! into the received bytes). The relay's heads are checked against what it forwards itself
+//! and written out rewritten for the other side with the same rules as
+//! `proxy/forward.rs` applies to hyper's messages; the framing guard in front of hyper asks
+//! [`request_framing`] how a request head frames its body.
 
 use super::chunked::ChunkedTracker;
+use super::hop_by_hop::{kind_of, tokens, Kind};
 use crate::proxy::headers::{self as policy, CookiePolicy, Forwarding, FramingConflict};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method};
@@ -12,40 +14,6 @@ use std::ops::Range;
 
 /// More header lines than this and the head goes to the general path.
 pub const MAX_HEADERS: usize = 96;
-
-/// What a header means to the relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Host,
-    /// A routing header: `x-yt-taskproxy-id` or one of the operation triple headers.
-    TaskProxyId,
-    Credential,
-    /// `X-Forwarded-For`: merged into the proxy's one line.
-    XForwardedFor,
-    /// `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded`, `X-Real-IP`: set by the proxy,
-    /// the caller's dropped.
-    Forwarding,
-    /// A name with `_`: dropped unless `--underscores-in-headers`.
-    Underscored,
-    /// `Set-Cookie` (responses: checked against the cookie policy).
-    SetCookie,
-    /// `Connection`: hop-by-hop, and its tokens matter.
-    Connection,
-    /// `Upgrade`: hop-by-hop; a request with it takes the general path.
-    Upgrade,
-    /// `TE`: hop-by-hop, except `TE: trailers` (gRPC needs it).
-    Te,
-    /// `Expect`: a request with it takes the general path.
-    Expect,
-    /// Not forwarded (`Keep-Alive`, `HTTP2-Settings` and `Proxy-*`; hop-by-hop, RFC 9110
-    /// §7.6.1).
-    HopByHop,
-    /// `Transfer-Encoding` (responses: forwarded with chunked bodies).
-    TransferEncoding,
-    ContentLength,
-    Location,
-    Other,
-}
 
 #[derive(Debug, Clone)]
 pub struct Header {
@@ -84,55 +52,6 @@ fn span(base: &[u8], part: &[u8]) -> Range<usize> {
         Some(start) if start + part.len() <= base.len() => start..start + part.len(),
         _ => 0..0,
     }
-}
-
-fn kind_of(name: &[u8]) -> Kind {
-    let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
-    // By length first: one comparison for most names.
-    let kind = match name.len() {
-        2 if is(b"te") => Kind::Te,
-        4 if is(b"host") => Kind::Host,
-        6 if is(b"cookie") => Kind::Credential,
-        6 if is(b"expect") => Kind::Expect,
-        7 if is(b"upgrade") => Kind::Upgrade,
-        8 if is(b"location") => Kind::Location,
-        9 if is(b"forwarded") || is(b"x-real-ip") => Kind::Forwarding,
-        10 if is(b"connection") => Kind::Connection,
-        10 if is(b"set-cookie") => Kind::SetCookie,
-        10 if is(b"keep-alive") => Kind::HopByHop,
-        13 if is(b"authorization") => Kind::Credential,
-        14 if is(b"content-length") => Kind::ContentLength,
-        // Only meaningful with `Upgrade: h2c`, which is never passed on (RFC 9113 §3.2.1 makes
-        // it hop-by-hop): a job must not see it either.
-        14 if is(b"http2-settings") => Kind::HopByHop,
-        15 if is(b"x-forwarded-for") => Kind::XForwardedFor,
-        16 if is(b"x-forwarded-host") => Kind::Forwarding,
-        17 | 22 | 24 | 27 | 30 if crate::routing::RoutingHeader::of(name).is_some() => {
-            Kind::TaskProxyId
-        }
-        17 if is(b"transfer-encoding") => Kind::TransferEncoding,
-        17 if is(b"x-forwarded-proto") => Kind::Forwarding,
-        _ => Kind::Other,
-    };
-    if kind != Kind::Other {
-        return kind;
-    }
-    // Every `Proxy-*` header, and `Proxy` itself (httpoxy): they concern this hop only.
-    if name.len() >= 5 && name[..5].eq_ignore_ascii_case(b"proxy") {
-        return Kind::HopByHop;
-    }
-    if policy::is_underscored(name) {
-        return Kind::Underscored;
-    }
-    kind
-}
-
-/// The comma-separated tokens of a header value, trimmed.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|b| *b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
 }
 
 fn parse_length(value: &[u8]) -> Option<u64> {
@@ -237,10 +156,11 @@ impl RequestHead {
     /// are none). `None`: a value `http` refuses (the general path answers it).
     pub fn credentials(&self, head: &[u8]) -> Option<HeaderMap> {
         let mut map = HeaderMap::new();
-        for h in self.headers.iter().filter(|h| h.kind == Kind::Credential) {
-            let name = match h.name.len() {
-                6 => http::header::COOKIE,
-                _ => http::header::AUTHORIZATION,
+        for h in &self.headers {
+            let name = match h.kind {
+                Kind::Cookie => http::header::COOKIE,
+                Kind::Authorization => http::header::AUTHORIZATION,
+                _ => continue,
             };
             let value = HeaderValue::from_bytes(&head[h.value.clone()]).ok()?;
             map.append(name, value);
@@ -269,14 +189,9 @@ impl RequestHead {
         for h in &self.headers {
             let value = &head[h.value.clone()];
             match h.kind {
-                Kind::Credential
-                | Kind::HopByHop
-                | Kind::Connection
-                | Kind::Upgrade
-                | Kind::Forwarding => continue,
+                Kind::Authorization | Kind::Cookie | Kind::Forwarding => continue,
+                kind if kind.is_hop_by_hop(value) => continue,
                 Kind::Underscored if !underscores => continue,
-                // `TE: trailers` is end-to-end in practice (gRPC needs it).
-                Kind::Te if !value.eq_ignore_ascii_case(b"trailers") => continue,
                 Kind::XForwardedFor => {
                     xff = true;
                     continue;
@@ -485,8 +400,9 @@ impl ResponseHead {
             let name = &head[h.name.clone()];
             let value = &head[h.value.clone()];
             match h.kind {
-                Kind::HopByHop | Kind::Connection | Kind::Upgrade | Kind::Te => continue,
-                Kind::TransferEncoding if !chunked => continue,
+                // Passed on with the chunked body it frames, unchanged.
+                Kind::TransferEncoding if chunked => {}
+                kind if kind.is_hop_by_hop(value) => continue,
                 Kind::ContentLength if chunked => continue,
                 Kind::SetCookie if !cookies.allows(value) => {
                     dropped += 1;
