@@ -5,13 +5,15 @@
 //! [`service`] runs route -> admit -> forward per request (hyper's path), [`relay`] is the
 //! HTTP/1.1 fast path (bytes passed on without hyper), [`failure`] is the answer both give when
 //! forwarding fails, [`access_log`] writes a line each, [`forward`] rewrites heads,
-//! [`headers`] is the header policy both paths share, [`balance`] picks endpoints,
+//! [`headers`] is the header policy both paths share, [`http1`] reads heads and chunked
+//! bodies and says what is hop-by-hop (for the relay, the framing guard [`framing`] and
+//! [`forward`]), [`balance`] picks endpoints from the routes it derives from each snapshot,
 //! [`endpoint`] holds each endpoint's health, connection cap and idle connection pools,
 //! [`upstream`] opens and pools connections to jobs (as many as [`conn_limit`] allows per
 //! job), [`h2_guard`] ends HTTP/2 control-frame floods, [`upgrade`] tunnels WebSockets,
 //! [`tls`] terminates TLS with reloadable certificates. The data plane owns its state
 //! ([`shared`]) and its counters ([`metrics`]); the admin server only reads them.
-//! Shared state is read-mostly: the routing table (arc-swap) and atomics. Submodules never
+//! Shared state is read-mostly: the balancer's routes (arc-swap) and atomics. Submodules never
 //! import this file: it only assembles them ([`DataPlane`]).
 
 pub mod access_log;
