@@ -128,7 +128,7 @@ pub fn request_shape(head: &[u8]) -> RequestShape {
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
             .map(|h| h.value);
-        match policy::response_codings(codings, lengths > 0) {
+        match policy::transfer_codings(codings, lengths > 0) {
             Ok(true) if req.version == Some(1) => RequestFraming::Chunked,
             _ => RequestFraming::Refuse,
         }
@@ -425,7 +425,7 @@ pub fn parse_response(
         if !http11 {
             return Err(BadResponse::Malformed);
         }
-        policy::response_codings(
+        policy::transfer_codings(
             headers
                 .iter()
                 .filter(|h| h.kind == Kind::TransferEncoding)
