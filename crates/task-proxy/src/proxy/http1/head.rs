@@ -2,7 +2,7 @@
 //! into the received bytes). The relay's heads are checked against what it forwards itself
 //! and written out rewritten for the other side with the same rules as
 //! `proxy/forward.rs` applies to hyper's messages; the framing guard in front of hyper asks
-//! [`request_framing`] how a request head frames its body.
+//! [`request_shape`] how a request head frames its body.
 
 use super::chunked::ChunkedTracker;
 use super::hop_by_hop::{kind_of, tokens, Kind};
