@@ -48,8 +48,9 @@ enum State {
     Headers,
     /// Inside a body with this many bytes left.
     Length(u64),
-    /// Inside a chunked body (followed by `chunked`): chunk data passes at once, each line
-    /// (chunk size, the CRLF after data, trailers) is held in `pending` until it is checked.
+    /// Inside a chunked body, followed by the `chunked` tracker: chunk data passes at once,
+    /// each line (chunk size, the CRLF after data, trailers) is held in `pending` until it
+    /// is checked.
     Chunked,
     /// After a request with an `Upgrade` header (and its body): waiting for the [`Switch`]
     /// to say whether the connection became a tunnel. Nothing more is released meanwhile.
