@@ -294,7 +294,6 @@ fn serve(config: Config, on_listening: impl FnOnce(Running)) -> anyhow::Result<(
         config.limits.eject_max,
         ConnLimitSettings::from_limits(&config.limits),
     ));
-    balancer.rebuild(&table.load());
     let metrics = Arc::new(task_proxy::proxy::metrics::ProxyMetrics::default());
 
     let tls = match &config.tls {
@@ -327,20 +326,6 @@ fn serve(config: Config, on_listening: impl FnOnce(Running)) -> anyhow::Result<(
     )?;
 
     control.block_on(async {
-        // Follow routing generations: rebuild backends (health and pools kept) on each.
-        let mut generations = table.subscribe();
-        let follower = {
-            let (table, balancer, shutdown) = (table.clone(), balancer.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        changed = generations.changed() => if changed.is_err() { return },
-                    }
-                    balancer.rebuild(&table.load());
-                }
-            })
-        };
         if let Some(file_source) = file_source {
             tokio::spawn(file_source.watch(Duration::from_secs(1), shutdown.clone()));
         }
@@ -390,7 +375,6 @@ fn serve(config: Config, on_listening: impl FnOnce(Running)) -> anyhow::Result<(
         wait_for_signal().await;
         tracing::info!(drain_timeout = ?config.limits.drain_timeout, "draining");
         shutdown.cancel();
-        follower.abort();
         // Workers stop accepting at once and exit when drained (or at the drain timeout);
         // the admin listener stays up meanwhile, saying "draining" on /readyz.
         let drained = tokio::task::spawn_blocking(move || data_plane.join());

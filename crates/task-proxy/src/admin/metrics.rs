@@ -156,7 +156,7 @@ impl prometheus_client::collector::Collector for DataPlaneCollector {
                 MetricType::Counter,
             )?;
             for route in routes {
-                let Some(b) = backends.by_hash.get(&route.hash) else {
+                let Some(b) = backends.backend(&route.hash) else {
                     continue;
                 };
                 let responses = b.stats.responses_by_class();
@@ -178,7 +178,7 @@ impl prometheus_client::collector::Collector for DataPlaneCollector {
                 MetricType::Histogram,
             )?;
             for route in routes {
-                let Some(b) = backends.by_hash.get(&route.hash) else {
+                let Some(b) = backends.backend(&route.hash) else {
                     continue;
                 };
                 let labels = [("service", route.hash.as_str())];

@@ -159,7 +159,7 @@ impl Admin {
             .routes()
             .iter()
             .map(|route| {
-                let endpoints = match backends.by_hash.get(&route.hash) {
+                let endpoints = match backends.backend(&route.hash) {
                     Some(b) => b
                         .endpoints
                         .iter()

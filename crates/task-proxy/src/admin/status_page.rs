@@ -61,7 +61,7 @@ fn services_section(admin: &Admin, page: &mut String) {
          <th>protocol</th><th>timeouts</th><th>endpoints</th><th>requests</th><th>errors (5xx)</th></tr>",
     );
     for route in snapshot.routes() {
-        let backend = backends.by_hash.get(&route.hash);
+        let backend = backends.backend(&route.hash);
         let mut endpoints = String::new();
         let (mut requests, mut errors) = (0, 0);
         match backend {

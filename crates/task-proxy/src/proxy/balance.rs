@@ -1,8 +1,12 @@
 //! Endpoint selection and passive health: which job of a service gets the next request.
 //!
-//! Every endpoint has one [`EndpointState`], keyed by its address and kept across routing
-//! snapshot swaps for endpoints that stay, so a swap resets neither ejections nor connection
-//! pools. Selection is power-of-two-choices on in-flight counts among endpoints not ejected.
+//! The data plane reads one value per request, [`Routes`]: a routing snapshot together with
+//! each route's [`Backend`]. The routing table hands every snapshot it publishes to the
+//! balancer (a [`crate::routing::Follower`]) before it is in force; the balancer derives the
+//! next `Routes` from it once and swaps it in, so there is no moment when a published route
+//! has no state, and nothing is built on the request path. Every endpoint has one
+//! [`EndpointState`], keyed by its address and carried over from the previous generation for
+//! endpoints that stay, so a swap resets neither ejections nor connection pools. Selection is power-of-two-choices on in-flight counts among endpoints not ejected.
 //! A connect failure ejects an endpoint for an exponentially growing back-off; once it expires,
 //! live traffic probes it again (a success clears the record). The endpoint states themselves
 //! (health, connection cap, per-worker pools) are defined in [`super::endpoint`].
@@ -10,7 +14,7 @@
 use super::conn_limit::ConnLimitSettings;
 use super::endpoint::EndpointState;
 use crate::proxy::metrics::RouteStats;
-use crate::routing::{Endpoint, Route, RoutingSnapshot};
+use crate::routing::{Endpoint, Route, RouteKey, RoutingSnapshot};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -25,19 +29,60 @@ pub struct Backend {
     pub stats: Arc<RouteStats>,
 }
 
-/// The backends of one routing generation, by route key.
-#[derive(Debug, Default)]
-pub struct BackendSet {
-    pub generation: u64,
+/// One routing generation as the data plane reads it: the snapshot and, for every route in
+/// it, the backend with its endpoints' states. Built together from each published snapshot
+/// and swapped in as one value, so a route a request finds always has its state, and a
+/// request reads routes and states of the same generation.
+#[derive(Debug)]
+pub struct Routes {
+    snapshot: Arc<RoutingSnapshot>,
     /// Looked up on every request: foldhash (randomly seeded, like std's, but cheaper).
-    pub by_hash: HashMap<String, Arc<Backend>, foldhash::fast::RandomState>,
+    by_hash: HashMap<String, Arc<Backend>, foldhash::fast::RandomState>,
 }
 
-/// What outlives snapshots: endpoint states by address, statistics by route key.
-#[derive(Debug, Default)]
-struct Registry {
-    endpoints: HashMap<Endpoint, Arc<EndpointState>>,
-    stats: HashMap<String, Arc<RouteStats>>,
+impl Routes {
+    fn empty() -> Routes {
+        Routes {
+            snapshot: Arc::new(RoutingSnapshot::default()),
+            by_hash: HashMap::default(),
+        }
+    }
+
+    /// The snapshot these routes were derived from.
+    pub fn snapshot(&self) -> &RoutingSnapshot {
+        &self.snapshot
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.snapshot.generation()
+    }
+
+    /// The backend of the service a request's route key names, if any.
+    #[inline]
+    pub fn route(&self, key: &RouteKey) -> Option<&Arc<Backend>> {
+        self.snapshot
+            .route(key)
+            .and_then(|route| self.by_hash.get(&route.hash))
+    }
+
+    /// The backend of the service with this route key (a lowercase hash), if any.
+    pub fn backend(&self, hash: &str) -> Option<&Arc<Backend>> {
+        self.by_hash.get(hash)
+    }
+
+    /// The backends of every route of this generation.
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        self.by_hash.values()
+    }
+
+    /// Every endpoint state of this generation, once each.
+    pub fn endpoint_states(&self) -> Vec<Arc<EndpointState>> {
+        let mut seen = HashMap::<&Endpoint, &Arc<EndpointState>>::new();
+        for ep in self.by_hash.values().flat_map(|b| &b.endpoints) {
+            seen.entry(&ep.endpoint).or_insert(ep);
+        }
+        seen.into_values().cloned().collect()
+    }
 }
 
 /// Up to this many attempts per request (each on an endpoint not yet tried).
@@ -71,8 +116,10 @@ impl Tried {
 /// Chooses endpoints and keeps their health.
 #[derive(Debug)]
 pub struct Balancer {
-    current: ArcSwap<BackendSet>,
-    registry: Mutex<Registry>,
+    current: ArcSwap<Routes>,
+    /// Held while deriving the next generation from the current one (publishers are
+    /// serialised by the routing table already; this keeps direct callers safe too).
+    deriving: Mutex<()>,
     workers: usize,
     epoch: Instant,
     eject_base: Duration,
@@ -93,8 +140,8 @@ impl Balancer {
         conn_limit: ConnLimitSettings,
     ) -> Balancer {
         Balancer {
-            current: ArcSwap::from_pointee(BackendSet::default()),
-            registry: Mutex::new(Registry::default()),
+            current: ArcSwap::from_pointee(Routes::empty()),
+            deriving: Mutex::new(()),
             workers,
             epoch: Instant::now(),
             eject_base,
@@ -107,81 +154,68 @@ impl Balancer {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// The backends of the latest generation rebuilt.
-    pub fn current(&self) -> Arc<BackendSet> {
+    /// The routes in force, without touching their reference count (the request path: one
+    /// load per request; do not hold the guard across awaits).
+    #[inline]
+    pub fn routes(&self) -> arc_swap::Guard<Arc<Routes>> {
+        self.current.load()
+    }
+
+    /// The routes in force (for readers that keep them, like admin pages).
+    pub fn current(&self) -> Arc<Routes> {
         self.current.load_full()
     }
 
-    /// Rebuilds the backends for `snapshot`, keeping states of endpoints and routes that stay.
-    pub fn rebuild(&self, snapshot: &RoutingSnapshot) {
-        let Ok(mut registry) = self.registry.lock() else {
-            return;
-        };
-        let mut endpoints = HashMap::new();
-        let mut stats = HashMap::new();
+    /// Derives the routes of `snapshot` and puts them in force, keeping the states of
+    /// endpoints (health, pools, ejections) and the statistics of routes that stay. States of
+    /// endpoints that left are dropped with the old generation: their idle connections close.
+    pub fn rebuild(&self, snapshot: &Arc<RoutingSnapshot>) {
+        let _deriving = self.deriving.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = self.current.load_full();
+        let mut old_endpoints = HashMap::<&Endpoint, &Arc<EndpointState>>::new();
+        for ep in previous.by_hash.values().flat_map(|b| &b.endpoints) {
+            old_endpoints.entry(&ep.endpoint).or_insert(ep);
+        }
+        let mut endpoints = HashMap::<Endpoint, Arc<EndpointState>>::new();
         let mut by_hash = HashMap::with_capacity_and_hasher(
             snapshot.len(),
             foldhash::fast::RandomState::default(),
         );
         for route in snapshot.routes() {
-            let backend = self.backend_from(&registry, route, &mut endpoints, &mut stats);
+            let states = route
+                .endpoints
+                .iter()
+                .map(|e| {
+                    endpoints
+                        .entry(e.clone())
+                        .or_insert_with(|| match old_endpoints.get(e) {
+                            Some(&state) => state.clone(),
+                            None => Arc::new(EndpointState::new(
+                                e.clone(),
+                                self.workers,
+                                self.conn_limit,
+                            )),
+                        })
+                        .clone()
+                })
+                .collect();
+            let stats = previous
+                .by_hash
+                .get(&route.hash)
+                .map(|b| b.stats.clone())
+                .unwrap_or_default();
+            let backend = Backend {
+                route: route.clone(),
+                endpoints: states,
+                stats,
+            };
             by_hash.insert(route.hash.clone(), Arc::new(backend));
         }
-        // States of endpoints that left are dropped here: their idle connections close.
-        registry.endpoints = endpoints;
-        registry.stats = stats;
-        self.current.store(Arc::new(BackendSet {
-            generation: snapshot.generation(),
+        drop(old_endpoints);
+        self.current.store(Arc::new(Routes {
+            snapshot: snapshot.clone(),
             by_hash,
         }));
-    }
-
-    fn backend_from(
-        &self,
-        registry: &Registry,
-        route: &Arc<Route>,
-        endpoints: &mut HashMap<Endpoint, Arc<EndpointState>>,
-        stats: &mut HashMap<String, Arc<RouteStats>>,
-    ) -> Backend {
-        let states = route
-            .endpoints
-            .iter()
-            .map(|e| {
-                endpoints
-                    .entry(e.clone())
-                    .or_insert_with(|| {
-                        registry.endpoints.get(e).cloned().unwrap_or_else(|| {
-                            Arc::new(EndpointState::new(e.clone(), self.workers, self.conn_limit))
-                        })
-                    })
-                    .clone()
-            })
-            .collect();
-        let route_stats = stats
-            .entry(route.hash.clone())
-            .or_insert_with(|| registry.stats.get(&route.hash).cloned().unwrap_or_default())
-            .clone();
-        Backend {
-            route: route.clone(),
-            endpoints: states,
-            stats: route_stats,
-        }
-    }
-
-    /// The backend for a route of the current snapshot. Normally a lookup; right after a swap,
-    /// before [`Balancer::rebuild`] ran, it is built from the registry.
-    pub fn backend(&self, route: &Arc<Route>) -> Arc<Backend> {
-        if let Some(b) = self.current.load().by_hash.get(&route.hash) {
-            if Arc::ptr_eq(&b.route, route) || b.route == *route {
-                return b.clone();
-            }
-        }
-        let registry = match self.registry.lock() {
-            Ok(r) => r,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let (mut e, mut s) = (registry.endpoints.clone(), registry.stats.clone());
-        Arc::new(self.backend_from(&registry, route, &mut e, &mut s))
     }
 
     /// Picks an endpoint not in `tried`: power of two choices among those not ejected; when
@@ -277,41 +311,50 @@ impl Balancer {
         }
     }
 
-    /// Ejections of endpoints currently routed, for metrics.
+    /// The states of the endpoints currently routed, for metrics.
     pub fn endpoint_states(&self) -> Vec<Arc<EndpointState>> {
-        match self.registry.lock() {
-            Ok(r) => r.endpoints.values().cloned().collect(),
-            Err(p) => p.into_inner().endpoints.values().cloned().collect(),
-        }
+        self.current.load().endpoint_states()
+    }
+}
+
+impl crate::routing::Follower for Balancer {
+    fn follow(&self, snapshot: &Arc<RoutingSnapshot>) {
+        self.rebuild(snapshot);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::{Protocol, ServiceSpec};
+    use crate::routing::{route_key, Protocol, RoutingTable, ServiceSpec};
 
-    fn snapshot(endpoints: &[&str]) -> RoutingSnapshot {
-        RoutingSnapshot::build(
-            "d",
-            [ServiceSpec {
-                operation_id: "op".into(),
-                task_name: "t".into(),
-                service: "s".into(),
-                protocol: Protocol::Http,
-                endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
-                operation_start_time: None,
-                timeouts: Default::default(),
-            }],
-        )
+    fn spec(service: &str, endpoints: &[&str]) -> ServiceSpec {
+        ServiceSpec {
+            operation_id: "op".into(),
+            task_name: "t".into(),
+            service: service.into(),
+            protocol: Protocol::Http,
+            endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
+            operation_start_time: None,
+            timeouts: Default::default(),
+        }
+    }
+
+    fn snapshot(endpoints: &[&str]) -> Arc<RoutingSnapshot> {
+        Arc::new(RoutingSnapshot::build("d", [spec("s", endpoints)]))
+    }
+
+    fn only_backend(b: &Balancer) -> Arc<Backend> {
+        let routes = b.current();
+        let hash = &routes.snapshot().routes()[0].hash;
+        routes.backend(hash).unwrap().clone()
     }
 
     #[test]
     fn picks_spread_and_skip_ejected() {
         let b = Balancer::new(1, Duration::from_secs(10), Duration::from_secs(60));
-        let snap = snapshot(&["127.0.0.1:1", "127.0.0.1:2"]);
-        b.rebuild(&snap);
-        let backend = b.backend(&snap.routes()[0]);
+        b.rebuild(&snapshot(&["127.0.0.1:1", "127.0.0.1:2"]));
+        let backend = only_backend(&b);
         let mut seen = [0; 2];
         for _ in 0..100 {
             seen[b.pick(&backend, &Tried::default()).unwrap()] += 1;
@@ -342,15 +385,112 @@ mod tests {
     #[test]
     fn health_survives_swaps() {
         let b = Balancer::new(2, Duration::from_secs(10), Duration::from_secs(60));
-        let snap = snapshot(&["127.0.0.1:1", "127.0.0.1:2"]);
-        b.rebuild(&snap);
-        let first = b.backend(&snap.routes()[0]);
+        b.rebuild(&snapshot(&["127.0.0.1:1", "127.0.0.1:2"]));
+        let first = only_backend(&b);
         b.connect_failed(&first.endpoints[0], "s", &"refused");
-        let snap2 = snapshot(&["127.0.0.1:1", "127.0.0.1:3"]);
-        b.rebuild(&snap2);
-        let second = b.backend(&snap2.routes()[0]);
+        b.rebuild(&snapshot(&["127.0.0.1:1", "127.0.0.1:3"]));
+        let second = only_backend(&b);
         assert!(Arc::ptr_eq(&first.endpoints[0], &second.endpoints[0]));
+        assert!(!Arc::ptr_eq(&first.endpoints[1], &second.endpoints[1]));
         assert!(b.ejected_for_ms(&second.endpoints[0]).is_some());
         assert!(Arc::ptr_eq(&first.stats, &second.stats));
+        assert_eq!(
+            b.endpoint_states().len(),
+            2,
+            "the endpoint that left is gone"
+        );
+    }
+
+    /// An endpoint two services share has one state.
+    #[test]
+    fn a_shared_endpoint_has_one_state() {
+        let b = Balancer::new(1, Duration::from_secs(10), Duration::from_secs(60));
+        b.rebuild(&Arc::new(RoutingSnapshot::build(
+            "d",
+            [spec("a", &["127.0.0.1:1"]), spec("b", &["127.0.0.1:1"])],
+        )));
+        let routes = b.current();
+        let [x, y] = routes.snapshot().routes() else {
+            panic!("two routes");
+        };
+        let (x, y) = (
+            routes.backend(&x.hash).unwrap(),
+            routes.backend(&y.hash).unwrap(),
+        );
+        assert!(Arc::ptr_eq(&x.endpoints[0], &y.endpoints[0]));
+        assert_eq!(b.endpoint_states().len(), 1);
+    }
+
+    /// The routing table hands each snapshot to the attached balancer before `publish`
+    /// returns: the very next request finds the new route with its endpoints' states, with no
+    /// task in between.
+    #[test]
+    fn a_published_route_is_usable_by_the_next_request() {
+        let table = RoutingTable::new("d");
+        let b = Arc::new(Balancer::new(
+            1,
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        ));
+        table.attach(b.clone());
+        for (i, endpoint) in ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+            .iter()
+            .enumerate()
+        {
+            let service = format!("s{i}");
+            let snap = RoutingSnapshot::build("d", [spec(&service, &[endpoint])]);
+            let host = format!("{}.d", snap.routes()[0].hash);
+            let generation = table.publish(snap);
+            let routes = b.routes();
+            assert_eq!(routes.generation(), generation);
+            let key = route_key([], Some(&host), "d").unwrap();
+            let backend = routes.route(&key).expect("the route just published");
+            assert_eq!(backend.endpoints.len(), 1);
+            assert_eq!(backend.endpoints[0].endpoint, endpoint.parse().unwrap());
+            assert!(b.pick(backend, &Tried::default()).is_some());
+        }
+    }
+
+    /// Readers racing a publisher always see routes and states of one generation: every route
+    /// of the snapshot they loaded has a backend with exactly its endpoints.
+    #[test]
+    fn readers_never_see_a_route_without_its_state() {
+        let table = Arc::new(RoutingTable::new("d"));
+        let b = Arc::new(Balancer::new(
+            1,
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        ));
+        table.attach(b.clone());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (b, stop) = (b.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut checked = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let routes = b.routes();
+                    for route in routes.snapshot().routes() {
+                        let backend = routes.backend(&route.hash).expect("state of the route");
+                        assert!(Arc::ptr_eq(&backend.route, route));
+                        let eps: Vec<&Endpoint> =
+                            backend.endpoints.iter().map(|e| &e.endpoint).collect();
+                        assert_eq!(eps, route.endpoints.iter().collect::<Vec<_>>());
+                        checked += 1;
+                    }
+                }
+                checked
+            })
+        };
+        for i in 0..300u16 {
+            let endpoints: Vec<String> = (0..1 + i % 4)
+                .map(|j| format!("127.0.0.1:{}", 1000 + i + j))
+                .collect();
+            let endpoints: Vec<&str> = endpoints.iter().map(String::as_str).collect();
+            let services = (0..1 + i % 3).map(|s| spec(&format!("s{s}"), &endpoints));
+            table.publish(RoutingSnapshot::build("d", services));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let checked = reader.join().unwrap();
+        assert!(checked > 0);
     }
 }

@@ -6,7 +6,7 @@
 //! so they live together here, below the modules that use them.
 
 use super::conn_limit::{ConnLimit, ConnLimitSettings, ConnPermit, Overloaded};
-use super::relay::head::Header;
+use super::http1::head::Header;
 use crate::answer::ProxyBody;
 use crate::routing::Endpoint;
 use bytes::BytesMut;

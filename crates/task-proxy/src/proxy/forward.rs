@@ -1,4 +1,5 @@
-//! Rewriting requests for jobs and responses for callers: hop-by-hop headers removed,
+//! Rewriting requests for jobs and responses for callers: hop-by-hop headers removed (by the
+//! rule of [`super::http1::hop_by_hop`], which the relay applies too),
 //! forwarding headers and `Set-Cookie` treated as [`super::headers`] says (the policy the
 //! relay applies too), the caller's Host kept (`:authority` becomes `Host` for HTTP/1.1 jobs),
 //! the URI put in the form the upstream protocol needs, and absolute redirects to a job's own
@@ -6,8 +7,9 @@
 
 use super::balance::Backend;
 use super::headers::{self as policy, CookiePolicy, Forwarding};
+use super::http1::hop_by_hop;
 use crate::routing::Protocol;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::Version;
 
@@ -31,116 +33,6 @@ pub enum ForwardError {
     BadForwarding,
 }
 
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones named in `Connection`, and
-/// `HTTP2-Settings` (hop-by-hop by RFC 9113 §3.2.1; it only goes with `Upgrade: h2c`, which is
-/// never passed on). `TE: trailers` is kept (gRPC needs it); the `Upgrade` pair is kept for a
-/// WebSocket handshake (the caller has narrowed `Upgrade` to `websocket`). `Trailer` is kept
-/// on purpose: it only announces trailer fields (RFC 9110 §6.6.2, not hop-by-hop there), and
-/// hyper writes HTTP/1.1 trailers only for fields a message announced in it.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the names says which of them the head carries; each hashed lookup or
-    // removal below then runs only for those. Most heads carry none, and most responses of
-    // HTTP/1.1 jobs only `Connection: keep-alive`.
-    let present = HopByHop::of(headers);
-    if !keep_upgrade && present == HopByHop::default() {
-        return;
-    }
-    if present.connection {
-        // Every Connection line counts; only allocate when one names something beyond the
-        // usual tokens.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.to_str().unwrap_or("").split(','))
-            .map(str::trim)
-            .filter(|t| {
-                !t.is_empty()
-                    && !t.eq_ignore_ascii_case("close")
-                    && !t.eq_ignore_ascii_case("keep-alive")
-                    && !t.eq_ignore_ascii_case("upgrade")
-            })
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-        headers.remove(header::CONNECTION);
-    }
-    if present.keep_alive {
-        headers.remove(KEEP_ALIVE);
-    }
-    // Every `Proxy-*` header, and `Proxy` itself (httpoxy): they concern this hop only.
-    if present.proxy {
-        let proxy_headers: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| name.as_str().starts_with("proxy"))
-            .cloned()
-            .collect();
-        for name in proxy_headers {
-            headers.remove(name);
-        }
-    }
-    if present.transfer_encoding {
-        headers.remove(header::TRANSFER_ENCODING);
-    }
-    if present.http2_settings {
-        headers.remove(HTTP2_SETTINGS);
-    }
-    if present.te {
-        let te_trailers = headers
-            .get(header::TE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-        if !te_trailers {
-            headers.remove(header::TE);
-        }
-    }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else if present.upgrade {
-        headers.remove(header::UPGRADE);
-    }
-}
-
-/// Which hop-by-hop headers (those [`strip_hop_by_hop`] may remove, besides the names listed
-/// in `Connection`) a head carries.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct HopByHop {
-    connection: bool,
-    keep_alive: bool,
-    proxy: bool,
-    transfer_encoding: bool,
-    te: bool,
-    upgrade: bool,
-    http2_settings: bool,
-}
-
-impl HopByHop {
-    fn of(headers: &HeaderMap) -> HopByHop {
-        let mut present = HopByHop::default();
-        for name in headers.keys() {
-            if name == header::CONNECTION {
-                present.connection = true;
-            } else if name == KEEP_ALIVE {
-                present.keep_alive = true;
-            } else if name == header::TRANSFER_ENCODING {
-                present.transfer_encoding = true;
-            } else if name == header::TE {
-                present.te = true;
-            } else if name == header::UPGRADE {
-                present.upgrade = true;
-            } else if name == HTTP2_SETTINGS {
-                present.http2_settings = true;
-            } else if name.as_str().starts_with("proxy") {
-                present.proxy = true;
-            }
-        }
-        present
-    }
-}
-
 /// The host the caller named (`:authority` for HTTP/2 and absolute-form targets, else `Host`).
 pub fn client_host(parts: &http::request::Parts) -> Option<HeaderValue> {
     match parts.uri.authority() {
@@ -159,7 +51,7 @@ pub fn prepare_request(
     underscores_in_headers: bool,
 ) -> Result<(), ForwardError> {
     let headers = &mut parts.headers;
-    strip_hop_by_hop(headers, upgrade);
+    hop_by_hop::strip(headers, upgrade);
 
     if !underscores_in_headers {
         policy::drop_underscored(headers);
@@ -223,7 +115,7 @@ pub fn prepare_response(
     cookies: &CookiePolicy<'_>,
 ) -> usize {
     let switching = upgrade && parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
-    strip_hop_by_hop(&mut parts.headers, switching);
+    hop_by_hop::strip(&mut parts.headers, switching);
     let dropped = cookies.filter(&mut parts.headers);
     if let (Some(location), Some(host)) = (parts.headers.get(header::LOCATION), host) {
         if let Some(rewritten) = rewrite_location(location, backend, host, client.scheme) {
@@ -333,37 +225,6 @@ mod tests {
     }
 
     #[test]
-    fn hop_by_hop_named_on_any_connection_line() {
-        let mut headers = HeaderMap::new();
-        headers.append("connection", HeaderValue::from_static("keep-alive"));
-        headers.append("connection", HeaderValue::from_static("x-one, close"));
-        headers.append("connection", HeaderValue::from_static("X-Two"));
-        for name in ["x-one", "x-two", "x-kept", "transfer-encoding", "te"] {
-            headers.insert(name, HeaderValue::from_static("1"));
-        }
-        strip_hop_by_hop(&mut headers, false);
-        let left: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
-        assert_eq!(left, ["x-kept"]);
-
-        // The common response of a keep-alive job: only Connection goes.
-        let mut headers = HeaderMap::new();
-        headers.insert("connection", HeaderValue::from_static("keep-alive"));
-        headers.insert("content-length", HeaderValue::from_static("15"));
-        headers.insert("te", HeaderValue::from_static("trailers"));
-        strip_hop_by_hop(&mut headers, false);
-        let mut left: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
-        left.sort_unstable();
-        assert_eq!(left, ["content-length", "te"]);
-
-        // An upgrade keeps Upgrade and gets `Connection: upgrade`.
-        let mut headers = HeaderMap::new();
-        headers.insert("upgrade", HeaderValue::from_static("websocket"));
-        strip_hop_by_hop(&mut headers, true);
-        assert_eq!(headers["connection"], "upgrade");
-        assert_eq!(headers["upgrade"], "websocket");
-    }
-
-    #[test]
     fn authority_becomes_host_and_grpc_gets_absolute_uri() {
         let mut req = http::Request::builder()
             .version(Version::HTTP_2)
@@ -400,7 +261,7 @@ mod tests {
 
     #[test]
     fn location_rewrite() {
-        let snap = RoutingSnapshot::build(
+        let snap = std::sync::Arc::new(RoutingSnapshot::build(
             "d",
             [ServiceSpec {
                 operation_id: "o".into(),
@@ -411,31 +272,33 @@ mod tests {
                 operation_start_time: None,
                 timeouts: Default::default(),
             }],
-        );
+        ));
         let balancer = super::super::balance::Balancer::new(
             1,
             std::time::Duration::from_secs(1),
             std::time::Duration::from_secs(1),
         );
-        let backend = balancer.backend(&snap.routes()[0]);
+        balancer.rebuild(&snap);
+        let routes = balancer.current();
+        let backend = routes.backend(&snap.routes()[0].hash).unwrap();
         let host = HeaderValue::from_static("abcdef12.d:8080");
         let got = rewrite_location(
             &HeaderValue::from_static("http://127.0.0.1:9000/x?y#z"),
-            &backend,
+            backend,
             &host,
             "https",
         );
         assert_eq!(got.unwrap(), "https://abcdef12.d:8080/x?y#z");
         assert!(rewrite_location(
             &HeaderValue::from_static("http://other:9000/x"),
-            &backend,
+            backend,
             &host,
             "http"
         )
         .is_none());
         assert!(rewrite_location(
             &HeaderValue::from_static("/relative"),
-            &backend,
+            backend,
             &host,
             "http"
         )

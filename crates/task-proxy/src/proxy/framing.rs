@@ -8,20 +8,24 @@
 //!
 //! The guard follows the byte stream of a plain HTTP/1 connection: it passes each request line
 //! on at once (so hyper's header read timeout runs as usual), holds the header lines until the
-//! head is complete, checks the framing headers, and releases them unchanged; it counts bodies
-//! (`Content-Length` bytes, or chunks) to find the next head. Refused header lines are
-//! replaced by ones hyper itself rejects with 400 (and hyper then closes the connection).
+//! head is complete, reads it as hyper will (with `httparse`, through
+//! [`super::http1::head::request_shape`]), and releases the header lines unchanged; it counts
+//! bodies (`Content-Length` bytes, or chunks followed by [`super::http1::chunked`]) to find the
+//! next head. Refused header lines are replaced by ones hyper itself rejects with 400 (and
+//! hyper then closes the connection).
 //!
 //! The guard never goes blind on a connection that still speaks HTTP/1: after a request with
 //! an `Upgrade` header it holds back whatever follows until the request's handler says (through
 //! the connection's [`Switch`]) whether the connection became a tunnel. Only a real `101`
 //! tunnel ends the checking; any other answer (a refused upgrade, an upgrade the proxy
-//! stripped) resumes it at the next request. A chunk-size or trailer line longer than
-//! [`MAX_LINE`] is refused like ambiguous framing (hyper sees a line it rejects, so the body
+//! stripped) resumes it at the next request. A malformed chunk line, or one longer than
+//! [`MAX_LINE`], is refused like ambiguous framing (hyper sees a line it rejects, so the body
 //! fails, the caller gets 400 and the connection closes). Only what hyper refuses itself on
-//! its own (HTTP/2's preface, a head or request line over the size limit, a chunk size that
-//! is not hex) is passed through untouched from then on.
+//! its own and then closes the connection (HTTP/2's preface, a head or request line over the
+//! size limit, more header lines than hyper takes) is passed through untouched from then on.
 
+use super::http1::chunked::{ChunkedTracker, MAX_LINE};
+use super::http1::head::{request_shape, RequestFraming};
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -36,9 +40,6 @@ const REFUSED_HEADERS: &[u8] = b"refused: ambiguous request framing\r\nx\r\n\r\n
 /// The longest request line followed (hyper refuses far shorter ones with its buffer limit).
 const MAX_REQUEST_LINE: usize = 64 * 1024;
 
-/// The longest chunk-size or trailer line followed (hyper's own limit is smaller).
-const MAX_LINE: usize = 4096;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Passing a request line on (leading empty lines included).
@@ -47,18 +48,14 @@ enum State {
     Headers,
     /// Inside a body with this many bytes left.
     Length(u64),
-    /// Reading a chunk-size line.
-    ChunkSize,
-    /// Inside a chunk's data with this many bytes left (then its CRLF).
-    ChunkData(u64),
-    /// The CRLF after a chunk's data: how many bytes of it are left.
-    ChunkEnd(u8),
-    /// Reading trailer lines after the last chunk.
-    Trailers,
+    /// Inside a chunked body, followed by the `chunked` tracker: chunk data passes at once,
+    /// each line (chunk size, the CRLF after data, trailers) is held in `pending` until it
+    /// is checked.
+    Chunked,
     /// After a request with an `Upgrade` header (and its body): waiting for the [`Switch`]
     /// to say whether the connection became a tunnel. Nothing more is released meanwhile.
     AwaitSwitch,
-    /// Not followed any more (HTTP/2, a `101` tunnel, oversized heads, broken chunk sizes).
+    /// Not followed any more (HTTP/2, a `101` tunnel, heads hyper refuses and closes on).
     PassThrough,
     /// A refused head was handed over: nothing more is read.
     Refused,
@@ -69,10 +66,13 @@ enum State {
 pub struct FramingGuard<I> {
     inner: I,
     state: State,
-    /// The current request line (already passed on).
-    request_line: Vec<u8>,
-    /// The header lines (or chunk line) being collected.
+    /// The current head: its request line (already passed on), then the header lines being
+    /// collected from `headers_start`. Cleared, not freed, between requests.
+    head: Vec<u8>,
+    headers_start: usize,
+    /// The chunk line being collected.
     pending: Vec<u8>,
+    chunked: ChunkedTracker,
     /// Checked bytes not yet handed to hyper, from `out_pos`.
     out: Vec<u8>,
     out_pos: usize,
@@ -137,8 +137,10 @@ impl<I> FramingGuard<I> {
         FramingGuard {
             inner,
             state: State::RequestLine,
-            request_line: Vec::new(),
+            head: Vec::new(),
+            headers_start: 0,
             pending: Vec::new(),
+            chunked: ChunkedTracker::default(),
             out: Vec::new(),
             out_pos: 0,
             max_head,
@@ -184,197 +186,162 @@ impl<I> FramingGuard<I> {
                     self.held.extend_from_slice(data);
                     return;
                 }
-                State::Length(n) | State::ChunkData(n) => {
+                State::Length(n) => {
                     let take = usize::try_from(n).unwrap_or(usize::MAX).min(data.len());
                     self.out.extend_from_slice(&data[..take]);
                     data = &data[take..];
                     self.consumed_body(take);
                 }
-                State::ChunkEnd(n) => {
-                    let take = usize::from(n).min(data.len());
-                    self.out.extend_from_slice(&data[..take]);
-                    data = &data[take..];
-                    let left = n - take as u8;
-                    self.state = if left == 0 {
-                        State::ChunkSize
-                    } else {
-                        State::ChunkEnd(left)
-                    };
-                }
+                State::Chunked => match self.chunked.data_left() {
+                    Some(n) => {
+                        let take = usize::try_from(n).unwrap_or(usize::MAX).min(data.len());
+                        self.out.extend_from_slice(&data[..take]);
+                        self.follow_chunked(&data[..take]);
+                        data = &data[take..];
+                    }
+                    None => {
+                        let end = data.iter().position(|b| *b == b'\n');
+                        let take = end.map_or(data.len(), |i| i + 1);
+                        self.pending.extend_from_slice(&data[..take]);
+                        data = &data[take..];
+                        if end.is_some() {
+                            self.finish_chunk_line();
+                        } else if self.pending.len() > MAX_LINE {
+                            // Going blind here would let whatever follows the body through
+                            // unchecked: refuse instead (hyper fails the body on this line).
+                            self.pending.clear();
+                            self.refuse();
+                        }
+                    }
+                },
                 State::RequestLine => {
                     let end = data.iter().position(|b| *b == b'\n');
                     let take = end.map_or(data.len(), |i| i + 1);
                     self.out.extend_from_slice(&data[..take]);
-                    self.request_line.extend_from_slice(&data[..take]);
+                    self.head.extend_from_slice(&data[..take]);
                     data = &data[take..];
                     if end.is_some() {
                         self.finish_request_line();
-                    } else if self.request_line.len() > MAX_REQUEST_LINE {
+                    } else if self.head.len() > MAX_REQUEST_LINE {
+                        self.head.clear();
                         self.state = State::PassThrough;
                     }
                 }
                 State::Headers => {
-                    let end = headers_end(&self.pending, data);
+                    let end = headers_end(&self.head[self.headers_start..], data);
                     let take = end.unwrap_or(data.len());
-                    self.pending.extend_from_slice(&data[..take]);
+                    self.head.extend_from_slice(&data[..take]);
                     data = &data[take..];
                     if end.is_some() {
                         self.finish_headers();
-                    } else if self.pending.len() > self.max_head {
+                    } else if self.head.len() - self.headers_start > self.max_head {
                         self.release_pending();
                         self.state = State::PassThrough;
-                    }
-                }
-                State::ChunkSize | State::Trailers => {
-                    let end = data.iter().position(|b| *b == b'\n');
-                    let take = end.map_or(data.len(), |i| i + 1);
-                    self.pending.extend_from_slice(&data[..take]);
-                    data = &data[take..];
-                    if end.is_some() {
-                        self.finish_line();
-                    } else if self.pending.len() > MAX_LINE {
-                        // Going blind here would let whatever follows the body through
-                        // unchecked: refuse instead (hyper fails the body on this line).
-                        self.pending.clear();
-                        self.out.extend_from_slice(REFUSED_HEADERS);
-                        self.state = State::Refused;
                     }
                 }
             }
         }
     }
 
+    /// Body bytes passed on in state `Length` or `Chunked` (inside chunk data).
     fn consumed_body(&mut self, n: usize) {
-        self.state = match self.state {
-            State::Length(left) => match left - n as u64 {
+        if let State::Length(left) = self.state {
+            self.state = match left - n as u64 {
                 0 => self.after_message(),
                 left => State::Length(left),
-            },
-            State::ChunkData(left) => match left - n as u64 {
-                0 => State::ChunkEnd(2),
-                left => State::ChunkData(left),
-            },
-            other => other,
-        };
+            };
+        }
     }
 
+    /// Chunk data passed on.
+    fn follow_chunked(&mut self, data: &[u8]) {
+        if self.chunked.feed(data).is_err() {
+            // Not reached (data never fails), but never go blind.
+            self.refuse();
+        }
+    }
+
+    /// Hands hyper a header line it refuses with 400 (then it closes the connection); nothing
+    /// more is read.
+    fn refuse(&mut self) {
+        self.out.extend_from_slice(REFUSED_HEADERS);
+        self.state = State::Refused;
+    }
+
+    /// Releases what is held of an unfinished head or chunk line (hyper judges it).
     fn release_pending(&mut self) {
+        if self.state == State::Headers {
+            self.out.extend_from_slice(&self.head[self.headers_start..]);
+            self.head.clear();
+        }
         self.out.append(&mut self.pending);
     }
 
     /// A complete request line was passed on: HTTP/2's preface ends the following, an empty
     /// line is skipped, anything else starts the header lines.
     fn finish_request_line(&mut self) {
-        let line = std::mem::take(&mut self.request_line);
-        if line.starts_with(b"PRI * HTTP/2.0") {
+        if self.head.starts_with(b"PRI * HTTP/2.0") {
+            self.head.clear();
             self.state = State::PassThrough;
-        } else if !trim_line_end(&line).is_empty() {
-            self.request_line = line;
+        } else if trim_line_end(&self.head).is_empty() {
+            self.head.clear();
+        } else {
+            self.headers_start = self.head.len();
             self.state = State::Headers;
         }
     }
 
-    /// The header lines are complete in `pending`: check them and release them (or the
+    /// The head is complete in `head`: check it and release its header lines (or the
     /// refusal).
     fn finish_headers(&mut self) {
-        let headers = std::mem::take(&mut self.pending);
-        let framing = check_head(&headers);
+        let shape = request_shape(&self.head);
+        let headers = &self.head[self.headers_start..];
+        match shape.framing {
+            RequestFraming::Refuse => {
+                self.head.clear();
+                return self.refuse();
+            }
+            RequestFraming::TooManyHeaders => {
+                self.out.extend_from_slice(headers);
+                self.head.clear();
+                self.state = State::PassThrough;
+                return;
+            }
+            _ => self.out.extend_from_slice(headers),
+        }
+        self.head.clear();
         // hyper treats CONNECT like an upgrade (the connection may be handed over): its
         // handler resolves the switch too.
-        let connect = self.request_line.starts_with(b"CONNECT ");
-        self.request_line.clear();
-        if framing == Framing::Refuse {
-            self.out.extend_from_slice(REFUSED_HEADERS);
-            self.state = State::Refused;
-            return;
-        }
-        self.out.extend_from_slice(&headers);
-        self.upgrade_asked = connect || has_upgrade(&headers);
+        self.upgrade_asked = shape.may_switch;
         if self.upgrade_asked {
             self.switch.arm();
         }
-        self.state = match framing {
-            Framing::None | Framing::Length(0) => self.after_message(),
-            Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::ChunkSize,
-            Framing::Refuse | Framing::Unknown => State::PassThrough,
+        self.state = match shape.framing {
+            RequestFraming::Length(n) if n > 0 => State::Length(n),
+            RequestFraming::Chunked => {
+                self.chunked = ChunkedTracker::default();
+                State::Chunked
+            }
+            _ => self.after_message(),
         };
     }
 
-    /// A complete chunk-size or trailer line is in `pending`.
-    fn finish_line(&mut self) {
-        let line = std::mem::take(&mut self.pending);
-        let text = trim_line_end(&line);
-        self.out.extend_from_slice(&line);
-        self.state = match self.state {
-            State::ChunkSize => {
-                let size = text.split(|b| *b == b';').next().unwrap_or_default();
-                match parse_hex(trim(size)) {
-                    Some(0) => State::Trailers,
-                    Some(n) => State::ChunkData(n),
-                    None => State::PassThrough,
+    /// A complete line of a chunked body is in `pending`: release it if it is well formed.
+    fn finish_chunk_line(&mut self) {
+        match self.chunked.feed(&self.pending) {
+            Ok(_) => {
+                self.out.extend_from_slice(&self.pending);
+                self.pending.clear();
+                if self.chunked.is_done() {
+                    self.state = self.after_message();
                 }
             }
-            _ if text.is_empty() => self.after_message(),
-            other => other,
-        };
-    }
-}
-
-/// How a request head frames its body.
-#[derive(Debug, PartialEq, Eq)]
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    /// Ambiguous: refuse.
-    Refuse,
-    /// Something hyper refuses itself (an unknown transfer coding, a bad length): stop
-    /// following.
-    Unknown,
-}
-
-fn check_head(headers: &[u8]) -> Framing {
-    let lines = headers.split(|b| *b == b'\n').map(trim_line_end);
-    let mut lengths = 0;
-    let mut length = None;
-    let mut chunked = false;
-    let mut transfer_encoding = false;
-    for line in lines {
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
-            continue;
-        };
-        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
-        if name.eq_ignore_ascii_case(b"content-length") {
-            lengths += 1;
-            length = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok());
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            transfer_encoding = true;
-            chunked = value
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|last| trim(last).eq_ignore_ascii_case(b"chunked"));
+            Err(_) => {
+                self.pending.clear();
+                self.refuse();
+            }
         }
     }
-    match (transfer_encoding, lengths) {
-        (true, n) if n > 0 => Framing::Refuse,
-        (_, n) if n > 1 => Framing::Refuse,
-        (true, _) if chunked => Framing::Chunked,
-        (true, _) => Framing::Unknown,
-        (false, 1) => length.map_or(Framing::Unknown, Framing::Length),
-        _ => Framing::None,
-    }
-}
-
-/// Whether header lines carry an `Upgrade` header (its handler then resolves the [`Switch`]).
-fn has_upgrade(headers: &[u8]) -> bool {
-    headers.split(|b| *b == b'\n').any(|line| {
-        line.iter()
-            .position(|b| *b == b':')
-            .is_some_and(|colon| line[..colon].eq_ignore_ascii_case(b"upgrade"))
-    })
 }
 
 /// Where in `data` the header lines being collected (`pending` so far) end: after an empty
@@ -400,18 +367,6 @@ fn headers_end(pending: &[u8], data: &[u8]) -> Option<usize> {
 fn trim_line_end(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-fn trim(v: &[u8]) -> &[u8] {
-    v.trim_ascii()
-}
-
-fn parse_hex(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 16 {
-        return None;
-    }
-    let text = std::str::from_utf8(v).ok()?;
-    u64::from_str_radix(text, 16).ok()
 }
 
 /// HTTP/2's connection preface (RFC 9113 §3.4), which starts a prior-knowledge connection.
@@ -473,9 +428,11 @@ impl<I: AsyncRead + Unpin> AsyncRead for FramingGuard<I> {
             // Fast paths: bytes that need no look are read straight into the caller's buffer.
             let limit = match this.state {
                 State::PassThrough => Some(usize::MAX),
-                State::Length(n) | State::ChunkData(n) => {
-                    Some(usize::try_from(n).unwrap_or(usize::MAX))
-                }
+                State::Length(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                State::Chunked => this
+                    .chunked
+                    .data_left()
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
                 State::Refused => return Poll::Ready(Ok(())),
                 _ => None,
             };
@@ -483,9 +440,15 @@ impl<I: AsyncRead + Unpin> AsyncRead for FramingGuard<I> {
                 if limit >= buf.remaining() {
                     let before = buf.filled().len();
                     std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-                    let n = buf.filled().len() - before;
-                    if this.state != State::PassThrough {
-                        this.consumed_body(n);
+                    match this.state {
+                        State::Length(_) => this.consumed_body(buf.filled().len() - before),
+                        State::Chunked => {
+                            let data = &buf.filled()[before..];
+                            if this.chunked.feed(data).is_err() {
+                                this.refuse();
+                            }
+                        }
+                        _ => {}
                     }
                     return Poll::Ready(Ok(()));
                 }
@@ -620,6 +583,58 @@ mod tests {
             assert!(out.ends_with(REFUSED_HEADERS), "step {step}");
             assert!(!String::from_utf8_lossy(&out).contains("POST / HTTP/1.1\r\nContent-Length"));
         }
+    }
+
+    /// A chunk line the guard cannot follow is refused where it stands: the guard never goes
+    /// blind inside a body (it used to pass everything through after a size that was not
+    /// hex, trusting hyper to fail the body).
+    #[test]
+    fn a_malformed_chunk_line_is_refused_not_passed_through() {
+        for body in [
+            &b"zz\r\nabc\r\n0\r\n\r\n"[..],
+            b"-1\r\nabc\r\n0\r\n\r\n",
+            b"fffffffffffffffff1\r\nabc\r\n0\r\n\r\n",
+            b"00000000000000001\r\nx\r\n0\r\n\r\n",
+            b"1\r\nabcdef\r\n0\r\n\r\n",
+            b"1\nx\r\n0\r\n\r\n",
+            b"1\r\nx\n0\r\n\r\n",
+            b"\r\n0\r\n\r\n",
+        ] {
+            let input = [
+                &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+                body,
+                SMUGGLING,
+            ]
+            .concat();
+            for step in [1, 3, 4096] {
+                let out = run(&input, step);
+                let text = String::from_utf8_lossy(&out);
+                assert!(out.ends_with(REFUSED_HEADERS), "step {step}: {text:?}");
+                assert!(!text.contains("Content-Length: 4"), "step {step}: {text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn framing_hyper_would_refuse_is_refused_before_it() {
+        for head in [
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 0, 4\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding:\r\n chunked\r\n\r\n",
+        ] {
+            let input = [head, b"0\r\n\r\n", SMUGGLING].concat();
+            let out = run(&input, 5);
+            assert!(
+                out.ends_with(REFUSED_HEADERS),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        // More header lines than hyper takes: hyper answers 431 and closes on its own.
+        let many: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
+        let input = format!("GET / HTTP/1.1\r\n{many}\r\n").into_bytes();
+        assert_eq!(run(&input, 64), input);
     }
 
     /// Well-framed requests: GETs, Content-Length bodies and chunked bodies (with extensions

@@ -236,14 +236,15 @@ pub enum FramingConflict {
     NotChunked,
 }
 
-/// Checks a response's transfer codings (the values of all its `Transfer-Encoding` lines) and
+/// Checks a message's transfer codings (the values of all its `Transfer-Encoding` lines) and
 /// whether it has a `Content-Length`. `Ok(true)`: chunked; `Ok(false)`: no transfer coding.
 ///
 /// RFC 9112 §6.3 lets a response with codings not ending in `chunked` run until close, and
 /// lets `Transfer-Encoding` override `Content-Length`; a proxy that keeps one of the two
 /// views while the caller keeps the other passes on bytes past the message (response
-/// splitting), so both shapes are refused (§6.1: chunked at most once and last).
-pub fn response_codings<'v>(
+/// splitting), so both shapes are refused (§6.1: chunked at most once and last). The framing
+/// guard holds requests to the same rule (request smuggling is the same disagreement).
+pub fn transfer_codings<'v>(
     codings: impl Iterator<Item = &'v [u8]>,
     has_length: bool,
 ) -> Result<bool, FramingConflict> {
@@ -270,9 +271,9 @@ pub fn response_codings<'v>(
     Ok(true)
 }
 
-/// [`response_codings`] for a response hyper parsed.
+/// [`transfer_codings`] for a response hyper parsed.
 pub fn check_response_framing(headers: &HeaderMap) -> Result<(), FramingConflict> {
-    response_codings(
+    transfer_codings(
         headers
             .get_all(header::TRANSFER_ENCODING)
             .iter()
@@ -376,7 +377,7 @@ mod tests {
 
     #[test]
     fn framing() {
-        let check = |te: &[&str], cl| response_codings(te.iter().map(|v| v.as_bytes()), cl);
+        let check = |te: &[&str], cl| transfer_codings(te.iter().map(|v| v.as_bytes()), cl);
         assert_eq!(check(&[], true), Ok(false));
         assert_eq!(check(&["chunked"], false), Ok(true));
         assert_eq!(check(&["gzip, Chunked"], false), Ok(true));

@@ -21,14 +21,14 @@
 //! start of the attempt, or from the last piece of a request body that is still streaming in
 //! (the body's upload moves the deadline, a stalled upload is cut like a silent job).
 
-use super::balance::{Backend, Balancer, Tried, MAX_ATTEMPTS};
+use super::balance::{Backend, Balancer, Routes, Tried, MAX_ATTEMPTS};
 use super::conn_limit::ConnPermit;
 use super::endpoint::{EndpointState, InFlight};
 use super::failure::{Failure, Unroutable};
 use super::shared::monotonic_ms;
 use super::upstream::ConnectError;
 use crate::config::{Limits, NO_LIMIT};
-use crate::routing::{route_request, RouteKeyError, RoutingHeaders, RoutingSnapshot};
+use crate::routing::{route_request, RouteKeyError, RoutingHeaders};
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,18 +82,18 @@ pub fn idempotent(method: &http::Method) -> bool {
 }
 
 /// Finds the service of a request: its `x-yt-taskproxy-id`/operation headers and its Host
-/// (`Err` when it had more than one) on `snapshot`.
+/// (`Err` when it had more than one) on the routes in force (the snapshot and each route's
+/// balancing state, published together).
 pub fn route(
-    snapshot: &RoutingSnapshot,
-    balancer: &Balancer,
+    routes: &Routes,
     headers: &RoutingHeaders,
     host: Result<Option<&str>, RouteKeyError>,
 ) -> Result<Arc<Backend>, Unroutable> {
     let key = host
-        .and_then(|host| route_request(headers, host, snapshot.base_domain()))
+        .and_then(|host| route_request(headers, host, routes.snapshot().base_domain()))
         .map_err(Unroutable::BadRequest)?;
-    match snapshot.route(&key) {
-        Some(route) => Ok(balancer.backend(route)),
+    match routes.route(&key) {
+        Some(backend) => Ok(backend.clone()),
         None => Err(Unroutable::NoSuchTask(key)),
     }
 }

@@ -93,8 +93,7 @@ pub fn run_worker(id: usize, shared: Arc<Shared>, sockets: WorkerSockets) -> std
                     let backends = shared.balancer.current();
                     upstreams.sweep(
                         backends
-                            .by_hash
-                            .values()
+                            .backends()
                             .flat_map(|b| b.endpoints.iter().map(|e| &**e)),
                     );
                 }

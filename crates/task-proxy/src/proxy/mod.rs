@@ -5,14 +5,17 @@
 //! [`lifecycle`] is the request lifecycle both forwarding paths share (route, pick, attempts
 //! under one retry policy), [`service`] is its adapter for hyper's path (admit, rewrite,
 //! answer), [`relay`] the one for the HTTP/1.1 fast path (bytes passed on without hyper),
-//! [`failure`] is the answer both give when forwarding fails, [`access_log`] writes a line each, [`forward`] rewrites heads,
-//! [`headers`] is the header policy both paths share, [`balance`] picks endpoints,
+//! [`failure`] is the answer both give when forwarding fails, [`access_log`] writes a line
+//! each, [`forward`] rewrites heads, [`headers`] is the header policy both paths share,
+//! [`http1`] reads heads and chunked bodies and says what is hop-by-hop (for the relay, the
+//! framing guard [`framing`] and [`forward`]), [`balance`] picks endpoints from the routes it
+//! derives from each snapshot,
 //! [`endpoint`] holds each endpoint's health, connection cap and idle connection pools,
 //! [`upstream`] opens and pools connections to jobs (as many as [`conn_limit`] allows per
 //! job), [`h2_guard`] ends HTTP/2 control-frame floods, [`upgrade`] tunnels WebSockets,
 //! [`tls`] terminates TLS with reloadable certificates. The data plane owns its state
 //! ([`shared`]) and its counters ([`metrics`]); the admin server only reads them.
-//! Shared state is read-mostly: the routing table (arc-swap) and atomics. Submodules never
+//! Shared state is read-mostly: the balancer's routes (arc-swap) and atomics. Submodules never
 //! import this file: it only assembles them ([`DataPlane`]).
 
 pub mod access_log;
@@ -24,6 +27,7 @@ pub mod forward;
 pub mod framing;
 pub mod h2_guard;
 pub mod headers;
+pub mod http1;
 pub mod io;
 pub mod lifecycle;
 pub mod listener;
@@ -68,8 +72,11 @@ pub enum StartError {
 }
 
 impl DataPlane {
-    /// Binds every socket (so a busy port fails the start), then starts the workers.
+    /// Binds every socket (so a busy port fails the start), then starts the workers. From
+    /// here on the balancer derives its routes from every snapshot the routing table
+    /// publishes, before the snapshot is in force.
     pub fn start(shared: Arc<Shared>, listen: &ListenConfig) -> Result<DataPlane, StartError> {
+        shared.table.attach(shared.balancer.clone());
         let bind = |addr: SocketAddr| {
             listener::bind_reuseport(addr, listen.workers)
                 .map_err(|source| StartError::Bind { addr, source })

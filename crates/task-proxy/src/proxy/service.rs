@@ -365,12 +365,7 @@ impl Pipeline {
                 (Some(a), None) => Ok(Some(a.as_str())),
                 (None, None) => Ok(host_header.and_then(|h| h.to_str().ok())),
             };
-            lifecycle::route(
-                &self.shared.table.current(),
-                &self.shared.balancer,
-                &routing,
-                host,
-            )
+            lifecycle::route(&self.shared.balancer.routes(), &routing, host)
         };
         let backend = match routed {
             Ok(backend) => backend,

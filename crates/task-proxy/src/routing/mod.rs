@@ -17,4 +17,4 @@ pub use route_key::{
 };
 pub use service::{Endpoint, EndpointParseError, Protocol, RouteTimeouts, ServiceKey, ServiceSpec};
 pub use snapshot::{Collision, Route, RoutingSnapshot};
-pub use table::RoutingTable;
+pub use table::{Follower, RoutingTable};

@@ -1,18 +1,33 @@
 //! The routing table: the one owner of the current [`RoutingSnapshot`]. Sources (discovery, the
-//! services file) publish whole snapshots; the data plane loads the current one per request
-//! without locks (arc-swap), and watchers learn of new generations through a watch channel.
+//! services file) publish whole snapshots; readers load the current one without locks
+//! (arc-swap), and watchers learn of new generations through a watch channel.
+//!
+//! A reader that keeps state per snapshot (the data plane keeps its endpoints' states) attaches
+//! a [`Follower`]: `publish` hands it each new snapshot before returning, so the follower's
+//! state is derived once per generation, before any request can see that generation, and no
+//! task has to keep the two in step. The follower is a trait so routing imports nothing of the
+//! data plane.
 
 use super::RoutingSnapshot;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
+
+/// Derives state from each snapshot the table publishes (see the module docs).
+pub trait Follower: Send + Sync + std::fmt::Debug {
+    /// `snapshot` is about to be in force (called under the table's publishing lock, so calls
+    /// never overlap and come in generation order).
+    fn follow(&self, snapshot: &Arc<RoutingSnapshot>);
+}
 
 #[derive(Debug)]
 pub struct RoutingTable {
     current: ArcSwap<RoutingSnapshot>,
     loaded: AtomicBool,
     generations: watch::Sender<u64>,
+    /// Held while publishing: one generation at a time reaches the follower and the table.
+    follower: Mutex<Option<Arc<dyn Follower>>>,
 }
 
 impl RoutingTable {
@@ -22,6 +37,7 @@ impl RoutingTable {
             current: ArcSwap::from_pointee(RoutingSnapshot::empty(base_domain)),
             loaded: AtomicBool::new(false),
             generations: watch::Sender::new(0),
+            follower: Mutex::new(None),
         }
     }
 
@@ -36,14 +52,28 @@ impl RoutingTable {
         self.current.load()
     }
 
-    /// Makes `snapshot` the one in force, atomically; returns its generation.
+    /// Makes `snapshot` the one in force, atomically; returns its generation. The attached
+    /// [`Follower`] has derived its state from it when this returns.
     pub fn publish(&self, mut snapshot: RoutingSnapshot) -> u64 {
+        let follower = self.follower.lock().unwrap_or_else(|e| e.into_inner());
         let generation = *self.generations.borrow() + 1;
         snapshot.set_generation(generation);
-        self.current.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        if let Some(follower) = follower.as_ref() {
+            follower.follow(&snapshot);
+        }
+        self.current.store(snapshot);
         self.loaded.store(true, Ordering::Release);
         self.generations.send_replace(generation);
         generation
+    }
+
+    /// Makes `follower` derive its state from every snapshot from now on, starting with the
+    /// one in force (replacing any follower attached before).
+    pub fn attach(&self, follower: Arc<dyn Follower>) {
+        let mut slot = self.follower.lock().unwrap_or_else(|e| e.into_inner());
+        follower.follow(&self.current.load_full());
+        *slot = Some(follower);
     }
 
     /// Whether any snapshot has been published yet.

@@ -25,8 +25,6 @@
 //! by the lifecycle both paths share ([`super::lifecycle`]: connect failures retried on other
 //! endpoints, bodiless idempotent requests replayed once, the same response timeout).
 
-mod chunked;
-pub(super) mod head;
 mod upstream;
 
 use upstream::ExchangeError;
@@ -40,6 +38,8 @@ use super::failure::{
     add_retry_after, closes_connection, failure_answer, unroutable_answer, Failure, Unroutable,
 };
 use super::headers::CookiePolicy;
+use super::http1::head::{self, BadResponse, Framing, ParsedRequest, RequestHead, ResponseHead};
+use super::http1::hop_by_hop::Kind;
 use super::lifecycle::{self, LazyTimer, RetryPolicy, Sent};
 use super::shared::Shared;
 use super::upstream::{ConnectError, Upstreams};
@@ -48,7 +48,6 @@ use crate::auth::Fetch;
 use crate::proxy::metrics::Unrouted;
 use crate::routing::{Protocol, RoutingHeaders};
 use bytes::{Buf, Bytes, BytesMut};
-use head::{BadResponse, Framing, Kind, ParsedRequest, RequestHead, ResponseHead};
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use std::io;
@@ -280,8 +279,7 @@ impl Relay {
 
         // Route.
         let routed = lifecycle::route(
-            &shared.table.current(),
-            &shared.balancer,
+            &shared.balancer.routes(),
             &RoutingHeaders::from_pairs(
                 head.headers
                     .iter()

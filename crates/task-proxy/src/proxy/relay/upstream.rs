@@ -3,10 +3,10 @@
 //! slot, like hyper's connections of the general path). Each holds a permit of its endpoint's
 //! connection cap until it is dropped.
 
-use super::head::{self, BadResponse, ResponseHead};
 use crate::proxy::conn_limit::ConnPermit;
 use crate::proxy::endpoint::EndpointState;
 pub use crate::proxy::endpoint::RawConn;
+use crate::proxy::http1::head::{self, BadResponse, ResponseHead};
 use crate::proxy::upstream::{ConnectError, Upstreams};
 use bytes::{Buf, BytesMut};
 use std::io;

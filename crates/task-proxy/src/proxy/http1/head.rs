@@ -1,9 +1,11 @@
-//! Request and response heads for the relay: parsed in place with `httparse` (nothing is
-//! copied; spans point into the received bytes), checked against what the relay forwards
-//! itself, and written out rewritten for the other side with the same rules as
-//! [`crate::proxy::forward`] applies to hyper's messages.
+//! Request and response heads: parsed in place with `httparse` (nothing is copied; spans point
+//! into the received bytes). The relay's heads are checked against what it forwards itself
+//! and written out rewritten for the other side with the same rules as
+//! `proxy/forward.rs` applies to hyper's messages; the framing guard in front of hyper asks
+//! [`request_shape`] how a request head frames its body.
 
 use super::chunked::ChunkedTracker;
+use super::hop_by_hop::{kind_of, tokens, Kind};
 use crate::proxy::headers::{self as policy, CookiePolicy, Forwarding, FramingConflict};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method};
@@ -12,40 +14,6 @@ use std::ops::Range;
 
 /// More header lines than this and the head goes to the general path.
 pub const MAX_HEADERS: usize = 96;
-
-/// What a header means to the relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Host,
-    /// A routing header: `x-yt-taskproxy-id` or one of the operation triple headers.
-    TaskProxyId,
-    Credential,
-    /// `X-Forwarded-For`: merged into the proxy's one line.
-    XForwardedFor,
-    /// `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded`, `X-Real-IP`: set by the proxy,
-    /// the caller's dropped.
-    Forwarding,
-    /// A name with `_`: dropped unless `--underscores-in-headers`.
-    Underscored,
-    /// `Set-Cookie` (responses: checked against the cookie policy).
-    SetCookie,
-    /// `Connection`: hop-by-hop, and its tokens matter.
-    Connection,
-    /// `Upgrade`: hop-by-hop; a request with it takes the general path.
-    Upgrade,
-    /// `TE`: hop-by-hop, except `TE: trailers` (gRPC needs it).
-    Te,
-    /// `Expect`: a request with it takes the general path.
-    Expect,
-    /// Not forwarded (`Keep-Alive`, `HTTP2-Settings` and `Proxy-*`; hop-by-hop, RFC 9110
-    /// §7.6.1).
-    HopByHop,
-    /// `Transfer-Encoding` (responses: forwarded with chunked bodies).
-    TransferEncoding,
-    ContentLength,
-    Location,
-    Other,
-}
 
 #[derive(Debug, Clone)]
 pub struct Header {
@@ -86,55 +54,6 @@ fn span(base: &[u8], part: &[u8]) -> Range<usize> {
     }
 }
 
-fn kind_of(name: &[u8]) -> Kind {
-    let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
-    // By length first: one comparison for most names.
-    let kind = match name.len() {
-        2 if is(b"te") => Kind::Te,
-        4 if is(b"host") => Kind::Host,
-        6 if is(b"cookie") => Kind::Credential,
-        6 if is(b"expect") => Kind::Expect,
-        7 if is(b"upgrade") => Kind::Upgrade,
-        8 if is(b"location") => Kind::Location,
-        9 if is(b"forwarded") || is(b"x-real-ip") => Kind::Forwarding,
-        10 if is(b"connection") => Kind::Connection,
-        10 if is(b"set-cookie") => Kind::SetCookie,
-        10 if is(b"keep-alive") => Kind::HopByHop,
-        13 if is(b"authorization") => Kind::Credential,
-        14 if is(b"content-length") => Kind::ContentLength,
-        // Only meaningful with `Upgrade: h2c`, which is never passed on (RFC 9113 §3.2.1 makes
-        // it hop-by-hop): a job must not see it either.
-        14 if is(b"http2-settings") => Kind::HopByHop,
-        15 if is(b"x-forwarded-for") => Kind::XForwardedFor,
-        16 if is(b"x-forwarded-host") => Kind::Forwarding,
-        17 | 22 | 24 | 27 | 30 if crate::routing::RoutingHeader::of(name).is_some() => {
-            Kind::TaskProxyId
-        }
-        17 if is(b"transfer-encoding") => Kind::TransferEncoding,
-        17 if is(b"x-forwarded-proto") => Kind::Forwarding,
-        _ => Kind::Other,
-    };
-    if kind != Kind::Other {
-        return kind;
-    }
-    // Every `Proxy-*` header, and `Proxy` itself (httpoxy): they concern this hop only.
-    if name.len() >= 5 && name[..5].eq_ignore_ascii_case(b"proxy") {
-        return Kind::HopByHop;
-    }
-    if policy::is_underscored(name) {
-        return Kind::Underscored;
-    }
-    kind
-}
-
-/// The comma-separated tokens of a header value, trimmed.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|b| *b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
-}
-
 fn parse_length(value: &[u8]) -> Option<u64> {
     // At most 18 digits: no overflow.
     if value.is_empty() || value.len() > 18 {
@@ -143,6 +62,88 @@ fn parse_length(value: &[u8]) -> Option<u64> {
     value.iter().try_fold(0u64, |n, b| {
         b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
     })
+}
+
+/// hyper's limit on a request's header lines (it answers more with 431).
+pub const HYPER_MAX_HEADERS: usize = 100;
+
+/// How a request head frames its body, for the framing guard in front of hyper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body.
+    None,
+    Length(u64),
+    Chunked,
+    /// Ambiguous or malformed: both `Transfer-Encoding` and `Content-Length`, more than one
+    /// `Content-Length`, a length that is not plain digits, transfer codings that do not end
+    /// in exactly one `chunked` (or any in HTTP/1.0), or a head `httparse` refuses (as hyper,
+    /// which parses heads with the same parser, would). Refused before hyper reads it.
+    Refuse,
+    /// More header lines than hyper takes: hyper answers 431 itself and closes.
+    TooManyHeaders,
+}
+
+/// What the framing guard needs to know of a complete request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestShape {
+    pub framing: RequestFraming,
+    /// The request may turn the connection into a tunnel (an `Upgrade` header, or `CONNECT`):
+    /// what follows it is not HTTP/1 until its handler says otherwise.
+    pub may_switch: bool,
+}
+
+/// Reads a complete request head (request line, header lines, the empty line) the way hyper
+/// will, and says how it frames its body.
+pub fn request_shape(head: &[u8]) -> RequestShape {
+    // Not initialised: httparse only writes the slots.
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; HYPER_MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let refuse = |framing| RequestShape {
+        framing,
+        may_switch: false,
+    };
+    match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, head, &mut slots)
+    {
+        Ok(httparse::Status::Complete(_)) => {}
+        Err(httparse::Error::TooManyHeaders) => return refuse(RequestFraming::TooManyHeaders),
+        Ok(httparse::Status::Partial) | Err(_) => return refuse(RequestFraming::Refuse),
+    }
+    let (mut lengths, mut length, mut coded) = (0usize, None, false);
+    let mut may_switch = req.method == Some("CONNECT");
+    for h in req.headers.iter() {
+        match kind_of(h.name.as_bytes()) {
+            Kind::ContentLength => {
+                lengths += 1;
+                length = parse_length(h.value.trim_ascii());
+            }
+            Kind::TransferEncoding => coded = true,
+            Kind::Upgrade => may_switch = true,
+            _ => {}
+        }
+    }
+    let framing = if coded {
+        let codings = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+            .map(|h| h.value);
+        match policy::transfer_codings(codings, lengths > 0) {
+            Ok(true) if req.version == Some(1) => RequestFraming::Chunked,
+            _ => RequestFraming::Refuse,
+        }
+    } else {
+        match (lengths, length) {
+            (0, _) => RequestFraming::None,
+            (1, Some(0)) => RequestFraming::None,
+            (1, Some(n)) => RequestFraming::Length(n),
+            _ => RequestFraming::Refuse,
+        }
+    };
+    RequestShape {
+        framing,
+        may_switch,
+    }
 }
 
 /// Parses the request head at the start of `buf` (at most `max_head` bytes); `headers` is an
@@ -237,10 +238,11 @@ impl RequestHead {
     /// are none). `None`: a value `http` refuses (the general path answers it).
     pub fn credentials(&self, head: &[u8]) -> Option<HeaderMap> {
         let mut map = HeaderMap::new();
-        for h in self.headers.iter().filter(|h| h.kind == Kind::Credential) {
-            let name = match h.name.len() {
-                6 => http::header::COOKIE,
-                _ => http::header::AUTHORIZATION,
+        for h in &self.headers {
+            let name = match h.kind {
+                Kind::Cookie => http::header::COOKIE,
+                Kind::Authorization => http::header::AUTHORIZATION,
+                _ => continue,
             };
             let value = HeaderValue::from_bytes(&head[h.value.clone()]).ok()?;
             map.append(name, value);
@@ -269,14 +271,9 @@ impl RequestHead {
         for h in &self.headers {
             let value = &head[h.value.clone()];
             match h.kind {
-                Kind::Credential
-                | Kind::HopByHop
-                | Kind::Connection
-                | Kind::Upgrade
-                | Kind::Forwarding => continue,
+                Kind::Authorization | Kind::Cookie | Kind::Forwarding => continue,
+                kind if kind.is_hop_by_hop(value) => continue,
                 Kind::Underscored if !underscores => continue,
-                // `TE: trailers` is end-to-end in practice (gRPC needs it).
-                Kind::Te if !value.eq_ignore_ascii_case(b"trailers") => continue,
                 Kind::XForwardedFor => {
                     xff = true;
                     continue;
@@ -428,7 +425,7 @@ pub fn parse_response(
         if !http11 {
             return Err(BadResponse::Malformed);
         }
-        policy::response_codings(
+        policy::transfer_codings(
             headers
                 .iter()
                 .filter(|h| h.kind == Kind::TransferEncoding)
@@ -485,8 +482,9 @@ impl ResponseHead {
             let name = &head[h.name.clone()];
             let value = &head[h.value.clone()];
             match h.kind {
-                Kind::HopByHop | Kind::Connection | Kind::Upgrade | Kind::Te => continue,
-                Kind::TransferEncoding if !chunked => continue,
+                // Passed on with the chunked body it frames, unchanged.
+                Kind::TransferEncoding if chunked => {}
+                kind if kind.is_hop_by_hop(value) => continue,
                 Kind::ContentLength if chunked => continue,
                 Kind::SetCookie if !cookies.allows(value) => {
                     dropped += 1;
@@ -599,6 +597,73 @@ mod tests {
             parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 10, Vec::new()),
             ParsedRequest::General
         ));
+    }
+
+    /// The framing guard's view of request heads: what the old hand-written check took and
+    /// refused, and what it now refuses too.
+    #[test]
+    fn request_shapes() {
+        let shape = |raw: &str| request_shape(raw.as_bytes());
+        let framing = |raw: &str| shape(raw).framing;
+        assert_eq!(
+            framing("GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            RequestFraming::None
+        );
+        assert_eq!(
+            framing("\r\nGET / HTTP/1.1\nHost: a\n\n"),
+            RequestFraming::None
+        );
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n"),
+            RequestFraming::None
+        );
+        assert_eq!(
+            framing("POST / HTTP/1.1\r\nContent-Length:  12 \r\n\r\n"),
+            RequestFraming::Length(12)
+        );
+        for chunked in [
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(framing(chunked), RequestFraming::Chunked, "{chunked}");
+        }
+        // Refused by the old check too.
+        for refused in [
+            "POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\ncontent-length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        ] {
+            assert_eq!(framing(refused), RequestFraming::Refuse, "{refused}");
+        }
+        // Passed on for hyper to refuse by the old check, refused here now (hyper answers
+        // the same 400 and closes; the guard never goes blind on them).
+        for refused in [
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding:\r\n chunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +0\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 0, 40\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length : 40\r\n\r\n",
+            "GET / HTTP/1.1\r\nX-Bare: a\rb\r\n\r\n",
+            "GET / HTTP/1.1\rHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nX-Folded: a\r\n b\r\n\r\n",
+        ] {
+            assert_eq!(framing(refused), RequestFraming::Refuse, "{refused:?}");
+        }
+        let many: String = (0..HYPER_MAX_HEADERS + 1)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect();
+        assert_eq!(
+            framing(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
+            RequestFraming::TooManyHeaders
+        );
+        assert!(shape("GET /ws HTTP/1.1\r\nupgrade: websocket\r\n\r\n").may_switch);
+        assert!(shape("CONNECT a:1 HTTP/1.1\r\nHost: a:1\r\n\r\n").may_switch);
+        assert!(!shape("GET / HTTP/1.1\r\nConnection: upgrade\r\n\r\n").may_switch);
     }
 
     #[test]
