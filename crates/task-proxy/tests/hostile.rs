@@ -32,6 +32,8 @@ async fn exchange(proxy: SocketAddr, request: &[u8]) -> (String, bool) {
 struct RecordingJob {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<u8>>>,
+    /// Connections from the proxy still open: once none is, the record cannot grow.
+    open: Arc<std::sync::atomic::AtomicUsize>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -42,11 +44,23 @@ impl RecordingJob {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let received = Arc::new(Mutex::new(Vec::new()));
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let record = received.clone();
+        let counted = open.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 let record = record.clone();
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let counted = counted.clone();
                 tokio::spawn(async move {
+                    // Counts the connection closed however the loop below ends.
+                    struct Closed(Arc<std::sync::atomic::AtomicUsize>);
+                    impl Drop for Closed {
+                        fn drop(&mut self) {
+                            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                    let _closed = Closed(counted);
                     let mut pending = Vec::new();
                     let mut buf = [0u8; 8192];
                     loop {
@@ -70,8 +84,23 @@ impl RecordingJob {
         RecordingJob {
             addr,
             received,
+            open,
             _task: task,
         }
+    }
+
+    /// The record once it is final: after the proxy has closed every connection to the job
+    /// (nothing more can arrive), or after `window` if one stays open (a pooled keep-alive
+    /// connection), whichever comes first. Call it after the client's exchange ended, so a
+    /// request the proxy wrongly passes on has had the time to arrive.
+    async fn settled(&self, window: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + window;
+        while self.open.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.take()
     }
 
     fn take(&self) -> String {
@@ -191,10 +220,7 @@ async fn request_smuggling_attempts_get_400_close_and_never_reach_the_job() {
             "POST / HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n{body}{smuggled}"
         );
         let (answer, closed) = exchange(proxy.plain, request.as_bytes()).await;
-        let seen = wait_until(Duration::from_secs(2), "the job's record", || {
-            Some(job.take())
-        })
-        .await;
+        let seen = job.settled(Duration::from_secs(1)).await;
         outcomes.push(format!(
             "{name}: {} closed={closed} job_saw={}B",
             answer.lines().next().unwrap_or(""),
@@ -679,11 +705,23 @@ impl H2cJob {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let received = Arc::new(Mutex::new(Vec::new()));
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let record = received.clone();
+        let counted = open.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 let record = record.clone();
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let counted = counted.clone();
                 tokio::spawn(async move {
+                    // Counts the connection closed however the loop below ends.
+                    struct Closed(Arc<std::sync::atomic::AtomicUsize>);
+                    impl Drop for Closed {
+                        fn drop(&mut self) {
+                            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                    let _closed = Closed(counted);
                     let mut pending = Vec::new();
                     let mut buf = [0u8; 8192];
                     let mut switched = false;
@@ -926,10 +964,7 @@ async fn framing_checks_go_on_after_a_refused_upgrade_and_a_long_chunk_line() {
         "a".repeat(6000)
     );
     let (answer, closed) = exchange(proxy.plain, long_line.as_bytes()).await;
-    let seen = wait_until(Duration::from_secs(2), "the job's record", || {
-        Some(job.take())
-    })
-    .await;
+    let seen = job.settled(Duration::from_secs(1)).await;
     // The job may answer the first request from its head before the body fails (bodies
     // stream): at most that 200, then the refusal; the second request never gets one.
     let got = statuses(&answer);

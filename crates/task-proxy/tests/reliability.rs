@@ -44,7 +44,7 @@ async fn routing_table_replaced_100_times_under_load_fails_no_request_to_kept_se
         spawn_http("churn").await,
     );
     let kept = service("op-kept", &[addr(&a), addr(&b)]);
-    let env = FileProxy::start(
+    let env = FileProxy::start_binary(
         &[kept.clone(), service("op-churn-0", &[addr(&other)])],
         &["--auth-enabled=false"],
         &[],
@@ -209,7 +209,7 @@ async fn spawn_broken_job() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_truncating_jobs_give_504_and_502_and_release_descriptors() {
     let (broken, _job) = spawn_broken_job().await;
-    let env = FileProxy::start(
+    let env = FileProxy::start_binary(
         &[service("op-broken", &[broken.to_string()])],
         &[
             "--auth-enabled=false",
@@ -303,7 +303,7 @@ async fn wait_in_flight(env: &FileProxy, n: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_finishes_in_flight_refuses_new_and_exits_within_the_drain_timeout() {
     let job = spawn_http("drain").await;
-    let mut env = FileProxy::start(
+    let mut env = FileProxy::start_binary(
         &[service("op-drain", &[addr(&job)])],
         &["--auth-enabled=false", "--drain-timeout", "4s"],
         &[],
@@ -335,9 +335,7 @@ async fn sigterm_under_load_finishes_in_flight_refuses_new_and_exits_within_the_
     }
     let exited = wait_until(Duration::from_secs(6), "exit after the drain", || {
         env.proxy
-            .child
             .try_wait()
-            .expect("wait")
             .map(|status| (status, signalled.elapsed()))
     })
     .await;
@@ -354,7 +352,7 @@ async fn sigterm_under_load_finishes_in_flight_refuses_new_and_exits_within_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_request_longer_than_the_drain_timeout_exits_at_the_timeout() {
     let job = spawn_http("stuck").await;
-    let mut env = FileProxy::start(
+    let mut env = FileProxy::start_binary(
         &[service("op-stuck", &[addr(&job)])],
         &["--auth-enabled=false", "--drain-timeout", "1s"],
         &[],
@@ -368,11 +366,7 @@ async fn sigterm_with_a_request_longer_than_the_drain_timeout_exits_at_the_timeo
     env.proxy.signal("TERM");
     let signalled = Instant::now();
     let exited = wait_until(Duration::from_secs(5), "exit at the drain timeout", || {
-        env.proxy
-            .child
-            .try_wait()
-            .expect("wait")
-            .map(|_| signalled.elapsed())
+        env.proxy.try_wait().map(|_| signalled.elapsed())
     })
     .await;
     let (code, _) = stuck.await.expect("client");
