@@ -34,20 +34,7 @@ fn discovery(cluster: &DevCluster) -> Discovery {
 
 /// Runs the real `yt` CLI as alice (or `token`'s user) against the cluster; returns stdout.
 async fn yt_as(cluster: &DevCluster, token: &str, args: &[&str]) -> String {
-    let output = tokio::process::Command::new(test_support::tool("yt"))
-        .args(args)
-        .env("YT_PROXY", cluster.url())
-        .env("YT_TOKEN", token)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "yt {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
+    test_support::yt_async(&cluster.url(), token, args).await
 }
 
 async fn yt(cluster: &DevCluster, args: &[&str]) -> String {

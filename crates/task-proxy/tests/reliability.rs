@@ -154,17 +154,10 @@ async fn all_jobs_of_a_service_gone_gives_502_within_a_second() {
     assert!(unexpected.is_empty(), "{unexpected:?}");
 }
 
-/// curl with a 10 s limit: (status, body). Status 0 when there was no HTTP answer.
+/// curl: (status, body). Status 0 when there was no HTTP answer.
 async fn curl(args: &[&str]) -> (u16, String) {
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .await
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    let (code, text) = test_support::curl_async(args).await;
+    (code, test_support::body_of(&text).to_string())
 }
 
 /// A job that misbehaves on purpose, by path: `/partial-head` sends half a response head and

@@ -110,3 +110,20 @@ pub fn yt_command(proxy_url: &str, token: &str) -> Command {
         .env_remove("YT_CONFIG_PATCHES");
     command
 }
+
+/// [`yt`] without blocking the runtime (the process is killed if the future is dropped).
+pub async fn yt_async(proxy_url: &str, token: &str, args: &[&str]) -> String {
+    let mut command = tokio::process::Command::from(yt_command(proxy_url, token));
+    let output = command
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run yt");
+    assert!(
+        output.status.success(),
+        "yt {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
