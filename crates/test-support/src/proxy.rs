@@ -327,8 +327,11 @@ fn spawn_binary(
     let mut child = Command::new(binary)
         .arg("serve")
         .args(args)
+        // The test's own environment must not change what the proxy does: tokens, the
+        // cluster and the log filter come from the test's flags and `env` only.
         .env_remove("YT_TOKEN")
         .env_remove("YT_PROXY")
+        .env_remove("RUST_LOG")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
