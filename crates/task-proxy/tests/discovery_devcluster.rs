@@ -211,10 +211,10 @@ async fn quick_start_service_is_found_follows_a_restarted_job_and_leaves_on_abor
     let victim = found.endpoints[0].clone();
     let survivor = found.endpoints[1].clone();
     let pid = test_support::listener_pid(victim.port).expect("the job's server pid");
-    // SAFETY: kill(2) on a pid we just looked up (the job process this test started).
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-    }
+    assert!(
+        test_support::signal_process(pid as u32, "KILL"),
+        "kill the job"
+    );
     let killed = Instant::now();
     let deadline = killed + Duration::from_secs(15);
     let moved = loop {

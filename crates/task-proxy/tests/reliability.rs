@@ -470,10 +470,10 @@ async fn discovered_job_killed_under_load_loses_no_request_and_its_replacement_i
         .and_then(|p| p.parse().ok())
         .expect("port");
     let pid = test_support::listener_pid(port).expect("the job's pid");
-    // SAFETY: kill(2) on the job process this test's cluster started.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-    }
+    assert!(
+        test_support::signal_process(pid as u32, "KILL"),
+        "kill the job"
+    );
     let killed = Instant::now();
     let replaced = tokio::task::block_in_place(|| {
         let deadline = killed + Duration::from_secs(20);

@@ -151,10 +151,7 @@ impl Proxy {
 
     /// Sends a signal to the binary (e.g. `"TERM"`, `"HUP"`) with `kill`.
     pub fn signal(&self, name: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status();
+        crate::tools::signal_process(self.pid(), name);
     }
 
     /// Starts the drain: SIGTERM to the binary, [`RunningServer::shutdown`] in process.

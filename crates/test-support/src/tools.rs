@@ -127,3 +127,13 @@ pub async fn yt_async(proxy_url: &str, token: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
+
+/// Sends signal `name` (`"KILL"`, `"INT"`, `"TERM"`, `"HUP"`) to process `pid` with `kill`;
+/// whether it was delivered.
+pub fn signal_process(pid: u32, name: &str) -> bool {
+    Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|status| status.success())
+}
