@@ -73,44 +73,98 @@ impl Server {
     /// `/readyz` says not ready).
     pub fn start(config: Config) -> Result<RunningServer, StartError> {
         tracing::info!(?config, "starting");
-        let control = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .thread_name("task-proxy-control")
-            .build()
-            .map_err(|source| StartError::Runtime {
-                what: "control runtime",
-                source,
-            })?;
-        // Setup spawns tasks (the gate's probe, watchers) on the control runtime; they run once
-        // the control thread drives it.
-        let guard = control.enter();
-        let parts = Parts::build(&config)?;
-        drop(guard);
         let stop = CancellationToken::new();
-        let plain = parts.data_plane.plain_addr;
-        let tls = parts.data_plane.tls_addr;
-        let admin = parts.admin_addr;
-        let table = parts.table.clone();
-        let drain_timeout = config.limits.drain_timeout;
+        // The control runtime lives on its own thread from creation to drop: a caller on an
+        // async runtime (a test) never drops a runtime in its context, even when start fails.
+        let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
         let thread = {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("task-proxy-control".into())
-                .spawn(move || control.block_on(parts.run(stop, drain_timeout)))
+                .spawn(move || control_thread(config, stop, started_tx))
                 .map_err(|source| StartError::Runtime {
                     what: "control thread",
                     source,
                 })?
         };
-        Ok(RunningServer {
-            plain,
-            tls,
-            admin,
-            table,
-            stop,
-            thread: Some(thread),
-        })
+        match started_rx.recv() {
+            Ok(Ok(started)) => Ok(RunningServer {
+                plain: started.plain,
+                tls: started.tls,
+                admin: started.admin,
+                table: started.table,
+                stop,
+                thread: Some(thread),
+            }),
+            Ok(Err(error)) => {
+                let _ = thread.join();
+                Err(error)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(StartError::Runtime {
+                    what: "control thread",
+                    source: std::io::Error::other("it stopped during start-up"),
+                })
+            }
+        }
     }
+}
+
+/// What the control thread reports once every listener is bound.
+struct Started {
+    plain: SocketAddr,
+    tls: Option<SocketAddr>,
+    admin: SocketAddr,
+    table: Arc<RoutingTable>,
+}
+
+/// The control thread: builds the parts (reporting the outcome on `started`), then runs the
+/// control tasks until `stop` and the drain.
+fn control_thread(
+    config: Config,
+    stop: CancellationToken,
+    started: std::sync::mpsc::SyncSender<Result<Started, StartError>>,
+) {
+    let control = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(control) => control,
+        Err(source) => {
+            let _ = started.send(Err(StartError::Runtime {
+                what: "control runtime",
+                source,
+            }));
+            return;
+        }
+    };
+    // Setup spawns tasks (the gate's probe, watchers) on the control runtime; they run once
+    // `block_on` drives it below.
+    let parts = {
+        let _guard = control.enter();
+        Parts::build(&config)
+    };
+    let parts = match parts {
+        Ok(parts) => parts,
+        Err(error) => {
+            let _ = started.send(Err(error));
+            return;
+        }
+    };
+    let report = Started {
+        plain: parts.data_plane.plain_addr,
+        tls: parts.data_plane.tls_addr,
+        admin: parts.admin_addr,
+        table: parts.table.clone(),
+    };
+    if started.send(Ok(report)).is_err() {
+        // The caller is gone: nobody can stop this server, so do not serve.
+        parts.shutdown.cancel();
+        parts.data_plane.join();
+        return;
+    }
+    control.block_on(parts.run(stop, config.limits.drain_timeout));
 }
 
 /// A proxy started by [`Server::start`]. Dropping it drains and stops the proxy (waiting up

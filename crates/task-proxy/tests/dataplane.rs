@@ -1116,3 +1116,92 @@ async fn slow_and_idle_clients_are_disconnected() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(closed, "idle connection kept open (waited {after:?})");
 }
+
+/// The library's handle, without the binary: `Server::start` reports the bound addresses
+/// (port 0 resolved), `shutdown` drains (not ready, new connections refused, the in-flight
+/// request finished), `wait` returns when stopped; a busy port is a typed start error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_start_serves_and_drains_through_its_handle() {
+    use task_proxy::config::ServeArgs;
+    use task_proxy::server::StartError;
+    use task_proxy::Server;
+    let job = spawn_http("library").await;
+    let svc = Svc {
+        op: "op-library",
+        protocol: "http",
+        endpoints: vec![addr(&job)],
+    };
+    let services = test_support::ServicesFile::new(&[]);
+    services.write_raw(&services_json(std::slice::from_ref(&svc)));
+    let path = services.path().to_str().expect("utf-8 path").to_string();
+    let config = |admin: &str| {
+        ServeArgs::parse_flags([
+            "--services-file",
+            &path,
+            "--base-domain",
+            BASE,
+            "--auth-enabled=false",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            admin,
+            "--worker-threads",
+            "1",
+        ])
+        .expect("flags")
+        .into_config()
+        .expect("config")
+    };
+    let server = Server::start(config("127.0.0.1:0")).expect("start");
+    assert_ne!(server.plain_addr().port(), 0);
+    assert_ne!(server.admin_addr().port(), 0);
+    assert_eq!(server.tls_addr(), None);
+    assert_eq!(server.routing_table().load().routes().len(), 1);
+
+    // The admin port is taken now: a second server fails with a typed error naming it.
+    let busy = server.admin_addr().to_string();
+    match Server::start(config(&busy)) {
+        Err(StartError::AdminBind { addr, .. }) => assert_eq!(addr, server.admin_addr()),
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("a second server bound a busy admin port"),
+    }
+
+    let id = format!("x-yt-taskproxy-id: {}", svc.hash());
+    let url = |path: &str| format!("http://{}{path}", server.plain_addr());
+    let (code, _) = curl(&["-H", &id, &url("/")]).await;
+    assert_eq!(code, 200);
+    let in_flight = tokio::spawn({
+        let (id, url) = (id.clone(), url("/delay?ms=1500"));
+        async move { curl(&["-H", &id, &url]).await }
+    });
+    let admin = server.admin_addr();
+    wait_for(
+        "the request to reach the job",
+        Duration::from_secs(10),
+        || async {
+            in_flight_at_jobs(&test_support::http_get(admin, "/metrics").1).filter(|n| *n >= 1)
+        },
+    )
+    .await;
+    server.shutdown();
+    wait_for(
+        "/readyz to say draining",
+        Duration::from_secs(5),
+        || async { (test_support::http_get(admin, "/readyz").0 == 503).then_some(()) },
+    )
+    .await;
+    let (code, _) = curl(&["-H", &id, &url("/")]).await;
+    assert_eq!(code, 0, "new connections are refused while draining");
+    let (code, text) = in_flight.await.expect("in-flight request");
+    assert_eq!(code, 200, "the in-flight request finished: {text}");
+    let stopped = tokio::task::spawn_blocking(move || server.wait());
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("stopped after the drain")
+        .expect("wait");
+    assert_eq!(
+        test_support::http_get(admin, "/readyz").0,
+        0,
+        "admin closed"
+    );
+}
