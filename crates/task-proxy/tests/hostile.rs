@@ -359,12 +359,18 @@ struct AuthEnv {
 
 impl AuthEnv {
     async fn start() -> AuthEnv {
-        AuthEnv::start_with(|_, _| Vec::new()).await
+        AuthEnv::start_with(false, |_, _| Vec::new()).await
+    }
+
+    /// [`AuthEnv::start`] with the proxy as the binary logging at trace level (its log is
+    /// scanned for credentials).
+    async fn start_logged() -> AuthEnv {
+        AuthEnv::start_with(true, |_, _| Vec::new()).await
     }
 
     /// [`AuthEnv::start`] with more services: `extra(readable, forbidden)` gives their
     /// services-file entries.
-    async fn start_with(extra: impl FnOnce(&str, &str) -> Vec<Value>) -> AuthEnv {
+    async fn start_with(logged: bool, extra: impl FnOnce(&str, &str) -> Vec<Value>) -> AuthEnv {
         let dir = tempfile::tempdir().expect("tempdir");
         let users = dir.path().join("users.json");
         std::fs::write(
@@ -400,16 +406,17 @@ impl AuthEnv {
         services.extend(extra(&readable, &forbidden));
         let token_file = dir.path().join("robot-token");
         std::fs::write(&token_file, SECRETS[4]).expect("token file");
-        let served = FileProxy::start(
-            &services,
-            &[
-                "--yt-proxy",
-                &cluster.url(),
-                "--yt-token-path",
-                token_file.to_str().expect("utf-8"),
-            ],
-            &[("RUST_LOG", "trace")],
-        );
+        let flags = [
+            "--yt-proxy",
+            &cluster.url(),
+            "--yt-token-path",
+            token_file.to_str().expect("utf-8"),
+        ];
+        let served = if logged {
+            FileProxy::start_binary(&services, &flags, &[("RUST_LOG", "trace")])
+        } else {
+            FileProxy::start(&services, &flags, &[])
+        };
         AuthEnv {
             cluster,
             served,
@@ -600,7 +607,7 @@ async fn authorization_cannot_be_bypassed_by_routing_headers_or_path_tricks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_credential_appears_in_logs_metrics_status_pages_or_forwarded_requests() {
-    let env = AuthEnv::start().await;
+    let env = AuthEnv::start_logged().await;
     let readable = format!("Host: {}.{BASE}", env.hash(&env.readable, "web"));
     let forbidden = format!("Host: {}.{BASE}", env.hash(&env.forbidden, "web"));
     let credentials = [
@@ -785,7 +792,7 @@ async fn upgrades_on_static_paths_are_checked_and_h2c_never_becomes_a_tunnel() {
     let h2c = H2cJob::spawn(false).await;
     let eager = H2cJob::spawn(true).await;
     let (h2c_endpoint, eager_endpoint) = (h2c.addr.to_string(), eager.addr.to_string());
-    let env = AuthEnv::start_with(|readable, _| {
+    let env = AuthEnv::start_with(false, |readable, _| {
         vec![
             json!({"operation_id": readable, "task_name": "main", "service": "ui", "protocol": "http", "endpoints": [h2c_endpoint]}),
             json!({"operation_id": readable, "task_name": "main", "service": "eager", "protocol": "http", "endpoints": [eager_endpoint]}),
