@@ -3,7 +3,8 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 # .dockerignore keeps target/, .venv/ and .git/ out of the context.
 COPY . .
-RUN cargo build --release --locked -p task-proxy \
+# Without the default `dev` feature: the image does not link the dev cluster and demo services.
+RUN cargo build --release --locked -p task-proxy --no-default-features \
  && strip target/release/task-proxy
 
 FROM gcr.io/distroless/cc-debian12:nonroot

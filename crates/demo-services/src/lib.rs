@@ -9,6 +9,8 @@
 //! Layers: `server` is the accept loop shared by both jobs; `http` and `grpc` hold the
 //! endpoints; this module adds handles for jobs running in the background.
 
+#![forbid(unsafe_code)]
+
 mod grpc;
 mod http;
 mod server;

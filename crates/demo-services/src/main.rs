@@ -6,6 +6,8 @@
 //! ```
 //! `--port` falls back to `$YT_PORT_0`; `--name` to `$YT_JOB_ID`, then `<hostname>:<port>`.
 
+#![forbid(unsafe_code)]
+
 use std::net::IpAddr;
 
 use anyhow::Context;

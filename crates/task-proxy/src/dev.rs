@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use task_proxy::config::ServeArgs;
 use task_proxy::routing::{Endpoint, Route, RoutingTable};
@@ -189,12 +190,24 @@ fn run_on_cluster(
         .context("the dev proxy's configuration")?;
     let cluster_url = cluster.url();
     crate::serve(config, move |running| {
-        std::thread::spawn(move || announce(running, &operation_ids, &cluster_url));
+        let listening = Listening {
+            plain: running.plain_addr(),
+            admin: running.admin_addr(),
+            table: running.routing_table().clone(),
+        };
+        std::thread::spawn(move || announce(listening, &operation_ids, &cluster_url));
     })
 }
 
+/// Where the dev proxy listens, and its routing table (to wait for the demo routes).
+struct Listening {
+    plain: SocketAddr,
+    admin: SocketAddr,
+    table: Arc<RoutingTable>,
+}
+
 /// Waits until every demo operation has all its jobs routable, then prints what to run next.
-fn announce(running: crate::Running, operation_ids: &[String], cluster_url: &str) {
+fn announce(running: Listening, operation_ids: &[String], cluster_url: &str) {
     let deadline = Instant::now() + ROUTABLE_TIMEOUT;
     let routes = loop {
         match demo_routes(&running.table, operation_ids) {
@@ -241,7 +254,7 @@ fn accepts_connections(endpoint: &Endpoint) -> bool {
 }
 
 /// The text printed once the demo is up.
-fn guide(running: &crate::Running, (http, grpc): &(Route, Route), cluster_url: &str) -> String {
+fn guide(running: &Listening, (http, grpc): &(Route, Route), cluster_url: &str) -> String {
     let plain = running.plain;
     format!(
         "\n\

@@ -6,6 +6,11 @@
 //! reads the current snapshot for each request, asks [`auth::Gate`] to admit it, and forwards it.
 //! The admin server only reads. See docs/architecture.md for the module map and a request's
 //! path through it.
+//!
+//! [`Server::start`] runs a whole proxy from a [`config::Config`] (the binary's `serve` is
+//! flags, logging and signals around it).
+
+#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod answer;
@@ -16,4 +21,7 @@ pub mod html;
 pub mod logging;
 pub mod proxy;
 pub mod routing;
+pub mod server;
 pub mod source;
+
+pub use server::{RunningServer, Server};

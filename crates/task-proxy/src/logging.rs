@@ -235,9 +235,9 @@ impl LoggingConfig {
     /// Parses and validates YAML text: unknown keys, null values, several documents and
     /// non-positive limits are refused, naming the key.
     pub fn parse(text: &str) -> Result<LoggingConfig, String> {
-        let mut documents = serde_yaml::Deserializer::from_str(text);
+        let mut documents = serde_yaml_ng::Deserializer::from_str(text);
         let first = documents.next().ok_or("empty document")?;
-        let value = serde_yaml::Value::deserialize(first).map_err(|e| e.to_string())?;
+        let value = serde_yaml_ng::Value::deserialize(first).map_err(|e| e.to_string())?;
         if documents.next().is_some() {
             return Err("multiple YAML documents".into());
         }
@@ -245,7 +245,7 @@ impl LoggingConfig {
             return Err("logging config must be a mapping".into());
         }
         check_nodes(&value, "")?;
-        let raw: RawConfig = serde_yaml::from_value(value).map_err(|e| e.to_string())?;
+        let raw: RawConfig = serde_yaml_ng::from_value(value).map_err(|e| e.to_string())?;
         let mut config = LoggingConfig::default();
         if let Some(directory) = raw.directory {
             config.directory = directory;
@@ -318,7 +318,7 @@ impl LoggingConfig {
 
 /// Refuses null values (naming the key) and non-positive period/count limits, as the
 /// original does before decoding.
-fn check_nodes(value: &serde_yaml::Value, prefix: &str) -> Result<(), String> {
+fn check_nodes(value: &serde_yaml_ng::Value, prefix: &str) -> Result<(), String> {
     let Some(mapping) = value.as_mapping() else {
         return Ok(());
     };

@@ -1,27 +1,19 @@
 //! `task-proxy`: subcommand `serve` runs the proxy; `dev` starts a local dev cluster, the proxy
 //! on it and demo services (`dev.rs`); `demo-job` (hidden) is the demo job that `dev` runs.
 //!
-//! `serve` wires the parts: a source publishes routing snapshots, the balancer follows them,
-//! worker threads serve traffic, and a small control runtime runs the admin listener, the
-//! services-file and certificate watchers and the signal handling (graceful drain).
+//! `serve` parses and validates the flags, sets up logging, starts the library's
+//! [`task_proxy::Server`] and turns SIGTERM/SIGINT into its drain. `dev` and `demo-job` exist
+//! only with the `dev` cargo feature (on by default; the container image builds without it).
 
-use anyhow::{bail, Context};
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::io::Write;
-use std::sync::Arc;
-use std::time::Duration;
-use task_proxy::admin::{self, Admin};
-use task_proxy::auth::Gate;
-use task_proxy::config::{Config, ServeArgs, ServicesSource};
-use task_proxy::discovery::{Discovery, DiscoveryConfig};
-use task_proxy::proxy::balance::Balancer;
-use task_proxy::proxy::conn_limit::ConnLimitSettings;
-use task_proxy::proxy::{tls::Tls, DataPlane, ListenConfig, Shared};
-use task_proxy::routing::RoutingTable;
-use task_proxy::source::services_file::ServicesFileSource;
-use tokio_util::sync::CancellationToken;
-use yt_client::{ClientConfig, YtClient};
+use task_proxy::config::{Config, ServeArgs};
+use task_proxy::{RunningServer, Server};
 
+#[cfg(feature = "dev")]
 mod dev;
 
 #[derive(Parser)]
@@ -38,8 +30,10 @@ enum Command {
     /// Route, authenticate and forward requests to services running in jobs.
     Serve(Box<ServeArgs>),
     /// Try it locally: a dev cluster, the proxy on it and demo services, with what to run next.
+    #[cfg(feature = "dev")]
     Dev(dev::DevArgs),
     /// A demo job (what `dev` runs inside its operations).
+    #[cfg(feature = "dev")]
     #[command(hide = true)]
     DemoJob(dev::DemoJobArgs),
 }
@@ -48,7 +42,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse_from(default_to_serve(normalize_single_dash_flags(
         std::env::args_os(),
     )));
-    let result = match cli.command {
+    let result: anyhow::Result<anyhow::Result<()>> = match cli.command {
         Command::Serve(args) => {
             let check_only = args.check_config;
             let config = match (*args).into_config() {
@@ -79,18 +73,18 @@ fn main() -> std::process::ExitCode {
                     None
                 }
             };
-            serve(config, |_| {})
+            Ok(serve(config, |_| {}))
         }
-        other => {
-            if let Err(e) = init_tracing(&cli.log) {
-                eprintln!("task-proxy: {e:#}");
-                return std::process::ExitCode::from(2);
-            }
-            match other {
-                Command::Dev(args) => dev::run(args),
-                Command::DemoJob(args) => dev::run_demo_job(args),
-                Command::Serve(_) => unreachable!("handled above"),
-            }
+        #[cfg(feature = "dev")]
+        Command::Dev(args) => init_tracing(&cli.log).map(|()| dev::run(args)),
+        #[cfg(feature = "dev")]
+        Command::DemoJob(args) => init_tracing(&cli.log).map(|()| dev::run_demo_job(args)),
+    };
+    let result = match result {
+        Ok(result) => result,
+        Err(e) => {
+            eprintln!("task-proxy: {e:#}");
+            return std::process::ExitCode::from(2);
         }
     };
     match result {
@@ -189,262 +183,88 @@ fn init_tracing(log: &LogArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The auth gate for the configuration: with auth on, a client of the cluster that asks
-/// `whoami` with callers' credentials and `check_operation_permission` with the robot token.
-fn build_gate(config: &Config) -> anyhow::Result<Gate> {
-    if !config.auth.enabled {
-        return Ok(Gate::disabled_with_cookie_name(&config.auth.cookie_name));
-    }
-    let Some(yt_proxy) = &config.yt_proxy else {
-        bail!("auth needs --yt-proxy (or --namespace)");
-    };
-    let token = robot_token(config)?.context(
-        "auth needs the robot token for permission checks: give --yt-token-path or YT_TOKEN \
-         (or pass --auth-enabled=false)",
-    )?;
-    let client = YtClient::new(
-        ClientConfig::new(yt_proxy.clone())
-            .with_token(token)
-            .with_timeout(config.auth_timeout)
-            // Retries (and a proxy's `Retry-After`) never outlast the auth timeout: an
-            // uncached caller gets its answer, or 503, within it.
-            .with_deadline(config.auth_timeout)
-            .with_max_retries(1),
-    )
-    .map_err(|e| anyhow::anyhow!("cannot create the cluster client for auth: {e}"))?;
-    let gate = Gate::new(config.auth.clone(), Arc::new(client.clone()))
-        .context("invalid auth configuration")?;
-    // Older servers lack `check_operation_permission`: find out now rather than on the first
-    // request (which also detects it, for a server downgraded later).
-    let probed = gate.clone();
-    tokio::spawn(async move {
-        match task_proxy::auth::probe_permission_command(&client).await {
-            Ok(()) => {}
-            Err(task_proxy::auth::BackendError::Unsupported(reason)) => {
-                probed.mark_unsupported(&reason)
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot list the cluster's commands at start-up; checking on first use")
-            }
-        }
-    });
-    Ok(gate)
-}
-
-/// The robot token: the file `--yt-token-path`, else `--yt-token`/`YT_TOKEN` (trimmed; the
-/// same precedence as discovery's client).
-fn robot_token(config: &Config) -> anyhow::Result<Option<String>> {
-    let token = match (&config.yt_token_path, &config.yt_token) {
-        (Some(path), _) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the token file {}", path.display()))?
-            .trim()
-            .to_string(),
-        (None, Some(token)) => token.trim().to_string(),
-        (None, None) => return Ok(None),
-    };
-    Ok(Some(token).filter(|t| !t.is_empty()))
-}
-
-/// Where a running proxy listens, and its routing table (for `dev`, which waits for routes).
-pub struct Running {
-    pub plain: std::net::SocketAddr,
-    pub admin: std::net::SocketAddr,
-    pub table: Arc<RoutingTable>,
-}
-
-/// Runs the proxy until SIGTERM/SIGINT; `on_listening` is called once every listener is up.
-fn serve(config: Config, on_listening: impl FnOnce(Running)) -> anyhow::Result<()> {
-    tracing::info!(?config, "starting");
-    let control = tokio::runtime::Builder::new_current_thread()
+/// Starts the proxy and serves until SIGTERM/SIGINT, then drains; a second signal exits at
+/// once. `on_listening` is called once every listener is up.
+fn serve(config: Config, on_listening: impl FnOnce(&RunningServer)) -> anyhow::Result<()> {
+    let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("task-proxy-control")
         .build()
-        .context("cannot start the control runtime")?;
-    let _guard = control.enter();
+        .context("cannot start the signal runtime")?;
+    // Signal handlers are installed before the listeners open, so an early SIGTERM drains.
+    let mut signals_seen = signals.block_on(async { Signals::install() });
+    let drain_timeout = config.limits.drain_timeout;
+    let running = Server::start(config)?;
+    // One line for tools and tests that start the proxy on port 0.
+    let tls_addr = running
+        .tls_addr()
+        .map(|a| format!(" tls={a}"))
+        .unwrap_or_default();
+    let line = format!(
+        "task-proxy listening plain={} admin={}{tls_addr}",
+        running.plain_addr(),
+        running.admin_addr()
+    );
+    tracing::info!("{line}");
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+    on_listening(&running);
 
-    let gate = build_gate(&config)?;
-    let table = Arc::new(RoutingTable::new(&config.base_domain));
-    let shutdown = CancellationToken::new();
-    let admin_stop = CancellationToken::new();
-
-    // The routing source. A services file must load before traffic is served; discovery
-    // publishes after its first pass (until then /readyz says not ready).
-    let (file_source, discovery) = match &config.source {
-        ServicesSource::File(path) => {
-            let mut source =
-                ServicesFileSource::new(path.clone(), config.base_domain.clone(), table.clone());
-            source.reload().context("cannot load the services file")?;
-            (Some(source), None)
-        }
-        ServicesSource::Discovery => {
-            let mut discovery_config = DiscoveryConfig::new(config.base_domain.clone());
-            discovery_config.dir_path = config.dir_path.clone();
-            discovery_config.period = config.discovery_period;
-            (
-                None,
-                Some(Discovery::new(yt_client(&config)?, discovery_config)),
-            )
-        }
-    };
-    let discovery_status = discovery.as_ref().map(Discovery::status);
-
-    let balancer = Arc::new(Balancer::with_conn_limit(
-        config.worker_threads,
-        config.limits.eject_base,
-        config.limits.eject_max,
-        ConnLimitSettings::from_limits(&config.limits),
-    ));
-    let metrics = Arc::new(task_proxy::proxy::metrics::ProxyMetrics::default());
-
-    let tls = match &config.tls {
-        Some(t) => Some((
-            t.listen,
-            Tls::new(t.cert.clone(), t.key.clone()).context("cannot load the TLS certificate")?,
-        )),
-        None => None,
-    };
-    let shared = Arc::new(Shared {
-        table: table.clone(),
-        balancer: balancer.clone(),
-        gate: gate.clone(),
-        limits: config.limits.clone(),
-        metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
+    signals.block_on(signals_seen.next());
+    tracing::info!(?drain_timeout, "draining");
+    running.shutdown();
+    let (exited_tx, exited_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        running.wait();
+        let _ = exited_tx.send(());
     });
-    let admin_listener = std::net::TcpListener::bind(config.admin_listen)
-        .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
-    admin_listener.set_nonblocking(true)?;
-    let admin_addr = admin_listener.local_addr()?;
-
-    let data_plane = DataPlane::start(
-        shared,
-        &ListenConfig {
-            plain: config.listen,
-            tls: tls.clone(),
-            workers: config.worker_threads,
-        },
-    )?;
-
-    control.block_on(async {
-        if let Some(file_source) = file_source {
-            tokio::spawn(file_source.watch(Duration::from_secs(1), shutdown.clone()));
-        }
-        if let Some(discovery) = discovery {
-            spawn_discovery(discovery, table.clone(), shutdown.clone())?;
-        }
-        if let Some((_, tls)) = tls {
-            tokio::spawn(tls.watch(Duration::from_secs(1), shutdown.clone()));
-        }
-        let mut registry =
-            admin::metrics::registry(table.clone(), balancer.clone(), metrics.clone());
-        gate.register_metrics(&mut registry);
-        if let Some(status) = &discovery_status {
-            status.register_metrics(&mut registry);
-        }
-        let admin = Arc::new(Admin {
-            registry,
-            gate: gate.clone(),
-            discovery: discovery_status.clone(),
-            table: table.clone(),
-            balancer: balancer.clone(),
-            draining: shutdown.clone(),
-            stop: admin_stop.clone(),
-        });
-        let admin_listener = tokio::net::TcpListener::from_std(admin_listener)?;
-        let admin_task = tokio::spawn(admin.serve(admin_listener));
-
-        // One line for tools and tests that start the proxy on port 0.
-        let tls_addr = data_plane
-            .tls_addr
-            .map(|a| format!(" tls={a}"))
-            .unwrap_or_default();
-        let line = format!(
-            "task-proxy listening plain={} admin={admin_addr}{tls_addr}",
-            data_plane.plain_addr
-        );
-        tracing::info!("{line}");
-        let mut stdout = std::io::stdout();
-        let _ = writeln!(stdout, "{line}");
-        let _ = stdout.flush();
-        on_listening(Running {
-            plain: data_plane.plain_addr,
-            admin: admin_addr,
-            table: table.clone(),
-        });
-
-        wait_for_signal().await;
-        tracing::info!(drain_timeout = ?config.limits.drain_timeout, "draining");
-        shutdown.cancel();
-        // Workers stop accepting at once and exit when drained (or at the drain timeout);
-        // the admin listener stays up meanwhile, saying "draining" on /readyz.
-        let drained = tokio::task::spawn_blocking(move || data_plane.join());
+    signals.block_on(async {
         tokio::select! {
-            _ = drained => {}
-            _ = wait_for_signal() => {
+            _ = exited_rx => {}
+            _ = signals_seen.next() => {
                 tracing::warn!("second signal: exiting without waiting for the drain");
                 std::process::exit(1);
             }
         }
-        admin_stop.cancel();
-        let _ = admin_task.await;
-        anyhow::Ok(())
-    })?;
-    tracing::info!("stopped");
+    });
     Ok(())
 }
 
-/// Runs discovery on a thread of its own, so a pass over many operations never stalls the
-/// admin listener or signal handling on the control runtime.
-fn spawn_discovery(
-    discovery: Discovery,
-    table: Arc<RoutingTable>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the discovery runtime")?;
-    std::thread::Builder::new()
-        .name("task-proxy-discovery".into())
-        .spawn(move || runtime.block_on(discovery.run(table, shutdown.cancelled_owned())))
-        .context("cannot start the discovery thread")?;
-    Ok(())
+/// SIGTERM and SIGINT (Ctrl-C only, when they cannot be listened for).
+enum Signals {
+    Unix {
+        term: tokio::signal::unix::Signal,
+        int: tokio::signal::unix::Signal,
+    },
+    CtrlC,
 }
 
-/// The robot's client of the cluster (`--yt-proxy`, token from `--yt-token-path` or
-/// `--yt-token`).
-fn yt_client(config: &Config) -> anyhow::Result<YtClient> {
-    let proxy = config
-        .yt_proxy
-        .clone()
-        .context("discovery needs --yt-proxy (or --namespace)")?;
-    let token = robot_token(config)?;
-    if token.is_none() {
-        tracing::warn!(
-            "no robot token (--yt-token-path or YT_TOKEN): the cluster may refuse discovery"
-        );
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Signals::Unix { term, int },
+            _ => {
+                tracing::error!("cannot listen for SIGTERM/SIGINT; stopping on Ctrl-C only");
+                Signals::CtrlC
+            }
+        }
     }
-    let mut client_config = ClientConfig::new(proxy);
-    client_config.token = token;
-    client_config.timeout = Duration::from_secs(10);
-    // A call's retries and waits (a proxy's `Retry-After` included) end within one discovery
-    // period, so a failing cluster fails the pass instead of stretching it.
-    client_config.deadline = Some(config.discovery_period.max(Duration::from_secs(1)));
-    YtClient::new(client_config).context("cannot set up the cluster client")
-}
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot listen for SIGTERM/SIGINT; stopping on Ctrl-C only");
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+    async fn next(&mut self) {
+        match self {
+            Signals::Unix { term, int } => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            }
+            Signals::CtrlC => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
     }
 }

@@ -5,41 +5,19 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{curl, dev_cluster, start_operation};
+use support::{curl, dev_cluster, start_operation, Proxy};
 
 const TASKS: &str = r#"{example_http_server={job_count=2; command="python3 -m http.server ${YT_PORT_0}"; port_count=1}}"#;
 const ANNOTATED: &str = "{annotations={task_proxy={enabled=%true}}}";
 
-struct Served {
-    child: std::process::Child,
-    plain: String,
-    admin: String,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(cluster_url: &str, dir: &std::path::Path) -> Served {
-    let log = dir.join("proxy.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_task-proxy"))
-        .args([
-            "serve",
+/// The binary (its JSON log on stderr is part of what is checked), discovering on the cluster.
+fn serve(cluster_url: &str) -> Proxy {
+    Proxy::builder()
+        .flags(&[
             "--yt-proxy",
             cluster_url,
-            "--base-domain",
-            support::BASE_DOMAIN,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
             "--worker-threads",
             "1",
             "--discovery-period-seconds",
@@ -47,31 +25,10 @@ fn serve(cluster_url: &str, dir: &std::path::Path) -> Served {
             "--log-format",
             "json",
         ])
-        .env("YT_TOKEN", "robot-token")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("start task-proxy");
-    let mut served = Served {
-        child,
-        plain: String::new(),
-        admin: String::new(),
-        log,
-    };
-    let mut line = String::new();
-    BufReader::new(served.child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("the listening line");
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-            .to_string()
-    };
-    served.plain = field("plain=");
-    served.admin = field("admin=");
-    served
+        .env(&[("YT_TOKEN", "robot-token")])
+        .binary_at(std::path::Path::new(env!("CARGO_BIN_EXE_task-proxy")))
+        .no_wait()
+        .start()
 }
 
 /// The services of `/services` for `operation` once it has `jobs` endpoints: (domain, hash).
@@ -239,9 +196,8 @@ fn parse_exposition(text: &str) -> std::collections::BTreeMap<String, String> {
 async fn status_page_metrics_and_access_log() {
     let cluster = dev_cluster().await;
     let operation = start_operation(&cluster, TASKS, ANNOTATED);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let proxy = serve(&cluster.url(), dir.path());
-    let (domain, hash) = wait_for_service(&proxy.admin, &operation, 2);
+    let proxy = serve(&cluster.url());
+    let (domain, hash) = wait_for_service(&proxy.admin.to_string(), &operation, 2);
 
     // Traffic: allowed, unauthenticated, unknown service.
     let url = format!("http://{}/", proxy.plain);
@@ -320,12 +276,18 @@ async fn status_page_metrics_and_access_log() {
     assert!(std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 1000));
 
     // The access log: JSON lines, one per request, the user named, no credential.
-    let log = std::fs::read_to_string(&proxy.log).expect("log");
-    let access: Vec<serde_json::Value> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|l| l["target"] == "task_proxy::access")
-        .collect();
+    let access_lines = |log: &str| -> Vec<serde_json::Value> {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["target"] == "task_proxy::access")
+            .collect()
+    };
+    // The log is read from the proxy's stderr as it comes: wait for the five lines.
+    let log = test_support::wait_until("five access log lines", Duration::from_secs(5), || {
+        let log = proxy.log();
+        (access_lines(&log).len() >= 5).then_some(log)
+    });
+    let access = access_lines(&log);
     assert_eq!(access.len(), 5, "{log}");
     let alice = access
         .iter()

@@ -50,7 +50,7 @@ fn services(proxy: &Proxy) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aliased_operation_by_domain_headers_and_hash() {
     let cluster = dev_cluster().await;
-    let proxy = Proxy::discovering(
+    let proxy = support::discovering_proxy(
         &cluster.url(),
         &["--discovery-period-seconds".into(), "1".into()],
     );

@@ -47,7 +47,7 @@ impl Env {
             LOGIN_URL.into(),
         ];
         flags.extend(extra.iter().map(|s| s.to_string()));
-        let proxy = Proxy::start(services, &flags);
+        let proxy = support::proxy_with_services(services, &flags);
         Env {
             cluster,
             op,

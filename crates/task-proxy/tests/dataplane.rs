@@ -5,7 +5,7 @@ use demo_services::{spawn_grpc, spawn_http, Running, JOB_HEADER};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use task_proxy::routing::service_hash;
-use test_support::{tool, Proxy};
+use test_support::{body_of, curl_async as curl, tool, wait_for, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
@@ -44,68 +44,40 @@ fn services_json(services: &[Svc]) -> String {
 
 struct Env {
     proxy: Proxy,
-    dir: tempfile::TempDir,
 }
 
 impl Env {
-    fn services_path(&self) -> PathBuf {
-        self.dir.path().join("services.json")
-    }
-
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.proxy.plain)
+        self.proxy.url(path)
     }
 }
 
+fn builder(services: &[Svc], extra: &[&str]) -> test_support::ProxyBuilder {
+    let services: serde_json::Value =
+        serde_json::from_str(&services_json(services)).expect("services JSON");
+    let services = services["services"].as_array().cloned().unwrap_or_default();
+    Proxy::builder()
+        .services(&services)
+        .flags(&["--auth-enabled=false"])
+        .flags(extra)
+}
+
+/// The proxy in process.
 fn start(services: &[Svc], extra: &[&str]) -> Env {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("services.json");
-    std::fs::write(&path, services_json(services)).expect("write services");
-    let mut args = vec![
-        "--services-file",
-        path.to_str().expect("utf-8 path"),
-        "--base-domain",
-        BASE,
-        "--auth-enabled=false",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ];
-    if !extra.contains(&"--worker-threads") {
-        args.extend_from_slice(&["--worker-threads", "2"]);
+    Env {
+        proxy: builder(services, extra).start(),
     }
-    args.extend_from_slice(extra);
-    let proxy = Proxy::start(binary(), &args);
-    Env { proxy, dir }
+}
+
+/// The proxy as the real binary, for tests that need its process (signals, log, memory).
+fn start_binary(services: &[Svc], extra: &[&str]) -> Env {
+    Env {
+        proxy: builder(services, extra).binary_at(binary()).start(),
+    }
 }
 
 fn addr(job: &Running) -> String {
     job.addr.to_string()
-}
-
-/// Runs curl; returns (status code, headers+body text). The last line curl writes is
-/// `<status> <http version> <bytes downloaded>`; the version and size go in [`CURL_INFO`] order
-/// at the end of the text after a tab.
-async fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new(tool("curl"))
-        .args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-w",
-            "\n%{http_code} %{http_version} %{size_download}",
-        ])
-        .args(args)
-        .output()
-        .await
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, info) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    let mut info = info.split_whitespace();
-    let code = info.next().and_then(|c| c.parse().ok()).unwrap_or(0);
-    let rest: Vec<&str> = info.collect();
-    (code, format!("{body}\t{}", rest.join(" ")))
 }
 
 /// A raw exchange on a new TCP connection: what the proxy answers to `request`.
@@ -115,10 +87,6 @@ async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).to_string()
-}
-
-fn body_of(text: &str) -> &str {
-    text.rsplit_once('\t').map_or(text, |(body, _)| body)
 }
 
 fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
@@ -471,7 +439,7 @@ async fn websocket_echo_and_sse_stream_through_the_proxy() {
             }
         }
         let Some(mut response) = response else {
-            panic!("extended CONNECT refused: {}", env.proxy.log());
+            panic!("extended CONNECT refused");
         };
         assert_eq!(response.status(), 200);
         let upgraded = hyper::upgrade::on(&mut response).await.expect("upgraded");
@@ -627,14 +595,14 @@ async fn gigabyte_upload_and_download_stream_with_flat_memory() {
         protocol: "http",
         endpoints: vec![addr(&job)],
     };
-    let env = start(std::slice::from_ref(&svc), &[]);
+    let env = start_binary(std::slice::from_ref(&svc), &[]);
     let host = format!("Host: {}", svc.domain());
     let base_rss = env.proxy.rss_kib().expect("rss");
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(base_rss));
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let (peak, done) = (peak.clone(), done.clone());
-        let pid = env.proxy.child.id();
+        let pid = env.proxy.pid();
         std::thread::spawn(move || {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
@@ -944,7 +912,7 @@ async fn services_file_changes_reroute_without_restart() {
         protocol: "http",
         endpoints: vec![addr(job)],
     };
-    let env = start(&[svc(&a)], &[]);
+    let env = start_binary(&[svc(&a)], &[]);
     let id = format!("x-yt-taskproxy-id: {}", svc(&a).hash());
     let job_of = || async {
         let (code, text) = curl(&["-i", "-H", &id, &env.url("/")]).await;
@@ -952,18 +920,30 @@ async fn services_file_changes_reroute_without_restart() {
     };
     assert_eq!(job_of().await, (200, "first".to_string()));
 
-    std::fs::write(env.services_path(), services_json(&[svc(&b)])).expect("rewrite");
+    env.proxy
+        .services_file()
+        .write_raw(&services_json(&[svc(&b)]));
     let deadline = Instant::now() + Duration::from_secs(5);
     while job_of().await.1 != "second" {
         assert!(Instant::now() < deadline, "not re-routed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // A broken file is reported and changes nothing.
-    std::fs::write(env.services_path(), "{ not json").expect("break");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // A broken file is reported and changes nothing: once the proxy has read it (its log says
+    // so), the route is the one from before.
+    env.proxy.services_file().write_raw("{ not json");
+    wait_for(
+        "the broken file to be reported",
+        Duration::from_secs(10),
+        || async {
+            env.proxy
+                .log()
+                .contains("services file not reloaded")
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(job_of().await, (200, "second".to_string()));
-    assert!(env.proxy.log().contains("services file not reloaded"));
 
     // A new service appears (and SIGHUP forces a reload).
     let other = Svc {
@@ -971,7 +951,9 @@ async fn services_file_changes_reroute_without_restart() {
         protocol: "http",
         endpoints: vec![addr(&a)],
     };
-    std::fs::write(env.services_path(), services_json(&[svc(&b), other])).expect("rewrite");
+    env.proxy
+        .services_file()
+        .write_raw(&services_json(&[svc(&b), other]));
     env.proxy.signal("HUP");
     let new_id = format!(
         "x-yt-taskproxy-id: {}",
@@ -996,28 +978,34 @@ async fn sigterm_drains_in_flight_requests() {
         protocol: "http",
         endpoints: vec![addr(&job)],
     };
-    let mut env = start(std::slice::from_ref(&svc), &[]);
+    let mut env = start_binary(std::slice::from_ref(&svc), &[]);
     let id = format!("x-yt-taskproxy-id: {}", svc.hash());
     let url = env.url("/delay?ms=1500");
     let in_flight = tokio::spawn({
         let id = id.clone();
         async move { curl(&["-H", &id, &url]).await }
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // SIGTERM once the request is at the job (the proxy counts it in flight there).
+    wait_for(
+        "the request to reach the job",
+        Duration::from_secs(10),
+        || async { in_flight_at_jobs(&env.proxy.metrics()).filter(|n| *n >= 1) },
+    )
+    .await;
     env.proxy.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        env.proxy.admin_get("/readyz").0,
-        503,
-        "not ready while draining"
-    );
+    wait_for(
+        "/readyz to say draining",
+        Duration::from_secs(5),
+        || async { (env.proxy.admin_get("/readyz").0 == 503).then_some(()) },
+    )
+    .await;
     let (code, _) = curl(&["-H", &id, &env.url("/")]).await;
     assert_eq!(code, 0, "new connections are refused while draining");
     let (code, text) = in_flight.await.expect("in-flight request");
     assert_eq!(code, 200, "the in-flight request finished: {text}");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        if let Some(status) = env.proxy.child.try_wait().expect("wait") {
+        if let Some(status) = env.proxy.try_wait() {
             assert!(status.success(), "exit status {status}");
             break;
         }
@@ -1027,6 +1015,17 @@ async fn sigterm_drains_in_flight_requests() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The requests the proxy has in flight at jobs, summed over endpoints (`None` before the
+/// gauge has a sample).
+fn in_flight_at_jobs(metrics: &str) -> Option<u64> {
+    let samples: Vec<u64> = metrics
+        .lines()
+        .filter(|l| l.starts_with("task_proxy_endpoint_in_flight{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
 }
 
 #[test]
@@ -1116,4 +1115,93 @@ async fn slow_and_idle_clients_are_disconnected() {
     let (closed, after, text) = closed_within(idle, Duration::from_secs(3)).await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(closed, "idle connection kept open (waited {after:?})");
+}
+
+/// The library's handle, without the binary: `Server::start` reports the bound addresses
+/// (port 0 resolved), `shutdown` drains (not ready, new connections refused, the in-flight
+/// request finished), `wait` returns when stopped; a busy port is a typed start error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_start_serves_and_drains_through_its_handle() {
+    use task_proxy::config::ServeArgs;
+    use task_proxy::server::StartError;
+    use task_proxy::Server;
+    let job = spawn_http("library").await;
+    let svc = Svc {
+        op: "op-library",
+        protocol: "http",
+        endpoints: vec![addr(&job)],
+    };
+    let services = test_support::ServicesFile::new(&[]);
+    services.write_raw(&services_json(std::slice::from_ref(&svc)));
+    let path = services.path().to_str().expect("utf-8 path").to_string();
+    let config = |admin: &str| {
+        ServeArgs::parse_flags([
+            "--services-file",
+            &path,
+            "--base-domain",
+            BASE,
+            "--auth-enabled=false",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            admin,
+            "--worker-threads",
+            "1",
+        ])
+        .expect("flags")
+        .into_config()
+        .expect("config")
+    };
+    let server = Server::start(config("127.0.0.1:0")).expect("start");
+    assert_ne!(server.plain_addr().port(), 0);
+    assert_ne!(server.admin_addr().port(), 0);
+    assert_eq!(server.tls_addr(), None);
+    assert_eq!(server.routing_table().load().routes().len(), 1);
+
+    // The admin port is taken now: a second server fails with a typed error naming it.
+    let busy = server.admin_addr().to_string();
+    match Server::start(config(&busy)) {
+        Err(StartError::AdminBind { addr, .. }) => assert_eq!(addr, server.admin_addr()),
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("a second server bound a busy admin port"),
+    }
+
+    let id = format!("x-yt-taskproxy-id: {}", svc.hash());
+    let url = |path: &str| format!("http://{}{path}", server.plain_addr());
+    let (code, _) = curl(&["-H", &id, &url("/")]).await;
+    assert_eq!(code, 200);
+    let in_flight = tokio::spawn({
+        let (id, url) = (id.clone(), url("/delay?ms=1500"));
+        async move { curl(&["-H", &id, &url]).await }
+    });
+    let admin = server.admin_addr();
+    wait_for(
+        "the request to reach the job",
+        Duration::from_secs(10),
+        || async {
+            in_flight_at_jobs(&test_support::http_get(admin, "/metrics").1).filter(|n| *n >= 1)
+        },
+    )
+    .await;
+    server.shutdown();
+    wait_for(
+        "/readyz to say draining",
+        Duration::from_secs(5),
+        || async { (test_support::http_get(admin, "/readyz").0 == 503).then_some(()) },
+    )
+    .await;
+    let (code, _) = curl(&["-H", &id, &url("/")]).await;
+    assert_eq!(code, 0, "new connections are refused while draining");
+    let (code, text) = in_flight.await.expect("in-flight request");
+    assert_eq!(code, 200, "the in-flight request finished: {text}");
+    let stopped = tokio::task::spawn_blocking(move || server.wait());
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("stopped after the drain")
+        .expect("wait");
+    assert_eq!(
+        test_support::http_get(admin, "/readyz").0,
+        0,
+        "admin closed"
+    );
 }

@@ -71,10 +71,8 @@ struct KillOnDrop(std::process::Child);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
-            if let Ok(pid) = i32::try_from(self.0.id()) {
-                // SAFETY: kill(2) on our own child; SIGINT lets it stop its jobs.
-                unsafe { libc::kill(pid, libc::SIGINT) };
-            }
+            // SIGINT lets it stop its jobs.
+            test_support::signal_process(self.0.id(), "INT");
             std::thread::sleep(Duration::from_secs(5));
             let _ = self.0.kill();
             let _ = self.0.wait();
@@ -163,9 +161,7 @@ fn dev_prints_working_commands_and_leaves_no_process_behind() {
     assert!(jobs.len() >= 3, "three job processes, found {jobs:?}");
 
     // Ctrl-C: everything stops, no job survives.
-    let pid = i32::try_from(child.0.id()).expect("pid fits");
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(pid, libc::SIGINT) };
+    assert!(test_support::signal_process(child.0.id(), "INT"), "SIGINT");
     let stop_deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.0.try_wait().expect("wait") {

@@ -34,20 +34,7 @@ fn discovery(cluster: &DevCluster) -> Discovery {
 
 /// Runs the real `yt` CLI as alice (or `token`'s user) against the cluster; returns stdout.
 async fn yt_as(cluster: &DevCluster, token: &str, args: &[&str]) -> String {
-    let output = tokio::process::Command::new(test_support::tool("yt"))
-        .args(args)
-        .env("YT_PROXY", cluster.url())
-        .env("YT_TOKEN", token)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "yt {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
+    test_support::yt_async(&cluster.url(), token, args).await
 }
 
 async fn yt(cluster: &DevCluster, args: &[&str]) -> String {
@@ -224,10 +211,10 @@ async fn quick_start_service_is_found_follows_a_restarted_job_and_leaves_on_abor
     let victim = found.endpoints[0].clone();
     let survivor = found.endpoints[1].clone();
     let pid = test_support::listener_pid(victim.port).expect("the job's server pid");
-    // SAFETY: kill(2) on a pid we just looked up (the job process this test started).
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-    }
+    assert!(
+        test_support::signal_process(pid as u32, "KILL"),
+        "kill the job"
+    );
     let killed = Instant::now();
     let deadline = killed + Duration::from_secs(15);
     let moved = loop {

@@ -174,7 +174,7 @@ async fn greedy_non_reader(
 async fn h2_callers_that_never_read_do_not_make_the_proxy_buffer_job_responses() {
     const BODY: u64 = 16 * 1024 * 1024;
     let job = Job::spawn(BODY, Duration::ZERO).await;
-    let served = FileProxy::start(
+    let served = FileProxy::start_binary(
         &[service_json("op-greedy", job.addr)],
         &["--auth-enabled=false"],
         &[],
@@ -256,7 +256,7 @@ async fn h2_gets(proxy: SocketAddr, authority: &str, n: usize) -> Vec<(u16, Opti
 async fn h2_streams_share_a_bounded_set_of_job_connections() {
     // A slow job: every answer takes 1 s, so every stream holds a job connection meanwhile.
     let job = Job::spawn(2, Duration::from_secs(1)).await;
-    let served = FileProxy::start(
+    let served = FileProxy::start_binary(
         &[service_json("op-fanout", job.addr)],
         &["--auth-enabled=false"],
         &[],
@@ -288,7 +288,7 @@ async fn h2_streams_share_a_bounded_set_of_job_connections() {
     let fds_before = proxy.open_fds().expect("fds");
     let sampling = Arc::new(AtomicUsize::new(0));
     let sampler = {
-        let (peak, pid) = (sampling.clone(), proxy.child.id());
+        let (peak, pid) = (sampling.clone(), proxy.pid());
         tokio::spawn(async move {
             loop {
                 if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
@@ -447,7 +447,7 @@ async fn flood(proxy: SocketAddr, one: Vec<u8>, count: usize) -> (Option<u32>, b
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_control_frame_floods_get_goaway_enhance_your_calm() {
     let job = Job::spawn(2, Duration::ZERO).await;
-    let served = FileProxy::start(
+    let served = FileProxy::start_binary(
         &[service_json("op-flood", job.addr)],
         &["--auth-enabled=false"],
         &[],
@@ -508,7 +508,7 @@ async fn h2_control_frame_floods_get_goaway_enhance_your_calm() {
     // Figures: a well-behaved caller's latency, and the proxy's CPU, while an attacker
     // reconnects and floods PINGs over and over.
     let quiet = latencies(proxy.plain, &authority, 100).await;
-    let cpu_before = cpu_ticks(proxy.child.id());
+    let cpu_before = cpu_ticks(proxy.pid());
     let attack_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let attacker = {
         let (addr, stop) = (proxy.plain, attack_stop.clone());
@@ -523,7 +523,7 @@ async fn h2_control_frame_floods_get_goaway_enhance_your_calm() {
     };
     let wall = Instant::now();
     let busy = latencies(proxy.plain, &authority, 100).await;
-    let cpu = (cpu_ticks(proxy.child.id()) - cpu_before) as f64 / 100.0;
+    let cpu = (cpu_ticks(proxy.pid()) - cpu_before) as f64 / 100.0;
     let wall = wall.elapsed().as_secs_f64();
     attack_stop.store(true, Ordering::Relaxed);
     let attacks = attacker.await.unwrap_or(0);

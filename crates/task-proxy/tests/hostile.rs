@@ -32,6 +32,8 @@ async fn exchange(proxy: SocketAddr, request: &[u8]) -> (String, bool) {
 struct RecordingJob {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<u8>>>,
+    /// Connections from the proxy still open: once none is, the record cannot grow.
+    open: Arc<std::sync::atomic::AtomicUsize>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -42,11 +44,23 @@ impl RecordingJob {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let received = Arc::new(Mutex::new(Vec::new()));
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let record = received.clone();
+        let counted = open.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 let record = record.clone();
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let counted = counted.clone();
                 tokio::spawn(async move {
+                    // Counts the connection closed however the loop below ends.
+                    struct Closed(Arc<std::sync::atomic::AtomicUsize>);
+                    impl Drop for Closed {
+                        fn drop(&mut self) {
+                            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                    let _closed = Closed(counted);
                     let mut pending = Vec::new();
                     let mut buf = [0u8; 8192];
                     loop {
@@ -70,8 +84,23 @@ impl RecordingJob {
         RecordingJob {
             addr,
             received,
+            open,
             _task: task,
         }
+    }
+
+    /// The record once it is final: after the proxy has closed every connection to the job
+    /// (nothing more can arrive), or after `window` if one stays open (a pooled keep-alive
+    /// connection), whichever comes first. Call it after the client's exchange ended, so a
+    /// request the proxy wrongly passes on has had the time to arrive.
+    async fn settled(&self, window: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + window;
+        while self.open.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.take()
     }
 
     fn take(&self) -> String {
@@ -191,10 +220,7 @@ async fn request_smuggling_attempts_get_400_close_and_never_reach_the_job() {
             "POST / HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n{body}{smuggled}"
         );
         let (answer, closed) = exchange(proxy.plain, request.as_bytes()).await;
-        let seen = wait_until(Duration::from_secs(2), "the job's record", || {
-            Some(job.take())
-        })
-        .await;
+        let seen = job.settled(Duration::from_secs(1)).await;
         outcomes.push(format!(
             "{name}: {} closed={closed} job_saw={}B",
             answer.lines().next().unwrap_or(""),
@@ -333,12 +359,18 @@ struct AuthEnv {
 
 impl AuthEnv {
     async fn start() -> AuthEnv {
-        AuthEnv::start_with(|_, _| Vec::new()).await
+        AuthEnv::start_with(false, |_, _| Vec::new()).await
+    }
+
+    /// [`AuthEnv::start`] with the proxy as the binary logging at trace level (its log is
+    /// scanned for credentials).
+    async fn start_logged() -> AuthEnv {
+        AuthEnv::start_with(true, |_, _| Vec::new()).await
     }
 
     /// [`AuthEnv::start`] with more services: `extra(readable, forbidden)` gives their
     /// services-file entries.
-    async fn start_with(extra: impl FnOnce(&str, &str) -> Vec<Value>) -> AuthEnv {
+    async fn start_with(logged: bool, extra: impl FnOnce(&str, &str) -> Vec<Value>) -> AuthEnv {
         let dir = tempfile::tempdir().expect("tempdir");
         let users = dir.path().join("users.json");
         std::fs::write(
@@ -374,16 +406,17 @@ impl AuthEnv {
         services.extend(extra(&readable, &forbidden));
         let token_file = dir.path().join("robot-token");
         std::fs::write(&token_file, SECRETS[4]).expect("token file");
-        let served = FileProxy::start(
-            &services,
-            &[
-                "--yt-proxy",
-                &cluster.url(),
-                "--yt-token-path",
-                token_file.to_str().expect("utf-8"),
-            ],
-            &[("RUST_LOG", "trace")],
-        );
+        let flags = [
+            "--yt-proxy",
+            &cluster.url(),
+            "--yt-token-path",
+            token_file.to_str().expect("utf-8"),
+        ];
+        let served = if logged {
+            FileProxy::start_binary(&services, &flags, &[("RUST_LOG", "trace")])
+        } else {
+            FileProxy::start(&services, &flags, &[])
+        };
         AuthEnv {
             cluster,
             served,
@@ -574,7 +607,7 @@ async fn authorization_cannot_be_bypassed_by_routing_headers_or_path_tricks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_credential_appears_in_logs_metrics_status_pages_or_forwarded_requests() {
-    let env = AuthEnv::start().await;
+    let env = AuthEnv::start_logged().await;
     let readable = format!("Host: {}.{BASE}", env.hash(&env.readable, "web"));
     let forbidden = format!("Host: {}.{BASE}", env.hash(&env.forbidden, "web"));
     let credentials = [
@@ -679,11 +712,23 @@ impl H2cJob {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let received = Arc::new(Mutex::new(Vec::new()));
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let record = received.clone();
+        let counted = open.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 let record = record.clone();
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let counted = counted.clone();
                 tokio::spawn(async move {
+                    // Counts the connection closed however the loop below ends.
+                    struct Closed(Arc<std::sync::atomic::AtomicUsize>);
+                    impl Drop for Closed {
+                        fn drop(&mut self) {
+                            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                    let _closed = Closed(counted);
                     let mut pending = Vec::new();
                     let mut buf = [0u8; 8192];
                     let mut switched = false;
@@ -747,7 +792,7 @@ async fn upgrades_on_static_paths_are_checked_and_h2c_never_becomes_a_tunnel() {
     let h2c = H2cJob::spawn(false).await;
     let eager = H2cJob::spawn(true).await;
     let (h2c_endpoint, eager_endpoint) = (h2c.addr.to_string(), eager.addr.to_string());
-    let env = AuthEnv::start_with(|readable, _| {
+    let env = AuthEnv::start_with(false, |readable, _| {
         vec![
             json!({"operation_id": readable, "task_name": "main", "service": "ui", "protocol": "http", "endpoints": [h2c_endpoint]}),
             json!({"operation_id": readable, "task_name": "main", "service": "eager", "protocol": "http", "endpoints": [eager_endpoint]}),
@@ -926,10 +971,7 @@ async fn framing_checks_go_on_after_a_refused_upgrade_and_a_long_chunk_line() {
         "a".repeat(6000)
     );
     let (answer, closed) = exchange(proxy.plain, long_line.as_bytes()).await;
-    let seen = wait_until(Duration::from_secs(2), "the job's record", || {
-        Some(job.take())
-    })
-    .await;
+    let seen = job.settled(Duration::from_secs(1)).await;
     // The job may answer the first request from its head before the body fails (bodies
     // stream): at most that 200, then the refusal; the second request never gets one.
     let got = statuses(&answer);

@@ -145,7 +145,7 @@ fn check_config_never_prints_the_token() {
 }
 
 /// Renders the chart with `helm template` and the extra `args`; returns every document.
-fn render(args: &[&str]) -> Vec<serde_yaml::Value> {
+fn render(args: &[&str]) -> Vec<serde_yaml_ng::Value> {
     let chart = test_support::workspace_root().join("deploy/helm/task-proxy");
     let output = Command::new(test_support::tool("helm"))
         .args([
@@ -164,9 +164,9 @@ fn render(args: &[&str]) -> Vec<serde_yaml::Value> {
         text(&output)
     );
     let rendered = String::from_utf8_lossy(&output.stdout).into_owned();
-    serde_yaml::Deserializer::from_str(&rendered)
+    serde_yaml_ng::Deserializer::from_str(&rendered)
         .map(|doc| {
-            serde_yaml::Value::deserialize(doc)
+            serde_yaml_ng::Value::deserialize(doc)
                 .unwrap_or_else(|e| panic!("a rendered document is not YAML: {e}\n{rendered}"))
         })
         .filter(|doc| !doc.is_null())
@@ -175,12 +175,12 @@ fn render(args: &[&str]) -> Vec<serde_yaml::Value> {
 
 use serde::Deserialize;
 
-fn kind_of(doc: &serde_yaml::Value) -> &str {
+fn kind_of(doc: &serde_yaml_ng::Value) -> &str {
     doc["kind"].as_str().unwrap_or_default()
 }
 
 /// Checks the Deployment's single container and runs its args through `--check-config`.
-fn check_deployment(docs: &[serde_yaml::Value], token_file: &Path) -> Vec<String> {
+fn check_deployment(docs: &[serde_yaml_ng::Value], token_file: &Path) -> Vec<String> {
     let deployment = docs
         .iter()
         .find(|d| kind_of(d) == "Deployment")
@@ -242,8 +242,8 @@ fn check_deployment(docs: &[serde_yaml::Value], token_file: &Path) -> Vec<String
 /// is on a separate ClusterIP Service `<release>-admin` selecting the same pods, and any
 /// ServiceMonitor selects that Service (and only it) and scrapes its port. Returns the public
 /// Service.
-fn check_services(docs: &[serde_yaml::Value]) -> &serde_yaml::Value {
-    let services: Vec<&serde_yaml::Value> =
+fn check_services(docs: &[serde_yaml_ng::Value]) -> &serde_yaml_ng::Value {
+    let services: Vec<&serde_yaml_ng::Value> =
         docs.iter().filter(|d| kind_of(d) == "Service").collect();
     let named = |name: &str| {
         services
@@ -254,7 +254,7 @@ fn check_services(docs: &[serde_yaml::Value]) -> &serde_yaml::Value {
     };
     let public = named("tp");
     let admin = named("tp-admin");
-    let ports = |service: &serde_yaml::Value| -> Vec<(String, i64, String)> {
+    let ports = |service: &serde_yaml_ng::Value| -> Vec<(String, i64, String)> {
         service["spec"]["ports"]
             .as_sequence()
             .expect("ports")
@@ -286,7 +286,7 @@ fn check_services(docs: &[serde_yaml::Value]) -> &serde_yaml::Value {
         let selector = monitor["spec"]["selector"]["matchLabels"]
             .as_mapping()
             .expect("matchLabels");
-        let matches = |service: &serde_yaml::Value| {
+        let matches = |service: &serde_yaml_ng::Value| {
             selector
                 .iter()
                 .all(|(k, v)| &service["metadata"]["labels"][k] == v)

@@ -44,7 +44,7 @@ async fn routing_table_replaced_100_times_under_load_fails_no_request_to_kept_se
         spawn_http("churn").await,
     );
     let kept = service("op-kept", &[addr(&a), addr(&b)]);
-    let env = FileProxy::start(
+    let env = FileProxy::start_binary(
         &[kept.clone(), service("op-churn-0", &[addr(&other)])],
         &["--auth-enabled=false"],
         &[],
@@ -154,17 +154,10 @@ async fn all_jobs_of_a_service_gone_gives_502_within_a_second() {
     assert!(unexpected.is_empty(), "{unexpected:?}");
 }
 
-/// curl with a 10 s limit: (status, body). Status 0 when there was no HTTP answer.
+/// curl: (status, body). Status 0 when there was no HTTP answer.
 async fn curl(args: &[&str]) -> (u16, String) {
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .await
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    let (code, text) = test_support::curl_async(args).await;
+    (code, test_support::body_of(&text).to_string())
 }
 
 /// A job that misbehaves on purpose, by path: `/partial-head` sends half a response head and
@@ -209,7 +202,7 @@ async fn spawn_broken_job() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_truncating_jobs_give_504_and_502_and_release_descriptors() {
     let (broken, _job) = spawn_broken_job().await;
-    let env = FileProxy::start(
+    let env = FileProxy::start_binary(
         &[service("op-broken", &[broken.to_string()])],
         &[
             "--auth-enabled=false",
@@ -303,7 +296,7 @@ async fn wait_in_flight(env: &FileProxy, n: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_finishes_in_flight_refuses_new_and_exits_within_the_drain_timeout() {
     let job = spawn_http("drain").await;
-    let mut env = FileProxy::start(
+    let mut env = FileProxy::start_binary(
         &[service("op-drain", &[addr(&job)])],
         &["--auth-enabled=false", "--drain-timeout", "4s"],
         &[],
@@ -335,9 +328,7 @@ async fn sigterm_under_load_finishes_in_flight_refuses_new_and_exits_within_the_
     }
     let exited = wait_until(Duration::from_secs(6), "exit after the drain", || {
         env.proxy
-            .child
             .try_wait()
-            .expect("wait")
             .map(|status| (status, signalled.elapsed()))
     })
     .await;
@@ -354,7 +345,7 @@ async fn sigterm_under_load_finishes_in_flight_refuses_new_and_exits_within_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_request_longer_than_the_drain_timeout_exits_at_the_timeout() {
     let job = spawn_http("stuck").await;
-    let mut env = FileProxy::start(
+    let mut env = FileProxy::start_binary(
         &[service("op-stuck", &[addr(&job)])],
         &["--auth-enabled=false", "--drain-timeout", "1s"],
         &[],
@@ -368,11 +359,7 @@ async fn sigterm_with_a_request_longer_than_the_drain_timeout_exits_at_the_timeo
     env.proxy.signal("TERM");
     let signalled = Instant::now();
     let exited = wait_until(Duration::from_secs(5), "exit at the drain timeout", || {
-        env.proxy
-            .child
-            .try_wait()
-            .expect("wait")
-            .map(|_| signalled.elapsed())
+        env.proxy.try_wait().map(|_| signalled.elapsed())
     })
     .await;
     let (code, _) = stuck.await.expect("client");
@@ -483,10 +470,10 @@ async fn discovered_job_killed_under_load_loses_no_request_and_its_replacement_i
         .and_then(|p| p.parse().ok())
         .expect("port");
     let pid = test_support::listener_pid(port).expect("the job's pid");
-    // SAFETY: kill(2) on the job process this test's cluster started.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-    }
+    assert!(
+        test_support::signal_process(pid as u32, "KILL"),
+        "kill the job"
+    );
     let killed = Instant::now();
     let replaced = tokio::task::block_in_place(|| {
         let deadline = killed + Duration::from_secs(20);

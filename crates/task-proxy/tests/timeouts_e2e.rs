@@ -77,7 +77,7 @@ async fn per_operation_route_timeout_cuts_only_its_operation() {
     let script = dir.path().join("job.py");
     std::fs::write(&script, JOB).unwrap();
     let cluster = dev_cluster().await;
-    let proxy = Proxy::discovering(
+    let proxy = support::discovering_proxy(
         &cluster.url(),
         &["--discovery-period-seconds".into(), "1".into()],
     );

@@ -8,6 +8,8 @@
 //! and keep what YTsaurus responses really carry: attributes on any value (`<"count"=0;>[]`),
 //! unsigned integers (`1u`), entities (`#`), booleans (`%true`) and doubles (`4.`, `%nan`).
 
+#![forbid(unsafe_code)]
+
 mod json;
 mod parse;
 mod write;

@@ -8,6 +8,8 @@
 //! made with the robot token, except [`YtClient::whoami`], which uses the caller's credentials.
 //! Secrets never appear in `Debug` output or logs.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod error;
 pub mod time;

@@ -5,6 +5,10 @@
 //!
 //! Start it in-process with [`DevCluster::start`] or as the `yt-devcluster` binary.
 
+// Two calls need `unsafe` (signalling a job's process group, and asking Linux to kill a job
+// when the cluster dies, before exec); each is allowed where it is, nothing else may.
+#![deny(unsafe_code)]
+
 mod auth;
 mod cluster;
 mod commands;

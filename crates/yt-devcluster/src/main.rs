@@ -1,5 +1,7 @@
 //! `yt-devcluster`: runs a development cluster until Ctrl-C.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context;
 use clap::Parser;
 use std::net::SocketAddr;

@@ -121,6 +121,7 @@ impl Runner {
 fn kill_group(pgid: i32, signal: i32) {
     if pgid > 1 {
         // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
+        #[allow(unsafe_code)]
         unsafe {
             libc::kill(-pgid, signal);
         }
@@ -277,6 +278,9 @@ impl Slot {
         }
         // SAFETY: the closure runs in the forked child before exec and only calls
         // async-signal-safe prctl(2): if the cluster process dies, the job gets SIGKILL.
+        // Linux only; elsewhere jobs are killed by process group at shutdown and on drop.
+        #[cfg(target_os = "linux")]
+        #[allow(unsafe_code)]
         unsafe {
             command.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);

@@ -1,8 +1,10 @@
-//! The real `task-proxy` binary serving a services file (re-read on SIGHUP), on loopback ports.
+//! A proxy serving a services file on loopback ports: in process by default, the real binary
+//! when the test needs the process (signals, log, memory, descriptors).
 
-use super::BASE_DOMAIN;
-use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use serde_json::Value;
+use std::path::PathBuf;
+#[allow(unused_imports)]
+pub use test_support::write_services;
 use test_support::Proxy;
 
 /// Listeners on free loopback ports, two workers.
@@ -19,42 +21,41 @@ pub const LOOPBACK: [&str; 6] = [
 pub struct FileProxy {
     pub proxy: Proxy,
     pub path: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl FileProxy {
-    /// Starts the proxy on `services` (services-file entries) with `extra` flags and
-    /// environment variables.
+    /// Starts the proxy in process on `services` (services-file entries) with `extra` flags;
+    /// environment variables (when given) need the binary, so they start it instead.
     pub fn start(services: &[Value], extra: &[&str], env: &[(&str, &str)]) -> FileProxy {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("services.json");
-        write_services(&path, services);
-        let mut args = vec![
-            "--services-file",
-            path.to_str().expect("utf-8 path"),
-            "--base-domain",
-            BASE_DOMAIN,
-        ];
-        args.extend_from_slice(&LOOPBACK);
-        args.extend_from_slice(extra);
-        FileProxy {
-            proxy: Proxy::start_with_env(Path::new(env!("CARGO_BIN_EXE_task-proxy")), &args, env),
-            path,
-            _dir: dir,
-        }
+        let builder = Proxy::builder().services(services).flags(extra);
+        let builder = if env.is_empty() {
+            builder
+        } else {
+            builder.env(env)
+        };
+        FileProxy::from(builder.start())
+    }
+
+    /// [`FileProxy::start`] as the real binary.
+    pub fn start_binary(services: &[Value], extra: &[&str], env: &[(&str, &str)]) -> FileProxy {
+        let proxy = Proxy::builder()
+            .services(services)
+            .flags(extra)
+            .env(env)
+            .binary()
+            .start();
+        FileProxy::from(proxy)
     }
 
     /// `/services` as JSON.
     pub fn services(&self) -> Value {
-        let (_, body) = self.proxy.admin_get("/services");
-        serde_json::from_str(&body).unwrap_or(Value::Null)
+        self.proxy.services()
     }
 }
 
-/// Replaces the services file as deploy tools do (write, then rename): the proxy never reads a
-/// half-written file.
-pub fn write_services(path: &Path, services: &[Value]) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, json!({ "services": services }).to_string()).expect("write services");
-    std::fs::rename(&tmp, path).expect("rename services");
+impl From<Proxy> for FileProxy {
+    fn from(proxy: Proxy) -> FileProxy {
+        let path = proxy.services_file().path().to_path_buf();
+        FileProxy { proxy, path }
+    }
 }

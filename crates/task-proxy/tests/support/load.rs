@@ -177,12 +177,5 @@ impl Load {
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics with `what` after `limit`.
 pub async fn wait_until<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    test_support::wait_for(what, limit, || std::future::ready(check())).await
 }

@@ -1,5 +1,6 @@
-//! Shared helpers of the auth integration tests: a dev cluster with a demo operation started by
-//! the real `yt` CLI, and requests to run through the gate.
+//! Helpers of this package's integration tests on top of the `test-support` harness: a dev
+//! cluster with demo operations started by the real `yt` CLI, grpcurl with the demo protos,
+//! and shorthands for the proxies the tests start.
 
 #![allow(dead_code)]
 
@@ -9,19 +10,7 @@ use yt_devcluster::{DevCluster, DevClusterConfig};
 
 /// Runs the real `yt` CLI against `cluster` as the holder of `token`; returns stdout.
 pub fn yt(cluster: &DevCluster, token: &str, args: &[&str]) -> String {
-    let output = Command::new(test_support::tool("yt"))
-        .args(args)
-        .env("YT_PROXY", cluster.url())
-        .env("YT_TOKEN", token)
-        .env_remove("YT_CONFIG_PATCHES")
-        .output()
-        .expect("run yt");
-    assert!(
-        output.status.success(),
-        "yt {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
+    test_support::yt(&cluster.url(), token, args)
 }
 
 /// Starts a dev cluster.
@@ -68,115 +57,24 @@ pub fn support_dir() -> PathBuf {
 }
 
 /// The base domain of the e2e tests.
-pub const BASE_DOMAIN: &str = "tp.test";
+#[allow(unused_imports)]
+pub use test_support::{curl, status_of, Proxy, BASE_DOMAIN};
 
-/// A `task-proxy serve` process (the real binary), killed on drop.
-pub struct Proxy {
-    child: std::process::Child,
-    pub plain: std::net::SocketAddr,
-    pub admin: std::net::SocketAddr,
-    _services_file: Option<tempfile::NamedTempFile>,
+/// A proxy in process on free ports serving `services` (the services file's JSON list) with
+/// `extra` flags.
+pub fn proxy_with_services(services: serde_json::Value, extra: &[String]) -> Proxy {
+    let services = services.as_array().cloned().unwrap_or_default();
+    Proxy::builder().services(&services).flags(extra).start()
 }
 
-impl Proxy {
-    /// Starts the proxy on free ports with `services` (the services file's JSON list) and
-    /// `extra` flags.
-    pub fn start(services: serde_json::Value, extra: &[String]) -> Proxy {
-        use std::io::Write;
-        let mut file = tempfile::NamedTempFile::new().expect("services file");
-        let body = serde_json::json!({ "services": services });
-        file.write_all(body.to_string().as_bytes())
-            .expect("write services");
-        file.flush().expect("flush");
-        let mut args: Vec<String> = vec![
-            "--services-file".into(),
-            file.path().to_string_lossy().into_owned(),
-        ];
-        args.extend(extra.iter().cloned());
-        Self::spawn(&args, Some(file))
-    }
-
-    /// Starts the proxy on free ports discovering services on the cluster at `yt_proxy` (as
-    /// the robot), with `extra` flags.
-    pub fn discovering(yt_proxy: &str, extra: &[String]) -> Proxy {
-        let mut args: Vec<String> = vec![
-            "--yt-proxy".into(),
-            yt_proxy.into(),
-            "--yt-token".into(),
-            "robot-token".into(),
-        ];
-        args.extend(extra.iter().cloned());
-        Self::spawn(&args, None)
-    }
-
-    fn spawn(args: &[String], file: Option<tempfile::NamedTempFile>) -> Proxy {
-        use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_task-proxy"))
-            .arg("serve")
-            .args(["--base-domain", BASE_DOMAIN])
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--worker-threads", "2"])
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .env_remove("YT_TOKEN")
-            .env_remove("YT_PROXY")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .expect("start task-proxy");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let addr = |key: &str| -> std::net::SocketAddr {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-        };
-        let (plain, admin) = (addr("plain="), addr("admin="));
-        Proxy {
-            child,
-            plain,
-            admin,
-            _services_file: file,
-        }
-    }
-
-    /// Prometheus text from the admin listener.
-    pub fn metrics(&self) -> String {
-        curl(&[&format!("http://{}/metrics", self.admin)]).1
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs curl with `args` (plus `-s`); returns (exit code, stdout).
-pub fn curl(args: &[&str]) -> (i32, String) {
-    let output = Command::new("curl")
-        .arg("-s")
-        .args(args)
-        .output()
-        .expect("run curl");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
-}
-
-/// The HTTP status curl got for `url` with extra `args`.
-pub fn status_of(url: &str, args: &[&str]) -> u16 {
-    let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20"];
-    all.extend_from_slice(args);
-    all.push(url);
-    let (_, out) = curl(&all);
-    out.trim().parse().unwrap_or(0)
+/// A proxy in process on free ports discovering services on the cluster at `yt_proxy` (as the
+/// robot), with `extra` flags. Returns once bound: routes appear after the first pass.
+pub fn discovering_proxy(yt_proxy: &str, extra: &[String]) -> Proxy {
+    Proxy::builder()
+        .flags(&["--yt-proxy", yt_proxy, "--yt-token", "robot-token"])
+        .flags(extra)
+        .no_wait()
+        .start()
 }
 
 /// Runs grpcurl (plaintext, the demo protos, `-authority domain`); returns (exit code,
