@@ -23,6 +23,7 @@ pub mod gate;
 pub mod limit;
 pub mod login_page;
 pub mod metrics;
+pub mod session;
 pub mod static_skip;
 mod yt_backend;
 
