@@ -81,13 +81,18 @@ impl CallerKind {
 }
 
 /// A local answer: `status` with `message`, rendered for `caller`. `html` replaces the plain
-/// message for browsers when given (a full page).
+/// message for browsers when given (a full page); without it browsers get a styled page of
+/// the status and the message.
 pub fn local_answer(
     caller: CallerKind,
     status: StatusCode,
     message: &str,
     html: Option<String>,
 ) -> Response<ProxyBody> {
+    let html = match (caller, html) {
+        (CallerKind::Browser, None) => Some(crate::html::status_page(status, message, "")),
+        (_, html) => html,
+    };
     let mut response = match (caller, html) {
         (CallerKind::Grpc, _) => {
             // Trailers-only: HTTP 200, the gRPC status in the headers, no body.

@@ -304,10 +304,25 @@ fn serve(config: Config, on_listening: impl FnOnce(Running)) -> anyhow::Result<(
         )),
         None => None,
     };
+    let portal = match &config.portal {
+        Some(portal_config) if gate.is_enabled() => Some(
+            task_proxy::portal::Portal::new(
+                portal_config,
+                &config.base_domain,
+                gate.clone(),
+                config.auth.login_url.clone(),
+                table.clone(),
+                yt_client(&config).ok(),
+            )
+            .context("cannot start the browser portal")?,
+        ),
+        _ => None,
+    };
     let shared = Arc::new(Shared {
         table: table.clone(),
         balancer: balancer.clone(),
         gate: gate.clone(),
+        portal: portal.clone(),
         limits: config.limits.clone(),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
@@ -341,6 +356,9 @@ fn serve(config: Config, on_listening: impl FnOnce(Running)) -> anyhow::Result<(
                 }
             })
         };
+        if let Some(portal) = &portal {
+            tokio::spawn(portal.clone().follow_routes(shutdown.clone()));
+        }
         if let Some(file_source) = file_source {
             tokio::spawn(file_source.watch(Duration::from_secs(1), shutdown.clone()));
         }

@@ -19,6 +19,7 @@ use super::shared::{monotonic_ms, ConnSlot, Shared};
 use super::upgrade::{self, TunnelContext};
 use super::upstream::Upstreams;
 use crate::answer::{local_answer, BoxError, CallerKind, ProxyBody};
+use crate::portal::Portal;
 use crate::proxy::metrics::Unrouted;
 use crate::routing::{route_request, Protocol, RouteKeyError, RoutingHeaders};
 use bytes::Bytes;
@@ -347,6 +348,12 @@ impl Pipeline {
             return Ok(answer);
         }
 
+        if let Some(portal) = &self.shared.portal {
+            if portal.owns_request(&req) {
+                return Ok(portal.serve(req, conn.peer, conn.client.scheme).await);
+            }
+        }
+
         // Route.
         let backend = {
             let snapshot = self.shared.table.current();
@@ -382,6 +389,13 @@ impl Pipeline {
                 Some(route) => self.shared.balancer.backend(route),
                 None => {
                     self.shared.metrics.count_unrouted(Unrouted::NoSuchTask);
+                    let page =
+                        self.shared.portal.as_ref().and_then(|p| {
+                            p.not_found(caller, req.headers(), host, conn.client.scheme)
+                        });
+                    if let Some(page) = page {
+                        return Ok(page);
+                    }
                     return Ok(local_answer(
                         caller,
                         StatusCode::NOT_FOUND,
@@ -414,6 +428,11 @@ impl Pipeline {
         }
 
         // Admit.
+        if let Some(portal) = &self.shared.portal {
+            if Portal::is_session_path(parts.uri.path()) {
+                return Ok(portal.redeem(&parts, &backend.route, conn.client.scheme));
+            }
+        }
         match self
             .shared
             .gate
@@ -428,7 +447,15 @@ impl Pipeline {
             }
             Err(refusal) => {
                 stats.count_status(refusal.status());
-                return Ok(refusal.into_response(caller));
+                return Ok(match &self.shared.portal {
+                    Some(portal) => {
+                        let scheme = conn.client.scheme;
+                        portal
+                            .refusal(refusal, caller, &parts, &backend.route, scheme)
+                            .await
+                    }
+                    None => refusal.into_response(caller),
+                });
             }
         }
 

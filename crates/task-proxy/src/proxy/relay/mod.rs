@@ -40,6 +40,7 @@ use super::shared::Shared;
 use super::upstream::Upstreams;
 use crate::answer::{local_answer, CallerKind, ProxyBody};
 use crate::auth::Fetch;
+use crate::portal::Portal;
 use crate::proxy::metrics::Unrouted;
 use crate::routing::{route_request, Protocol, RoutingHeaders};
 use bytes::{Buf, Bytes, BytesMut};
@@ -324,6 +325,8 @@ impl Relay {
                 snapshot.base_domain(),
             ) {
                 Ok(key) => key,
+                // The portal's host and its pages are served on the general path.
+                Err(_) if shared.portal.is_some() => return Next::General,
                 Err(e) => {
                     shared.metrics.count_unrouted(Unrouted::BadRequest);
                     let answer = local_answer(
@@ -339,6 +342,7 @@ impl Relay {
             };
             match snapshot.route(&key) {
                 Some(route) => shared.balancer.backend(route),
+                None if shared.portal.is_some() => return Next::General,
                 None => {
                     shared.metrics.count_unrouted(Unrouted::NoSuchTask);
                     let answer = local_answer(
@@ -370,6 +374,9 @@ impl Relay {
         };
         let path = target.split(|b| *b == b'?').next().unwrap_or(target);
         let path = std::str::from_utf8(path).unwrap_or("/");
+        if shared.portal.is_some() && Portal::is_session_path(path) {
+            return Next::General;
+        }
         // Heads with Upgrade, Expect, Transfer-Encoding or a Connection naming headers never
         // get here (they take the general path): method and body decide the shape.
         let fetch = if matches!(head.method, Method::GET | Method::HEAD) && head.body_len == 0 {
@@ -386,6 +393,13 @@ impl Relay {
                 if let Some(record) = record.as_mut() {
                     record.user = admitted.user;
                 }
+            }
+            Err(_)
+                if shared.portal.is_some()
+                    && self.caller(head, head_bytes) == CallerKind::Browser =>
+            {
+                // The portal's redirect and pages are answered on the general path.
+                return Next::General;
             }
             Err(refusal) => {
                 backend.stats.count_status(refusal.status());
