@@ -445,10 +445,12 @@ impl Sessions {
         headers: &mut http::HeaderMap,
         service_domain: &str,
     ) -> Option<Result<String, Invalid>> {
-        let values = take_cookies(headers, &[SERVICE_COOKIE]);
+        // The portal's own cookies never reach a job either (a browser sends them only to the
+        // portal host, but a client may send anything anywhere).
+        let taken = take_cookies(headers, &[SERVICE_COOKIE, PORTAL_COOKIE, CSRF_COOKIE]);
         let mut result = None;
-        for value in values {
-            match self.verify(Kind::Service, &value, service_domain) {
+        for (_, value) in taken.iter().filter(|(name, _)| *name == SERVICE_COOKIE) {
+            match self.verify(Kind::Service, value, service_domain) {
                 Ok(claims) => return Some(Ok(claims.user)),
                 Err(e) => result = Some(Err(e)),
             }
@@ -458,12 +460,16 @@ impl Sessions {
 }
 
 /// Removes every cookie named one of `names` (or `__Host-` + one of them) from `headers`
-/// and returns their values; the other cookies are kept (one `Cookie` header).
-pub fn take_cookies(headers: &mut http::HeaderMap, names: &[&str]) -> Vec<String> {
+/// and returns them as (which of `names`, value); the other cookies are kept (one `Cookie`
+/// header).
+pub fn take_cookies(
+    headers: &mut http::HeaderMap,
+    names: &[&'static str],
+) -> Vec<(&'static str, String)> {
     use http::header::COOKIE;
     let matches = |name: &str| {
         let bare = name.strip_prefix(SECURE_PREFIX).unwrap_or(name);
-        names.iter().any(|n| n.eq_ignore_ascii_case(bare))
+        names.iter().find(|n| n.eq_ignore_ascii_case(bare)).copied()
     };
     let mentioned = headers.get_all(COOKIE).iter().any(|v| {
         let v = String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase();
@@ -482,8 +488,8 @@ pub fn take_cookies(headers: &mut http::HeaderMap, names: &[&str]) -> Vec<String
                 continue;
             }
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if matches(name.trim()) {
-                taken.push(value.trim().trim_matches('"').to_string());
+            if let Some(which) = matches(name.trim()) {
+                taken.push((which, value.trim().trim_matches('"').to_string()));
             } else {
                 kept.push(pair.to_string());
             }

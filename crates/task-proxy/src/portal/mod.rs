@@ -876,16 +876,19 @@ fn authority(url: &url::Url) -> String {
 }
 
 /// The value of the cookie `name` (or `__Host-` + `name`), the first one.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+fn cookie(headers: &HeaderMap, name: &'static str) -> Option<String> {
     all_cookies(headers, name).into_iter().next()
 }
 
-fn all_cookies(headers: &HeaderMap, name: &str) -> Vec<String> {
+fn all_cookies(headers: &HeaderMap, name: &'static str) -> Vec<String> {
     let mut copy = HeaderMap::new();
     for v in headers.get_all(header::COOKIE) {
         copy.append(header::COOKIE, v.clone());
     }
     take_cookies(&mut copy, &[name])
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect()
 }
 
 async fn read_form<B>(body: B) -> Result<Vec<(String, String)>, String>
