@@ -53,7 +53,7 @@ pub fn page(title: &str, who: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <meta name=\"referrer\" content=\"no-referrer\">\n\
+         <meta name=\"referrer\" content=\"same-origin\">\n\
          <title>{title}: YTsaurus task proxy</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
          <header><span class=\"brand\">YTsaurus task proxy</span><span class=\"who\">{who}</span></header>\n\
          <main>\n{body}\n</main>\n</body>\n</html>\n"

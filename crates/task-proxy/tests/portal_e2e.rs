@@ -25,6 +25,8 @@ struct Env {
     op_a: String,
     /// An operation bob may read (the failure pages).
     op_b: String,
+    /// bob's operation (alice may not read it).
+    op_c: String,
     proxy: FileProxy,
     services: Vec<Value>,
     /// The key the proxy signs sessions with (from --portal-key-file).
@@ -39,6 +41,13 @@ impl Env {
         let cluster = dev_cluster().await;
         let op_a = start_operation(&cluster, TASKS, "{}");
         let op_b = start_operation(&cluster, TASKS, BOB_READS);
+        // bob's own operation, which alice may not read.
+        let op_c = support::yt(
+            &cluster,
+            "bob-token",
+            &["vanilla", "--tasks", TASKS, "--spec", "{}", "--async"],
+        );
+        let op_c = op_c.lines().last().unwrap_or_default().trim().to_string();
         let http_job = demo_services::spawn_http("portal-job").await;
         // Accepts connections and never answers: the 504 page.
         let hanging = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -54,6 +63,7 @@ impl Env {
             json!({"operation_id": op_b, "task_name": "main", "service": "dead", "protocol": "http", "endpoints": [closed.to_string()]}),
             json!({"operation_id": op_b, "task_name": "main", "service": "slow", "protocol": "http", "endpoints": [hanging.local_addr().expect("addr").to_string()]}),
             json!({"operation_id": op_b, "task_name": "main", "service": "gone", "protocol": "http", "endpoints": [job]}),
+            json!({"operation_id": op_c, "task_name": "main", "service": "bobs", "protocol": "http", "endpoints": [job]}),
         ];
         let key = random_id().repeat(2).into_bytes();
         let mut key_file = tempfile::NamedTempFile::new().expect("key file");
@@ -78,6 +88,7 @@ impl Env {
             _cluster: cluster,
             op_a,
             op_b,
+            op_c,
             proxy,
             services,
             key,
@@ -263,7 +274,7 @@ async fn browser_logs_in_once_and_sees_understandable_pages() {
         "second": second,
         "ws_page": format!("http://{}/", env.host(&env.op_a, "web")),
         "listed": [env.host(&env.op_a, "lab").split(':').next().unwrap(), env.host(&env.op_a, "web").split(':').next().unwrap()],
-        "not_listed": [env.host(&env.op_b, "dead").split(':').next().unwrap()],
+        "not_listed": [env.host(&env.op_c, "bobs").split(':').next().unwrap()],
         "operation": env.op_a,
         "alice": "alice-token",
         "bob": "bob-token",

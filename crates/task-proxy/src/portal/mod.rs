@@ -596,6 +596,11 @@ impl Portal {
             Ok(claims) => {
                 let (value, max_age) = self.sessions.service_session(&claims, &route.domain);
                 let mut response = redirect(StatusCode::SEE_OTHER, &to);
+                // The ticket's URL travels nowhere, not even to the service's own pages.
+                response.headers_mut().insert(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
+                );
                 response.headers_mut().append(
                     header::SET_COOKIE,
                     ctx.set_cookie(SERVICE_COOKIE, &value, max_age, "Lax"),
@@ -926,8 +931,9 @@ fn html_response(status: StatusCode, page: String) -> Response<ProxyBody> {
     with_page_headers(response)
 }
 
-/// Headers of every portal answer: never cached, never framed, no referrer (a ticket in a URL
-/// must not travel on), scripts and styles only inline.
+/// Headers of every portal answer: never cached, never framed, a referrer only within the
+/// origin (`no-referrer` would make browsers send `Origin: null` with the forms, which the
+/// CSRF check refuses), scripts and styles only inline.
 fn with_page_headers(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
