@@ -382,6 +382,7 @@ fn serve(config: Config, on_listening: impl FnOnce(Running)) -> anyhow::Result<(
             balancer: balancer.clone(),
             draining: shutdown.clone(),
             stop: admin_stop.clone(),
+            service_port: Some(data_plane.plain_addr.port()),
         });
         let admin_listener = tokio::net::TcpListener::from_std(admin_listener)?;
         let admin_task = tokio::spawn(admin.serve(admin_listener));

@@ -254,6 +254,7 @@ impl Portal {
                 }
             }
         }
+        let states = self.operation_states(&allowed).await;
         let port = ctx.port_suffix();
         let mut hidden = 0;
         let mut rows: Vec<pages::Row> = Vec::new();
@@ -275,11 +276,10 @@ impl Portal {
                 service: route.key.service.clone(),
                 protocol: route.protocol.as_str(),
                 jobs: route.endpoints.len(),
-                state: if route.endpoints.is_empty() {
-                    "starting".to_string()
-                } else {
-                    "running".to_string()
-                },
+                state: states
+                    .get(&route.key.operation_id)
+                    .cloned()
+                    .unwrap_or_else(|| "unknown".to_string()),
             });
         }
         rows.sort_by(|a, b| {
@@ -716,6 +716,33 @@ impl Portal {
             &self.portal_href(&ctx),
         );
         Some(html_response(StatusCode::NOT_FOUND, page))
+    }
+
+    /// Each operation's state (`running`, ...) as the cluster tells it, within the ACL
+    /// timeout; operations it did not answer for are left out.
+    async fn operation_states(
+        &self,
+        operations: &std::collections::HashSet<String>,
+    ) -> std::collections::HashMap<String, String> {
+        let Some(cluster) = &self.cluster else {
+            return Default::default();
+        };
+        let mut asks = Vec::with_capacity(operations.len());
+        for op in operations {
+            asks.push(async move {
+                let node = tokio::time::timeout(ACL_TIMEOUT, cluster.get_operation(op, &["state"]))
+                    .await
+                    .ok()?
+                    .ok()?;
+                let state = node.get("state")?.as_str()?.to_string();
+                Some((op.clone(), state))
+            });
+        }
+        futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// The operation's ACL as (action, subjects, permissions) rows, and who started it.
