@@ -94,6 +94,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TASK_PROXY_PORTAL_KEY_FILE")]
     pub portal_key_file: Option<PathBuf>,
 
+    /// The scheme browsers use to reach the proxy: `auto` (the connection's), or `https` when
+    /// TLS ends at an ingress in front of a plaintext listener (redirects and `Secure`
+    /// cookies follow it).
+    #[arg(long, env = "TASK_PROXY_PORTAL_SCHEME", default_value = "auto",
+          value_parser = ["auto", "http", "https"])]
+    pub portal_scheme: String,
+
     /// How long a browser session lasts after login.
     #[arg(long, env = "TASK_PROXY_PORTAL_SESSION_TTL", default_value = "12h", value_parser = parse_duration)]
     pub portal_session_ttl: Duration,
@@ -525,6 +532,8 @@ pub struct PortalConfig {
     /// Host names serving the portal besides the base domain (lowercase, no port).
     pub hosts: Vec<String>,
     pub key_file: Option<PathBuf>,
+    /// `--portal-scheme`: `None` for the connection's own.
+    pub scheme: Option<&'static str>,
     pub session_ttl: Duration,
     pub service_session_ttl: Duration,
 }
@@ -828,6 +837,11 @@ impl ServeArgs {
             Some(PortalConfig {
                 hosts,
                 key_file: self.portal_key_file,
+                scheme: match self.portal_scheme.as_str() {
+                    "https" => Some("https"),
+                    "http" => Some("http"),
+                    _ => None,
+                },
                 session_ttl: self.portal_session_ttl,
                 service_session_ttl: self.portal_service_session_ttl,
             })

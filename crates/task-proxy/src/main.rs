@@ -313,6 +313,7 @@ fn serve(config: Config, on_listening: impl FnOnce(Running)) -> anyhow::Result<(
                 config.auth.login_url.clone(),
                 table.clone(),
                 yt_client(&config).ok(),
+                &config.dir_path,
             )
             .context("cannot start the browser portal")?,
         ),
@@ -358,6 +359,7 @@ fn serve(config: Config, on_listening: impl FnOnce(Running)) -> anyhow::Result<(
         };
         if let Some(portal) = &portal {
             tokio::spawn(portal.clone().follow_routes(shutdown.clone()));
+            tokio::spawn(portal.clone().follow_logouts(shutdown.clone()));
         }
         if let Some(file_source) = file_source {
             tokio::spawn(file_source.watch(Duration::from_secs(1), shutdown.clone()));

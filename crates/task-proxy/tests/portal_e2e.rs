@@ -39,6 +39,10 @@ struct Env {
 impl Env {
     async fn start() -> Env {
         let cluster = dev_cluster().await;
+        Env::start_on(cluster).await
+    }
+
+    async fn start_on(cluster: DevCluster) -> Env {
         let op_a = start_operation(&cluster, TASKS, "{}");
         let op_b = start_operation(&cluster, TASKS, BOB_READS);
         // bob's own operation, which alice may not read.
@@ -112,6 +116,24 @@ impl Env {
 
     fn portal(&self) -> String {
         format!("{BASE_DOMAIN}:{}", self.port())
+    }
+
+    /// Another replica: the same services, key and cluster.
+    fn replica(&self) -> FileProxy {
+        let key_path = self._key_file.path().to_string_lossy().into_owned();
+        let cluster_url = self._cluster.url();
+        FileProxy::start(
+            &self.services,
+            &[
+                "--yt-proxy",
+                &cluster_url,
+                "--yt-token",
+                "robot-token",
+                "--portal-key-file",
+                &key_path,
+            ],
+            &[("RUST_LOG", "warn")],
+        )
     }
 
     /// The same key the proxy signs with, to mint values the proxy should or should not take.
@@ -606,6 +628,101 @@ async fn tickets_cookies_redirects_and_forms_hold() {
         &["-H", BROWSER, "-H", &portal_cookie_header],
     );
     assert!(after.body.contains("name=\"token\""));
+}
+
+/// `GET /headers` on `host` through `proxy` with `cookie`: the status.
+fn status_with_cookie(proxy: &FileProxy, host: &str, cookie: &str) -> u16 {
+    let url = format!("http://127.0.0.1:{}/headers", proxy.proxy.plain.port());
+    let host = format!("Host: {host}");
+    let cookie = format!("Cookie: {cookie}");
+    support::status_of(&url, &["-H", &host, "-H", &cookie])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_on_one_replica_ends_the_session_on_the_others() {
+    let env = Env::start().await;
+    let other = env.replica();
+    let host_a = env.host(&env.op_a, "web");
+    // Log in on the first replica and take the ticket to the second: the key is shared.
+    let csrf = login_form(&env);
+    let login = log_in(&env, "alice-token", &format!("http://{host_a}/"), &csrf);
+    assert_eq!(login.status, 303, "{}", login.body);
+    let portal_cookie = login.cookie("tp_portal").expect("portal cookie");
+    let (_, ticket_path) = split_location(login.header("location").expect("location"));
+    // Behind one load balancer the browser names the same host whichever replica answers.
+    let url = format!("http://127.0.0.1:{}{ticket_path}", other.proxy.plain.port());
+    let host = format!("Host: {host_a}");
+    let (_, redeemed) = curl(&["-i", "-H", &host, "-H", BROWSER, &url]);
+    assert!(redeemed.starts_with("HTTP/1.1 303"), "{redeemed}");
+    let value = redeemed
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: tp_session="))
+        .and_then(|rest| rest.split(';').next())
+        .expect("service cookie");
+    let service_cookie = format!("tp_session={value}");
+    assert_eq!(
+        status_with_cookie(&env.proxy, &host_a, &service_cookie),
+        200
+    );
+    assert_eq!(
+        status_with_cookie(&other, &host_a, &service_cookie),
+        200,
+        "the other replica takes it"
+    );
+
+    // Logout on the first replica: the second refuses the session within its poll period.
+    let portal_cookie_header = format!("Cookie: tp_portal={portal_cookie}");
+    let landing = request(
+        &env,
+        "GET",
+        &env.portal(),
+        "/",
+        &["-H", BROWSER, "-H", &portal_cookie_header],
+    );
+    let logout_csrf = landing
+        .body
+        .split("action=\"/logout\"")
+        .nth(1)
+        .and_then(|r| r.split("value=\"").nth(1))
+        .and_then(|r| r.split('"').next())
+        .expect("logout csrf")
+        .to_string();
+    let form = format!("csrf={logout_csrf}");
+    let out = request(
+        &env,
+        "POST",
+        &env.portal(),
+        "/logout",
+        &["-H", &portal_cookie_header, "--data-urlencode", &form],
+    );
+    assert_eq!(out.status, 200);
+    let started = std::time::Instant::now();
+    while status_with_cookie(&other, &host_a, &service_cookie) != 401 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the other replica still admits the session"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "the other replica refused the session {:?} after the logout",
+        started.elapsed()
+    );
+    // ... and its portal cookie too.
+    let url = format!("http://127.0.0.1:{}/", other.proxy.plain.port());
+    let (_, page) = curl(&[
+        "-H",
+        &format!("Host: {}", env.portal()),
+        "-H",
+        BROWSER,
+        "-H",
+        &portal_cookie_header,
+        &url,
+    ]);
+    assert!(
+        page.contains("name=\"token\""),
+        "a login form on the other replica"
+    );
 }
 
 fn form_urlencode(value: &str) -> String {

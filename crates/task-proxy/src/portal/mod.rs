@@ -28,6 +28,7 @@
 
 pub mod pages;
 pub mod recent;
+pub mod revocations;
 
 use crate::answer::{full_body, local_answer, CallerKind, ProxyBody};
 use crate::auth::credentials::take_credentials;
@@ -68,6 +69,10 @@ pub struct Portal {
     /// The robot's client (the operation's ACL on 403 pages).
     cluster: Option<YtClient>,
     recent: recent::Recent,
+    /// `--portal-scheme` (`None`: the connection's).
+    scheme: Option<&'static str>,
+    /// Logouts shared with the other replicas (`None` without a cluster client).
+    shared: Option<revocations::SharedRevocations>,
 }
 
 impl std::fmt::Debug for Portal {
@@ -89,6 +94,8 @@ impl Portal {
     /// The portal for `base_domain`; attaches its sessions to `gate`. Without a key file a
     /// random key is generated (with a warning: sessions end at restart and are not shared
     /// with other replicas).
+    /// `cluster` is the robot's client (ACLs and operation states on pages; logouts shared
+    /// under `dir_path`).
     pub fn new(
         config: &PortalConfig,
         base_domain: &str,
@@ -96,6 +103,7 @@ impl Portal {
         login_url: Option<String>,
         table: Arc<RoutingTable>,
         cluster: Option<YtClient>,
+        dir_path: &str,
     ) -> Result<Arc<Portal>, PortalError> {
         let key = match &config.key_file {
             Some(path) => SessionKey::from_file(path)?,
@@ -126,8 +134,12 @@ impl Portal {
             gate,
             table,
             login_url,
+            shared: cluster
+                .clone()
+                .map(|c| revocations::SharedRevocations::new(c, dir_path)),
             cluster,
             recent: recent::Recent::default(),
+            scheme: config.scheme,
         }))
     }
 
@@ -146,6 +158,13 @@ impl Portal {
                 _ = stop.cancelled() => return,
                 changed = generations.changed() => if changed.is_err() { return },
             }
+        }
+    }
+
+    /// Reads the other replicas' logouts until `stop` (nothing without a cluster client).
+    pub async fn follow_logouts(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        if let Some(shared) = self.shared.clone() {
+            shared.run(self.sessions.clone(), stop).await;
         }
     }
 
@@ -194,7 +213,7 @@ impl Portal {
         let ctx = Ctx::new(
             &parts.headers,
             parts.uri.authority().map(|a| a.as_str()),
-            scheme,
+            self.scheme.unwrap_or(scheme),
         );
         let path = parts.uri.path();
         let query = parts.uri.query().unwrap_or("");
@@ -208,7 +227,7 @@ impl Portal {
                 Err(message) => Err((StatusCode::BAD_REQUEST, message)),
             },
             (&Method::POST, "/logout") => match read_form(body).await {
-                Ok(form) => Ok(self.logout(&ctx, &parts.headers, &form)),
+                Ok(form) => Ok(self.logout(&ctx, &parts.headers, &form).await),
                 Err(message) => Err((StatusCode::BAD_REQUEST, message)),
             },
             (_, "/" | "/login" | "/logout") => Err((
@@ -409,7 +428,7 @@ impl Portal {
         )
     }
 
-    fn logout(
+    async fn logout(
         &self,
         ctx: &Ctx,
         headers: &HeaderMap,
@@ -440,6 +459,15 @@ impl Portal {
         }
         self.sessions.revoke(&session);
         tracing::info!(user = %session.user, "portal logout");
+        if let Some(shared) = &self.shared {
+            let published =
+                tokio::time::timeout(ACL_TIMEOUT, shared.publish(&session.sid, session.exp)).await;
+            if !matches!(published, Ok(Ok(()))) {
+                tracing::warn!(
+                    "cannot record a logout for the other replicas; they accept the session's service cookies until those expire"
+                );
+            }
+        }
         let mut response = self.login_form(
             ctx,
             headers,
@@ -576,7 +604,7 @@ impl Portal {
         let ctx = Ctx::new(
             &parts.headers,
             parts.uri.authority().map(|a| a.as_str()),
-            scheme,
+            self.scheme.unwrap_or(scheme),
         );
         let mut ticket = String::new();
         let mut to = String::from("/");
@@ -639,7 +667,7 @@ impl Portal {
         let ctx = Ctx::new(
             &parts.headers,
             parts.uri.authority().map(|a| a.as_str()),
-            scheme,
+            self.scheme.unwrap_or(scheme),
         );
         match &refusal {
             Refusal::Unauthenticated { reason, .. } => {
@@ -696,7 +724,7 @@ impl Portal {
         if caller != CallerKind::Browser {
             return None;
         }
-        let ctx = Ctx::new(headers, authority, scheme);
+        let ctx = Ctx::new(headers, authority, self.scheme.unwrap_or(scheme));
         let name = host_name(&ctx.host);
         let label = name
             .strip_suffix(&self.base_domain)
