@@ -407,11 +407,9 @@ async fn static_paths_of_ui_services() {
 fn browser_page(proxy: SocketAddr, url: &str, cookie: Option<&str>) -> String {
     let script = support::support_dir().join("browser_page.py");
     let mut command = std::process::Command::new(test_support::tool("python3"));
-    command
-        .arg(script)
-        .arg(url)
-        .arg("--resolve")
-        .arg(format!("MAP *.{BASE_DOMAIN} {proxy}, MAP {BASE_DOMAIN} {proxy}"));
+    command.arg(script).arg(url).arg("--resolve").arg(format!(
+        "MAP *.{BASE_DOMAIN} {proxy}, MAP {BASE_DOMAIN} {proxy}"
+    ));
     if let Some(c) = cookie {
         command.arg("--cookie").arg(c);
     }

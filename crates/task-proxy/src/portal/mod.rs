@@ -1009,3 +1009,108 @@ fn with_page_headers(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::{Endpoint, Protocol, RouteTimeouts, RoutingSnapshot, ServiceSpec};
+
+    fn portal() -> (Arc<Portal>, String) {
+        let table = Arc::new(RoutingTable::new("tp.test"));
+        table.publish(RoutingSnapshot::build(
+            "tp.test",
+            [ServiceSpec {
+                operation_id: "op-1".into(),
+                task_name: "main".into(),
+                service: "web".into(),
+                protocol: Protocol::Http,
+                endpoints: vec![Endpoint::new("127.0.0.1", 1)],
+                operation_start_time: None,
+                timeouts: RouteTimeouts::default(),
+            }],
+        ));
+        let domain = table.load().routes()[0].domain.clone();
+        let config = PortalConfig {
+            hosts: vec!["task-proxy.tp.test".into()],
+            key_file: None,
+            scheme: None,
+            session_ttl: Duration::from_secs(3600),
+            service_session_ttl: Duration::from_secs(600),
+        };
+        let portal = Portal::new(
+            &config,
+            "tp.test",
+            Gate::disabled(),
+            None,
+            table,
+            None,
+            "//sys/task_proxies",
+        )
+        .expect("portal");
+        (portal, domain)
+    }
+
+    #[test]
+    fn only_routed_service_urls_are_return_addresses() {
+        let (portal, domain) = portal();
+        for good in [
+            format!("http://{domain}/"),
+            format!("https://{domain}:8443/a?b=c#frag"),
+            format!("http://{}/x", domain.to_uppercase()),
+        ] {
+            let url = portal
+                .checked_return(&good)
+                .unwrap_or_else(|| panic!("{good}"));
+            assert!(url.fragment().is_none());
+        }
+        for bad in [
+            "http://evil.example/".to_string(),
+            "http://tp.test/".to_string(),
+            "http://task-proxy.tp.test/".to_string(),
+            "http://0badc0de.tp.test/".to_string(),
+            format!("http://{domain}.evil.example/"),
+            format!("ftp://{domain}/"),
+            format!("http://user:pw@{domain}/"),
+            format!("//{domain}/"),
+            "/relative".to_string(),
+            "javascript:alert(1)".to_string(),
+        ] {
+            assert!(portal.checked_return(&bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn portal_hosts_and_cookies() {
+        let (portal, domain) = portal();
+        let none = RoutingHeaders::default();
+        assert!(portal.owns(Some("tp.test:8080"), &none));
+        assert!(portal.owns(Some("TASK-PROXY.tp.test"), &none));
+        assert!(!portal.owns(Some(&domain), &none));
+        assert!(!portal.owns(Some("other.example"), &none));
+        let routed = RoutingHeaders::from_pairs([(&b"x-yt-taskproxy-id"[..], &b"abc"[..])]);
+        assert!(!portal.owns(Some("tp.test"), &routed));
+
+        let tls = Ctx::new(&HeaderMap::new(), Some("tp.test:8443"), "https");
+        let cookie = tls.set_cookie(PORTAL_COOKIE, "v", 60, "Lax");
+        assert_eq!(
+            cookie,
+            "__Host-tp_portal=v; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
+        );
+        assert_eq!(tls.port_suffix(), ":8443");
+        let plain = Ctx::new(&HeaderMap::new(), Some("tp.test"), "http");
+        assert_eq!(
+            plain.set_cookie(PORTAL_COOKIE, "v", 60, "Lax"),
+            "tp_portal=v; Path=/; Max-Age=60; HttpOnly; SameSite=Lax"
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://evil.example"),
+        );
+        assert!(!plain.same_origin(&headers));
+        headers.insert(header::ORIGIN, HeaderValue::from_static("http://tp.test"));
+        assert!(plain.same_origin(&headers));
+        assert_eq!(host_name("tp.test:80"), "tp.test");
+        assert_eq!(host_name("tp.test"), "tp.test");
+    }
+}
