@@ -325,7 +325,31 @@ async fn browser_logs_in_once_and_sees_understandable_pages() {
         serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("summary");
     assert_eq!(summary["web_uri"], "/headers?x=1&y=two");
     assert_eq!(summary["websocket"], "hello portal");
+    // 503: the cluster cannot check a new credential (whoami fails), so access cannot be
+    // decided.
+    env._cluster.knobs().set(
+        "whoami",
+        yt_devcluster::CommandKnob {
+            error_rate: 1.0,
+            ..yt_devcluster::CommandKnob::default()
+        },
+    );
+    let output = Command::new(test_support::tool("python3"))
+        .arg(support::support_dir().join("browser_page.py"))
+        .arg(format!("http://{}/", env.host(&env.op_a, "web")))
+        .args(["--resolve", &format!("MAP *.{BASE_DOMAIN} 127.0.0.1")])
+        .args(["--cookie", "YTCypressCookie=a-cookie-nobody-checked"])
+        .arg("--screenshot")
+        .arg(shots.join("error-503.png"))
+        .output()
+        .expect("run the browser");
+    let page = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        page.contains("503") && page.contains("Access cannot be checked"),
+        "{page}"
+    );
     for shot in [
+        "error-503.png",
         "portal-login.png",
         "portal-landing.png",
         "error-401.png",

@@ -709,7 +709,32 @@ impl Portal {
                     ),
                 )
             }
-            _ => with_page_headers(refusal.into_response(caller)),
+            Refusal::Unavailable { .. } | Refusal::Unsupported { .. } | Refusal::Limited { .. } => {
+                // The gate's answer (status, Retry-After), with a page that says it is the
+                // access check, not the job, that cannot answer.
+                let status = refusal.status();
+                let mut response = refusal.into_response(CallerKind::Other);
+                let message = std::mem::replace(response.body_mut(), full_body(Bytes::new()));
+                let message = message
+                    .collect()
+                    .await
+                    .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_string())
+                    .unwrap_or_default();
+                let page = crate::html::status_page_with(
+                    status,
+                    "Access cannot be checked right now",
+                    "The proxy asks the cluster whether you may read the operation behind this \
+                     service, and cannot get an answer now. Retry in a few seconds.",
+                    &message,
+                    "<div class=\"actions\"><a class=\"button\" id=\"retry\" href=\"\">Retry</a></div>",
+                );
+                *response.body_mut() = full_body(page);
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                with_page_headers(response)
+            }
         }
     }
 
