@@ -374,7 +374,13 @@ async fn tickets_cookies_redirects_and_forms_hold() {
     let host_b = env.host(&env.op_a, "lab");
     let return_a = format!("http://{host_a}/headers?q=1");
 
-    // Programs keep today's answers: 401 plain text, no redirect.
+    // Programs keep today's answers: 400 on the portal host, 401 plain text on a service.
+    let base = request(&env, "GET", &env.portal(), "/", &[]);
+    assert_eq!(base.status, 400, "{}", base.body);
+    assert!(base
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("text/plain"));
     let program = request(&env, "GET", &host_a, "/headers", &[]);
     assert_eq!(program.status, 401);
     assert!(program.header("location").is_none());

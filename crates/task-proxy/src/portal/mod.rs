@@ -33,8 +33,8 @@ pub mod revocations;
 use crate::answer::{full_body, local_answer, CallerKind, ProxyBody};
 use crate::auth::credentials::take_credentials;
 use crate::auth::session::{
-    random_id, take_cookies, Claims, Kind, SessionKey, SessionTtls, Sessions, CSRF_COOKIE,
-    PORTAL_COOKIE, SECURE_PREFIX, SERVICE_COOKIE,
+    random_id, Claims, Kind, SessionKey, SessionTtls, Sessions, CSRF_COOKIE, PORTAL_COOKIE,
+    SECURE_PREFIX, SERVICE_COOKIE,
 };
 use crate::auth::{Credential, Gate, Presented, Refusal, Secret};
 use crate::config::PortalConfig;
@@ -178,9 +178,16 @@ impl Portal {
             })
     }
 
-    /// [`Portal::owns`] for a request (one `Host`, no routing headers, a portal host).
+    /// [`Portal::owns`] for a request (one `Host`, no routing headers, a portal host) from a
+    /// browser: a page load (`Accept: text/html`) or a form post to `/login` or `/logout`.
+    /// Programs keep the data plane's answer for a request that names no service.
     pub fn owns_request<B>(&self, req: &Request<B>) -> bool {
         let headers = req.headers();
+        let form_post =
+            req.method() == Method::POST && matches!(req.uri().path(), "/login" | "/logout");
+        if !form_post && CallerKind::of(headers) != CallerKind::Browser {
+            return false;
+        }
         let mut hosts = headers.get_all(header::HOST).iter();
         let (first, second) = (hosts.next(), hosts.next());
         if second.is_some() {
@@ -248,7 +255,7 @@ impl Portal {
     }
 
     async fn home(&self, ctx: &Ctx, headers: &HeaderMap) -> Response<ProxyBody> {
-        let Some(session) = self.portal_session(headers) else {
+        let Some(session) = self.portal_session(headers, ctx.secure()) else {
             return self.login_form(ctx, headers, None, None, None, StatusCode::OK);
         };
         let snapshot = self.table.load();
@@ -337,7 +344,7 @@ impl Portal {
                 }
             },
         };
-        if let Some(session) = self.portal_session(headers) {
+        if let Some(session) = self.portal_session(headers, ctx.secure()) {
             return self.send_back(&session, return_url.as_ref(), Vec::new());
         }
         // The YTsaurus UI's cookie (or a token header) reaching this host logs in by itself.
@@ -386,7 +393,7 @@ impl Portal {
                 }
             },
         };
-        let nonce = cookie(headers, CSRF_COOKIE).unwrap_or_default();
+        let nonce = cookie(headers, CSRF_COOKIE, ctx.secure()).unwrap_or_default();
         if !ctx.same_origin(headers) || !self.sessions.csrf_ok(field("csrf"), &nonce) {
             tracing::info!("portal login refused: the form's anti-forgery check failed");
             return self.login_form(
@@ -439,7 +446,7 @@ impl Portal {
             .find(|(k, _)| k == "csrf")
             .map(|(_, v)| v.as_str())
             .unwrap_or("");
-        let Some(session) = self.portal_session(headers) else {
+        let Some(session) = self.portal_session(headers, ctx.secure()) else {
             return self.login_form(
                 ctx,
                 headers,
@@ -541,7 +548,7 @@ impl Portal {
         notice: Option<&str>,
         status: StatusCode,
     ) -> Response<ProxyBody> {
-        let existing = cookie(headers, CSRF_COOKIE)
+        let existing = cookie(headers, CSRF_COOKIE, ctx.secure())
             .filter(|n| n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit()));
         let nonce = existing.clone().unwrap_or_else(random_id);
         let csrf = self.sessions.csrf_token(&nonce);
@@ -569,8 +576,8 @@ impl Portal {
     }
 
     /// The valid portal session the request carries.
-    fn portal_session(&self, headers: &HeaderMap) -> Option<Claims> {
-        all_cookies(headers, PORTAL_COOKIE)
+    fn portal_session(&self, headers: &HeaderMap, secure: bool) -> Option<Claims> {
+        all_cookies(headers, PORTAL_COOKIE, secure)
             .into_iter()
             .find_map(|v| self.sessions.verify(Kind::Portal, &v, "").ok())
     }
@@ -960,20 +967,34 @@ fn authority(url: &url::Url) -> String {
     }
 }
 
-/// The value of the cookie `name` (or `__Host-` + `name`), the first one.
-fn cookie(headers: &HeaderMap, name: &'static str) -> Option<String> {
-    all_cookies(headers, name).into_iter().next()
+/// The value of the cookie `name`, the first one (see [`all_cookies`]).
+fn cookie(headers: &HeaderMap, name: &str, secure: bool) -> Option<String> {
+    all_cookies(headers, name, secure).into_iter().next()
 }
 
-fn all_cookies(headers: &HeaderMap, name: &'static str) -> Vec<String> {
-    let mut copy = HeaderMap::new();
-    for v in headers.get_all(header::COOKIE) {
-        copy.append(header::COOKIE, v.clone());
+/// The values of the cookie `name`: under TLS only `__Host-<name>`, which browsers accept only
+/// from this very host over TLS; a sibling host (a job's page) can set a plain `<name>` for the
+/// parent domain from script, and such a tossed cookie must not count.
+fn all_cookies(headers: &HeaderMap, name: &str, secure: bool) -> Vec<String> {
+    let wanted = if secure {
+        format!("{SECURE_PREFIX}{name}")
+    } else {
+        name.to_string()
+    };
+    let mut values = Vec::new();
+    for header in headers.get_all(header::COOKIE) {
+        let Ok(text) = header.to_str() else {
+            continue;
+        };
+        for pair in text.split(';') {
+            if let Some((n, v)) = pair.trim().split_once('=') {
+                if n.trim() == wanted {
+                    values.push(v.trim().trim_matches('"').to_string());
+                }
+            }
+        }
     }
-    take_cookies(&mut copy, &[name])
-        .into_iter()
-        .map(|(_, value)| value)
-        .collect()
+    values
 }
 
 async fn read_form<B>(body: B) -> Result<Vec<(String, String)>, String>
@@ -1135,6 +1156,15 @@ mod tests {
         assert!(!plain.same_origin(&headers));
         headers.insert(header::ORIGIN, HeaderValue::from_static("http://tp.test"));
         assert!(plain.same_origin(&headers));
+        // Under TLS a cookie tossed without the prefix (from a sibling host's script) is not
+        // the portal's.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("tp_portal=tossed; __Host-tp_portal=own"),
+        );
+        assert_eq!(all_cookies(&headers, PORTAL_COOKIE, true), vec!["own"]);
+        assert_eq!(all_cookies(&headers, PORTAL_COOKIE, false), vec!["tossed"]);
         assert_eq!(host_name("tp.test:80"), "tp.test");
         assert_eq!(host_name("tp.test"), "tp.test");
     }
