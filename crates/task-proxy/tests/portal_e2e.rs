@@ -38,11 +38,12 @@ struct Env {
 
 impl Env {
     async fn start() -> Env {
-        let cluster = dev_cluster().await;
-        Env::start_on(cluster).await
+        Env::start_with(&[]).await
     }
 
-    async fn start_on(cluster: DevCluster) -> Env {
+    /// With `extra` flags.
+    async fn start_with(extra: &[&str]) -> Env {
+        let cluster = dev_cluster().await;
         let op_a = start_operation(&cluster, TASKS, "{}");
         let op_b = start_operation(&cluster, TASKS, BOB_READS);
         // bob's own operation, which alice may not read.
@@ -74,20 +75,18 @@ impl Env {
         key_file.write_all(&key).expect("write key");
         let key_path = key_file.path().to_string_lossy().into_owned();
         let cluster_url = cluster.url();
-        let proxy = FileProxy::start(
-            &services,
-            &[
-                "--yt-proxy",
-                &cluster_url,
-                "--yt-token",
-                "robot-token",
-                "--portal-key-file",
-                &key_path,
-                "--upstream-response-timeout",
-                "2s",
-            ],
-            &[("RUST_LOG", "warn")],
-        );
+        let mut flags = vec![
+            "--yt-proxy",
+            &cluster_url,
+            "--yt-token",
+            "robot-token",
+            "--portal-key-file",
+            &key_path,
+            "--upstream-response-timeout",
+            "2s",
+        ];
+        flags.extend_from_slice(extra);
+        let proxy = FileProxy::start(&services, &flags, &[("RUST_LOG", "warn")]);
         Env {
             _cluster: cluster,
             op_a,
@@ -753,6 +752,168 @@ async fn logout_on_one_replica_ends_the_session_on_the_others() {
         page.contains("name=\"token\""),
         "a login form on the other replica"
     );
+}
+
+/// `GET`/`POST` over TLS to `host` (no port) on the proxy's TLS port: status line and head,
+/// and body.
+fn tls_request(port: u16, host: &str, method: &str, path: &str, args: &[&str]) -> (String, String) {
+    let resolve = format!("{host}:{port}:127.0.0.1");
+    let url = format!("https://{host}:{port}{path}");
+    let mut all = vec![
+        "-k",
+        "-i",
+        "--resolve",
+        &resolve,
+        "-X",
+        method,
+        "-H",
+        BROWSER,
+    ];
+    all.extend_from_slice(args);
+    all.push(&url);
+    let (_, out) = curl(&all);
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((out.as_str(), ""));
+    (head.to_string(), body.to_string())
+}
+
+/// The value of `Set-Cookie: <name>=...` in a head.
+fn set_cookie<'a>(head: &'a str, name: &str) -> Option<(&'a str, &'a str)> {
+    head.lines().find_map(|l| {
+        let line = l.strip_prefix("set-cookie: ")?;
+        let rest = line.strip_prefix(name)?.strip_prefix('=')?;
+        Some((rest.split(';').next()?, line))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_tls_cookies_are_secure_host_prefixed_and_tossed_ones_do_not_count() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let certified = rcgen::generate_simple_self_signed(vec![
+        BASE_DOMAIN.to_string(),
+        format!("*.{BASE_DOMAIN}"),
+    ])
+    .expect("cert");
+    let (cert, key) = (certs.path().join("tls.crt"), certs.path().join("tls.key"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("write key");
+    let env = Env::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap_or_default(),
+        "--tls-key",
+        key.to_str().unwrap_or_default(),
+        "--tls-listen",
+        "127.0.0.1:0",
+    ])
+    .await;
+    let port = env.proxy.proxy.tls.expect("tls listener").port();
+    let domain = service_hash(&env.op_a, "main", "web") + "." + BASE_DOMAIN;
+
+    // A page load without credentials: to the portal over https.
+    let (head, _) = tls_request(port, &domain, "GET", "/headers?q=1", &[]);
+    assert!(
+        head.starts_with("HTTP/1.1 302") || head.starts_with("HTTP/2 302"),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!(
+            "location: https://{BASE_DOMAIN}:{port}/login?return=https%3A%2F%2F"
+        )),
+        "{head}"
+    );
+
+    let (head, body) = tls_request(port, BASE_DOMAIN, "GET", "/login", &[]);
+    let (nonce, line) = set_cookie(&head, "__Host-tp_csrf").expect("prefixed csrf cookie");
+    assert!(
+        line.contains("; Secure")
+            && line.contains("Path=/")
+            && !line.to_ascii_lowercase().contains("domain="),
+        "{line}"
+    );
+    let field = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("csrf field");
+    // The same nonce in a plain (tossable) cookie does not count under TLS.
+    let origin = format!("Origin: https://{BASE_DOMAIN}:{port}");
+    let ret = format!("return=https://{domain}:{port}/headers?q=1");
+    let form = format!("csrf={field}");
+    let tossed = format!("Cookie: tp_csrf={nonce}");
+    let (head, _) = tls_request(
+        port,
+        BASE_DOMAIN,
+        "POST",
+        "/login",
+        &[
+            "-H",
+            &tossed,
+            "-H",
+            &origin,
+            "--data-urlencode",
+            &form,
+            "--data-urlencode",
+            "token=alice-token",
+            "--data-urlencode",
+            &ret,
+        ],
+    );
+    assert!(head.contains(" 403"), "{head}");
+    let own = format!("Cookie: __Host-tp_csrf={nonce}");
+    let (head, _) = tls_request(
+        port,
+        BASE_DOMAIN,
+        "POST",
+        "/login",
+        &[
+            "-H",
+            &own,
+            "-H",
+            &origin,
+            "--data-urlencode",
+            &form,
+            "--data-urlencode",
+            "token=alice-token",
+            "--data-urlencode",
+            &ret,
+        ],
+    );
+    assert!(head.contains(" 303"), "{head}");
+    let (portal, line) = set_cookie(&head, "__Host-tp_portal").expect("prefixed portal cookie");
+    assert!(
+        line.contains("; Secure") && line.contains("HttpOnly") && line.contains("SameSite=Lax"),
+        "{line}"
+    );
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .expect("location");
+    let path = location
+        .split_once(&format!(":{port}"))
+        .map(|(_, p)| p)
+        .expect("ticket path");
+    assert!(
+        location.starts_with(&format!("https://{domain}:{port}/.task-proxy/session?")),
+        "{location}"
+    );
+
+    let (head, _) = tls_request(port, &domain, "GET", path, &[]);
+    let (session, line) = set_cookie(&head, "__Host-tp_session").expect("prefixed service cookie");
+    assert!(line.contains("; Secure"), "{line}");
+    let cookie = format!("Cookie: __Host-tp_session={session}");
+    let (head, body) = tls_request(port, &domain, "GET", "/headers?q=1", &["-H", &cookie]);
+    assert!(head.contains(" 200"), "{head}");
+    assert!(
+        !body.contains("tp_session") && !body.contains(session),
+        "{body}"
+    );
+
+    // The portal session under its plain name (as a sibling host could toss it) is ignored.
+    let tossed = format!("Cookie: tp_portal={portal}");
+    let (_, page) = tls_request(port, BASE_DOMAIN, "GET", "/", &["-H", &tossed]);
+    assert!(page.contains("name=\"token\""), "a login form");
+    let own = format!("Cookie: __Host-tp_portal={portal}");
+    let (_, page) = tls_request(port, BASE_DOMAIN, "GET", "/", &["-H", &own]);
+    assert!(page.contains("Your services"), "{page}");
 }
 
 fn form_urlencode(value: &str) -> String {
