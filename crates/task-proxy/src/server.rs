@@ -50,6 +50,8 @@ pub enum StartError {
     ServicesFile(#[from] ServicesFileError),
     #[error("cannot load the TLS certificate: {0}")]
     Tls(#[from] proxy::tls::TlsError),
+    #[error("cannot start the browser portal: {0}")]
+    Portal(#[from] crate::portal::PortalError),
     #[error("cannot listen on {addr} (admin): {source}")]
     AdminBind {
         addr: SocketAddr,
@@ -245,6 +247,7 @@ struct Parts {
     table: Arc<RoutingTable>,
     balancer: Arc<Balancer>,
     gate: Gate,
+    portal: Option<Arc<crate::portal::Portal>>,
     shutdown: CancellationToken,
     file_source: Option<ServicesFileSource>,
     discovery_status: Option<crate::discovery::DiscoveryStatus>,
@@ -297,10 +300,24 @@ impl Parts {
             Some(t) => Some((t.listen, Tls::new(t.cert.clone(), t.key.clone())?)),
             None => None,
         };
+        // The browser portal needs auth: without it there is no one to log in.
+        let portal = match &config.portal {
+            Some(portal_config) if gate.is_enabled() => Some(crate::portal::Portal::new(
+                portal_config,
+                &config.base_domain,
+                gate.clone(),
+                config.auth.login_url.clone(),
+                table.clone(),
+                discovery_client(config).ok(),
+                &config.dir_path,
+            )?),
+            _ => None,
+        };
         let shared = Arc::new(Shared {
             table: table.clone(),
             balancer: balancer.clone(),
             gate: gate.clone(),
+            portal: portal.clone(),
             limits: config.limits.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
@@ -337,6 +354,7 @@ impl Parts {
             table,
             balancer,
             gate,
+            portal,
             shutdown,
             file_source,
             discovery_status,
@@ -355,6 +373,7 @@ impl Parts {
             table,
             balancer,
             gate,
+            portal,
             shutdown,
             file_source,
             discovery_status,
@@ -365,6 +384,10 @@ impl Parts {
             ..
         } = self;
         let admin_stop = CancellationToken::new();
+        if let Some(portal) = &portal {
+            tokio::spawn(portal.clone().follow_routes(shutdown.clone()));
+            tokio::spawn(portal.clone().follow_logouts(shutdown.clone()));
+        }
         if let Some(file_source) = file_source {
             tokio::spawn(file_source.watch(Duration::from_secs(1), shutdown.clone()));
         }
@@ -384,6 +407,7 @@ impl Parts {
             balancer,
             draining: shutdown.clone(),
             stop: admin_stop.clone(),
+            service_port: Some(data_plane.plain_addr.port()),
         });
         let admin_task = match tokio::net::TcpListener::from_std(admin_listener) {
             Ok(listener) => Some(tokio::spawn(admin.serve(listener))),

@@ -196,14 +196,20 @@ async fn matrix_of_users_and_credential_forms_over_http_and_grpc() {
         body.to_ascii_lowercase().contains("www-authenticate:"),
         "{body}"
     );
+    // A browser is sent to the portal's login, which returns to the URL asked for.
     let (_, page) = curl(&[
+        "-i",
         "-H",
         &host,
         "-H",
         "Accept: text/html,application/xhtml+xml",
         &env.url("/"),
     ]);
-    assert!(page.contains(&format!("href=\"{LOGIN_URL}\"")), "{page}");
+    assert!(page.starts_with("HTTP/1.1 302"), "{page}");
+    assert!(
+        page.contains(&format!("location: http://{BASE_DOMAIN}/login?return=")),
+        "{page}"
+    );
 
     let metrics = env.proxy.metrics();
     for needle in [
@@ -401,11 +407,9 @@ async fn static_paths_of_ui_services() {
 fn browser_page(proxy: SocketAddr, url: &str, cookie: Option<&str>) -> String {
     let script = support::support_dir().join("browser_page.py");
     let mut command = std::process::Command::new(test_support::tool("python3"));
-    command
-        .arg(script)
-        .arg(url)
-        .arg("--resolve")
-        .arg(format!("MAP *.{BASE_DOMAIN} {proxy}"));
+    command.arg(script).arg(url).arg("--resolve").arg(format!(
+        "MAP *.{BASE_DOMAIN} {proxy}, MAP {BASE_DOMAIN} {proxy}"
+    ));
     if let Some(c) = cookie {
         command.arg("--cookie").arg(c);
     }
@@ -424,8 +428,10 @@ async fn browser_with_and_without_the_session_cookie() {
     let url = format!("http://{}/", env.domain("web"));
     let page = browser_page(env.proxy.plain, &url, Some("YTCypressCookie=alice-cookie"));
     assert!(page.contains("demo job http-job"), "{page}");
+    // Without it, the portal's login page (on the base domain): a token form and the link to
+    // the YTsaurus UI.
     let page = browser_page(env.proxy.plain, &url, None);
-    assert!(page.contains("Log in required"), "{page}");
+    assert!(page.contains("name=\"token\""), "{page}");
     assert!(page.contains(LOGIN_URL), "{page}");
 }
 

@@ -375,6 +375,16 @@ fn data_flows_one_way() {
         ("auth", "server"),
         ("discovery", "server"),
         ("source", "server"),
+        ("portal", "server"),
+        // The portal is the browser side of auth: it reads routing and asks auth, and the
+        // data plane calls it, never the other way round.
+        ("portal", "proxy"),
+        ("portal", "admin"),
+        ("portal", "discovery"),
+        ("routing", "portal"),
+        ("auth", "portal"),
+        ("discovery", "portal"),
+        ("source", "portal"),
     ] {
         if imports(from, to) {
             wrong.push(format!("{from} imports {to}"));

@@ -37,6 +37,9 @@ pub struct Admin {
     pub draining: CancellationToken,
     /// Stops the admin listener.
     pub stop: CancellationToken,
+    /// How the status page links service domains: `http://<domain>:<port>/` with the plain
+    /// listener's port (`None`: domains are shown unlinked).
+    pub service_port: Option<u16>,
 }
 
 #[derive(Serialize)]

@@ -92,15 +92,22 @@ fn services_section(admin: &Admin, page: &mut String) {
             }
         }
         let error_class = if errors > 0 { " bad" } else { "" };
+        let link = |domain: &str| match admin.service_port {
+            Some(port) => format!(
+                "<a href=\"http://{0}:{port}/\"><code>{0}</code></a>",
+                html_escape(domain)
+            ),
+            None => format!("<code>{}</code>", html_escape(domain)),
+        };
         let alias = match &route.alias_domain {
-            Some(domain) => format!("<br><code>{}</code>", html_escape(domain)),
+            Some(domain) => format!("<br>{}", link(domain)),
             None => String::new(),
         };
         let _ = write!(
             page,
-            "<tr><td><code>{}</code>{alias}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td>\
+            "<tr><td>{}{alias}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{}</td><td>{endpoints}</td><td class=num>{requests}</td><td class=\"num{error_class}\">{errors}</td></tr>",
-            html_escape(&route.domain),
+            link(&route.domain),
             html_escape(&route.key.operation_id),
             html_escape(&route.key.task_name),
             html_escape(&route.key.service),

@@ -34,6 +34,11 @@ pub const MAX_SECRET_LEN: usize = 8 * 1024;
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret the caller typed (the portal's login form).
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
     /// The secret itself, for sending it to the cluster. Never log it.
     pub fn expose(&self) -> &str {
         &self.0

@@ -14,6 +14,7 @@ use super::front::FrontCache;
 use super::limit::{Limited, LookupLimiter, LookupLimits};
 use super::login_page::{validate_login_url, BadLoginUrl};
 use super::metrics::{AuthMetrics, CacheName, CacheResult, Call, CallResult, LimitResult, Outcome};
+use super::session::Sessions;
 use super::static_skip::{Fetch, StaticSkip};
 use super::{Admitted, LimitScope, LoginHint, Refusal};
 use crate::routing::Route;
@@ -188,6 +189,8 @@ struct Inner {
     metrics: AuthMetrics,
     /// `None` when auth is off.
     checks: Option<Arc<Checks>>,
+    /// Browser sessions of the portal, when it runs: their service cookies stand for a login.
+    sessions: std::sync::OnceLock<Arc<Sessions>>,
 }
 
 /// The auth gate in front of every service. Cheap to clone (shared state).
@@ -226,6 +229,7 @@ impl Gate {
                 static_skip: StaticSkip::none(),
                 metrics: AuthMetrics::new(),
                 checks: None,
+                sessions: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -287,6 +291,7 @@ impl Gate {
                 static_skip: config.static_skip,
                 metrics: AuthMetrics::new(),
                 checks: Some(Arc::new(checks)),
+                sessions: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -306,6 +311,50 @@ impl Gate {
     pub fn mark_unsupported(&self, reason: &str) {
         if let Some(checks) = &self.inner.checks {
             checks.mark_unsupported(reason);
+        }
+    }
+
+    /// Accepts the portal's service session cookies as credentials from now on (and removes
+    /// them from every request). Set once, at start-up.
+    pub fn attach_sessions(&self, sessions: Arc<Sessions>) {
+        let _ = self.inner.sessions.set(sessions);
+    }
+
+    /// The login behind `credential` (`whoami` through the identity cache and the look-up
+    /// limits), for the portal's login.
+    pub async fn identify(
+        &self,
+        credential: &Credential,
+        client: IpAddr,
+    ) -> Result<String, Refusal> {
+        let Some(checks) = &self.inner.checks else {
+            return Err(Refusal::Unsupported {
+                reason: Arc::from("auth is off"),
+            });
+        };
+        checks
+            .identify(
+                credential,
+                credential.fingerprint(),
+                client,
+                &self.inner.metrics,
+            )
+            .await
+            .map(|user| user.to_string())
+    }
+
+    /// Whether `user` may read `operation_id` (the cached decision every request uses).
+    pub async fn may_read(&self, user: &str, operation_id: &str) -> Result<bool, Refusal> {
+        let Some(checks) = &self.inner.checks else {
+            return Ok(true);
+        };
+        match checks
+            .decision(Arc::from(user), operation_id, &self.inner.metrics)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(Refusal::Forbidden { .. }) => Ok(false),
+            Err(other) => Err(other),
         }
     }
 
@@ -352,6 +401,10 @@ impl Gate {
         client: IpAddr,
     ) -> Result<Admitted, Refusal> {
         let inner = &*self.inner;
+        let session = inner
+            .sessions
+            .get()
+            .and_then(|sessions| sessions.take_service_cookie(headers, &route.domain));
         let presented = take_credentials(headers, &inner.cookie_name);
         let metrics = &inner.metrics;
         let Some(checks) = &inner.checks else {
@@ -365,8 +418,7 @@ impl Gate {
         let credential = match presented {
             Presented::Credential(credential) => credential,
             Presented::Missing => {
-                metrics.decision(Outcome::Unauthenticated);
-                return Err(checks.unauthenticated("no credentials"));
+                return self.admit_session(checks, session, route).await;
             }
             Presented::Malformed(reason) => {
                 metrics.decision(Outcome::Unauthenticated);
@@ -401,6 +453,45 @@ impl Gate {
             );
         }
         result.map(|(admitted, _)| admitted)
+    }
+}
+
+impl Gate {
+    /// A request whose only credential is a browser session of the portal (or none).
+    async fn admit_session(
+        &self,
+        checks: &Arc<Checks>,
+        session: Option<Result<String, super::session::Invalid>>,
+        route: &Route,
+    ) -> Result<Admitted, Refusal> {
+        let metrics = &self.inner.metrics;
+        let user = match session {
+            None => {
+                metrics.decision(Outcome::Unauthenticated);
+                return Err(checks.unauthenticated("no credentials"));
+            }
+            Some(Err(invalid)) => {
+                metrics.decision(Outcome::Unauthenticated);
+                return Err(checks.unauthenticated(&format!("browser session: {invalid}")));
+            }
+            Some(Ok(user)) => user,
+        };
+        if let Some(reason) = checks.unsupported.get() {
+            metrics.decision(Outcome::Unavailable);
+            return Err(Refusal::Unsupported {
+                reason: reason.clone(),
+            });
+        }
+        let result = checks
+            .decision(Arc::from(user.as_str()), &route.key.operation_id, metrics)
+            .await;
+        match &result {
+            Ok((_, Source::Stale, _)) => metrics.decision(Outcome::AllowedStale),
+            Ok(_) => metrics.decision(Outcome::Allowed),
+            Err(Refusal::Forbidden { .. }) => metrics.decision(Outcome::Denied),
+            Err(_) => metrics.decision(Outcome::Unavailable),
+        }
+        result.map(|_| Admitted { user: Some(user) })
     }
 }
 
@@ -484,6 +575,38 @@ impl Checks {
         client: IpAddr,
         metrics: &AuthMetrics,
     ) -> Result<(Admitted, bool), Refusal> {
+        let (user, identity_source, identity_fresh_until) = self
+            .identity(credential, fingerprint, client, metrics)
+            .await?;
+        let (key, decision_source, decision_fresh_until) =
+            self.decision(user, operation_id, metrics).await?;
+        let stale = identity_source == Source::Stale || decision_source == Source::Stale;
+        if let (Some(a), Some(b)) = (identity_fresh_until, decision_fresh_until) {
+            // The per-thread copy ends where the refresh window starts, so hits inside the
+            // window reach the shared caches, which start the refresh.
+            let until = a.min(b).checked_sub(self.refresh_before);
+            if let Some(until) = until.filter(|until| *until > self.clock.now()) {
+                self.front
+                    .put(fingerprint, key.operation.clone(), key.user.clone(), until);
+            }
+        }
+        Ok((
+            Admitted {
+                user: Some(key.user.to_string()),
+            },
+            stale,
+        ))
+    }
+
+    /// The login behind `credential`, through the identity cache (a miss costs a limited
+    /// `whoami`): where the answer came from and until when it is fresh.
+    async fn identity(
+        self: &Arc<Self>,
+        credential: &Credential,
+        fingerprint: [u8; 32],
+        client: IpAddr,
+        metrics: &AuthMetrics,
+    ) -> Result<(Arc<str>, Source, Option<Instant>), Refusal> {
         let identity = self
             .identities
             .lookup(
@@ -543,11 +666,33 @@ impl Checks {
         ) {
             self.refresh_identity(fingerprint, credential.clone(), metrics.clone());
         }
-        let user = match identity {
-            Identity::User(user) => user,
-            Identity::Rejected(reason) => return Err(self.unauthenticated(&reason)),
-        };
+        match identity {
+            Identity::User(user) => Ok((user, identity_source, identity_fresh_until)),
+            Identity::Rejected(reason) => Err(self.unauthenticated(&reason)),
+        }
+    }
 
+    /// [`Checks::identity`], the login only.
+    async fn identify(
+        self: &Arc<Self>,
+        credential: &Credential,
+        fingerprint: [u8; 32],
+        client: IpAddr,
+        metrics: &AuthMetrics,
+    ) -> Result<Arc<str>, Refusal> {
+        self.identity(credential, fingerprint, client, metrics)
+            .await
+            .map(|(user, _, _)| user)
+    }
+
+    /// Whether `user` may read `operation_id`, through the decision cache: the key, where the
+    /// answer came from and until when it is fresh; [`Refusal::Forbidden`] when not.
+    async fn decision(
+        self: &Arc<Self>,
+        user: Arc<str>,
+        operation_id: &str,
+        metrics: &AuthMetrics,
+    ) -> Result<(DecisionKey, Source, Option<Instant>), Refusal> {
         let key = DecisionKey {
             user,
             operation: Arc::from(operation_id),
@@ -599,22 +744,7 @@ impl Checks {
                 user: key.user.to_string(),
             });
         }
-        let stale = identity_source == Source::Stale || decision_source == Source::Stale;
-        if let (Some(a), Some(b)) = (identity_fresh_until, decision_fresh_until) {
-            // The per-thread copy ends where the refresh window starts, so hits inside the
-            // window reach the shared caches, which start the refresh.
-            let until = a.min(b).checked_sub(self.refresh_before);
-            if let Some(until) = until.filter(|until| *until > self.clock.now()) {
-                self.front
-                    .put(fingerprint, key.operation.clone(), key.user.clone(), until);
-            }
-        }
-        Ok((
-            Admitted {
-                user: Some(key.user.to_string()),
-            },
-            stale,
-        ))
+        Ok((key, decision_source, decision_fresh_until))
     }
 
     /// Refreshes a credential's identity in the background (its hit was served from the cache);

@@ -1,5 +1,7 @@
-//! The page a browser gets instead of a bare 401: what happened and how to log in (through the
-//! YTsaurus UI, whose session cookie the proxy accepts; or with a token for scripts). The login
+//! The page a browser gets instead of a bare 401 when the portal is off
+//! (`--portal-enabled=false`; with it, browsers are sent to the portal's login instead): what
+//! happened and how to log in (through the YTsaurus UI, whose session cookie the proxy
+//! accepts; or with a token for scripts). The login
 //! link is configurable (`--auth-login-url`); everything inserted is HTML-escaped.
 
 use crate::html::escape;

@@ -12,7 +12,8 @@
 //!   implemented for `yt_client::YtClient`;
 //! - [`gate`]: the decision itself and its configuration;
 //! - [`limit`]: limits on the cluster look-ups unknown credentials cause;
-//! - [`login_page`]: the page browsers get instead of a bare 401;
+//! - [`login_page`]: the page browsers get instead of a bare 401 when the portal is off;
+//! - [`session`]: the portal's signed browser sessions and tickets, which the gate accepts;
 //! - [`metrics`]: decisions, cache look-ups, cluster latency.
 
 pub mod backend;
@@ -23,6 +24,7 @@ pub mod gate;
 pub mod limit;
 pub mod login_page;
 pub mod metrics;
+pub mod session;
 pub mod static_skip;
 mod yt_backend;
 

@@ -21,6 +21,7 @@ use super::shared::{monotonic_ms, ConnSlot, Shared};
 use super::upgrade::{self, TunnelContext};
 use super::upstream::{ConnectError, Upstreams};
 use crate::answer::{local_answer, BoxError, CallerKind, ProxyBody};
+use crate::portal::Portal;
 use crate::proxy::metrics::Unrouted;
 use crate::routing::{Protocol, RouteKeyError, RoutingHeaders};
 use bytes::Bytes;
@@ -349,6 +350,12 @@ impl Pipeline {
             return Ok(answer);
         }
 
+        if let Some(portal) = &self.shared.portal {
+            if portal.owns_request(&req) {
+                return Ok(portal.serve(req, conn.peer, conn.client.scheme).await);
+            }
+        }
+
         // Route.
         let routed = {
             // x-yt-taskproxy-id and the operation triple headers, in one pass over the names.
@@ -374,6 +381,24 @@ impl Pipeline {
                     Unroutable::BadRequest(_) => Unrouted::BadRequest,
                     Unroutable::NoSuchTask(_) => Unrouted::NoSuchTask,
                 });
+                if let (Unroutable::NoSuchTask(_), Some(portal)) = (&unroutable, &self.shared.portal)
+                {
+                    // A browser on a service domain that is gone: say whether it finished.
+                    let authority = req
+                        .uri()
+                        .authority()
+                        .map(|a| a.as_str())
+                        .or_else(|| {
+                            req.headers()
+                                .get(http::header::HOST)
+                                .and_then(|h| h.to_str().ok())
+                        });
+                    if let Some(page) =
+                        portal.not_found(caller, req.headers(), authority, conn.client.scheme)
+                    {
+                        return Ok(page);
+                    }
+                }
                 let (status, message) = unroutable_answer(&unroutable);
                 let mut answer = local_answer(caller, status, &message, None);
                 if closes_connection(status) {
@@ -406,6 +431,11 @@ impl Pipeline {
         }
 
         // Admit.
+        if let Some(portal) = &self.shared.portal {
+            if Portal::is_session_path(parts.uri.path()) {
+                return Ok(portal.redeem(&parts, &backend.route, conn.client.scheme));
+            }
+        }
         match self
             .shared
             .gate
@@ -420,7 +450,15 @@ impl Pipeline {
             }
             Err(refusal) => {
                 stats.count_status(refusal.status());
-                return Ok(refusal.into_response(caller));
+                return Ok(match &self.shared.portal {
+                    Some(portal) => {
+                        let scheme = conn.client.scheme;
+                        portal
+                            .refusal(refusal, caller, &parts, &backend.route, scheme)
+                            .await
+                    }
+                    None => refusal.into_response(caller),
+                });
             }
         }
 

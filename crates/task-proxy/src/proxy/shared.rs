@@ -18,6 +18,8 @@ pub struct Shared {
     pub table: Arc<RoutingTable>,
     pub balancer: Arc<Balancer>,
     pub gate: Gate,
+    /// The browser portal (login, sessions, pages), when on.
+    pub portal: Option<Arc<crate::portal::Portal>>,
     pub limits: Limits,
     pub metrics: Arc<ProxyMetrics>,
     /// Fired on SIGTERM/SIGINT: stop accepting, finish what is in flight.

@@ -45,6 +45,7 @@ use super::shared::Shared;
 use super::upstream::{ConnectError, Upstreams};
 use crate::answer::{CallerKind, LocalAnswer};
 use crate::auth::Fetch;
+use crate::portal::Portal;
 use crate::proxy::metrics::Unrouted;
 use crate::routing::{Protocol, RoutingHeaders};
 use bytes::{Buf, Bytes, BytesMut};
@@ -290,6 +291,8 @@ impl Relay {
         );
         let backend = match routed {
             Ok(backend) => backend,
+            // The portal's host and its pages are served on the general path.
+            Err(_) if shared.portal.is_some() => return Next::General,
             Err(unroutable) => {
                 shared.metrics.count_unrouted(match unroutable {
                     Unroutable::BadRequest(_) => Unrouted::BadRequest,
@@ -320,6 +323,9 @@ impl Relay {
         };
         let path = target.split(|b| *b == b'?').next().unwrap_or(target);
         let path = std::str::from_utf8(path).unwrap_or("/");
+        if shared.portal.is_some() && Portal::is_session_path(path) {
+            return Next::General;
+        }
         // Heads with Upgrade, Expect, Transfer-Encoding or a Connection naming headers never
         // get here (they take the general path): method and body decide the shape.
         let fetch = if matches!(head.method, Method::GET | Method::HEAD) && head.body_len == 0 {
@@ -336,6 +342,13 @@ impl Relay {
                 if let Some(record) = record.as_mut() {
                     record.user = admitted.user;
                 }
+            }
+            Err(_)
+                if shared.portal.is_some()
+                    && caller(head, head_bytes) == CallerKind::Browser =>
+            {
+                // The portal's redirect and pages are answered on the general path.
+                return Next::General;
             }
             Err(refusal) => {
                 backend.stats.count_status(refusal.status());
