@@ -13,7 +13,7 @@ use std::time::Duration;
 use task_proxy::admin::{self, Admin};
 use task_proxy::auth::Gate;
 use task_proxy::config::{Config, ServeArgs, ServicesSource};
-use task_proxy::discovery::{Discovery, DiscoveryConfig};
+use task_proxy::discovery::{Discovery, DiscoveryConfig, ElectionConfig};
 use task_proxy::proxy::balance::Balancer;
 use task_proxy::proxy::conn_limit::ConnLimitSettings;
 use task_proxy::proxy::{tls::Tls, DataPlane, ListenConfig, Shared};
@@ -280,10 +280,16 @@ fn serve(config: Config, on_listening: impl FnOnce(Running)) -> anyhow::Result<(
             let mut discovery_config = DiscoveryConfig::new(config.base_domain.clone());
             discovery_config.dir_path = config.dir_path.clone();
             discovery_config.period = config.discovery_period;
-            (
-                None,
-                Some(Discovery::new(yt_client(&config)?, discovery_config)),
-            )
+            discovery_config.election = config
+                .election
+                .as_ref()
+                .map(|e| ElectionConfig::from_settings(e, &config.dir_path));
+            let mut client = yt_client_config(&config)?;
+            if let Some(election) = &discovery_config.election {
+                client.user_agent = election.user_agent();
+            }
+            let client = YtClient::new(client).context("cannot set up the cluster client")?;
+            (None, Some(Discovery::new(client, discovery_config)))
         }
     };
     let discovery_status = discovery.as_ref().map(Discovery::status);
@@ -401,6 +407,10 @@ fn serve(config: Config, on_listening: impl FnOnce(Running)) -> anyhow::Result<(
                 std::process::exit(1);
             }
         }
+        if let Some(status) = &discovery_status {
+            // The elected leader aborts its transaction first: the next replica takes over now.
+            status.wait_stopped(Duration::from_secs(3)).await;
+        }
         admin_stop.cancel();
         let _ = admin_task.await;
         anyhow::Ok(())
@@ -427,9 +437,9 @@ fn spawn_discovery(
     Ok(())
 }
 
-/// The robot's client of the cluster (`--yt-proxy`, token from `--yt-token-path` or
+/// The robot's client configuration (`--yt-proxy`, token from `--yt-token-path` or
 /// `--yt-token`).
-fn yt_client(config: &Config) -> anyhow::Result<YtClient> {
+fn yt_client_config(config: &Config) -> anyhow::Result<ClientConfig> {
     let proxy = config
         .yt_proxy
         .clone()
@@ -446,7 +456,7 @@ fn yt_client(config: &Config) -> anyhow::Result<YtClient> {
     // A call's retries and waits (a proxy's `Retry-After` included) end within one discovery
     // period, so a failing cluster fails the pass instead of stretching it.
     client_config.deadline = Some(config.discovery_period.max(Duration::from_secs(1)));
-    YtClient::new(client_config).context("cannot set up the cluster client")
+    Ok(client_config)
 }
 
 async fn wait_for_signal() {

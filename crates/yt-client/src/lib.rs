@@ -11,11 +11,13 @@
 mod config;
 mod error;
 pub mod time;
+mod transactions;
 mod transport;
 mod types;
 
 pub use config::{ClientConfig, Credentials};
 pub use error::{codes, Error, YtError};
+pub use transactions::{LockMode, LockResult, WriteOptions};
 pub use transport::ClientStats;
 pub use types::{
     host_of, BatchRequest, CursorDirection, Job, ListOperationsRequest, OperationsPage,

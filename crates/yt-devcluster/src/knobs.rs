@@ -45,6 +45,9 @@ pub struct CommandKnob {
     /// `localhost` at the same port, path and query) unless the request has
     /// `X-YT-Suppress-Redirect`.
     pub redirect: bool,
+    /// Apply this knob only to requests whose `User-Agent` contains this text (one client of
+    /// several cut off from the cluster, e.g. one proxy replica); others see no knob.
+    pub user_agent: Option<String>,
 }
 
 /// What the server should do with one request, decided from the knobs.
@@ -95,10 +98,23 @@ impl Knobs {
         self.commands.read().map(|m| m.clone()).unwrap_or_default()
     }
 
-    /// The knob in force for `command`.
+    /// The knob in force for `command` (for any client).
     pub fn get(&self, command: &str) -> Option<CommandKnob> {
+        self.get_for(command, "")
+    }
+
+    /// The knob in force for `command` sent by `user_agent`: a knob limited to other clients'
+    /// user agents is not in force.
+    pub fn get_for(&self, command: &str, user_agent: &str) -> Option<CommandKnob> {
         let map = self.commands.read().ok()?;
-        map.get(command).or_else(|| map.get("*")).cloned()
+        map.get(command)
+            .or_else(|| map.get("*"))
+            .filter(|k| {
+                k.user_agent
+                    .as_deref()
+                    .is_none_or(|wanted| user_agent.contains(wanted))
+            })
+            .cloned()
     }
 
     /// Whether the server answers as if it did not have `command`.
@@ -110,8 +126,8 @@ impl Knobs {
     }
 
     /// Decides the fault for one request of `command`.
-    pub fn decide(&self, command: &str) -> Fault {
-        let Some(knob) = self.get(command) else {
+    pub fn decide(&self, command: &str, user_agent: &str) -> Fault {
+        let Some(knob) = self.get_for(command, user_agent) else {
             return Fault::None;
         };
         let mut delay = Duration::from_millis(knob.latency_ms);
@@ -163,7 +179,7 @@ mod tests {
     #[test]
     fn specific_knobs_override_the_wildcard() {
         let k = Knobs::default();
-        assert_eq!(k.decide("get"), Fault::None);
+        assert_eq!(k.decide("get", ""), Fault::None);
         k.set(
             "*",
             CommandKnob {
@@ -178,9 +194,9 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert_eq!(k.decide("get"), Fault::Delay(Duration::from_millis(5)));
+        assert_eq!(k.decide("get", ""), Fault::Delay(Duration::from_millis(5)));
         assert_eq!(
-            k.decide("list_operations"),
+            k.decide("list_operations", ""),
             Fault::Error {
                 delay: Duration::ZERO,
                 status: 503,
@@ -196,12 +212,21 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert!(matches!(k.decide("whoami"), Fault::Refuse { .. }));
+        assert!(matches!(k.decide("whoami", ""), Fault::Refuse { .. }));
         k.clear();
-        assert_eq!(k.decide("get"), Fault::None);
+        assert_eq!(k.decide("get", ""), Fault::None);
         let parsed: BTreeMap<String, CommandKnob> =
             serde_json::from_str(r#"{"get": {"hang": true, "hang_ms": 10}}"#).unwrap();
         k.replace(parsed);
-        assert_eq!(k.decide("get"), Fault::Delay(Duration::from_millis(10)));
+        assert_eq!(k.decide("get", ""), Fault::Delay(Duration::from_millis(10)));
+        let only_b: BTreeMap<String, CommandKnob> =
+            serde_json::from_str(r#"{"*": {"error_rate": 1.0, "user_agent": "(replica-b)"}}"#)
+                .unwrap();
+        k.replace(only_b);
+        assert_eq!(k.decide("get", "task-proxy (replica-a)"), Fault::None);
+        assert!(matches!(
+            k.decide("get", "task-proxy (replica-b)"),
+            Fault::Error { .. }
+        ));
     }
 }
