@@ -450,9 +450,9 @@ mod tests {
         assert_eq!(state(&t, &waiting_b.lock_id), Some(LockState::Acquired));
         assert_eq!(state(&t, &waiting_c.lock_id), Some(LockState::Pending));
         assert!(t.end(&a).is_err(), "ended transactions are gone");
-        assert!(t.check_prerequisites(&[b.clone()]).is_ok());
+        assert!(t.check_prerequisites(std::slice::from_ref(&b)).is_ok());
         assert_eq!(
-            t.check_prerequisites(&[a.clone()]).unwrap_err().code,
+            t.check_prerequisites(std::slice::from_ref(&a)).unwrap_err().code,
             codes::PREREQUISITE_CHECK_FAILED
         );
     }
