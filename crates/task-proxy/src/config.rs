@@ -1094,6 +1094,71 @@ mod tests {
     }
 
     #[test]
+    fn leader_election_is_on_with_discovery() {
+        let c = parse(&[
+            "--base-domain",
+            "d",
+            "--yt-proxy",
+            "y",
+            "--pod-name",
+            "tp-0",
+        ])
+        .unwrap();
+        let e = c.election.expect("on by default with discovery");
+        assert_eq!(e.lock_path, "//sys/task_proxies/leader");
+        assert_eq!(e.transaction_timeout, Duration::from_secs(10));
+        assert_eq!(e.pod_name, "tp-0");
+        let c = parse(&[
+            "--base-domain",
+            "d",
+            "--yt-proxy",
+            "y",
+            "--dir-path",
+            "//home/tp/",
+            "--leader-transaction-timeout",
+            "4s",
+            "--pod-address",
+            "10.0.0.7",
+        ])
+        .unwrap();
+        let e = c.election.unwrap();
+        assert_eq!(e.lock_path, "//home/tp/leader");
+        assert_eq!(e.transaction_timeout, Duration::from_secs(4));
+        assert_eq!(e.pod_address.as_deref(), Some("10.0.0.7"));
+        assert!(!e.pod_name.is_empty());
+        let off = parse(&[
+            "--base-domain",
+            "d",
+            "--yt-proxy",
+            "y",
+            "--leader-election=false",
+        ]);
+        assert_eq!(off.unwrap().election, None);
+        assert_eq!(
+            parse(&[
+                "--base-domain",
+                "d",
+                "--yt-proxy",
+                "y",
+                "--leader-transaction-timeout",
+                "90s"
+            ]),
+            Err(ConfigError::BadLeaderTimeout(Duration::from_secs(90)))
+        );
+        let file = [
+            "--base-domain",
+            "d",
+            "--services-file",
+            "s.json",
+            "--auth-enabled=false",
+        ];
+        assert_eq!(parse(&file).unwrap().election, None);
+        let mut forced = file.to_vec();
+        forced.push("--leader-election");
+        assert_eq!(parse(&forced), Err(ConfigError::ElectionNeedsDiscovery));
+    }
+
+    #[test]
     fn namespace_gives_yt_proxy() {
         let c = parse(&["--base-domain", "d", "--namespace", "yt"]).unwrap();
         assert_eq!(

@@ -452,7 +452,9 @@ mod tests {
         assert!(t.end(&a).is_err(), "ended transactions are gone");
         assert!(t.check_prerequisites(std::slice::from_ref(&b)).is_ok());
         assert_eq!(
-            t.check_prerequisites(std::slice::from_ref(&a)).unwrap_err().code,
+            t.check_prerequisites(std::slice::from_ref(&a))
+                .unwrap_err()
+                .code,
             codes::PREREQUISITE_CHECK_FAILED
         );
     }
