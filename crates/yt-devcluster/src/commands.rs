@@ -206,7 +206,7 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
         lock(&shared.transactions).check_prerequisites(&prerequisites)?;
     }
     if WRITES.contains(&name) {
-        check_write(shared, name, p)?;
+        check_write(shared, p)?;
     }
     match name {
         "get" => {
@@ -302,7 +302,7 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
         }
         "lock" => {
             let (path, _) = path_param_in(shared, p)?;
-            let transaction_id = p.opt_str("transaction_id")?.ok_or_else(|| {
+            let transaction_id = transaction_param(p)?.ok_or_else(|| {
                 YtError::bad_request("Operation cannot be performed outside of a transaction")
             })?;
             let mode = transactions::LockMode::parse(p.opt_str("mode")?.unwrap_or("exclusive"))?;
@@ -326,11 +326,6 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
             ])))
         }
         "start_transaction" => {
-            if p.opt_str("transaction_id")?.is_some() {
-                return Err(YtError::bad_request(
-                    "Nested transactions are not supported by the development cluster",
-                ));
-            }
             let timeout = match p.i64("timeout")? {
                 None => None,
                 Some(ms) if ms <= 0 => {
@@ -349,14 +344,21 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
                     ))
                 }
             };
-            let id = lock(&shared.transactions).start(timeout, attributes);
+            let id = lock(&shared.transactions).start_nested(
+                transaction_param(p)?,
+                timeout,
+                attributes,
+            )?;
             Ok(Output::Structured(Node::map(vec![(
                 "transaction_id".into(),
                 Node::string(id),
             )])))
         }
         "ping_transaction" => {
-            lock(&shared.transactions).ping(p.str("transaction_id")?)?;
+            // The server answers a ping without a transaction with success.
+            if let Some(id) = transaction_param(p)? {
+                lock(&shared.transactions).ping(id)?;
+            }
             Ok(Output::Null)
         }
         "commit_transaction" | "abort_transaction" => {
@@ -517,14 +519,17 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
 /// Commands that write a node (and so take an exclusive lock of their own on the real master).
 const WRITES: &[&str] = &["set", "remove", "write_file", "write_table"];
 
-/// Refuses a write under a transaction (nodes are not branched here) and a write to a node
-/// another transaction holds a lock on, as the master does.
-fn check_write(shared: &Arc<Shared>, command: &str, p: &Params) -> Result<(), YtError> {
-    if p.opt_str("transaction_id")?.is_some() {
-        return Err(YtError::bad_request(format!(
-            "{command:?} under a transaction is not supported by the development cluster"
-        )));
-    }
+/// The `transaction_id` parameter; the null id `0-0-0-0` (what clients send outside a
+/// transaction) is none.
+fn transaction_param(p: &Params) -> Result<Option<&str>, YtError> {
+    Ok(p.opt_str("transaction_id")?.filter(|id| *id != "0-0-0-0"))
+}
+
+/// Refuses a write to a node a concurrent transaction holds a lock on, as the master does, and
+/// a write under a transaction that is gone. (A write under a live transaction is applied at
+/// once: nodes are not branched here.)
+fn check_write(shared: &Arc<Shared>, p: &Params) -> Result<(), YtError> {
+    let transaction_id = transaction_param(p)?;
     let (path, _) = path_param_in(shared, p)?;
     let node_id = match lock(&shared.cypress).node(&YPath {
         attribute: None,
@@ -533,7 +538,11 @@ fn check_write(shared: &Arc<Shared>, command: &str, p: &Params) -> Result<(), Yt
         Ok(node) => node.id.clone(),
         Err(_) => return Ok(()),
     };
-    lock(&shared.transactions).check_write(&node_id, &path.display_nodes(path.nodes.len()), None)
+    lock(&shared.transactions).check_write(
+        &node_id,
+        &path.display_nodes(path.nodes.len()),
+        transaction_id,
+    )
 }
 
 /// `get #<transaction or lock id>[/@attr]`: the object's attributes.

@@ -5,8 +5,9 @@
 //! "exclusive" lock for node ... since "exclusive" lock is taken by concurrent transaction ...");
 //! prerequisite transactions checked with its code 1000.
 //!
-//! Not kept: nested transactions and the branching of nodes inside a transaction (a write under
-//! a transaction is refused by the command layer rather than made visible to everyone).
+//! Nested transactions end with their parent, and a lock held by an ancestor does not conflict
+//! with its descendants. Not kept: the branching of nodes inside a transaction — a write under
+//! a transaction is applied at once, as if committed (what the `yt` CLI's uploads need).
 
 use crate::error::YtError;
 use crate::ids;
@@ -82,6 +83,7 @@ impl LockState {
 
 #[derive(Debug, Clone)]
 struct Transaction {
+    parent: Option<String>,
     timeout: Duration,
     deadline: Instant,
     start_time: u64,
@@ -144,13 +146,31 @@ impl Transactions {
     }
 
     /// `start_transaction`: a new transaction with `timeout` (the default when `None`).
-    pub fn start(&mut self, timeout: Option<Duration>, attributes: Map) -> String {
+    #[cfg(test)]
+    fn start(&mut self, timeout: Option<Duration>, attributes: Map) -> String {
+        self.start_nested(None, timeout, attributes)
+            .unwrap_or_default()
+    }
+
+    /// `start_transaction` under `parent` (which must be alive).
+    pub fn start_nested(
+        &mut self,
+        parent: Option<&str>,
+        timeout: Option<Duration>,
+        attributes: Map,
+    ) -> Result<String, YtError> {
+        if let Some(parent) = parent {
+            if !self.transactions.contains_key(parent) {
+                return Err(no_such_transaction(parent));
+            }
+        }
         let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT).min(MAX_TIMEOUT);
         let id = ids::transaction_id();
         let now = ids::now_micros();
         self.transactions.insert(
             id.clone(),
             Transaction {
+                parent: parent.map(str::to_string),
                 timeout,
                 deadline: Instant::now() + timeout,
                 start_time: now,
@@ -158,7 +178,19 @@ impl Transactions {
                 attributes,
             },
         );
-        id
+        Ok(id)
+    }
+
+    /// Whether `ancestor` is `transaction` or one of its ancestors.
+    fn is_ancestor(&self, ancestor: &str, transaction: &str) -> bool {
+        let mut current = Some(transaction.to_string());
+        while let Some(id) = current {
+            if id == ancestor {
+                return true;
+            }
+            current = self.transactions.get(&id).and_then(|t| t.parent.clone());
+        }
+        false
     }
 
     /// `ping_transaction`: the timeout runs again from now.
@@ -183,6 +215,15 @@ impl Transactions {
     }
 
     fn finish(&mut self, id: &str) {
+        let children: Vec<String> = self
+            .transactions
+            .iter()
+            .filter(|(_, t)| t.parent.as_deref() == Some(id))
+            .map(|(child, _)| child.clone())
+            .collect();
+        for child in children {
+            self.finish(&child);
+        }
         self.transactions.remove(id);
         let mut touched = Vec::new();
         self.locks.retain(|_, lock| {
@@ -225,12 +266,13 @@ impl Transactions {
         }
     }
 
-    /// The acquired lock of another transaction that `mode` conflicts with, if any.
+    /// The acquired lock of a concurrent transaction (neither `transaction_id` nor one of its
+    /// ancestors) that `mode` conflicts with, if any.
     fn conflict(&self, node_id: &str, transaction_id: &str, mode: LockMode) -> Option<&Lock> {
         self.locks.values().find(|l| {
             l.node_id == node_id
                 && l.state == LockState::Acquired
-                && l.transaction_id != transaction_id
+                && !self.is_ancestor(&l.transaction_id, transaction_id)
                 && mode.conflicts_with(l.mode)
         })
     }
@@ -315,13 +357,18 @@ impl Transactions {
     }
 
     /// Refuses a write to `node_id` outside the transaction that holds a lock on it (a write
-    /// takes an exclusive lock of its own).
+    /// takes an exclusive lock of its own), and a write under a transaction that is gone.
     pub fn check_write(
         &self,
         node_id: &str,
         node_path: &str,
         transaction_id: Option<&str>,
     ) -> Result<(), YtError> {
+        if let Some(id) = transaction_id {
+            if !self.transactions.contains_key(id) {
+                return Err(no_such_transaction(id));
+            }
+        }
         match self.conflict(node_id, transaction_id.unwrap_or(""), LockMode::Exclusive) {
             Some(existing) => Err(self.conflict_error(node_path, LockMode::Exclusive, existing)),
             None => Ok(()),
@@ -457,6 +504,12 @@ mod tests {
                 .code,
             codes::PREREQUISITE_CHECK_FAILED
         );
+        // A child of the holder writes; ending the parent ends the child.
+        let child = t.start_nested(Some(&b), None, Vec::new()).unwrap();
+        assert!(t.check_write("n", "//l", Some(&child)).is_ok());
+        assert!(t.check_write("n", "//l", Some(&c)).is_err());
+        t.end(&b).unwrap();
+        assert!(!t.is_transaction(&child));
     }
 
     #[test]
