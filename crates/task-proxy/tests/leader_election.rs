@@ -308,6 +308,15 @@ async fn three_replicas_hand_over_without_failing_a_request() {
         killed_at.elapsed() <= timeout + Duration::from_secs(4),
         "the new leader took {took:?}"
     );
+    // Followers are ready all along (a table is loaded), leader or not.
+    for replica in &replicas {
+        assert_eq!(
+            replica.proxy.admin_get("/readyz").0,
+            200,
+            "{}",
+            replica.name
+        );
+    }
     // An operation started after the kill becomes routable through every survivor.
     let fourth = start_operation(&cluster, HTTP_TASKS, EXPOSED);
     for replica in &replicas {
@@ -400,8 +409,9 @@ async fn a_partitioned_leader_steps_down_and_one_other_takes_over() {
         the_leader(&replicas).is_some_and(|i| i != leader)
     })
     .await;
-    // The cut-off replica keeps serving its last table.
+    // The cut-off replica keeps serving its last table, and stays ready.
     assert!(routable(&replicas[leader], &op));
+    assert_eq!(replicas[leader].proxy.admin_get("/readyz").0, 200);
     cluster.knobs().clear();
     // Back in touch, it follows: the new leader's next snapshot reaches it.
     let second = start_operation(&cluster, HTTP_TASKS, EXPOSED);
