@@ -328,6 +328,26 @@ async fn three_replicas_hand_over_without_failing_a_request() {
         .await;
     }
 
+    // The new leader wrote the services table (its writes fenced by its transaction).
+    wait_for(
+        Duration::from_secs(10),
+        "the new leader's services table",
+        || {
+            yt(
+                &cluster,
+                "robot-token",
+                &[
+                    "read-table",
+                    "//sys/task_proxies/services",
+                    "--format",
+                    "json",
+                ],
+            )
+            .contains(&fourth)
+        },
+    )
+    .await;
+
     // SIGTERM the new leader: it aborts its transaction, the last replica takes over at once
     // (well before the transaction could have expired).
     let leader = the_leader(&replicas).expect("one leader");

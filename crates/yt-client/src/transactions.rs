@@ -59,6 +59,23 @@ fn single_string(command: &str, key: &str, node: &Node) -> Result<String, Error>
         .ok_or_else(|| Error::Decode(format!("{command}: no {key:?} in the answer")))
 }
 
+/// `params` plus `prerequisite_transaction_ids` when `options` has any.
+pub(crate) fn with_prerequisites(mut params: yson::Map, options: &WriteOptions) -> yson::Map {
+    if !options.prerequisite_transaction_ids.is_empty() {
+        params.push(param(
+            "prerequisite_transaction_ids",
+            Node::list(
+                options
+                    .prerequisite_transaction_ids
+                    .iter()
+                    .map(|id| string(id))
+                    .collect(),
+            ),
+        ));
+    }
+    params
+}
+
 fn duration_ms(value: Duration) -> Node {
     int(i64::try_from(value.as_millis()).unwrap_or(i64::MAX))
 }
@@ -174,23 +191,14 @@ impl YtClient {
         value: &Node,
         options: &WriteOptions,
     ) -> Result<(), Error> {
-        let mut params = vec![
-            param("path", string(path)),
-            param("recursive", boolean(options.recursive)),
-            param("force", boolean(options.force)),
-        ];
-        if !options.prerequisite_transaction_ids.is_empty() {
-            params.push(param(
-                "prerequisite_transaction_ids",
-                Node::list(
-                    options
-                        .prerequisite_transaction_ids
-                        .iter()
-                        .map(|id| string(id))
-                        .collect(),
-                ),
-            ));
-        }
+        let params = with_prerequisites(
+            vec![
+                param("path", string(path)),
+                param("recursive", boolean(options.recursive)),
+                param("force", boolean(options.force)),
+            ],
+            options,
+        );
         let call = Call {
             input: Some(yson::to_text(value).into_bytes()),
             ..Call::new("set", Method::Put, params)

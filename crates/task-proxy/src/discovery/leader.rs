@@ -7,10 +7,10 @@
 //! discovery passes, writes the services table, and publishes the routing snapshot (services,
 //! endpoints, aliases, per-operation settings, generation, who published it) as one document
 //! at `<dir-path>/routing_snapshot`, replaced by one `set` fenced by its transaction (a deposed
-//! leader's write fails). Followers read only the document's `@revision` each period (plus the
-//! state of their pending lock and, every third of the timeout, a ping) and fetch the document
-//! when the revision moved, then publish it in their own routing table. A follower that cannot
-//! reach the cluster keeps its table.
+//! leader's write fails, as does its write of the services table). Followers read only the
+//! document's `@revision` each period (plus the state of their pending lock and, every third
+//! of the timeout, a ping) and fetch the document when the revision moved, then publish it in
+//! their own routing table. A follower that cannot reach the cluster keeps its table.
 //!
 //! Safety: a leader whose pings fail stops acting as leader once 60% of the timeout has passed
 //! since its last successful ping (its transaction lives at least the whole timeout from then),
@@ -632,6 +632,7 @@ pub(super) async fn run(
             match lease.as_ref() {
                 Some(current) if current.acquired && current.valid() => {
                     if term.is_none() {
+                        discovery.fence_writes(Some(current.transaction_id.clone()));
                         term = Some(begin_term(&client, &config, &election, current).await);
                     }
                     if let Some(t) = term.as_mut() {

@@ -200,6 +200,13 @@ impl Discovery {
         }
     }
 
+    /// Makes the services table's writes need `transaction` alive (the leader's).
+    pub(crate) fn fence_writes(&mut self, transaction: Option<String>) {
+        if let Some(writer) = &mut self.table_writer {
+            writer.set_fence(transaction);
+        }
+    }
+
     /// The services and aliases the last good pass built its snapshot from.
     pub fn routing_inputs(&self) -> Option<(Vec<ServiceSpec>, HashMap<String, String>)> {
         self.inputs.clone()
