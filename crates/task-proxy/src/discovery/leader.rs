@@ -832,7 +832,7 @@ async fn follow(
         }
     };
     // A document created but not yet written by any leader.
-    if node.as_map().is_some_and(|m| m.is_empty()) {
+    if node.is_entity() || node.as_map().is_some_and(|m| m.is_empty()) {
         *seen_revision = Some(revision);
         return;
     }
