@@ -57,6 +57,32 @@ pub struct ServeArgs {
     )]
     pub discovery_period_seconds: u64,
 
+    /// Elect one leader among replicas through a Cypress lock: only it runs discovery passes,
+    /// the others follow the snapshot it publishes (default: on with discovery;
+    /// `--leader-election=false` gives every replica its own passes).
+    #[arg(long, env = "TASK_PROXY_LEADER_ELECTION", action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
+    pub leader_election: Option<bool>,
+
+    /// The node replicas lock to elect the leader (default `<dir-path>/leader`).
+    #[arg(long, env = "TASK_PROXY_LEADER_LOCK_PATH")]
+    pub leader_lock_path: Option<String>,
+
+    /// Timeout of the election's transaction: a dead leader is replaced after about this long
+    /// (1s to 60s).
+    #[arg(long, env = "TASK_PROXY_LEADER_TRANSACTION_TIMEOUT", default_value = "10s",
+          value_parser = parse_duration)]
+    pub leader_transaction_timeout: Duration,
+
+    /// This replica's name in the election (the Helm chart passes the pod name; default: the
+    /// host name).
+    #[arg(long, env = "TASK_PROXY_POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// This replica's address in the election (the Helm chart passes the pod IP).
+    #[arg(long, env = "TASK_PROXY_POD_ADDRESS")]
+    pub pod_address: Option<String>,
+
     /// Check callers' YTsaurus credentials and the operation's ACL (`--auth-enabled=false` turns
     /// it off).
     #[arg(long, env = "TASK_PROXY_AUTH_ENABLED", action = ArgAction::Set,
@@ -509,6 +535,8 @@ pub struct Config {
     pub yt_token: Option<String>,
     pub dir_path: String,
     pub discovery_period: Duration,
+    /// Leader election among replicas (discovery only).
+    pub election: Option<ElectionSettings>,
     pub auth: AuthConfig,
     /// Limit of one auth call to the cluster.
     pub auth_timeout: Duration,
@@ -548,6 +576,7 @@ impl std::fmt::Debug for Config {
             .field("yt_token", &self.yt_token.as_ref().map(|_| "<set>"))
             .field("dir_path", &self.dir_path)
             .field("discovery_period", &self.discovery_period)
+            .field("election", &self.election)
             .field("auth", &self.auth)
             .field("auth_timeout", &self.auth_timeout)
             .field("listen", &self.listen)
@@ -561,6 +590,25 @@ impl std::fmt::Debug for Config {
             .field("portal", &self.portal)
             .finish()
     }
+}
+
+/// How replicas elect their leader (`--leader-*`, `--pod-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElectionSettings {
+    pub lock_path: String,
+    pub transaction_timeout: Duration,
+    pub pod_name: String,
+    pub pod_address: Option<String>,
+}
+
+/// This host's name: `HOSTNAME` (Kubernetes sets it to the pod name), else `/etc/hostname`.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("task-proxy-{}", std::process::id()))
 }
 
 /// Why the flags do not make a configuration.
@@ -588,6 +636,10 @@ pub enum ConfigError {
     ZeroDuration(&'static str),
     #[error("--discovery-period-seconds must be positive and not greater than 24 hours")]
     ZeroDiscoveryPeriod,
+    #[error("--leader-transaction-timeout must be between 1s and 60s, got {0:?}")]
+    BadLeaderTimeout(Duration),
+    #[error("--leader-election needs discovery (--yt-proxy or --namespace, no --services-file)")]
+    ElectionNeedsDiscovery,
     #[error("'{0}' argument must be non-negative")]
     Negative(&'static str),
     #[error("--connect-timeout-seconds must be positive")]
@@ -789,6 +841,32 @@ impl ServeArgs {
         if !(1..=86_400).contains(&self.discovery_period_seconds) {
             return Err(ConfigError::ZeroDiscoveryPeriod);
         }
+        let discovering = matches!(source, ServicesSource::Discovery);
+        let election = match self.leader_election {
+            Some(true) if !discovering => return Err(ConfigError::ElectionNeedsDiscovery),
+            Some(false) => None,
+            _ if !discovering => None,
+            _ => {
+                let timeout = self.leader_transaction_timeout;
+                if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&timeout) {
+                    return Err(ConfigError::BadLeaderTimeout(timeout));
+                }
+                Some(ElectionSettings {
+                    lock_path: self
+                        .leader_lock_path
+                        .filter(|p| !p.trim().is_empty())
+                        .unwrap_or_else(|| {
+                            format!("{}/leader", self.dir_path.trim_end_matches('/'))
+                        }),
+                    transaction_timeout: timeout,
+                    pod_name: self
+                        .pod_name
+                        .filter(|n| !n.trim().is_empty())
+                        .unwrap_or_else(host_name),
+                    pod_address: self.pod_address.filter(|a| !a.trim().is_empty()),
+                })
+            }
+        };
         for (name, d) in [
             ("header-read-timeout", self.header_read_timeout),
             ("idle-timeout", self.idle_timeout),
@@ -857,6 +935,7 @@ impl ServeArgs {
             yt_token: self.yt_token.filter(|t| !t.trim().is_empty()),
             dir_path: self.dir_path,
             discovery_period: Duration::from_secs(self.discovery_period_seconds),
+            election,
             auth,
             auth_timeout: self.auth_timeout,
             listen: self.listen,
@@ -1108,6 +1187,71 @@ mod tests {
             flags.push(on);
             assert!(parse(&flags).unwrap().limits.underscores_in_headers, "{on}");
         }
+    }
+
+    #[test]
+    fn leader_election_is_on_with_discovery() {
+        let c = parse(&[
+            "--base-domain",
+            "d",
+            "--yt-proxy",
+            "y",
+            "--pod-name",
+            "tp-0",
+        ])
+        .unwrap();
+        let e = c.election.expect("on by default with discovery");
+        assert_eq!(e.lock_path, "//sys/task_proxies/leader");
+        assert_eq!(e.transaction_timeout, Duration::from_secs(10));
+        assert_eq!(e.pod_name, "tp-0");
+        let c = parse(&[
+            "--base-domain",
+            "d",
+            "--yt-proxy",
+            "y",
+            "--dir-path",
+            "//home/tp/",
+            "--leader-transaction-timeout",
+            "4s",
+            "--pod-address",
+            "10.0.0.7",
+        ])
+        .unwrap();
+        let e = c.election.unwrap();
+        assert_eq!(e.lock_path, "//home/tp/leader");
+        assert_eq!(e.transaction_timeout, Duration::from_secs(4));
+        assert_eq!(e.pod_address.as_deref(), Some("10.0.0.7"));
+        assert!(!e.pod_name.is_empty());
+        let off = parse(&[
+            "--base-domain",
+            "d",
+            "--yt-proxy",
+            "y",
+            "--leader-election=false",
+        ]);
+        assert_eq!(off.unwrap().election, None);
+        assert_eq!(
+            parse(&[
+                "--base-domain",
+                "d",
+                "--yt-proxy",
+                "y",
+                "--leader-transaction-timeout",
+                "90s"
+            ]),
+            Err(ConfigError::BadLeaderTimeout(Duration::from_secs(90)))
+        );
+        let file = [
+            "--base-domain",
+            "d",
+            "--services-file",
+            "s.json",
+            "--auth-enabled=false",
+        ];
+        assert_eq!(parse(&file).unwrap().election, None);
+        let mut forced = file.to_vec();
+        forced.push("--leader-election");
+        assert_eq!(parse(&forced), Err(ConfigError::ElectionNeedsDiscovery));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use crate::admin::{self, Admin};
 use crate::auth::{self, Gate};
 use crate::config::{Config, ServicesSource};
-use crate::discovery::{Discovery, DiscoveryConfig};
+use crate::discovery::{Discovery, DiscoveryConfig, ElectionConfig};
 use crate::proxy::balance::Balancer;
 use crate::proxy::conn_limit::ConnLimitSettings;
 use crate::proxy::metrics::ProxyMetrics;
@@ -281,10 +281,17 @@ impl Parts {
                 let mut discovery_config = DiscoveryConfig::new(config.base_domain.clone());
                 discovery_config.dir_path = config.dir_path.clone();
                 discovery_config.period = config.discovery_period;
-                (
-                    None,
-                    Some(Discovery::new(discovery_client(config)?, discovery_config)),
-                )
+                discovery_config.election = config
+                    .election
+                    .as_ref()
+                    .map(|e| ElectionConfig::from_settings(e, &config.dir_path));
+                let mut client = discovery_client_config(config)?;
+                if let Some(election) = &discovery_config.election {
+                    // Names this replica in the cluster's logs (and to dev-cluster knobs).
+                    client.user_agent = election.user_agent();
+                }
+                let client = YtClient::new(client).map_err(StartError::Client)?;
+                (None, Some(Discovery::new(client, discovery_config)))
             }
         };
 
@@ -402,7 +409,7 @@ impl Parts {
         let admin = Arc::new(Admin {
             registry,
             gate,
-            discovery: discovery_status,
+            discovery: discovery_status.clone(),
             table,
             balancer,
             draining: shutdown.clone(),
@@ -421,6 +428,10 @@ impl Parts {
         tracing::info!(?drain_timeout, "draining");
         shutdown.cancel();
         let _ = tokio::task::spawn_blocking(move || data_plane.join()).await;
+        if let Some(status) = &discovery_status {
+            // The elected leader aborts its transaction first: the next replica takes over now.
+            status.wait_stopped(Duration::from_secs(3)).await;
+        }
         admin_stop.cancel();
         if let Some(admin_task) = admin_task {
             let _ = admin_task.await;
@@ -485,6 +496,11 @@ fn robot_token(config: &Config) -> Result<Option<String>, StartError> {
 /// The robot's client of the cluster for discovery (`--yt-proxy`, token from `--yt-token-path`
 /// or `--yt-token`).
 fn discovery_client(config: &Config) -> Result<YtClient, StartError> {
+    YtClient::new(discovery_client_config(config)?).map_err(StartError::Client)
+}
+
+/// The configuration of [`discovery_client`].
+fn discovery_client_config(config: &Config) -> Result<ClientConfig, StartError> {
     let proxy = config
         .yt_proxy
         .clone()
@@ -501,7 +517,7 @@ fn discovery_client(config: &Config) -> Result<YtClient, StartError> {
     // A call's retries and waits (a proxy's `Retry-After` included) end within one discovery
     // period, so a failing cluster fails the pass instead of stretching it.
     client_config.deadline = Some(config.discovery_period.max(Duration::from_secs(1)));
-    YtClient::new(client_config).map_err(StartError::Client)
+    Ok(client_config)
 }
 
 /// Runs discovery on a thread of its own, so a pass over many operations never stalls the

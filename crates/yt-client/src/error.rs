@@ -33,6 +33,13 @@ pub mod codes {
     pub const USER_REQUEST_QUEUE_SIZE_LIMIT_EXCEEDED: i64 = 904;
     /// The HTTP or RPC proxy this request reached is banned.
     pub const PROXY_BANNED: i64 = 2100;
+    /// `NCypressClient::EErrorCode::ConcurrentTransactionLockConflict`: another transaction
+    /// holds a conflicting lock.
+    pub const CONCURRENT_TRANSACTION_LOCK_CONFLICT: i64 = 402;
+    /// `NObjectClient::EErrorCode::PrerequisiteCheckFailed`: a prerequisite transaction is gone.
+    pub const PREREQUISITE_CHECK_FAILED: i64 = 1000;
+    /// `NTransactionClient::EErrorCode::NoSuchTransaction`: aborted, committed or expired.
+    pub const NO_SUCH_TRANSACTION: i64 = 11000;
 }
 
 /// Codes that mean "try again later" wherever they appear in an error tree: timeouts,
@@ -61,9 +68,12 @@ const AUTHENTICATION_CODES: &[i64] = &[
 ];
 
 /// Codes after which retrying cannot help: no such node, authentication and authorization
-/// failures, a banned user.
+/// failures, a banned user, a lock held by another transaction, a transaction that is gone.
 const PERMANENT_CODES: &[i64] = &[
     codes::RESOLVE_ERROR,
+    codes::CONCURRENT_TRANSACTION_LOCK_CONFLICT,
+    codes::PREREQUISITE_CHECK_FAILED,
+    codes::NO_SUCH_TRANSACTION,
     codes::INVALID_CREDENTIALS,
     codes::INVALID_CSRF_TOKEN,
     codes::RPC_AUTHENTICATION_ERROR,
@@ -349,6 +359,24 @@ impl Error {
         self.yt_error().is_some_and(YtError::is_resolve_error)
     }
 
+    /// Whether another transaction holds a conflicting lock (`lock` without `waitable`, or a
+    /// write to a node locked by someone else).
+    pub fn is_lock_conflict(&self) -> bool {
+        self.yt_error().is_some_and(|e| {
+            e.find_code(codes::CONCURRENT_TRANSACTION_LOCK_CONFLICT)
+                .is_some()
+        })
+    }
+
+    /// Whether the transaction (or a prerequisite transaction) no longer exists: aborted,
+    /// committed or expired for want of pings.
+    pub fn is_transaction_gone(&self) -> bool {
+        self.yt_error().is_some_and(|e| {
+            e.find_code(codes::NO_SUCH_TRANSACTION).is_some()
+                || e.find_code(codes::PREREQUISITE_CHECK_FAILED).is_some()
+        })
+    }
+
     /// Whether the proxy does not know the command (an older server).
     pub fn is_unregistered_command(&self) -> bool {
         matches!(self, Error::Yt { status: 404, error } if error.is_unregistered_command())
@@ -459,5 +487,11 @@ mod tests {
         assert!(unknown.is_unregistered_command());
         assert!(!unknown.is_transient());
         assert!(!yt(404, YtError::new(1, "No such node")).is_unregistered_command());
+        // Lock conflicts and lost transactions are answers, not outages.
+        let conflict = yt(400, YtError::new(402, "Cannot take \"exclusive\" lock"));
+        assert!(conflict.is_lock_conflict() && !conflict.is_transient());
+        let gone = yt(400, YtError::new(11000, "No such transaction 1-2-3-4"));
+        assert!(gone.is_transaction_gone() && !gone.is_transient());
+        assert!(yt(400, YtError::new(1000, "Prerequisite check failed")).is_transaction_gone());
     }
 }

@@ -13,11 +13,13 @@
 mod config;
 mod error;
 pub mod time;
+mod transactions;
 mod transport;
 mod types;
 
 pub use config::{ClientConfig, Credentials};
 pub use error::{codes, Error, FailureKind, YtError};
+pub use transactions::{LockMode, LockResult, WriteOptions};
 pub use transport::ClientStats;
 pub use types::{
     host_of, BatchRequest, CursorDirection, Job, ListOperationsRequest, OperationsPage,
@@ -317,6 +319,17 @@ impl YtClient {
 
     /// Replaces the rows of the table at `path`.
     pub async fn write_table(&self, path: &str, rows: &[Node]) -> Result<(), Error> {
+        self.write_table_with(path, rows, &WriteOptions::default())
+            .await
+    }
+
+    /// [`YtClient::write_table`] with `options` (prerequisite transactions).
+    pub async fn write_table_with(
+        &self,
+        path: &str,
+        rows: &[Node],
+        options: &WriteOptions,
+    ) -> Result<(), Error> {
         if let Some(bad) = rows.iter().find(|r| r.as_map().is_none()) {
             return Err(Error::InvalidArgument(format!(
                 "write_table: a row must be a map, not {}",
@@ -328,7 +341,7 @@ impl YtClient {
             ..Call::new(
                 "write_table",
                 Method::Put,
-                vec![param("path", string(path))],
+                transactions::with_prerequisites(vec![param("path", string(path))], options),
             )
         };
         self.inner.execute(&call).await.map(drop)

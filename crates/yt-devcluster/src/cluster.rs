@@ -21,6 +21,7 @@ pub struct Shared {
     pub knobs: Knobs,
     pub request_counts: Mutex<BTreeMap<String, u64>>,
     pub clock: UniqueClock,
+    pub transactions: Mutex<crate::transactions::Transactions>,
 }
 
 impl Shared {

@@ -10,6 +10,7 @@ use crate::operations::{
     MAX_LIST_LIMIT,
 };
 use crate::params::{Encoding, Params};
+use crate::transactions;
 use std::sync::Arc;
 use yson::{Map, Node, Value};
 
@@ -200,9 +201,24 @@ pub async fn execute(shared: &Arc<Shared>, name: &str, call: Call<'_>) -> Result
 /// Runs a command that completes without waiting (everything allowed inside `execute_batch`).
 pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Result<Output, YtError> {
     let p = &call.params;
+    lock(&shared.transactions).expire();
+    if let Some(prerequisites) = p.string_list("prerequisite_transaction_ids")? {
+        lock(&shared.transactions).check_prerequisites(&prerequisites)?;
+    }
+    if WRITES.contains(&name) {
+        check_write(shared, p)?;
+    }
     match name {
         "get" => {
+            if let Some(value) = transaction_object_get(shared, p)? {
+                return Ok(Output::Structured(value_answer(p, value)?));
+            }
             let (path, _) = path_param_in(shared, p)?;
+            if path.attribute.as_deref() == Some(&["locks".to_string()][..]) {
+                let node_id = lock(&shared.cypress).node(&path)?.id.clone();
+                let locks = lock(&shared.transactions).node_locks(&node_id);
+                return Ok(Output::Structured(value_answer(p, locks)?));
+            }
             let attrs = p.string_list("attributes")?;
             let value = match crate::orchid::get(shared, &path, attrs.as_deref())? {
                 Some(v) => v,
@@ -286,18 +302,69 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
         }
         "lock" => {
             let (path, _) = path_param_in(shared, p)?;
-            let node_id = lock(&shared.cypress).node(&path)?.id.clone();
+            let transaction_id = transaction_param(p)?.ok_or_else(|| {
+                YtError::bad_request("Operation cannot be performed outside of a transaction")
+            })?;
+            let mode = transactions::LockMode::parse(p.opt_str("mode")?.unwrap_or("exclusive"))?;
+            let (node_id, revision) = {
+                let cypress = lock(&shared.cypress);
+                let node = cypress.node(&path)?;
+                (node.id.clone(), node.revision)
+            };
+            let display = path.display_nodes(path.nodes.len());
+            let result = lock(&shared.transactions).lock(
+                &node_id,
+                &display,
+                transaction_id,
+                mode,
+                p.bool("waitable", false)?,
+            )?;
             Ok(Output::Structured(Node::map(vec![
-                ("lock_id".into(), Node::string(ids::node_id())),
+                ("lock_id".into(), Node::string(result.lock_id)),
                 ("node_id".into(), Node::string(node_id)),
-                ("revision".into(), Value::Uint64(1).into()),
+                ("revision".into(), Value::Uint64(revision).into()),
             ])))
         }
-        "start_transaction" => Ok(Output::Structured(Node::map(vec![(
-            "transaction_id".into(),
-            Node::string(ids::node_id()),
-        )]))),
-        "ping_transaction" | "commit_transaction" | "abort_transaction" => Ok(Output::Null),
+        "start_transaction" => {
+            let timeout = match p.i64("timeout")? {
+                None => None,
+                Some(ms) if ms <= 0 => {
+                    return Err(YtError::bad_request(
+                        "Parameter \"timeout\" must be a positive number of milliseconds",
+                    ))
+                }
+                Some(ms) => Some(std::time::Duration::from_millis(ms as u64)),
+            };
+            let attributes = match p.node("attributes")?.map(|n| n.value) {
+                None | Some(Value::Entity) => Map::new(),
+                Some(Value::Map(m)) => m,
+                Some(_) => {
+                    return Err(YtError::bad_request(
+                        "Parameter \"attributes\" must be a map",
+                    ))
+                }
+            };
+            let id = lock(&shared.transactions).start_nested(
+                transaction_param(p)?,
+                timeout,
+                attributes,
+            )?;
+            Ok(Output::Structured(Node::map(vec![(
+                "transaction_id".into(),
+                Node::string(id),
+            )])))
+        }
+        "ping_transaction" => {
+            // The server answers a ping without a transaction with success.
+            if let Some(id) = transaction_param(p)? {
+                lock(&shared.transactions).ping(id)?;
+            }
+            Ok(Output::Null)
+        }
+        "commit_transaction" | "abort_transaction" => {
+            lock(&shared.transactions).end(p.str("transaction_id")?)?;
+            Ok(Output::Null)
+        }
         "write_file" => {
             let (path, node) = path_param_in(shared, p)?;
             let append = node
@@ -449,6 +516,81 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
 }
 
 /// API v4 wraps single values as `{"value": ...}` unless `return_only_value` is set.
+/// Commands that write a node (and so take an exclusive lock of their own on the real master).
+const WRITES: &[&str] = &["set", "remove", "write_file", "write_table"];
+
+/// The `transaction_id` parameter; the null id `0-0-0-0` (what clients send outside a
+/// transaction) is none.
+fn transaction_param(p: &Params) -> Result<Option<&str>, YtError> {
+    Ok(p.opt_str("transaction_id")?.filter(|id| *id != "0-0-0-0"))
+}
+
+/// Refuses a write to a node a concurrent transaction holds a lock on, as the master does, and
+/// a write under a transaction that is gone. (A write under a live transaction is applied at
+/// once: nodes are not branched here.)
+fn check_write(shared: &Arc<Shared>, p: &Params) -> Result<(), YtError> {
+    let transaction_id = transaction_param(p)?;
+    let (path, _) = path_param_in(shared, p)?;
+    let node_id = match lock(&shared.cypress).node(&YPath {
+        attribute: None,
+        ..path.clone()
+    }) {
+        Ok(node) => node.id.clone(),
+        Err(_) => return Ok(()),
+    };
+    lock(&shared.transactions).check_write(
+        &node_id,
+        &path.display_nodes(path.nodes.len()),
+        transaction_id,
+    )
+}
+
+/// `get #<transaction or lock id>[/@attr]`: the object's attributes.
+fn transaction_object_get(shared: &Arc<Shared>, p: &Params) -> Result<Option<Node>, YtError> {
+    let (path, _) = path_param(p)?;
+    let Some(id) = &path.object_id else {
+        return Ok(None);
+    };
+    let Some(attributes) = lock(&shared.transactions).object_attributes(id) else {
+        return Ok(None);
+    };
+    if !path.nodes.is_empty() {
+        return Err(YtError::resolve(format!("#{id} has no child nodes")));
+    }
+    match path.attribute.as_deref() {
+        None => Ok(Some(Node {
+            attributes: Vec::new(),
+            value: Value::Entity,
+        })),
+        Some([]) => Ok(Some(Node::map(attributes))),
+        Some([first, rest @ ..]) => {
+            let value = attributes
+                .iter()
+                .find(|(k, _)| k == first)
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| {
+                    YtError::resolve(format!(
+                        "Error resolving path #{id}/@{first}: Attribute {first:?} is not found"
+                    ))
+                })?;
+            if rest.is_empty() {
+                Ok(Some(value))
+            } else {
+                value
+                    .pointer(&rest.join("/"))
+                    .cloned()
+                    .map(Some)
+                    .ok_or_else(|| {
+                        YtError::resolve(format!(
+                            "Error resolving path #{id}/@{}",
+                            path.attribute.as_deref().unwrap_or_default().join("/")
+                        ))
+                    })
+            }
+        }
+    }
+}
+
 fn value_answer(p: &Params, value: Node) -> Result<Node, YtError> {
     if p.bool("return_only_value", false)? {
         Ok(value)

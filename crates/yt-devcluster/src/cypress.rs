@@ -97,6 +97,8 @@ pub struct CypressNode {
     pub attributes: BTreeMap<String, Node>,
     pub creation_time: u64,
     pub modification_time: u64,
+    /// Changes on every write of the node (its value or attributes), like the master's.
+    pub revision: u64,
 }
 
 impl CypressNode {
@@ -108,7 +110,14 @@ impl CypressNode {
             attributes: BTreeMap::new(),
             creation_time: now,
             modification_time: now,
+            revision: ids::next_revision(),
         }
+    }
+
+    /// Records a write: a new modification time and revision.
+    fn touch(&mut self) {
+        self.modification_time = ids::now_micros();
+        self.revision = ids::next_revision();
     }
 
     fn empty_map() -> Self {
@@ -162,6 +171,7 @@ impl CypressNode {
             ("modification_time", _) => {
                 Some(Node::string(ids::format_time(self.modification_time)))
             }
+            ("revision", _) => Some(Value::Uint64(self.revision).into()),
             ("count", Content::Map(children)) => int(children.len()),
             ("row_count", Content::Table(rows)) => int(rows.len()),
             ("chunk_count", Content::Table(rows)) => int(usize::from(!rows.is_empty())),
@@ -187,7 +197,14 @@ impl CypressNode {
     }
 
     fn system_attribute_names(&self) -> Vec<&'static str> {
-        let mut names = vec!["type", "id", "owner", "creation_time", "modification_time"];
+        let mut names = vec![
+            "type",
+            "id",
+            "owner",
+            "creation_time",
+            "modification_time",
+            "revision",
+        ];
         match &self.content {
             Content::Map(_) => names.push("count"),
             Content::Table(_) => names.extend([
@@ -561,7 +578,7 @@ impl Cypress {
                 set_inside(slot, rest, value)
                     .map_err(|_| YtError::resolve(format!("Cannot set @{}", attr.join("/"))))?;
             }
-            node.modification_time = ids::now_micros();
+            node.touch();
             return Ok(());
         }
         if path.nodes.is_empty() {
@@ -573,11 +590,13 @@ impl Cypress {
             let node = self.node_mut(path, depth)?;
             if let Content::Document(doc) = &mut node.content {
                 let rest: Vec<String> = path.nodes[depth..].to_vec();
-                return set_inside(doc, &rest, value).map_err(|_| {
+                set_inside(doc, &rest, value).map_err(|_| {
                     YtError::resolve(format!(
                         "Cannot set {display}: no such place in the document"
                     ))
-                });
+                })?;
+                node.touch();
+                return Ok(());
             }
         }
         if depth == path.nodes.len() {
@@ -585,7 +604,7 @@ impl Cypress {
             match &mut node.content {
                 Content::Document(doc) => {
                     *doc = value;
-                    node.modification_time = ids::now_micros();
+                    node.touch();
                     return Ok(());
                 }
                 Content::File(_) | Content::Table(_) if !force => {
@@ -616,10 +635,14 @@ impl Cypress {
         if let Some(attr) = &path.attribute {
             let node = self.node_mut(path, depth)?;
             if let Some(first) = attr.first() {
-                if node.attributes.remove(first).is_none() && !force {
-                    return Err(YtError::resolve(format!(
-                        "Attribute {first:?} is not found"
-                    )));
+                if node.attributes.remove(first).is_none() {
+                    if !force {
+                        return Err(YtError::resolve(format!(
+                            "Attribute {first:?} is not found"
+                        )));
+                    }
+                } else {
+                    node.touch();
                 }
             }
             return Ok(());
@@ -652,7 +675,7 @@ impl Cypress {
             return Err(Self::resolve_error(path, depth));
         }
         let node = self.node_mut(path, depth)?;
-        node.modification_time = ids::now_micros();
+        node.touch();
         Ok((&mut node.content, display))
     }
 

@@ -38,6 +38,23 @@ pub fn node_id() -> String {
     make_id(0x1f5)
 }
 
+/// A new transaction id (object type 1, as master transactions have).
+pub fn transaction_id() -> String {
+    make_id(0x1)
+}
+
+/// A new lock id (object type 0x12c).
+pub fn lock_id() -> String {
+    make_id(0x12c)
+}
+
+/// The next Cypress revision: strictly increasing across the whole tree, as the master's
+/// mutation counter is.
+pub fn next_revision() -> u64 {
+    static REVISION: AtomicU64 = AtomicU64::new(1);
+    REVISION.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Whether `s` has the shape of a YT id: four non-empty groups of 1..=8 lowercase hex digits.
 pub fn is_yt_id(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();

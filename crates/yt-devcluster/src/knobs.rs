@@ -55,6 +55,9 @@ pub struct CommandKnob {
     /// `X-YT-Error`, `X-YT-Response-Code` and `X-YT-Response-Message` (announced in
     /// `Trailer:`). hyper sends trailers only to clients that sent `TE: trailers`.
     pub error_trailer: bool,
+    /// Apply this knob only to requests whose `User-Agent` contains this text (one client of
+    /// several cut off from the cluster, e.g. one proxy replica); others see no knob.
+    pub user_agent: Option<String>,
 }
 
 /// What the server should do with one request, decided from the knobs.
@@ -105,10 +108,23 @@ impl Knobs {
         self.commands.read().map(|m| m.clone()).unwrap_or_default()
     }
 
-    /// The knob in force for `command`.
+    /// The knob in force for `command` (for any client).
     pub fn get(&self, command: &str) -> Option<CommandKnob> {
+        self.get_for(command, "")
+    }
+
+    /// The knob in force for `command` sent by `user_agent`: a knob limited to other clients'
+    /// user agents is not in force.
+    pub fn get_for(&self, command: &str, user_agent: &str) -> Option<CommandKnob> {
         let map = self.commands.read().ok()?;
-        map.get(command).or_else(|| map.get("*")).cloned()
+        map.get(command)
+            .or_else(|| map.get("*"))
+            .filter(|k| {
+                k.user_agent
+                    .as_deref()
+                    .is_none_or(|wanted| user_agent.contains(wanted))
+            })
+            .cloned()
     }
 
     /// Whether any command is redirected to a data proxy (the `redirect` knob).
@@ -128,8 +144,8 @@ impl Knobs {
     }
 
     /// Decides the fault for one request of `command`.
-    pub fn decide(&self, command: &str) -> Fault {
-        let Some(knob) = self.get(command) else {
+    pub fn decide(&self, command: &str, user_agent: &str) -> Fault {
+        let Some(knob) = self.get_for(command, user_agent) else {
             return Fault::None;
         };
         let mut delay = Duration::from_millis(knob.latency_ms);
@@ -181,7 +197,7 @@ mod tests {
     #[test]
     fn specific_knobs_override_the_wildcard() {
         let k = Knobs::default();
-        assert_eq!(k.decide("get"), Fault::None);
+        assert_eq!(k.decide("get", ""), Fault::None);
         k.set(
             "*",
             CommandKnob {
@@ -196,9 +212,9 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert_eq!(k.decide("get"), Fault::Delay(Duration::from_millis(5)));
+        assert_eq!(k.decide("get", ""), Fault::Delay(Duration::from_millis(5)));
         assert_eq!(
-            k.decide("list_operations"),
+            k.decide("list_operations", ""),
             Fault::Error {
                 delay: Duration::ZERO,
                 status: 503,
@@ -214,12 +230,21 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert!(matches!(k.decide("whoami"), Fault::Refuse { .. }));
+        assert!(matches!(k.decide("whoami", ""), Fault::Refuse { .. }));
         k.clear();
-        assert_eq!(k.decide("get"), Fault::None);
+        assert_eq!(k.decide("get", ""), Fault::None);
         let parsed: BTreeMap<String, CommandKnob> =
             serde_json::from_str(r#"{"get": {"hang": true, "hang_ms": 10}}"#).unwrap();
         k.replace(parsed);
-        assert_eq!(k.decide("get"), Fault::Delay(Duration::from_millis(10)));
+        assert_eq!(k.decide("get", ""), Fault::Delay(Duration::from_millis(10)));
+        let only_b: BTreeMap<String, CommandKnob> =
+            serde_json::from_str(r#"{"*": {"error_rate": 1.0, "user_agent": "(replica-b)"}}"#)
+                .unwrap();
+        k.replace(only_b);
+        assert_eq!(k.decide("get", "task-proxy (replica-a)"), Fault::None);
+        assert!(matches!(
+            k.decide("get", "task-proxy (replica-b)"),
+            Fault::Error { .. }
+        ));
     }
 }

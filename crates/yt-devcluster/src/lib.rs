@@ -22,6 +22,7 @@ mod orchid;
 mod params;
 mod runner;
 mod server;
+mod transactions;
 
 pub use auth::{demo_users, UserSpec, UsersError};
 pub use error::YtError;
@@ -134,6 +135,7 @@ impl DevCluster {
             knobs: Knobs::default(),
             request_counts: Mutex::new(BTreeMap::new()),
             clock: ids::UniqueClock::default(),
+            transactions: Mutex::new(transactions::Transactions::default()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let server_shared = shared.clone();

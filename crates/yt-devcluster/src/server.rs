@@ -205,7 +205,13 @@ async fn handle(
             "Malformed Authorization header",
         )));
     }
-    match shared.knobs.decide(&command) {
+    let user_agent = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    match shared.knobs.decide(&command, &user_agent) {
         Fault::None => {}
         Fault::Delay(d) => tokio::time::sleep(d).await,
         Fault::Error {

@@ -909,3 +909,125 @@ async fn list_operations_limit_over_1000_is_refused() {
     .expect_ok();
     cluster.shutdown().await;
 }
+
+/// Transactions and locks through the real CLI: a waitable exclusive lock waits behind the
+/// holder and is granted when the holder aborts; a second plain lock fails with the master's
+/// conflict error; an expired transaction releases its lock; revisions move on every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_locks_and_revisions_through_the_cli() {
+    let cluster = start(None).await;
+    let run = |args: Vec<String>| {
+        let cluster = &cluster;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            yt(cluster, "alice-token", &args, None).await
+        }
+    };
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    run(s(&["create", "map_node", "//tmp/lock", "--recursive"]))
+        .await
+        .expect_ok();
+    let holder = run(s(&["start-tx", "--timeout", "60000"]))
+        .await
+        .expect_ok();
+    let holder = holder.trim().trim_matches('"').to_string();
+    let waiter = run(s(&["start-tx", "--timeout", "60000"]))
+        .await
+        .expect_ok();
+    let waiter = waiter.trim().trim_matches('"').to_string();
+    run(s(&[
+        "lock",
+        "//tmp/lock",
+        "--mode",
+        "exclusive",
+        "--tx",
+        &holder,
+    ]))
+    .await
+    .expect_ok();
+    let refused = run(s(&[
+        "lock",
+        "//tmp/lock",
+        "--mode",
+        "exclusive",
+        "--tx",
+        &waiter,
+    ]))
+    .await
+    .expect_err();
+    assert!(
+        refused.contains(&format!(
+            "Cannot take \"exclusive\" lock for node //tmp/lock since \"exclusive\" lock is taken by concurrent transaction {holder}"
+        )),
+        "{refused}"
+    );
+    let lock_id = run(s(&[
+        "lock",
+        "//tmp/lock",
+        "--mode",
+        "exclusive",
+        "--waitable",
+        "--tx",
+        &waiter,
+    ]))
+    .await
+    .expect_ok();
+    // The CLI prints the answer `{lock_id; node_id; revision}` as a Python dict.
+    let lock_id = lock_id
+        .split("'lock_id': '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_else(|| panic!("no lock_id in {lock_id:?}"))
+        .to_string();
+    let state = |id: String| run(vec!["get".into(), format!("#{id}/@state")]);
+    assert_eq!(
+        state(lock_id.clone()).await.expect_ok().trim(),
+        "\"pending\""
+    );
+    // A write outside the holder conflicts.
+    run(s(&["set", "//tmp/lock/@x", "1"])).await.expect_err();
+    run(s(&["abort-tx", &holder])).await.expect_ok();
+    assert_eq!(
+        state(lock_id.clone()).await.expect_ok().trim(),
+        "\"acquired\""
+    );
+
+    // Expiry: a short transaction without pings releases its lock.
+    let short = run(s(&["start-tx", "--timeout", "4000"])).await.expect_ok();
+    let short = short.trim().trim_matches('"').to_string();
+    run(s(&["create", "document", "//tmp/doc"]))
+        .await
+        .expect_ok();
+    run(s(&["lock", "//tmp/doc", "--tx", &short]))
+        .await
+        .expect_ok();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let error = run(s(&["ping-tx", &short])).await.expect_err();
+    assert!(
+        error.contains(&format!("No such transaction {short}")),
+        "{error}"
+    );
+    let locks = run(s(&["get", "//tmp/doc/@locks", "--format", "json"]))
+        .await
+        .expect_ok();
+    assert_eq!(locks.trim(), "[]");
+
+    // Revisions move on every write.
+    let revision = || run(s(&["get", "//tmp/doc/@revision"]));
+    let before: u64 = revision()
+        .await
+        .expect_ok()
+        .trim()
+        .trim_end_matches('u')
+        .parse()
+        .unwrap();
+    run(s(&["set", "//tmp/doc", "{a=1}"])).await.expect_ok();
+    let after: u64 = revision()
+        .await
+        .expect_ok()
+        .trim()
+        .trim_end_matches('u')
+        .parse()
+        .unwrap();
+    assert!(after > before, "{before} -> {after}");
+}

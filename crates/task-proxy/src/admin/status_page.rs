@@ -6,6 +6,7 @@
 
 use super::Admin;
 use crate::auth::metrics::{CacheName, CacheResult, Outcome};
+use crate::discovery::Role;
 use crate::html::escape as html_escape;
 use std::fmt::Write;
 use std::time::SystemTime;
@@ -145,6 +146,38 @@ fn discovery_section(admin: &Admin, page: &mut String) {
         page.push_str("<p>Off: services come from the services file.</p>");
         return;
     };
+    if let Some(election) = status.election() {
+        let view = election.view();
+        let role = match view.role {
+            Role::Leader => {
+                "<span class=ok>leader</span> (runs the passes, publishes the snapshot)"
+            }
+            Role::Follower => "follower (serves the leader's snapshot)",
+        };
+        let leader = view
+            .leader
+            .as_deref()
+            .map(html_escape)
+            .unwrap_or_else(|| "none seen yet".into());
+        let age = view
+            .snapshot_age()
+            .map(|a| format!("{:.1} s", a.as_secs_f64()))
+            .unwrap_or_else(|| "-".into());
+        let _ = write!(
+            page,
+            "<dl><dt>role</dt><dd>{role}</dd><dt>leader</dt><dd>{leader}</dd>\
+             <dt>snapshot</dt><dd>generation {}, published {age} ago</dd>",
+            view.generation
+        );
+        if let Some(e) = &view.last_error {
+            let _ = write!(
+                page,
+                "<dt>last problem</dt><dd class=bad>{}</dd>",
+                html_escape(e)
+            );
+        }
+        page.push_str("</dl>");
+    }
     let Some(pass) = status.last_pass() else {
         page.push_str("<p>The first pass has not finished yet.</p>");
         return;

@@ -7,9 +7,13 @@
 //! table stays in force. Each pass leaves a [`PassReport`] and updates [`DiscoveryMetrics`],
 //! both readable through [`DiscoveryStatus`] by admin.
 //!
+//! With several replicas, `leader.rs` elects one through a Cypress lock: only the leader runs
+//! passes; the others follow the snapshot it publishes.
+//!
 //! Operation kinds live in their own modules: `vanilla.rs` (annotated vanilla operations),
 //! `spyt.rs` (SPYT driver and cluster), and `operation.rs` (which kind an operation is).
 
+pub mod leader;
 mod metrics;
 pub mod operation;
 pub mod pass;
@@ -17,13 +21,14 @@ pub mod spyt;
 pub mod table_writer;
 pub mod vanilla;
 
+pub use leader::{ElectionConfig, ElectionStatus, ElectionView, Identity, Role};
 pub use metrics::DiscoveryMetrics;
 pub use pass::{ClusterView, PassResult, PassSettings};
 pub use table_writer::{ServiceRow, ServicesTableWriter};
 
 use crate::routing::{RoutingSnapshot, RoutingTable, ServiceSpec};
 use arc_swap::ArcSwapOption;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -52,6 +57,8 @@ pub struct DiscoveryConfig {
     pub write_services_table: bool,
     /// Services from the services file, routed like discovered ones.
     pub static_services: Vec<ServiceSpec>,
+    /// Elect one leader among replicas (`None`: every replica runs its own passes).
+    pub election: Option<ElectionConfig>,
 }
 
 impl DiscoveryConfig {
@@ -69,6 +76,7 @@ impl DiscoveryConfig {
             list_page_size: 1000,
             write_services_table: true,
             static_services: Vec::new(),
+            election: None,
         }
     }
 }
@@ -114,6 +122,8 @@ impl PassReport {
 pub struct DiscoveryStatus {
     last: Arc<ArcSwapOption<PassReport>>,
     metrics: DiscoveryMetrics,
+    /// The election's state, when it runs.
+    election: Option<Arc<ElectionStatus>>,
 }
 
 impl DiscoveryStatus {
@@ -126,9 +136,26 @@ impl DiscoveryStatus {
         &self.metrics
     }
 
-    /// Registers discovery's metrics (`task_proxy_discovery_*`) in `registry`.
+    /// The leader election's state, when it runs.
+    pub fn election(&self) -> Option<&Arc<ElectionStatus>> {
+        self.election.as_ref()
+    }
+
+    /// Waits (at most `limit`) until discovery has stopped; with an election, until its
+    /// transaction is aborted, so the next replica takes over before this process exits.
+    pub async fn wait_stopped(&self, limit: Duration) {
+        if let Some(election) = &self.election {
+            election.wait_stopped(limit).await;
+        }
+    }
+
+    /// Registers discovery's metrics (`task_proxy_discovery_*`, and `task_proxy_leader_*`
+    /// with an election) in `registry`.
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.metrics.register(registry);
+        if let Some(election) = &self.election {
+            election.register(registry);
+        }
     }
 }
 
@@ -144,10 +171,20 @@ pub struct Discovery {
     logged_collisions: HashSet<(String, String)>,
     /// Services of aliased operations already logged as having no alias domain.
     logged_unaliased: HashSet<String>,
+    /// What the snapshot in force was built from (services and aliases), for the leader to
+    /// share with followers.
+    inputs: Option<(Vec<ServiceSpec>, HashMap<String, String>)>,
 }
 
 impl Discovery {
     pub fn new(client: YtClient, config: DiscoveryConfig) -> Discovery {
+        let status = DiscoveryStatus {
+            election: config
+                .election
+                .as_ref()
+                .map(|_| Arc::new(ElectionStatus::default())),
+            ..DiscoveryStatus::default()
+        };
         let table_writer = config
             .write_services_table
             .then(|| ServicesTableWriter::new(client.clone(), &config.dir_path));
@@ -156,10 +193,23 @@ impl Discovery {
             config,
             view: ClusterView::new(),
             table_writer,
-            status: DiscoveryStatus::default(),
+            status,
             logged_collisions: HashSet::new(),
             logged_unaliased: HashSet::new(),
+            inputs: None,
         }
+    }
+
+    /// Makes the services table's writes need `transaction` alive (the leader's).
+    pub(crate) fn fence_writes(&mut self, transaction: Option<String>) {
+        if let Some(writer) = &mut self.table_writer {
+            writer.set_fence(transaction);
+        }
+    }
+
+    /// The services and aliases the last good pass built its snapshot from.
+    pub fn routing_inputs(&self) -> Option<(Vec<ServiceSpec>, HashMap<String, String>)> {
+        self.inputs.clone()
     }
 
     /// A handle that stays valid after [`Discovery::run`] takes `self`.
@@ -176,8 +226,12 @@ impl Discovery {
         &self.config
     }
 
-    /// Runs a pass every period until `shutdown` completes.
+    /// Runs a pass every period until `shutdown` completes; with an election, only while this
+    /// replica leads (following the leader's snapshot otherwise).
     pub async fn run(mut self, table: Arc<RoutingTable>, shutdown: impl Future<Output = ()>) {
+        if let Some(election) = self.config.election.clone() {
+            return leader::run(self, election, table, shutdown).await;
+        }
         tokio::pin!(shutdown);
         let mut ticker = tokio::time::interval(self.config.period.max(Duration::from_millis(10)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -273,12 +327,17 @@ impl Discovery {
         report.jobs = result.jobs;
         report.errors = result.errors;
 
-        let specs = result
+        let specs: Vec<ServiceSpec> = result
             .specs
             .into_iter()
-            .chain(self.config.static_services.iter().cloned());
-        let snapshot =
-            RoutingSnapshot::build_with_aliases(&self.config.base_domain, specs, &result.aliases);
+            .chain(self.config.static_services.iter().cloned())
+            .collect();
+        let snapshot = RoutingSnapshot::build_with_aliases(
+            &self.config.base_domain,
+            specs.clone(),
+            &result.aliases,
+        );
+        self.inputs = Some((specs, result.aliases.clone()));
         report.services = snapshot.len();
         report.endpoints = snapshot.routes().iter().map(|r| r.endpoints.len()).sum();
         report.collisions = snapshot.collisions().len();

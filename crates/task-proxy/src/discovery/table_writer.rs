@@ -100,6 +100,8 @@ pub struct ServicesTableWriter {
     checked: bool,
     /// What the table holds, when known.
     known: Option<Vec<ServiceRow>>,
+    /// A write fails unless this transaction lives (the elected leader's).
+    fence: Option<String>,
 }
 
 impl ServicesTableWriter {
@@ -110,7 +112,16 @@ impl ServicesTableWriter {
             path: format!("{}/services", dir_path.trim_end_matches('/')),
             checked: false,
             known: None,
+            fence: None,
         }
+    }
+
+    /// Writes from now on need `transaction` alive (a deposed leader's write fails). The
+    /// table is read again first: another writer may have changed it meanwhile.
+    pub fn set_fence(&mut self, transaction: Option<String>) {
+        self.fence = transaction;
+        self.checked = false;
+        self.known = None;
     }
 
     pub fn path(&self) -> &str {
@@ -127,7 +138,15 @@ impl ServicesTableWriter {
             return Ok(false);
         }
         let nodes: Vec<Node> = rows.iter().map(ServiceRow::to_node).collect();
-        match self.client.write_table(&self.path, &nodes).await {
+        let options = yt_client::WriteOptions {
+            prerequisite_transaction_ids: self.fence.iter().cloned().collect(),
+            ..yt_client::WriteOptions::default()
+        };
+        match self
+            .client
+            .write_table_with(&self.path, &nodes, &options)
+            .await
+        {
             Ok(()) => {
                 self.known = Some(rows.to_vec());
                 Ok(true)
