@@ -381,18 +381,15 @@ impl Pipeline {
                     Unroutable::BadRequest(_) => Unrouted::BadRequest,
                     Unroutable::NoSuchTask(_) => Unrouted::NoSuchTask,
                 });
-                if let (Unroutable::NoSuchTask(_), Some(portal)) = (&unroutable, &self.shared.portal)
+                if let (Unroutable::NoSuchTask(_), Some(portal)) =
+                    (&unroutable, &self.shared.portal)
                 {
                     // A browser on a service domain that is gone: say whether it finished.
-                    let authority = req
-                        .uri()
-                        .authority()
-                        .map(|a| a.as_str())
-                        .or_else(|| {
-                            req.headers()
-                                .get(http::header::HOST)
-                                .and_then(|h| h.to_str().ok())
-                        });
+                    let authority = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+                        req.headers()
+                            .get(http::header::HOST)
+                            .and_then(|h| h.to_str().ok())
+                    });
                     if let Some(page) =
                         portal.not_found(caller, req.headers(), authority, conn.client.scheme)
                     {

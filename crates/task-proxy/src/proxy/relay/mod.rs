@@ -344,8 +344,7 @@ impl Relay {
                 }
             }
             Err(_)
-                if shared.portal.is_some()
-                    && caller(head, head_bytes) == CallerKind::Browser =>
+                if shared.portal.is_some() && caller(head, head_bytes) == CallerKind::Browser =>
             {
                 // The portal's redirect and pages are answered on the general path.
                 return Next::General;
