@@ -615,6 +615,9 @@ monitoring:
         ("TaskProxyAuthorizationGrpcUnavailable", "13"),
         ("TaskProxyAuthorizationConnectionTimeout", "14"),
         ("TaskProxyDiscoveryInfrastructureFailures", "15"),
+        ("TaskProxyDiscoveryContextDeadlineExceeded", "16"),
+        ("TaskProxyDiscoveryGrpcUnavailable", "17"),
+        ("TaskProxyDiscoveryConnectionTimeout", "18"),
     ] {
         assert!(
             names.contains(&(alert.to_string(), threshold.to_string())),

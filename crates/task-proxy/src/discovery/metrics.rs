@@ -2,7 +2,9 @@
 //! through [`crate::discovery::DiscoveryStatus::register_metrics`].
 
 use super::PassReport;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -29,6 +31,13 @@ pub struct DiscoveryMetrics {
     collisions_detected: Counter,
     table_writes: Counter,
     table_errors: Counter,
+    cluster_errors: Family<KindLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    /// `yt_client::FailureKind::label`.
+    kind: &'static str,
 }
 
 impl Default for DiscoveryMetrics {
@@ -51,6 +60,14 @@ impl Default for DiscoveryMetrics {
             collisions_detected: Counter::default(),
             table_writes: Counter::default(),
             table_errors: Counter::default(),
+            cluster_errors: {
+                let family = Family::<KindLabels, Counter>::default();
+                // Exported from the start, so alerts see zeros rather than no series.
+                for kind in yt_client::FailureKind::ALL {
+                    drop(family.get_or_create(&KindLabels { kind: kind.label() }));
+                }
+                family
+            },
         }
     }
 }
@@ -64,6 +81,13 @@ impl DiscoveryMetrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("task_proxy_discovery");
         r.register("passes", "Discovery passes run", self.passes.clone());
+        r.register(
+            "cluster_errors",
+            "Failed discovery passes and services-table updates, by the kind of the cluster's \
+             failure (context_deadline_exceeded, connection_timeout, network_error, \
+             unavailable, other)",
+            self.cluster_errors.clone(),
+        );
         r.register(
             "failed_passes",
             "Discovery passes that failed (the last routing table was kept)",
@@ -148,6 +172,11 @@ impl DiscoveryMetrics {
 
     pub(super) fn observe(&self, report: &PassReport) {
         self.passes.inc();
+        for kind in &report.failure_kinds {
+            self.cluster_errors
+                .get_or_create(&KindLabels { kind: kind.label() })
+                .inc();
+        }
         self.pass_duration.observe(report.duration.as_secs_f64());
         self.requests.inc_by(report.requests);
         self.last_pass_requests
@@ -206,7 +235,8 @@ mod tests {
             collisions: 0,
             published: true,
             table_written: true,
-            table_error: None,
+            table_error: Some("timed out".into()),
+            failure_kinds: vec![yt_client::FailureKind::DeadlineExceeded],
         };
         metrics.observe(&report);
         let mut text = String::new();
@@ -218,6 +248,16 @@ mod tests {
         );
         assert!(
             text.contains("task_proxy_discovery_passes_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "task_proxy_discovery_cluster_errors_total{kind=\"context_deadline_exceeded\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("task_proxy_discovery_cluster_errors_total{kind=\"unavailable\"} 0"),
             "{text}"
         );
     }

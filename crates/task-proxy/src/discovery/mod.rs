@@ -109,6 +109,8 @@ pub struct PassReport {
     pub table_written: bool,
     /// Why the services table could not be brought in step, if it could not.
     pub table_error: Option<String>,
+    /// The kinds of the pass's failure and of the table's, for counting.
+    pub failure_kinds: Vec<yt_client::FailureKind>,
 }
 
 impl PassReport {
@@ -281,15 +283,22 @@ impl Discovery {
             published: false,
             table_written: false,
             table_error: None,
+            failure_kinds: Vec::new(),
         };
         match outcome {
             Err(_) => {
                 report.error = Some(format!(
                     "the pass took longer than {:?}",
                     self.config.pass_timeout
-                ))
+                ));
+                report
+                    .failure_kinds
+                    .push(yt_client::FailureKind::DeadlineExceeded);
             }
-            Ok(Err(error)) => report.error = Some(error.to_string()),
+            Ok(Err(error)) => {
+                report.failure_kinds.push(error.failure_kind());
+                report.error = Some(error.to_string());
+            }
             Ok(Ok(result)) => self.publish(table, result, &mut report).await,
         }
         let stats_after = self.client.stats();
@@ -401,6 +410,7 @@ impl Discovery {
                 Ok(written) => report.table_written = written,
                 Err(error) => {
                     tracing::warn!(path = writer.path(), %error, "cannot update the services table");
+                    report.failure_kinds.push(error.failure_kind());
                     report.table_error = Some(error.to_string());
                 }
             }
