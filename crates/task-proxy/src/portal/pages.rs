@@ -239,11 +239,11 @@ pub fn not_found(
         Some((operation_id, task, service, at)) => (
             "This service has finished",
             format!(
-                "<code>{}</code> belonged to task {}, service {} of operation <code>{}</code>, \
-                 which stopped running {} ({}).",
+                "<code>{}</code> was the service <code>{}</code> of task <code>{}</code> in \
+                 operation <code>{}</code>, which stopped running {} ({}).",
                 escape(host),
-                escape(task),
                 escape(service),
+                escape(task),
                 escape(operation_id),
                 ago(at),
                 crate::html::escape(&utc(at)),
