@@ -71,21 +71,24 @@ fn main() -> std::process::ExitCode {
                         return std::process::ExitCode::from(2);
                     }
                 },
-                None => {
-                    if let Err(e) = init_tracing(&cli.log) {
+                None => match init_tracing(&cli.log) {
+                    Ok(guard) => Some(guard),
+                    Err(e) => {
                         eprintln!("task-proxy: {e:#}");
                         return std::process::ExitCode::from(2);
                     }
-                    None
-                }
+                },
             };
             serve(config, |_| {})
         }
         other => {
-            if let Err(e) = init_tracing(&cli.log) {
-                eprintln!("task-proxy: {e:#}");
-                return std::process::ExitCode::from(2);
-            }
+            let _logging = match init_tracing(&cli.log) {
+                Ok(guard) => guard,
+                Err(e) => {
+                    eprintln!("task-proxy: {e:#}");
+                    return std::process::ExitCode::from(2);
+                }
+            };
             match other {
                 Command::Dev(args) => dev::run(args),
                 Command::DemoJob(args) => dev::run_demo_job(args),
@@ -171,22 +174,23 @@ struct LogArgs {
     log_level: String,
 }
 
-fn init_tracing(log: &LogArgs) -> anyhow::Result<()> {
+fn init_tracing(log: &LogArgs) -> anyhow::Result<task_proxy::logging::LoggingGuard> {
     use std::io::IsTerminal;
     let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
         Ok(filter) => filter,
         Err(_) => tracing_subscriber::EnvFilter::try_new(&log.log_level)
             .with_context(|| format!("--log-level {:?} is not a level or filter", log.log_level))?,
     };
+    let (writer, guard) = task_proxy::logging::DefaultWriter::stderr();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if log.log_format == "json" {
         builder.json().flatten_event(true).init();
     } else {
         builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
-    Ok(())
+    Ok(guard)
 }
 
 /// The auth gate for the configuration: with auth on, a client of the cluster that asks
