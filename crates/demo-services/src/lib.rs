@@ -21,7 +21,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use crate::grpc::{proto, serve_grpc, STREAM_REPLIES};
+pub use crate::grpc::{
+    proto, serve_grpc, serve_grpc_with_interval, STREAM_INTERVAL, STREAM_REPLIES,
+};
 pub use crate::http::{pattern_byte, serve_http, JOB_HEADER};
 
 /// A job serving in a background task. Dropping it aborts the task, which closes the listener

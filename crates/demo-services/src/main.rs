@@ -29,7 +29,16 @@ enum Command {
     /// HTTP/1.1 + h2c job: /, /headers, /sse, /ws, /bytes, /upload, /redirect, /delay, /status/N.
     Http(ServeArgs),
     /// gRPC job: helloworld.Greeter, demo.Inspect and server reflection.
-    Grpc(ServeArgs),
+    Grpc(GrpcArgs),
+}
+
+#[derive(Debug, Args)]
+struct GrpcArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Milliseconds between the replies of `SayHelloStream` (0: none).
+    #[arg(long, default_value_t = demo_services::STREAM_INTERVAL.as_millis() as u64)]
+    stream_interval_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -85,8 +94,9 @@ async fn main() -> anyhow::Result<()> {
             demo_services::serve_http(listener, name).await?;
         }
         Command::Grpc(args) => {
-            let (listener, name) = args.listen().await?;
-            demo_services::serve_grpc(listener, name).await?;
+            let (listener, name) = args.serve.listen().await?;
+            let interval = std::time::Duration::from_millis(args.stream_interval_ms);
+            demo_services::serve_grpc_with_interval(listener, name, interval).await?;
         }
     }
     Ok(())

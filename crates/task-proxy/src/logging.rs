@@ -12,19 +12,30 @@
 //! rustls); `accessLog` gets the access lines. A file writer rotates by size and/or period and
 //! keeps a number of archives and/or a total size (`rotationPolicy`); archives are named
 //! `<file>.<UTC timestamp>.<16 hex digits>` as the original names them.
+//!
+//! The access log never blocks a worker: its lines, formatted as before, go into a bounded
+//! queue (`tracing-appender`'s lossy non-blocking writer) that one thread writes out in
+//! batches, one write per batch. When the writer falls behind (a full disk, a stdout nobody
+//! reads) lines beyond [`ACCESS_QUEUE_LINES`] are dropped and counted
+//! ([`access_lines_dropped`], the `task_proxy_access_log_dropped` metric).
 
 use serde::Deserialize;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 
 /// The access log's target: its lines go to the access stream only.
 pub const ACCESS_TARGET: &str = "task_proxy::access";
 
 /// Where files go when `directory` is not given.
 pub const DEFAULT_DIRECTORY: &str = "/var/log/task-proxy";
+
+/// Access lines queued for the writer thread at most (about 4 MiB of typical lines); beyond
+/// it lines are dropped and counted rather than making a worker wait.
+pub const ACCESS_QUEUE_LINES: usize = 16 * 1024;
 
 /// Buffer of a file writer; lines are written out when it fills, and at least every second.
 const FILE_BUFFER: usize = 64 * 1024;
@@ -591,13 +602,17 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Sink {
     }
 }
 
-/// Keeps the file writers; dropping it writes their buffers out.
+/// Keeps the file writers and the access log's writer thread; dropping it writes out the
+/// queued access lines, then the files' buffers.
 pub struct LoggingGuard {
     files: Vec<Arc<RotatingFile>>,
+    access: Option<WorkerGuard>,
 }
 
 impl Drop for LoggingGuard {
     fn drop(&mut self) {
+        // The writer thread drains its queue into the files first.
+        drop(self.access.take());
         for file in &self.files {
             let _ = file.flush();
         }
@@ -668,7 +683,15 @@ impl LoggingConfig {
                     }
                 })?;
         }
-        Ok((server, proxy, access, LoggingGuard { files }))
+        Ok((
+            server,
+            proxy,
+            access,
+            LoggingGuard {
+                files,
+                access: None,
+            },
+        ))
     }
 
     /// Installs the global subscriber: server, proxy and access streams with their writers
@@ -676,7 +699,12 @@ impl LoggingConfig {
     pub fn install(&self, json: bool) -> io::Result<LoggingGuard> {
         use tracing_subscriber::filter::{LevelFilter, Targets};
         use tracing_subscriber::prelude::*;
-        let (server, proxy, access, guard) = self.open_sinks()?;
+        let (server, proxy, access, mut guard) = self.open_sinks()?;
+        let access = access.map(|sink| {
+            let (writer, worker) = access_writer(sink);
+            guard.access = Some(worker);
+            writer
+        });
         const ACCESS: &str = ACCESS_TARGET;
         const PROXY_TARGETS: [&str; 4] = ["task_proxy::proxy", "hyper", "h2", "rustls"];
         let mut server_filter = Targets::new()
@@ -723,6 +751,139 @@ impl LoggingConfig {
             .try_init()
             .map_err(|e| io::Error::other(e.to_string()))?;
         Ok(guard)
+    }
+}
+
+/// What the access log's writer thread writes to: the stream or file of `accessLog`. Standard
+/// streams are buffered here and written once per batch (the thread flushes after draining
+/// its queue); the file buffers itself and rotates on the writer thread.
+enum AccessOut {
+    Stdout(BufWriter<io::Stdout>),
+    Stderr(BufWriter<io::Stderr>),
+    File(Arc<RotatingFile>),
+}
+
+impl Write for AccessOut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            AccessOut::Stdout(out) => out.write_all(buf),
+            AccessOut::Stderr(err) => err.write_all(buf),
+            AccessOut::File(file) => file.write_line(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            AccessOut::Stdout(out) => out.flush(),
+            AccessOut::Stderr(err) => err.flush(),
+            AccessOut::File(file) => file.flush(),
+        }
+    }
+}
+
+/// The drop counters of every access writer started in this process.
+fn access_counters() -> &'static Mutex<Vec<ErrorCounter>> {
+    static COUNTERS: OnceLock<Mutex<Vec<ErrorCounter>>> = OnceLock::new();
+    COUNTERS.get_or_init(Default::default)
+}
+
+/// Access lines dropped so far because their writer fell [`ACCESS_QUEUE_LINES`] behind.
+pub fn access_lines_dropped() -> u64 {
+    access_counters()
+        .lock()
+        .map(|counters| counters.iter().map(|c| c.dropped_lines() as u64).sum())
+        .unwrap_or(0)
+}
+
+/// The access log's writer over `sink`: a bounded queue and the thread that drains it (it
+/// stops, after writing what is queued, when the guard is dropped).
+pub fn access_writer(sink: Sink) -> (NonBlocking, WorkerGuard) {
+    access_writer_to(
+        match sink {
+            Sink::Stdout => AccessOut::Stdout(BufWriter::with_capacity(FILE_BUFFER, io::stdout())),
+            Sink::Stderr => AccessOut::Stderr(BufWriter::with_capacity(FILE_BUFFER, io::stderr())),
+            Sink::File(file) => AccessOut::File(file),
+        },
+        ACCESS_QUEUE_LINES,
+    )
+}
+
+fn access_writer_to<W: Write + Send + 'static>(
+    out: W,
+    queue_lines: usize,
+) -> (NonBlocking, WorkerGuard) {
+    let (writer, worker) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(queue_lines)
+        .thread_name("task-proxy-access-log")
+        .finish(out);
+    if let Ok(mut counters) = access_counters().lock() {
+        counters.push(writer.error_counter());
+    }
+    (writer, worker)
+}
+
+/// The writer of the default logging (no `--logging-config`): everything on stderr, the
+/// access lines through the access log's queue so that they never block a worker either.
+#[derive(Clone)]
+pub struct DefaultWriter {
+    access: NonBlocking,
+}
+
+impl DefaultWriter {
+    /// The writer and the guard that keeps its access writer thread.
+    pub fn stderr() -> (DefaultWriter, LoggingGuard) {
+        let (access, worker) = access_writer(Sink::Stderr);
+        (
+            DefaultWriter { access },
+            LoggingGuard {
+                files: Vec::new(),
+                access: Some(worker),
+            },
+        )
+    }
+}
+
+/// One event's writer under [`DefaultWriter`].
+pub enum DefaultEventWriter {
+    Stderr(io::Stderr),
+    Access(NonBlocking),
+}
+
+impl Write for DefaultEventWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            DefaultEventWriter::Stderr(err) => err.write(buf),
+            DefaultEventWriter::Access(access) => access.write(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            DefaultEventWriter::Stderr(err) => err.write_all(buf),
+            DefaultEventWriter::Access(access) => access.write_all(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            DefaultEventWriter::Stderr(err) => err.flush(),
+            DefaultEventWriter::Access(access) => access.flush(),
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for DefaultWriter {
+    type Writer = DefaultEventWriter;
+    fn make_writer(&'a self) -> Self::Writer {
+        DefaultEventWriter::Stderr(io::stderr())
+    }
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        if meta.target() == ACCESS_TARGET {
+            DefaultEventWriter::Access(self.access.clone())
+        } else {
+            DefaultEventWriter::Stderr(io::stderr())
+        }
     }
 }
 
@@ -862,5 +1023,47 @@ mod tests {
         assert_eq!(archives.len(), 1);
         assert_eq!(std::fs::read_to_string(&archives[0].0).unwrap(), "one\n");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
+    }
+
+    /// A writer that blocks until released, as a full disk or an unread stdout does.
+    struct Blocked(std::sync::mpsc::Receiver<()>, Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Blocked {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let _ = self.0.recv();
+            self.1.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_blocked_access_writer_drops_and_counts_without_waiting() {
+        let (release, blocked) = std::sync::mpsc::channel();
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let (mut writer, worker) = access_writer_to(Blocked(blocked, written.clone()), 8);
+        let counter = writer.error_counter();
+        let started = Instant::now();
+        for i in 0..1000 {
+            writer.write_all(format!("line {i}\n").as_bytes()).unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "writing waited for the blocked writer: {:?}",
+            started.elapsed()
+        );
+        // At most the queue and the line in the writer's hands are kept.
+        let dropped = counter.dropped_lines();
+        assert!((1000 - 9..=1000 - 8).contains(&dropped), "{dropped}");
+        assert!(access_lines_dropped() >= dropped as u64);
+        for _ in 0..1000 {
+            let _ = release.send(());
+        }
+        drop(worker);
+        let written = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        assert!(written.starts_with("line 0\n"), "{written}");
+        assert_eq!(written.lines().count(), 1000 - dropped);
     }
 }

@@ -65,20 +65,20 @@ fn main() -> std::process::ExitCode {
                         return std::process::ExitCode::from(2);
                     }
                 },
-                None => {
-                    if let Err(e) = init_tracing(&cli.log) {
+                None => match init_tracing(&cli.log) {
+                    Ok(guard) => Some(guard),
+                    Err(e) => {
                         eprintln!("task-proxy: {e:#}");
                         return std::process::ExitCode::from(2);
                     }
-                    None
-                }
+                },
             };
             Ok(serve(config, |_| {}))
         }
         #[cfg(feature = "dev")]
-        Command::Dev(args) => init_tracing(&cli.log).map(|()| dev::run(args)),
+        Command::Dev(args) => init_tracing(&cli.log).map(|_logging| dev::run(args)),
         #[cfg(feature = "dev")]
-        Command::DemoJob(args) => init_tracing(&cli.log).map(|()| dev::run_demo_job(args)),
+        Command::DemoJob(args) => init_tracing(&cli.log).map(|_logging| dev::run_demo_job(args)),
     };
     let result = match result {
         Ok(result) => result,
@@ -165,22 +165,23 @@ struct LogArgs {
     log_level: String,
 }
 
-fn init_tracing(log: &LogArgs) -> anyhow::Result<()> {
+fn init_tracing(log: &LogArgs) -> anyhow::Result<task_proxy::logging::LoggingGuard> {
     use std::io::IsTerminal;
     let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
         Ok(filter) => filter,
         Err(_) => tracing_subscriber::EnvFilter::try_new(&log.log_level)
             .with_context(|| format!("--log-level {:?} is not a level or filter", log.log_level))?,
     };
+    let (writer, guard) = task_proxy::logging::DefaultWriter::stderr();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if log.log_format == "json" {
         builder.json().flatten_event(true).init();
     } else {
         builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
-    Ok(())
+    Ok(guard)
 }
 
 /// Starts the proxy and serves until SIGTERM/SIGINT, then drains; a second signal exits at

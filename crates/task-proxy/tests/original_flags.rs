@@ -260,6 +260,107 @@ fn logging_config_writes_server_and_access_logs_to_files_and_rotates_by_size() {
     assert!(!logs.join("envoy.log").exists(), "proxy writes to stderr");
 }
 
+/// Sends `count` keep-alive requests pipelined in batches and waits for every `hello`; a
+/// response that does not come within 10 s fails.
+fn get_many(addr: &str, host: &str, count: usize) {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut sent = 0;
+    while sent < count {
+        let batch = (count - sent).min(100);
+        let mut requests = String::new();
+        for i in 0..batch {
+            requests.push_str(&format!(
+                "GET /page/{} HTTP/1.1\r\nHost: {host}\r\n\r\n",
+                sent + i
+            ));
+        }
+        stream.write_all(requests.as_bytes()).unwrap();
+        let (mut seen, mut tail) = (0, Vec::new());
+        while seen < batch {
+            let n = stream
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("response {} did not come: {e}", sent + seen));
+            assert!(n > 0, "the proxy closed the connection");
+            tail.extend_from_slice(&buf[..n]);
+            seen += tail.windows(5).filter(|w| w == b"hello").count();
+            // Keep a partial `hello` for the next read.
+            let keep = tail.len().saturating_sub(4);
+            tail.drain(..keep);
+        }
+        sent += batch;
+    }
+}
+
+#[test]
+fn access_log_to_a_stdout_nobody_reads_drops_and_counts_instead_of_stalling_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (services_file, domain) = services(dir.path(), &job());
+    let config = dir.path().join("logging.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "directory: {}\naccessLog:\n  enabled: true\n  writerType: stdout\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            &format!("-logging-config={}", config.display()),
+            "-base-domain",
+            BASE,
+            "-auth-enabled=false",
+            &format!("-services-file={services_file}"),
+            "-listen=127.0.0.1:0",
+            "-admin-listen=127.0.0.1:0",
+            "-worker-threads=1",
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start task-proxy");
+    // Read stdout up to the listening line, then never again: the pipe fills with access
+    // lines and a write to it blocks, as an unread or wedged log collector makes it.
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("task-proxy listening") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "no listening line");
+    }
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap()
+            .to_string()
+    };
+    let proxy = Running {
+        child,
+        plain: field("plain="),
+        admin: field("admin="),
+        log: Default::default(),
+    };
+    // More lines than the pipe (64 KiB) and the access log's queue hold together.
+    get_many(
+        &proxy.plain,
+        &domain,
+        task_proxy::logging::ACCESS_QUEUE_LINES + 4000,
+    );
+    let (status, metrics) = get(&proxy.admin, "admin", "/metrics", "");
+    assert_eq!(status, 200, "{metrics}");
+    let dropped: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("task_proxy_access_log_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no dropped counter: {metrics}"));
+    assert!(dropped > 0, "{metrics}");
+    drop(out);
+}
+
 #[test]
 fn access_log_disabled_writes_no_access_lines_anywhere() {
     let dir = tempfile::tempdir().unwrap();

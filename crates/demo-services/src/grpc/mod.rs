@@ -33,12 +33,21 @@ pub mod proto {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("demo_descriptor");
 }
 
-pub use greeter::STREAM_REPLIES;
+pub use greeter::{STREAM_INTERVAL, STREAM_REPLIES};
 
 /// Serves the demo gRPC job on `listener` until the returned future is dropped or aborted;
 /// dropping it also closes every connection it accepted.
 pub async fn serve_grpc(listener: TcpListener, name: String) -> std::io::Result<()> {
-    let routes = routes(name)?;
+    serve_grpc_with_interval(listener, name, STREAM_INTERVAL).await
+}
+
+/// [`serve_grpc`] with `interval` between streamed replies (zero: no pause, for benchmarks).
+pub async fn serve_grpc_with_interval(
+    listener: TcpListener,
+    name: String,
+    interval: std::time::Duration,
+) -> std::io::Result<()> {
+    let routes = routes(name, interval)?;
     server::serve(listener, move |_connection| {
         let routes = routes.clone();
         hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -57,7 +66,7 @@ pub async fn serve_grpc(listener: TcpListener, name: String) -> std::io::Result<
 }
 
 /// All the job's services in one router.
-fn routes(name: String) -> std::io::Result<Routes> {
+fn routes(name: String, interval: std::time::Duration) -> std::io::Result<Routes> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -66,8 +75,10 @@ fn routes(name: String) -> std::io::Result<Routes> {
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(std::io::Error::other)?;
-    let greeter =
-        proto::helloworld::greeter_server::GreeterServer::new(greeter::Greeter::new(name.clone()));
+    let greeter = proto::helloworld::greeter_server::GreeterServer::new(greeter::Greeter::new(
+        name.clone(),
+        interval,
+    ));
     let inspect = proto::demo::inspect_server::InspectServer::new(inspect::Inspect::new(name));
     Ok(Routes::new(greeter)
         .add_service(inspect)

@@ -125,6 +125,12 @@ impl prometheus_client::collector::Collector for DataPlaneCollector {
 
         counter(
             &mut encoder,
+            "task_proxy_access_log_dropped",
+            "Access log lines dropped because the log's writer fell behind (a worker never waits for it)",
+            crate::logging::access_lines_dropped(),
+        )?;
+        counter(
+            &mut encoder,
             "task_proxy_h2_floods",
             "HTTP/2 client connections closed with GOAWAY ENHANCE_YOUR_CALM for a flood of control frames",
             self.proxy.h2_floods.load(Ordering::Relaxed),

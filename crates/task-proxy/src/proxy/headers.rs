@@ -16,6 +16,7 @@
 //!   codings that do not end in exactly one `chunked`, make a response malformed (RFC 9112
 //!   §6.1, §6.3; refused like HAProxy does rather than read until close).
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -79,7 +80,9 @@ impl Forwarding<'_> {
 
     /// Replaces the caller's forwarding headers in `headers` by the proxy's (hyper's path).
     pub fn apply(&self, headers: &mut HeaderMap) -> Result<(), http::header::InvalidHeaderValue> {
-        let mut xff = Vec::new();
+        // Called for every request on hyper's path: the two built values are handed over
+        // without a copy, the scheme is static, and the map grows once for the new names.
+        let mut xff = Vec::with_capacity(self.peer.len() + 32);
         x_forwarded_for(
             headers
                 .get_all(X_FORWARDED_FOR)
@@ -88,14 +91,15 @@ impl Forwarding<'_> {
             self.peer,
             &mut xff,
         );
-        let mut forwarded = Vec::new();
+        let mut forwarded = Vec::with_capacity(64);
         self.forwarded(&mut forwarded);
+        headers.reserve(5);
         // `insert` replaces every line of a name: the caller's values are gone.
-        headers.insert(X_FORWARDED_FOR, HeaderValue::from_bytes(&xff)?);
         headers.insert(
-            X_FORWARDED_PROTO,
-            HeaderValue::from_bytes(self.scheme.as_bytes())?,
+            X_FORWARDED_FOR,
+            HeaderValue::from_maybe_shared(Bytes::from(xff))?,
         );
+        headers.insert(X_FORWARDED_PROTO, scheme_value(self.scheme)?);
         match self.host {
             Some(host) => {
                 headers.insert(X_FORWARDED_HOST, HeaderValue::from_bytes(host)?);
@@ -104,7 +108,10 @@ impl Forwarding<'_> {
                 headers.remove(X_FORWARDED_HOST);
             }
         }
-        headers.insert(FORWARDED, HeaderValue::from_bytes(&forwarded)?);
+        headers.insert(
+            FORWARDED,
+            HeaderValue::from_maybe_shared(Bytes::from(forwarded))?,
+        );
         headers.insert(X_REAL_IP, HeaderValue::from_bytes(self.peer)?);
         Ok(())
     }
@@ -126,6 +133,15 @@ impl Forwarding<'_> {
         }
         out.extend_from_slice(b";proto=");
         out.extend_from_slice(self.scheme.as_bytes());
+    }
+}
+
+/// The `X-Forwarded-Proto` value: the two schemes the proxy serves without an allocation.
+fn scheme_value(scheme: &str) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    match scheme {
+        "http" => Ok(HeaderValue::from_static("http")),
+        "https" => Ok(HeaderValue::from_static("https")),
+        other => HeaderValue::from_bytes(other.as_bytes()),
     }
 }
 
