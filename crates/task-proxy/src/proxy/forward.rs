@@ -5,7 +5,7 @@
 //! the URI put in the form the upstream protocol needs, and absolute redirects to a job's own
 //! `host:port` rewritten to the service domain the caller used.
 
-use super::balance::Backend;
+use super::balance::ServiceBackends;
 use super::headers::{self as policy, CookiePolicy, Forwarding};
 use super::http1::hop_by_hop;
 use crate::routing::Protocol;
@@ -109,7 +109,7 @@ pub fn prepare_request(
 pub fn prepare_response(
     parts: &mut http::response::Parts,
     upgrade: bool,
-    backend: &Backend,
+    backend: &ServiceBackends,
     host: Option<&HeaderValue>,
     client: &ClientView,
     cookies: &CookiePolicy<'_>,
@@ -129,7 +129,7 @@ pub fn prepare_response(
 /// authority is one of the service's endpoints.
 pub(super) fn rewrite_location(
     location: &HeaderValue,
-    backend: &Backend,
+    backend: &ServiceBackends,
     host: &HeaderValue,
     scheme: &str,
 ) -> Option<HeaderValue> {

@@ -1,7 +1,7 @@
 //! Connections to jobs: HTTP/1.1 keep-alive pools for `http` services, one multiplexed HTTP/2
 //! (h2c) connection per endpoint for `grpc` services, and fresh upgradeable HTTP/1.1
 //! connections for WebSocket handshakes. Pools are per worker (a
-//! [`WorkerPool`](super::endpoint::WorkerPool) slot per worker in each endpoint state), so no
+//! [`IdleConnections`](super::endpoint::IdleConnections) slot per worker in each endpoint state), so no
 //! lock is ever contended across threads (except when a worker at the per-job connection cap
 //! closes an idle connection of another worker's pool).
 //!
@@ -82,7 +82,7 @@ pub enum ConnectError {
 
 /// A worker's view of upstream connections.
 #[derive(Debug, Clone)]
-pub struct Upstreams {
+pub struct JobConnector {
     worker: usize,
     connect_timeout: Duration,
     idle_timeout: Duration,
@@ -92,14 +92,14 @@ pub struct Upstreams {
     max_idle: usize,
 }
 
-impl Upstreams {
+impl JobConnector {
     pub fn new(
         worker: usize,
         connect_timeout: Duration,
         idle_timeout: Duration,
         max_idle: usize,
-    ) -> Upstreams {
-        Upstreams {
+    ) -> JobConnector {
+        JobConnector {
             worker,
             connect_timeout,
             idle_timeout,
