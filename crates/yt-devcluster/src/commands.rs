@@ -429,28 +429,14 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
             let op_id = operation_id_param(p)?;
             let job_id = p.str("job_id")?;
             let store = lock(&shared.store);
-            let op = store.find(&op_id)?;
-            let job = store.job(&op.id, job_id).ok_or_else(|| {
-                YtError::new(
-                    crate::error::codes::NO_SUCH_JOB,
-                    400,
-                    format!("No such job {job_id}"),
-                )
-            })?;
+            let job = store.find_job(&op_id, job_id)?;
             Ok(Output::Structured(job.to_node()))
         }
         "get_job_stderr" => {
             let op_id = operation_id_param(p)?;
             let job_id = p.str("job_id")?;
             let store = lock(&shared.store);
-            let op = store.find(&op_id)?;
-            let job = store.job(&op.id, job_id).ok_or_else(|| {
-                YtError::new(
-                    crate::error::codes::NO_SUCH_JOB,
-                    400,
-                    format!("No such job {job_id}"),
-                )
-            })?;
+            let job = store.find_job(&op_id, job_id)?;
             let stderr = job
                 .sandbox
                 .as_ref()
