@@ -1061,20 +1061,22 @@ mod tests {
     use super::*;
     use crate::routing::{Endpoint, Protocol, RouteTimeouts, RoutingSnapshot, ServiceSpec};
 
+    /// One HTTP service (`web` of task `main` of `op-1`) with one endpoint.
+    pub(super) fn web_spec() -> ServiceSpec {
+        ServiceSpec {
+            operation_id: "op-1".into(),
+            task_name: "main".into(),
+            service: "web".into(),
+            protocol: Protocol::Http,
+            endpoints: vec![Endpoint::new("127.0.0.1", 1)],
+            operation_start_time: None,
+            timeouts: RouteTimeouts::default(),
+        }
+    }
+
     fn portal() -> (Arc<Portal>, String) {
         let table = Arc::new(RoutingTable::new("tp.test"));
-        table.publish(RoutingSnapshot::build(
-            "tp.test",
-            [ServiceSpec {
-                operation_id: "op-1".into(),
-                task_name: "main".into(),
-                service: "web".into(),
-                protocol: Protocol::Http,
-                endpoints: vec![Endpoint::new("127.0.0.1", 1)],
-                operation_start_time: None,
-                timeouts: RouteTimeouts::default(),
-            }],
-        ));
+        table.publish(RoutingSnapshot::build("tp.test", [web_spec()]));
         let domain = table.load().routes()[0].domain.clone();
         let config = PortalConfig {
             hosts: vec!["task-proxy.tp.test".into()],

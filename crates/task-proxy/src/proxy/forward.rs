@@ -163,6 +163,11 @@ mod tests {
         }
     }
 
+    /// [`prepare_request`] for a plain request (no upgrade, underscored headers dropped).
+    fn prepare(req: &mut http::request::Parts, protocol: Protocol, host: Option<&HeaderValue>) {
+        prepare_request(req, protocol, false, host, &client(), false).unwrap();
+    }
+
     #[test]
     fn hop_by_hop_and_forwarded() {
         let mut req = http::Request::builder()
@@ -187,15 +192,7 @@ mod tests {
             .into_parts()
             .0;
         let host = client_host(&req);
-        prepare_request(
-            &mut req,
-            Protocol::Http,
-            false,
-            host.as_ref(),
-            &client(),
-            false,
-        )
-        .unwrap();
+        prepare(&mut req, Protocol::Http, host.as_ref());
         let h = &req.headers;
         for gone in [
             "connection",
@@ -235,27 +232,11 @@ mod tests {
             .0;
         let host = client_host(&req);
         let mut h1 = req.clone();
-        prepare_request(
-            &mut h1,
-            Protocol::Http,
-            false,
-            host.as_ref(),
-            &client(),
-            false,
-        )
-        .unwrap();
+        prepare(&mut h1, Protocol::Http, host.as_ref());
         assert_eq!(h1.headers["host"], "abcdef12.d");
         assert_eq!(h1.uri, "/svc/M");
         assert_eq!(h1.version, Version::HTTP_11);
-        prepare_request(
-            &mut req,
-            Protocol::Grpc,
-            false,
-            host.as_ref(),
-            &client(),
-            false,
-        )
-        .unwrap();
+        prepare(&mut req, Protocol::Grpc, host.as_ref());
         assert_eq!(req.uri, "http://abcdef12.d/svc/M");
     }
 
