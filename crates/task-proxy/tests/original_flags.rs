@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use task_proxy::routing::service_hash;
@@ -198,6 +198,15 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
+/// Writes `logging.yaml` in `dir` with `directory: <dir>/logs` and then `rest`; the logs
+/// directory and the file's path.
+fn logging_config(dir: &Path, rest: &str) -> (PathBuf, PathBuf) {
+    let config = dir.join("logging.yaml");
+    let logs = dir.join("logs");
+    std::fs::write(&config, format!("directory: {}\n{rest}", logs.display())).unwrap();
+    (logs, config)
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -209,21 +218,15 @@ fn text(output: &Output) -> String {
 #[test]
 fn logging_config_writes_server_and_access_logs_to_files_and_rotates_by_size() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
     let (services_file, domain) = services(dir.path(), &job());
-    let config = dir.path().join("logging.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "directory: {}\nserver:\n  writerType: file\n  minLogLevel: info\n  rotationPolicy:\n    \
+    let (logs, config) = logging_config(
+        dir.path(),
+        "server:\n  writerType: file\n  minLogLevel: info\n  rotationPolicy:\n    \
              rotationPeriodMilliseconds: 3600000\n    maxSegmentCountToKeep: 10\n\
              proxy:\n  writerType: stderr\n  minLogLevel: info\n\
              accessLog:\n  enabled: true\n  writerType: file\n  rotationPolicy:\n    \
              maxSegmentSize: 2KiB\n    maxSegmentCountToKeep: 3\n",
-            logs.display()
-        ),
-    )
-    .unwrap();
+    );
     let proxy = start_with_logging(&config, &services_file);
     for i in 0..200 {
         let (status, body) = get(&proxy.plain, &domain, &format!("/page/{i}"), "");
@@ -263,22 +266,16 @@ fn logging_config_writes_server_and_access_logs_to_files_and_rotates_by_size() {
 #[test]
 fn access_log_disabled_writes_no_access_lines_anywhere() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
     let (services_file, domain) = services(dir.path(), &job());
-    let config = dir.path().join("logging.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "directory: {}\nserver:\n  writerType: file\n  minLogLevel: trace\n  rotationPolicy:\n    \
+    let (logs, config) = logging_config(
+        dir.path(),
+        "server:\n  writerType: file\n  minLogLevel: trace\n  rotationPolicy:\n    \
              maxSegmentSize: 10Mi\n    maxTotalSizeToKeep: 100Mi\n\
              proxy:\n  writerType: file\n  minLogLevel: trace\n  rotationPolicy:\n    \
              maxSegmentSize: 10Mi\n    maxSegmentCountToKeep: 2\n\
              accessLog:\n  enabled: false\n  writerType: file\n  rotationPolicy:\n    \
              maxSegmentSize: 10Mi\n    maxSegmentCountToKeep: 2\n",
-            logs.display()
-        ),
-    )
-    .unwrap();
+    );
     let proxy = start_with_logging(&config, &services_file);
     for i in 0..5 {
         let (status, _) = get(&proxy.plain, &domain, &format!("/page/{i}"), "");
@@ -558,20 +555,14 @@ async fn the_original_command_line_serves_with_auth() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "robot-token\n").unwrap();
-    let logs = dir.path().join("logs");
-    let config = dir.path().join("logging.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "directory: {}\nserver:\n  writerType: stderr\n  minLogLevel: debug\n\
+    let (logs, config) = logging_config(
+        dir.path(),
+        "server:\n  writerType: stderr\n  minLogLevel: debug\n\
              proxy:\n  writerType: stderr\n  minLogLevel: info\n\
              accessLog:\n  enabled: true\n  writerType: file\n  rotationPolicy:\n    \
              rotationPeriodMilliseconds: 3600000\n    maxSegmentSize: 100Mi\n    \
              maxTotalSizeToKeep: 1Gi\n    maxSegmentCountToKeep: 10\n",
-            logs.display()
-        ),
-    )
-    .unwrap();
+    );
 
     // An operation with a web service, submitted with the real CLI before the proxy starts
     // (the original's discovery period is 60 s; the first pass runs at start).
