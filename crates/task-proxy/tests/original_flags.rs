@@ -9,9 +9,10 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use task_proxy::routing::service_hash;
+use test_support::output_text;
 
 const BASE: &str = "tp.test";
 const BIN: &str = env!("CARGO_BIN_EXE_task-proxy");
@@ -207,14 +208,6 @@ fn logging_config(dir: &Path, rest: &str) -> (PathBuf, PathBuf) {
     (logs, config)
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 #[test]
 fn logging_config_writes_server_and_access_logs_to_files_and_rotates_by_size() {
     let dir = tempfile::tempdir().unwrap();
@@ -327,8 +320,13 @@ fn bad_logging_configs_are_refused_naming_the_problem() {
                 args.push("--check-config".into());
             }
             let output = Command::new(BIN).args(&args).output().unwrap();
-            assert_eq!(output.status.code(), Some(2), "{yaml:?}: {}", text(&output));
-            let printed = text(&output);
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{yaml:?}: {}",
+                output_text(&output)
+            );
+            let printed = output_text(&output);
             assert!(
                 printed.contains("logging configuration") && printed.contains(expected),
                 "{yaml:?}: {printed}"
@@ -517,8 +515,8 @@ fn original_flags_show_in_check_config() {
         ])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", text(&output));
-    let printed = text(&output);
+    assert!(output.status.success(), "{}", output_text(&output));
+    let printed = output_text(&output);
     for expected in [
         "upstream_connect_timeout: 3s",
         "route_timeout: Some(\n            15s",
@@ -541,7 +539,7 @@ fn original_flags_show_in_check_config() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output).contains("'auth-cache-capacity' argument must be non-negative"));
+    assert!(output_text(&output).contains("'auth-cache-capacity' argument must be non-negative"));
 }
 
 /// The args the original chart renders for its server container (values.yaml defaults), with
@@ -581,7 +579,7 @@ async fn the_original_command_line_serves_with_auth() {
         .output()
         .await
         .unwrap();
-    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.status.success(), "{}", output_text(&output));
     let op = String::from_utf8_lossy(&output.stdout).trim().to_string();
     let op = op.lines().last().unwrap_or_default().trim().to_string();
     let domain = format!(

@@ -128,6 +128,16 @@ fn succeeded(args: &[&str], output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
+/// A finished process's stdout followed by its stderr, as text (for messages and checks that
+/// do not care which stream a line went to).
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// Sends signal `name` (`"KILL"`, `"INT"`, `"TERM"`, `"HUP"`) to process `pid` with `kill`;
 /// whether it was delivered.
 pub fn signal_process(pid: u32, name: &str) -> bool {
