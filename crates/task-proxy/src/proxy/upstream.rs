@@ -80,6 +80,15 @@ pub enum ConnectError {
     },
 }
 
+impl ConnectError {
+    fn handshake(ep: &EndpointState, source: hyper::Error) -> ConnectError {
+        ConnectError::Handshake {
+            endpoint: ep.authority.clone(),
+            source,
+        }
+    }
+}
+
 /// A worker's view of upstream connections.
 #[derive(Debug, Clone)]
 pub struct JobConnector {
@@ -168,10 +177,7 @@ impl JobConnector {
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| ConnectError::Handshake {
-                endpoint: ep.authority.clone(),
-                source,
-            })?;
+            .map_err(|source| ConnectError::handshake(ep, source))?;
         if upgrades {
             tokio::spawn(async move {
                 if let Err(e) = conn.with_upgrades().await {
@@ -274,10 +280,7 @@ impl JobConnector {
             .keep_alive_timeout(Duration::from_secs(10))
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| ConnectError::Handshake {
-                endpoint: ep.authority.clone(),
-                source,
-            })?;
+            .map_err(|source| ConnectError::handshake(ep, source))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream h2 connection ended");
