@@ -16,6 +16,11 @@ const HTTP1: &str = "--http1.1";
 const HTTP2: &str = "--http2-prior-knowledge";
 
 /// Runs curl with `args` and returns its stdout; fails the test if curl fails.
+/// The status code of a `method` request to `url`, as curl prints it.
+async fn status_of(method: &str, url: &str) -> String {
+    curl(&["-o", "/dev/null", "-w", "%{http_code}", "-X", method, url]).await
+}
+
 async fn curl(args: &[&str]) -> String {
     let output = Command::new("curl")
         .args(["-sS", "--max-time", "20"])
@@ -198,47 +203,11 @@ async fn redirect_points_at_the_address_the_client_reached() {
 async fn status_delay_static_and_trailers() {
     let job = spawn_http("misc").await;
     let url = job.url();
-    let status = curl(&[
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &format!("{url}/status/418"),
-    ])
-    .await;
-    assert_eq!(status, "418");
-    let status = curl(&[
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &format!("{url}/status/abc"),
-    ])
-    .await;
-    assert_eq!(status, "400");
+    assert_eq!(status_of("GET", &format!("{url}/status/418")).await, "418");
+    assert_eq!(status_of("GET", &format!("{url}/status/abc")).await, "400");
 
-    let status = curl(&[
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-X",
-        "POST",
-        &format!("{url}/sse"),
-    ])
-    .await;
-    assert_eq!(status, "405");
-    let status = curl(&[
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-X",
-        "POST",
-        &format!("{url}/nope"),
-    ])
-    .await;
-    assert_eq!(status, "404");
+    assert_eq!(status_of("POST", &format!("{url}/sse")).await, "405");
+    assert_eq!(status_of("POST", &format!("{url}/nope")).await, "404");
 
     let started = Instant::now();
     let delayed = curl(&[HTTP2, &format!("{url}/delay?ms=300")]).await;

@@ -330,19 +330,7 @@ async fn cached_requests_cost_one_lookup_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_failures_grace_and_recovery() {
-    let env = Env::start(&[
-        "--auth-identity-ttl",
-        "300ms",
-        "--auth-allow-ttl",
-        "300ms",
-        "--auth-grace",
-        "60s",
-        "--auth-failure-hold",
-        "200ms",
-        "--auth-timeout",
-        "2s",
-    ])
-    .await;
+    let env = Env::start(&support::outage_auth_flags("2s")).await;
     assert_eq!(env.http_status("web", "/", Some(ALICE_OAUTH)), 200);
     assert_eq!(env.grpc_code(Some(ALICE_OAUTH)), "OK");
 

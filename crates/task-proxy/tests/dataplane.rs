@@ -274,14 +274,7 @@ async fn grpc_unary_streaming_and_reflection_through_grpcurl() {
             .output()
             .await
             .expect("run grpcurl");
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        (out.status.success(), test_support::output_text(&out))
     };
     let base = |more: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = ["-plaintext", "-authority", domain.as_str()]

@@ -92,6 +92,30 @@ async fn pass_until(
     }
 }
 
+/// Starts an operation exposing service `s` (port 0) on two jobs, and runs passes until the
+/// table routes it to both; the operation's id.
+async fn two_job_service(
+    cluster: &DevCluster,
+    discovery: &mut Discovery,
+    table: &RoutingTable,
+) -> String {
+    let op = vanilla(
+        cluster,
+        r#"{s={job_count=2; command="sleep 1000"; port_count=1}}"#,
+        "{annotations={task_proxy={enabled=%true}}}",
+    )
+    .await;
+    pass_until(
+        discovery,
+        table,
+        Duration::from_secs(10),
+        "the service",
+        |s| route(s, &op, "s", "port_0").is_some_and(|r| r.endpoints.len() == 2),
+    )
+    .await;
+    op
+}
+
 fn route<'a>(
     snapshot: &'a RoutingSnapshot,
     op: &str,
@@ -496,20 +520,7 @@ async fn a_failing_or_hanging_cluster_keeps_the_last_table_until_it_recovers() {
     let cluster = cluster().await;
     let table = RoutingTable::new(BASE);
     let mut discovery = discovery(&cluster);
-    let op = vanilla(
-        &cluster,
-        r#"{s={job_count=2; command="sleep 1000"; port_count=1}}"#,
-        "{annotations={task_proxy={enabled=%true}}}",
-    )
-    .await;
-    pass_until(
-        &mut discovery,
-        &table,
-        Duration::from_secs(10),
-        "the service",
-        |s| route(s, &op, "s", "port_0").is_some_and(|r| r.endpoints.len() == 2),
-    )
-    .await;
+    let op = two_job_service(&cluster, &mut discovery, &table).await;
     let generation = table.load().generation();
     let before = table.load().routes().to_vec();
 
@@ -726,20 +737,7 @@ async fn incomplete_job_lists_keep_the_last_endpoints() {
     let cluster = cluster().await;
     let table = RoutingTable::new(BASE);
     let mut discovery = discovery(&cluster);
-    let op = vanilla(
-        &cluster,
-        r#"{s={job_count=2; command="sleep 1000"; port_count=1}}"#,
-        "{annotations={task_proxy={enabled=%true}}}",
-    )
-    .await;
-    pass_until(
-        &mut discovery,
-        &table,
-        Duration::from_secs(10),
-        "the service",
-        |s| route(s, &op, "s", "port_0").is_some_and(|r| r.endpoints.len() == 2),
-    )
-    .await;
+    let op = two_job_service(&cluster, &mut discovery, &table).await;
     let before = table.load().routes().to_vec();
 
     // The shape is the server's: a successful answer with the failure in `errors`.

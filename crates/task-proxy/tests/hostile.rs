@@ -29,6 +29,10 @@ async fn exchange(proxy: SocketAddr, request: &[u8]) -> (String, bool) {
 
 /// A job that records every byte it receives and answers each request head with a small 200
 /// (keep-alive). Bodies are not parsed: the record is what matters.
+///
+/// With [`RecordingJob::spawn_h2c`] it speaks h2c the way hypercorn, Go's h2c handler or Jetty
+/// do: a request carrying `Upgrade: h2c` gets `101 Switching Protocols` and the HTTP/2 server
+/// preface (with `eager`, every request does), and the connection only records from then on.
 struct RecordingJob {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<u8>>>,
@@ -39,6 +43,15 @@ struct RecordingJob {
 
 impl RecordingJob {
     async fn spawn() -> RecordingJob {
+        RecordingJob::start(None).await
+    }
+
+    async fn spawn_h2c(eager: bool) -> RecordingJob {
+        RecordingJob::start(Some(eager)).await
+    }
+
+    /// `h2c`: `None` never switches protocols; `Some(eager)` as in [`RecordingJob::spawn_h2c`].
+    async fn start(h2c: Option<bool>) -> RecordingJob {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -63,18 +76,33 @@ impl RecordingJob {
                     let _closed = Closed(counted);
                     let mut pending = Vec::new();
                     let mut buf = [0u8; 8192];
+                    let mut switched = false;
                     loop {
                         let n = match s.read(&mut buf).await {
                             Ok(0) | Err(_) => return,
                             Ok(n) => n,
                         };
                         record.lock().expect("record").extend_from_slice(&buf[..n]);
+                        if switched {
+                            continue;
+                        }
                         pending.extend_from_slice(&buf[..n]);
                         while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&pending[..end]).to_lowercase();
                             pending.drain(..end + 4);
-                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            switched =
+                                h2c.is_some_and(|eager| eager || head.contains("\r\nupgrade: h2c"));
+                            let answer: &[u8] = if switched {
+                                // 101, then an empty SETTINGS frame (the server preface).
+                                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+                            } else {
+                                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                            };
                             if s.write_all(answer).await.is_err() {
                                 return;
+                            }
+                            if switched {
+                                break;
                             }
                         }
                     }
@@ -696,86 +724,6 @@ async fn no_credential_appears_in_logs_metrics_status_pages_or_forwarded_request
     env.cluster.shutdown().await;
 }
 
-/// A job that speaks h2c the way hypercorn, Go's h2c handler or Jetty do: a request carrying
-/// `Upgrade: h2c` gets `101 Switching Protocols` and the HTTP/2 server preface (with `eager`,
-/// every request does); anything else a small 200. Records every byte it receives.
-struct H2cJob {
-    addr: SocketAddr,
-    received: Arc<Mutex<Vec<u8>>>,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-impl H2cJob {
-    async fn spawn(eager: bool) -> H2cJob {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let record = received.clone();
-        let counted = open.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                let record = record.clone();
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let counted = counted.clone();
-                tokio::spawn(async move {
-                    // Counts the connection closed however the loop below ends.
-                    struct Closed(Arc<std::sync::atomic::AtomicUsize>);
-                    impl Drop for Closed {
-                        fn drop(&mut self) {
-                            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                        }
-                    }
-                    let _closed = Closed(counted);
-                    let mut pending = Vec::new();
-                    let mut buf = [0u8; 8192];
-                    let mut switched = false;
-                    loop {
-                        let n = match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        record.lock().expect("record").extend_from_slice(&buf[..n]);
-                        if switched {
-                            continue;
-                        }
-                        pending.extend_from_slice(&buf[..n]);
-                        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&pending[..end]).to_lowercase();
-                            pending.drain(..end + 4);
-                            let answer: &[u8] = if eager || head.contains("\r\nupgrade: h2c") {
-                                switched = true;
-                                // 101, then an empty SETTINGS frame (the server preface).
-                                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-                            } else {
-                                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-                            };
-                            if s.write_all(answer).await.is_err() {
-                                return;
-                            }
-                            if switched {
-                                break;
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        H2cJob {
-            addr,
-            received,
-            _task: task,
-        }
-    }
-
-    fn take(&self) -> String {
-        let mut r = self.received.lock().expect("record");
-        String::from_utf8_lossy(&std::mem::take(&mut *r)).into_owned()
-    }
-}
-
 /// The status codes of the responses in `answer`, in order.
 fn statuses(answer: &str) -> Vec<u16> {
     answer
@@ -789,8 +737,8 @@ fn statuses(answer: &str) -> Vec<u16> {
 /// HTTP/1.1 request, and a job switching protocols on its own gets no tunnel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrades_on_static_paths_are_checked_and_h2c_never_becomes_a_tunnel() {
-    let h2c = H2cJob::spawn(false).await;
-    let eager = H2cJob::spawn(true).await;
+    let h2c = RecordingJob::spawn_h2c(false).await;
+    let eager = RecordingJob::spawn_h2c(true).await;
     let (h2c_endpoint, eager_endpoint) = (h2c.addr.to_string(), eager.addr.to_string());
     let env = AuthEnv::start_with(false, |readable, _| {
         vec![

@@ -92,6 +92,23 @@ async fn lock_holder(client: &yt_client::YtClient) -> Option<String> {
     name.as_str().map(str::to_string)
 }
 
+/// The replicas' names and admin addresses, shared with the [`Watcher`] (a test removes the
+/// ones it stops).
+type Admins = Arc<Mutex<Vec<(String, std::net::SocketAddr)>>>;
+
+/// Three replicas with leader transaction timeout `timeout`, and their [`Admins`].
+fn three_replicas(cluster: &DevCluster, timeout: &str) -> (Vec<Replica>, Admins) {
+    let replicas: Vec<Replica> = ["replica-a", "replica-b", "replica-c"]
+        .iter()
+        .map(|name| start_replica(cluster, name, timeout))
+        .collect();
+    let admins = replicas
+        .iter()
+        .map(|r| (r.name.clone(), r.proxy.admin))
+        .collect();
+    (replicas, Arc::new(Mutex::new(admins)))
+}
+
 /// Samples replicas and the lock until stopped; records every moment two replicas said they
 /// lead, or one said so without holding the lock.
 struct Watcher {
@@ -102,10 +119,7 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn start(
-        cluster_url: String,
-        admins: Arc<Mutex<Vec<(String, std::net::SocketAddr)>>>,
-    ) -> Watcher {
+    fn start(cluster_url: String, admins: Admins) -> Watcher {
         let stop = Arc::new(AtomicBool::new(false));
         let violations = Arc::new(Mutex::new(Vec::new()));
         let samples = Arc::new(Mutex::new(0));
@@ -209,16 +223,7 @@ async fn three_replicas_hand_over_without_failing_a_request() {
     let first = start_operation(&cluster, HTTP_TASKS, EXPOSED);
     // Generous against the 1 s period: the handover after a kill takes about this long.
     let timeout = Duration::from_secs(6);
-    let mut replicas: Vec<Replica> = ["replica-a", "replica-b", "replica-c"]
-        .iter()
-        .map(|name| start_replica(&cluster, name, "6s"))
-        .collect();
-    let admins = Arc::new(Mutex::new(
-        replicas
-            .iter()
-            .map(|r| (r.name.clone(), r.proxy.admin))
-            .collect::<Vec<_>>(),
-    ));
+    let (mut replicas, admins) = three_replicas(&cluster, "6s");
     let watcher = Watcher::start(cluster.url(), admins.clone());
     for replica in &replicas {
         wait_for(
@@ -392,16 +397,7 @@ async fn three_replicas_hand_over_without_failing_a_request() {
 async fn a_partitioned_leader_steps_down_and_one_other_takes_over() {
     let cluster = support::dev_cluster().await;
     let op = start_operation(&cluster, HTTP_TASKS, EXPOSED);
-    let replicas: Vec<Replica> = ["replica-a", "replica-b", "replica-c"]
-        .iter()
-        .map(|name| start_replica(&cluster, name, "4s"))
-        .collect();
-    let admins = Arc::new(Mutex::new(
-        replicas
-            .iter()
-            .map(|r| (r.name.clone(), r.proxy.admin))
-            .collect::<Vec<_>>(),
-    ));
+    let (replicas, admins) = three_replicas(&cluster, "4s");
     let watcher = Watcher::start(cluster.url(), admins);
     for replica in &replicas {
         wait_for(Duration::from_secs(30), "routable everywhere", || {

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use test_support::output_text;
 
 fn task_proxy(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_task-proxy"))
@@ -16,19 +17,11 @@ fn task_proxy(args: &[&str]) -> Output {
         .expect("run task-proxy")
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 #[test]
 fn help_documents_every_flag_with_its_env_var() {
     let output = task_proxy(&["serve", "--help"]);
     assert!(output.status.success());
-    let help = text(&output);
+    let help = output_text(&output);
     for (flag, env) in [
         ("--yt-proxy", "YT_PROXY"),
         ("--yt-token-path", "YT_TOKEN_PATH"),
@@ -80,8 +73,8 @@ fn single_dash_spelling_of_the_original_deployment_is_accepted() {
         "/nonexistent.json",
         "--check-config",
     ]);
-    assert!(output.status.success(), "{}", text(&output));
-    let printed = text(&output);
+    assert!(output.status.success(), "{}", output_text(&output));
+    let printed = output_text(&output);
     assert!(printed.contains("tp.example.net"), "{printed}");
     assert!(printed.contains("enabled: false"), "{printed}");
 }
@@ -119,11 +112,16 @@ fn invalid_combinations_are_refused_with_a_clear_message() {
         all.extend(args.iter().copied());
         all.push("--check-config");
         let output = task_proxy(&all);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", text(&output));
-        assert!(
-            text(&output).contains(expected),
+        assert_eq!(
+            output.status.code(),
+            Some(2),
             "{args:?}: {}",
-            text(&output)
+            output_text(&output)
+        );
+        assert!(
+            output_text(&output).contains(expected),
+            "{args:?}: {}",
+            output_text(&output)
         );
     }
 }
@@ -140,8 +138,8 @@ fn check_config_never_prints_the_token() {
         .env("YT_TOKEN", "secret-robot-token")
         .output()
         .expect("run");
-    assert!(output.status.success(), "{}", text(&output));
-    assert!(!text(&output).contains("secret-robot-token"));
+    assert!(output.status.success(), "{}", output_text(&output));
+    assert!(!output_text(&output).contains("secret-robot-token"));
 }
 
 /// Renders the chart with `helm template` and the extra `args`; returns every document.
@@ -161,7 +159,7 @@ fn render(args: &[&str]) -> Vec<serde_yaml_ng::Value> {
     assert!(
         output.status.success(),
         "helm template {args:?}: {}",
-        text(&output)
+        output_text(&output)
     );
     let rendered = String::from_utf8_lossy(&output.stdout).into_owned();
     serde_yaml_ng::Deserializer::from_str(&rendered)
@@ -233,7 +231,7 @@ fn check_deployment(docs: &[serde_yaml_ng::Value], token_file: &Path) -> Vec<Str
     assert!(
         output.status.success(),
         "the chart's args {args:?} are refused: {}",
-        text(&output)
+        output_text(&output)
     );
     args
 }

@@ -8,10 +8,11 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use task_proxy::routing::service_hash;
+use test_support::output_text;
 
 const BASE: &str = "tp.test";
 const BIN: &str = env!("CARGO_BIN_EXE_task-proxy");
@@ -198,32 +199,27 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+/// Writes `logging.yaml` in `dir` with `directory: <dir>/logs` and then `rest`; the logs
+/// directory and the file's path.
+fn logging_config(dir: &Path, rest: &str) -> (PathBuf, PathBuf) {
+    let config = dir.join("logging.yaml");
+    let logs = dir.join("logs");
+    std::fs::write(&config, format!("directory: {}\n{rest}", logs.display())).unwrap();
+    (logs, config)
 }
 
 #[test]
 fn logging_config_writes_server_and_access_logs_to_files_and_rotates_by_size() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
     let (services_file, domain) = services(dir.path(), &job());
-    let config = dir.path().join("logging.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "directory: {}\nserver:\n  writerType: file\n  minLogLevel: info\n  rotationPolicy:\n    \
+    let (logs, config) = logging_config(
+        dir.path(),
+        "server:\n  writerType: file\n  minLogLevel: info\n  rotationPolicy:\n    \
              rotationPeriodMilliseconds: 3600000\n    maxSegmentCountToKeep: 10\n\
              proxy:\n  writerType: stderr\n  minLogLevel: info\n\
              accessLog:\n  enabled: true\n  writerType: file\n  rotationPolicy:\n    \
              maxSegmentSize: 2KiB\n    maxSegmentCountToKeep: 3\n",
-            logs.display()
-        ),
-    )
-    .unwrap();
+    );
     let proxy = start_with_logging(&config, &services_file);
     for i in 0..200 {
         let (status, body) = get(&proxy.plain, &domain, &format!("/page/{i}"), "");
@@ -364,22 +360,16 @@ fn access_log_to_a_stdout_nobody_reads_drops_and_counts_instead_of_stalling_requ
 #[test]
 fn access_log_disabled_writes_no_access_lines_anywhere() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
     let (services_file, domain) = services(dir.path(), &job());
-    let config = dir.path().join("logging.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "directory: {}\nserver:\n  writerType: file\n  minLogLevel: trace\n  rotationPolicy:\n    \
+    let (logs, config) = logging_config(
+        dir.path(),
+        "server:\n  writerType: file\n  minLogLevel: trace\n  rotationPolicy:\n    \
              maxSegmentSize: 10Mi\n    maxTotalSizeToKeep: 100Mi\n\
              proxy:\n  writerType: file\n  minLogLevel: trace\n  rotationPolicy:\n    \
              maxSegmentSize: 10Mi\n    maxSegmentCountToKeep: 2\n\
              accessLog:\n  enabled: false\n  writerType: file\n  rotationPolicy:\n    \
              maxSegmentSize: 10Mi\n    maxSegmentCountToKeep: 2\n",
-            logs.display()
-        ),
-    )
-    .unwrap();
+    );
     let proxy = start_with_logging(&config, &services_file);
     for i in 0..5 {
         let (status, _) = get(&proxy.plain, &domain, &format!("/page/{i}"), "");
@@ -431,8 +421,13 @@ fn bad_logging_configs_are_refused_naming_the_problem() {
                 args.push("--check-config".into());
             }
             let output = Command::new(BIN).args(&args).output().unwrap();
-            assert_eq!(output.status.code(), Some(2), "{yaml:?}: {}", text(&output));
-            let printed = text(&output);
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{yaml:?}: {}",
+                output_text(&output)
+            );
+            let printed = output_text(&output);
             assert!(
                 printed.contains("logging configuration") && printed.contains(expected),
                 "{yaml:?}: {printed}"
@@ -621,8 +616,8 @@ fn original_flags_show_in_check_config() {
         ])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", text(&output));
-    let printed = text(&output);
+    assert!(output.status.success(), "{}", output_text(&output));
+    let printed = output_text(&output);
     for expected in [
         "upstream_connect_timeout: 3s",
         "route_timeout: Some(\n            15s",
@@ -645,7 +640,7 @@ fn original_flags_show_in_check_config() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output).contains("'auth-cache-capacity' argument must be non-negative"));
+    assert!(output_text(&output).contains("'auth-cache-capacity' argument must be non-negative"));
 }
 
 /// The args the original chart renders for its server container (values.yaml defaults), with
@@ -659,20 +654,14 @@ async fn the_original_command_line_serves_with_auth() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "robot-token\n").unwrap();
-    let logs = dir.path().join("logs");
-    let config = dir.path().join("logging.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "directory: {}\nserver:\n  writerType: stderr\n  minLogLevel: debug\n\
+    let (logs, config) = logging_config(
+        dir.path(),
+        "server:\n  writerType: stderr\n  minLogLevel: debug\n\
              proxy:\n  writerType: stderr\n  minLogLevel: info\n\
              accessLog:\n  enabled: true\n  writerType: file\n  rotationPolicy:\n    \
              rotationPeriodMilliseconds: 3600000\n    maxSegmentSize: 100Mi\n    \
              maxTotalSizeToKeep: 1Gi\n    maxSegmentCountToKeep: 10\n",
-            logs.display()
-        ),
-    )
-    .unwrap();
+    );
 
     // An operation with a web service, submitted with the real CLI before the proxy starts
     // (the original's discovery period is 60 s; the first pass runs at start).
@@ -691,7 +680,7 @@ async fn the_original_command_line_serves_with_auth() {
         .output()
         .await
         .unwrap();
-    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.status.success(), "{}", output_text(&output));
     let op = String::from_utf8_lossy(&output.stdout).trim().to_string();
     let op = op.lines().last().unwrap_or_default().trim().to_string();
     let domain = format!(

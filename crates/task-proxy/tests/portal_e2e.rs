@@ -248,9 +248,22 @@ fn login_form(env: &Env) -> (String, String) {
 
 /// Submits the login form with `token`, returning to `return_url`.
 fn log_in(env: &Env, token: &str, return_url: &str, csrf: &(String, String)) -> Answer {
-    let cookie = format!("Cookie: tp_csrf={}", csrf.0);
-    let origin = format!("Origin: http://{}", env.portal());
-    let form = format!("csrf={}", csrf.1);
+    post_login(env, &csrf.0, &csrf.1, &env.portal(), token, return_url)
+}
+
+/// The login form's POST with the CSRF cookie, the CSRF field and the `Origin` host given
+/// apart, so a test can forge any of them.
+fn post_login(
+    env: &Env,
+    csrf_cookie: &str,
+    csrf_field: &str,
+    origin: &str,
+    token: &str,
+    return_url: &str,
+) -> Answer {
+    let cookie = format!("Cookie: tp_csrf={csrf_cookie}");
+    let origin = format!("Origin: http://{origin}");
+    let form = format!("csrf={csrf_field}");
     let token = format!("token={token}");
     let ret = format!("return={return_url}");
     request(
@@ -404,25 +417,7 @@ async fn tickets_cookies_redirects_and_forms_hold() {
         (csrf.0.as_str(), "v1.forged.x", env.portal()),
         (csrf.0.as_str(), csrf.1.as_str(), "evil.example".to_string()),
     ] {
-        let cookie = format!("Cookie: tp_csrf={cookie}");
-        let origin = format!("Origin: http://{origin}");
-        let form = format!("csrf={field}");
-        let refused = request(
-            &env,
-            "POST",
-            &env.portal(),
-            "/login",
-            &[
-                "-H",
-                &cookie,
-                "-H",
-                &origin,
-                "--data-urlencode",
-                &form,
-                "--data-urlencode",
-                "token=alice-token",
-            ],
-        );
+        let refused = post_login(&env, cookie, field, &origin, "alice-token", "");
         assert_eq!(
             refused.status, 403,
             "{cookie} {field} {origin}: {}",
@@ -834,49 +829,36 @@ async fn under_tls_cookies_are_secure_host_prefixed_and_tossed_ones_do_not_count
         .nth(1)
         .and_then(|r| r.split('"').next())
         .expect("csrf field");
-    // The same nonce in a plain (tossable) cookie does not count under TLS.
     let origin = format!("Origin: https://{BASE_DOMAIN}:{port}");
     let ret = format!("return=https://{domain}:{port}/headers?q=1");
     let form = format!("csrf={field}");
+    // The login POST over TLS, with one CSRF cookie or another.
+    let tls_log_in = |cookie: &str| {
+        tls_request(
+            port,
+            BASE_DOMAIN,
+            "POST",
+            "/login",
+            &[
+                "-H",
+                cookie,
+                "-H",
+                &origin,
+                "--data-urlencode",
+                &form,
+                "--data-urlencode",
+                "token=alice-token",
+                "--data-urlencode",
+                &ret,
+            ],
+        )
+    };
+    // The same nonce in a plain (tossable) cookie does not count under TLS.
     let tossed = format!("Cookie: tp_csrf={nonce}");
-    let (head, _) = tls_request(
-        port,
-        BASE_DOMAIN,
-        "POST",
-        "/login",
-        &[
-            "-H",
-            &tossed,
-            "-H",
-            &origin,
-            "--data-urlencode",
-            &form,
-            "--data-urlencode",
-            "token=alice-token",
-            "--data-urlencode",
-            &ret,
-        ],
-    );
+    let (head, _) = tls_log_in(&tossed);
     assert!(head.contains(" 403"), "{head}");
     let own = format!("Cookie: __Host-tp_csrf={nonce}");
-    let (head, _) = tls_request(
-        port,
-        BASE_DOMAIN,
-        "POST",
-        "/login",
-        &[
-            "-H",
-            &own,
-            "-H",
-            &origin,
-            "--data-urlencode",
-            &form,
-            "--data-urlencode",
-            "token=alice-token",
-            "--data-urlencode",
-            &ret,
-        ],
-    );
+    let (head, _) = tls_log_in(&own);
     assert!(head.contains(" 303"), "{head}");
     let (portal, line) = set_cookie(&head, "__Host-tp_portal").expect("prefixed portal cookie");
     assert!(

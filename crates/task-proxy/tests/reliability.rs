@@ -519,19 +519,7 @@ async fn discovered_job_killed_under_load_loses_no_request_and_its_replacement_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_outage_keeps_routes_and_cached_decisions_refuses_new_users_and_recovers() {
-    let env = DiscoveryEnv::start(&[
-        "--auth-identity-ttl",
-        "300ms",
-        "--auth-allow-ttl",
-        "300ms",
-        "--auth-grace",
-        "60s",
-        "--auth-failure-hold",
-        "200ms",
-        "--auth-timeout",
-        "1s",
-    ])
-    .await;
+    let env = DiscoveryEnv::start(&support::outage_auth_flags("1s")).await;
     let host = format!("Host: {}", env.domain());
     let url = format!("http://{}/", env.proxy.plain);
     let new_user = |token: &'static str| {

@@ -13,8 +13,8 @@ pub mod wait;
 pub use proxy::{http_get, Proxy, ProxyBuilder, BASE_DOMAIN};
 pub use services::{write_services, ServicesFile};
 pub use tools::{
-    body_of, curl, curl_async, signal_process, status_of, tool, workspace_root, yt, yt_async,
-    yt_command,
+    body_of, curl, curl_async, output_text, signal_process, status_of, tool, workspace_root, yt,
+    yt_async, yt_command,
 };
 pub use wait::{wait_for, wait_for_port, wait_until};
 

@@ -92,12 +92,7 @@ pub fn yt(proxy_url: &str, token: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("run yt");
-    assert!(
-        output.status.success(),
-        "yt {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
+    succeeded(args, &output)
 }
 
 /// A `yt` command set up for the cluster at `proxy_url` and `token`, for a test that needs
@@ -120,12 +115,27 @@ pub async fn yt_async(proxy_url: &str, token: &str, args: &[&str]) -> String {
         .output()
         .await
         .expect("run yt");
+    succeeded(args, &output)
+}
+
+/// The trimmed stdout of a `yt` run that must have succeeded (its stderr in the panic if not).
+fn succeeded(args: &[&str], output: &std::process::Output) -> String {
     assert!(
         output.status.success(),
         "yt {args:?} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// A finished process's stdout followed by its stderr, as text (for messages and checks that
+/// do not care which stream a line went to).
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 /// Sends signal `name` (`"KILL"`, `"INT"`, `"TERM"`, `"HUP"`) to process `pid` with `kill`;

@@ -429,28 +429,14 @@ pub fn execute_light(shared: &Arc<Shared>, name: &str, call: &Call<'_>) -> Resul
             let op_id = operation_id_param(p)?;
             let job_id = p.str("job_id")?;
             let store = lock(&shared.store);
-            let op = store.find(&op_id)?;
-            let job = store.job(&op.id, job_id).ok_or_else(|| {
-                YtError::new(
-                    crate::error::codes::NO_SUCH_JOB,
-                    400,
-                    format!("No such job {job_id}"),
-                )
-            })?;
+            let job = store.find_job(&op_id, job_id)?;
             Ok(Output::Structured(job.to_node()))
         }
         "get_job_stderr" => {
             let op_id = operation_id_param(p)?;
             let job_id = p.str("job_id")?;
             let store = lock(&shared.store);
-            let op = store.find(&op_id)?;
-            let job = store.job(&op.id, job_id).ok_or_else(|| {
-                YtError::new(
-                    crate::error::codes::NO_SUCH_JOB,
-                    400,
-                    format!("No such job {job_id}"),
-                )
-            })?;
+            let job = store.find_job(&op_id, job_id)?;
             let stderr = job
                 .sandbox
                 .as_ref()
@@ -734,6 +720,20 @@ fn validate_acl(acl: &Node) -> Result<(), YtError> {
     Ok(())
 }
 
+/// Whether `user` may manage (abort, complete, update) `op`; the master's access error if not.
+fn may_manage(shared: &Shared, user: &str, op: &Operation) -> Result<(), YtError> {
+    if shared
+        .users
+        .operation_permission(user, "manage", &op.access())
+    {
+        return Ok(());
+    }
+    Err(YtError::access_denied(format!(
+        "Access denied for user {user:?}: \"manage\" permission for operation {} is not allowed",
+        op.id
+    )))
+}
+
 async fn abort_operation(
     shared: &Arc<Shared>,
     call: &Call<'_>,
@@ -743,17 +743,11 @@ async fn abort_operation(
     let id = {
         let mut store = lock(&shared.store);
         let op = store.find(&id)?;
-        if !shared
-            .users
-            .operation_permission(call.user, "manage", &op.access())
-        {
-            return Err(YtError::access_denied(format!(
-                "Access denied for user {:?}: \"manage\" permission for operation {} is not allowed",
-                call.user, op.id
-            ))
-            .with_attribute("user", Node::string(call.user))
-            .with_attribute("permission", Node::string("manage")));
-        }
+        may_manage(shared, call.user, op).map_err(|denied| {
+            denied
+                .with_attribute("user", Node::string(call.user))
+                .with_attribute("permission", Node::string("manage"))
+        })?;
         if op.state.is_finished() {
             return Err(YtError::bad_request(format!(
                 "Operation {} is already in state {:?}",
@@ -790,15 +784,7 @@ fn update_operation_parameters(shared: &Arc<Shared>, call: &Call<'_>) -> Result<
         .ok_or_else(|| YtError::bad_request("Missing required parameter \"parameters\""))?;
     let mut store = lock(&shared.store);
     let op = store.find(&id)?;
-    if !shared
-        .users
-        .operation_permission(call.user, "manage", &op.access())
-    {
-        return Err(YtError::access_denied(format!(
-            "Access denied for user {:?}: \"manage\" permission for operation {} is not allowed",
-            call.user, op.id
-        )));
-    }
+    may_manage(shared, call.user, op)?;
     let id = op.id.clone();
     let acl = parameters.get("acl").cloned();
     if let Some(acl) = &acl {

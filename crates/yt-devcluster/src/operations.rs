@@ -777,6 +777,18 @@ impl OpsStore {
             .or_else(|| op.finished.iter().find(|j| j.id == job_id))
     }
 
+    /// A job of an operation (by id or alias), or the error `get_job` and its kin answer.
+    pub fn find_job(&self, id_or_alias: &str, job_id: &str) -> Result<&Job, YtError> {
+        let op = self.find(id_or_alias)?;
+        self.job(&op.id, job_id).ok_or_else(|| {
+            YtError::new(
+                crate::error::codes::NO_SUCH_JOB,
+                400,
+                format!("No such job {job_id}"),
+            )
+        })
+    }
+
     /// Running jobs on one exec node.
     pub fn jobs_on_node(&self, address: &str) -> Vec<&Job> {
         self.job_index

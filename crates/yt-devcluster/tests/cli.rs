@@ -14,14 +14,12 @@ const QUICK_START_SPEC: &str = "{annotations={task_proxy={enabled=%true;}}}";
 async fn orchid_job(cluster: &yt_devcluster::DevCluster, address: &str, job: &str) -> (u16, i64) {
     let base =
         format!("//sys/exec_nodes/{address}/orchid/exec_node/job_controller/active_jobs/{job}");
-    let ports = yt(
+    let ports = yt_ok(
         cluster,
         "robot-token",
         &["get", &format!("{base}/job_ports"), "--format", "json"],
-        None,
     )
-    .await
-    .expect_ok();
+    .await;
     let ports: Vec<u16> = serde_json::from_str(ports.trim()).expect("job_ports is a JSON list");
     assert_eq!(ports.len(), 1, "one port per job");
     let pid = api(cluster, "robot-token", "get", &format!("path={base}/pid"))
@@ -54,14 +52,12 @@ async fn check_permission(
     permission: &str,
 ) -> String {
     let params = format!("{{operation_id=\"{op}\";user=\"{user}\";permission={permission}}}");
-    let out = yt(
+    let out = yt_ok(
         cluster,
         "robot-token",
         &["execute", "check_operation_permission", &params],
-        None,
     )
-    .await
-    .expect_ok();
+    .await;
     if out.contains("\"allow\"") {
         "allow".into()
     } else if out.contains("\"deny\"") {
@@ -74,7 +70,7 @@ async fn check_permission(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_start_async_ports_acl_restart_and_abort() {
     let cluster = start(None).await;
-    let op = yt(
+    let op = yt_ok(
         &cluster,
         "alice-token",
         &[
@@ -85,22 +81,18 @@ async fn quick_start_async_ports_acl_restart_and_abort() {
             QUICK_START_SPEC,
             "--async",
         ],
-        None,
     )
-    .await
-    .expect_ok();
+    .await;
     let op = op.trim().to_string();
     assert!(yt_devcluster::is_yt_id(&op), "operation id {op:?}");
 
     // The operation as discovery sees it.
-    let got = yt(
+    let got = yt_ok(
         &cluster,
         "robot-token",
         &["get-operation", &op, "--format", "json"],
-        None,
     )
-    .await
-    .expect_ok();
+    .await;
     let got: serde_json::Value = serde_json::from_str(&got).expect("json");
     assert_eq!(got["state"], "running");
     assert_eq!(got["authenticated_user"], "alice");
@@ -115,14 +107,12 @@ async fn quick_start_async_ports_acl_restart_and_abort() {
     // Two jobs on distinct nodes, each serving on the port the orchid reports.
     let jobs = wait_two_running(&cluster, &op).await;
     assert_ne!(jobs[0].1, jobs[1].1, "jobs spread over nodes");
-    let listed = yt(
+    let listed = yt_ok(
         &cluster,
         "alice-token",
         &["list-jobs", &op, "--format", "json"],
-        None,
     )
-    .await
-    .expect_ok();
+    .await;
     let listed: serde_json::Value = serde_json::from_str(&listed).expect("json");
     let first = &listed["jobs"][0];
     assert_eq!(first["type"], "vanilla");
@@ -158,7 +148,7 @@ async fn quick_start_async_ports_acl_restart_and_abort() {
         "deny"
     );
     assert_eq!(check_permission(&cluster, &op, "bob", "read").await, "deny");
-    yt(
+    yt_ok(
         &cluster,
         "alice-token",
         &[
@@ -166,10 +156,8 @@ async fn quick_start_async_ports_acl_restart_and_abort() {
             &op,
             "{acl=[{action=allow;subjects=[bob];permissions=[read]}]}",
         ],
-        None,
     )
-    .await
-    .expect_ok();
+    .await;
     assert_eq!(
         check_permission(&cluster, &op, "bob", "read").await,
         "allow"
@@ -178,14 +166,12 @@ async fn quick_start_async_ports_acl_restart_and_abort() {
         check_permission(&cluster, &op, "bob", "manage").await,
         "deny"
     );
-    yt(
+    yt_ok(
         &cluster,
         "alice-token",
         &["update-op-parameters", &op, "{acl=[]}"],
-        None,
     )
-    .await
-    .expect_ok();
+    .await;
     assert_eq!(check_permission(&cluster, &op, "bob", "read").await, "deny");
     let denied = yt(&cluster, "bob-token", &["abort-op", &op], None)
         .await
@@ -194,10 +180,7 @@ async fn quick_start_async_ports_acl_restart_and_abort() {
 
     // Credentials: tokens, bearer, cookie; unknown and missing ones get 401.
     assert_eq!(
-        yt(&cluster, "bob-token", &["whoami"], None)
-            .await
-            .expect_ok()
-            .trim(),
+        yt_ok(&cluster, "bob-token", &["whoami"]).await.trim(),
         "bob"
     );
     let bad = yt(&cluster, "wrong-token", &["list", "/"], None)
@@ -245,10 +228,8 @@ async fn quick_start_async_ports_acl_restart_and_abort() {
     pids.push(new_pid);
 
     // Abort kills every job process.
-    yt(&cluster, "alice-token", &["abort-op", &op], None)
-        .await
-        .expect_ok();
-    let state = yt(
+    yt_ok(&cluster, "alice-token", &["abort-op", &op]).await;
+    let state = yt_ok(
         &cluster,
         "alice-token",
         &[
@@ -259,10 +240,8 @@ async fn quick_start_async_ports_acl_restart_and_abort() {
             "--format",
             "json",
         ],
-        None,
     )
-    .await
-    .expect_ok();
+    .await;
     assert!(state.contains("aborted"), "{state}");
     for pid in pids {
         wait_for("job processes to die", Duration::from_secs(10), || async {
@@ -348,26 +327,22 @@ async fn files_tables_and_cypress() {
     .await
     .expect_ok();
     assert_eq!(
-        yt(
+        yt_ok(
             &cluster,
             "alice-token",
-            &["read-file", "//home/some-binary"],
-            None
+            &["read-file", "//home/some-binary"]
         )
         .await
-        .expect_ok()
         .as_bytes(),
         script
     );
     let tasks = r#"{runner={job_count=1; command="./some-binary > out.txt; sleep 600"; file_paths=["//home/some-binary"]}}"#;
-    let op = yt(
+    let op = yt_ok(
         &cluster,
         "alice-token",
         &["vanilla", "--tasks", tasks, "--async"],
-        None,
     )
-    .await
-    .expect_ok();
+    .await;
     let op = op.trim().to_string();
     let out = wait_for("the job's output", Duration::from_secs(20), || async {
         let dir = work.path().join(&op);
@@ -377,98 +352,73 @@ async fn files_tables_and_cypress() {
     })
     .await;
     assert_eq!(out, "hello-from-some-binary\n");
-    yt(&cluster, "alice-token", &["abort-op", &op], None)
-        .await
-        .expect_ok();
+    yt_ok(&cluster, "alice-token", &["abort-op", &op]).await;
 
     // Cypress basics.
-    yt(
+    yt_ok(
         &cluster,
         "alice-token",
         &["create", "map_node", "//home/project/dir", "--recursive"],
-        None,
     )
-    .await
-    .expect_ok();
-    yt(
+    .await;
+    yt_ok(
         &cluster,
         "alice-token",
         &["set", "//home/project/@owner_team", "\"search\""],
-        None,
     )
-    .await
-    .expect_ok();
-    let v = yt(
+    .await;
+    let v = yt_ok(
         &cluster,
         "alice-token",
         &["get", "//home/project/@owner_team", "--format", "json"],
-        None,
     )
-    .await
-    .expect_ok();
+    .await;
     assert_eq!(v.trim(), "\"search\"");
     assert_eq!(
-        yt(
-            &cluster,
-            "alice-token",
-            &["exists", "//home/project/dir"],
-            None
-        )
-        .await
-        .expect_ok()
-        .trim(),
+        yt_ok(&cluster, "alice-token", &["exists", "//home/project/dir"])
+            .await
+            .trim(),
         "true"
     );
-    let listed = yt(&cluster, "alice-token", &["list", "//home"], None)
-        .await
-        .expect_ok();
+    let listed = yt_ok(&cluster, "alice-token", &["list", "//home"]).await;
     assert!(
         listed.contains("project") && listed.contains("some-binary"),
         "{listed}"
     );
-    yt(
+    yt_ok(
         &cluster,
         "alice-token",
         &["create", "document", "//home/project/doc"],
-        None,
     )
-    .await
-    .expect_ok();
-    yt(
+    .await;
+    yt_ok(
         &cluster,
         "alice-token",
         &["set", "//home/project/doc", "{a={b=[1;2]}}"],
-        None,
     )
-    .await
-    .expect_ok();
-    let v = yt(
+    .await;
+    let v = yt_ok(
         &cluster,
         "alice-token",
         &["get", "//home/project/doc/a/b/1", "--format", "json"],
-        None,
     )
-    .await
-    .expect_ok();
+    .await;
     assert_eq!(v.trim(), "2");
-    yt(
+    yt_ok(
         &cluster,
         "alice-token",
         &["remove", "//home/project", "--recursive"],
-        None,
     )
-    .await
-    .expect_ok();
+    .await;
     assert_eq!(
-        yt(&cluster, "alice-token", &["exists", "//home/project"], None)
+        yt_ok(&cluster, "alice-token", &["exists", "//home/project"])
             .await
-            .expect_ok()
             .trim(),
         "false"
     );
 
     // Tables: schema attribute, JSON and YSON formats.
-    yt(
+    yt_ok(
         &cluster,
         "alice-token",
         &[
@@ -478,18 +428,14 @@ async fn files_tables_and_cypress() {
             "--attributes",
             "{schema=[{name=a;type=int64};{name=b;type=string}]}",
         ],
-        None,
     )
-    .await
-    .expect_ok();
-    let schema = yt(
+    .await;
+    let schema = yt_ok(
         &cluster,
         "alice-token",
         &["get", "//home/t/@schema", "--format", "json"],
-        None,
     )
-    .await
-    .expect_ok();
+    .await;
     assert!(schema.contains("\"int64\""), "{schema}");
     yt(
         &cluster,
@@ -499,14 +445,12 @@ async fn files_tables_and_cypress() {
     )
     .await
     .expect_ok();
-    let rows = yt(
+    let rows = yt_ok(
         &cluster,
         "alice-token",
         &["read-table", "//home/t", "--format", "json"],
-        None,
     )
-    .await
-    .expect_ok();
+    .await;
     assert_eq!(rows, "{\"a\":1,\"b\":\"x\"}\n{\"a\":2,\"b\":\"y\"}\n");
     // Without the YSON C bindings the client can only stream YSON with retries off.
     let no_retries = [
@@ -523,14 +467,7 @@ async fn files_tables_and_cypress() {
     let rows = yt(&cluster, "alice-token", &args, None).await.expect_ok();
     assert!(rows.contains("\"a\"=3;\"b\"=\"z\""), "{rows}");
     assert!(rows.matches(';').count() >= 3, "{rows}");
-    let count = yt(
-        &cluster,
-        "alice-token",
-        &["get", "//home/t/@row_count"],
-        None,
-    )
-    .await
-    .expect_ok();
+    let count = yt_ok(&cluster, "alice-token", &["get", "//home/t/@row_count"]).await;
     assert_eq!(count.trim(), "3");
     cluster.shutdown().await;
 }
@@ -556,9 +493,8 @@ async fn errors_are_yt_shaped() {
     .expect_err();
     assert!(exists.contains("already exists"), "{exists}");
     assert_eq!(
-        yt(&cluster, "alice-token", &["exists", "//home/missing"], None)
+        yt_ok(&cluster, "alice-token", &["exists", "//home/missing"])
             .await
-            .expect_ok()
             .trim(),
         "false"
     );
@@ -658,10 +594,7 @@ async fn knobs_and_request_counts() {
     let cluster = start(None).await;
     cluster.reset_request_counts();
     assert_eq!(
-        yt(&cluster, "alice-token", &["whoami"], None)
-            .await
-            .expect_ok()
-            .trim(),
+        yt_ok(&cluster, "alice-token", &["whoami"]).await.trim(),
         "alice"
     );
     assert!(
@@ -870,14 +803,12 @@ async fn synthetic_bulk_load_pages_fast() {
     }
 
     // The real CLI lists them too.
-    let out = yt(
+    let out = yt_ok(
         &cluster,
         "alice-token",
         &["list-operations", "--limit", "5", "--format", "json"],
-        None,
     )
-    .await
-    .expect_ok();
+    .await;
     let out: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(out["operations"].as_array().map(Vec::len), Some(5));
     cluster.shutdown().await;
@@ -899,14 +830,12 @@ async fn list_operations_limit_over_1000_is_refused() {
         refused.contains("Requested result limit (1001) exceeds maximum allowed limit (1000)"),
         "{refused}"
     );
-    yt(
+    yt_ok(
         &cluster,
         "alice-token",
         &["list-operations", "--limit", "1000"],
-        None,
     )
-    .await
-    .expect_ok();
+    .await;
     cluster.shutdown().await;
 }
 

@@ -328,21 +328,14 @@ impl Portal {
         let requested = form_urlencoded::parse(query.as_bytes())
             .find(|(k, _)| k == "return")
             .map(|(_, v)| v.into_owned());
-        let return_url = match requested.as_deref().filter(|r| !r.is_empty()) {
-            None => None,
-            Some(raw) => match self.checked_return(raw) {
-                Some(url) => Some(url),
-                None => {
-                    return self.login_form(
-                        ctx,
-                        headers,
-                        None,
-                        Some("The address to return to is not a service of this proxy; log in to see your services."),
-                        None,
-                        StatusCode::BAD_REQUEST,
-                    )
-                }
-            },
+        let return_url = match self.wanted_return(
+            ctx,
+            headers,
+            requested.as_deref().unwrap_or(""),
+            "The address to return to is not a service of this proxy; log in to see your services.",
+        ) {
+            Ok(url) => url,
+            Err(refused) => return *refused,
         };
         if let Some(session) = self.portal_session(headers, ctx.secure()) {
             return self.send_back(&session, return_url.as_ref(), Vec::new());
@@ -377,21 +370,14 @@ impl Portal {
                 .map(|(_, v)| v.as_str())
                 .unwrap_or("")
         };
-        let return_url = match field("return") {
-            "" => None,
-            raw => match self.checked_return(raw) {
-                Some(url) => Some(url),
-                None => {
-                    return self.login_form(
-                        ctx,
-                        headers,
-                        None,
-                        Some("The address to return to is not a service of this proxy."),
-                        None,
-                        StatusCode::BAD_REQUEST,
-                    )
-                }
-            },
+        let return_url = match self.wanted_return(
+            ctx,
+            headers,
+            field("return"),
+            "The address to return to is not a service of this proxy.",
+        ) {
+            Ok(url) => url,
+            Err(refused) => return *refused,
         };
         let nonce = cookie(headers, CSRF_COOKIE, ctx.secure()).unwrap_or_default();
         if !ctx.same_origin(headers) || !self.sessions.csrf_ok(field("csrf"), &nonce) {
@@ -580,6 +566,31 @@ impl Portal {
         all_cookies(headers, PORTAL_COOKIE, secure)
             .into_iter()
             .find_map(|v| self.sessions.verify(Kind::Portal, &v, "").ok())
+    }
+
+    /// The `return` address a login asks for (`raw`, empty for none), or the login form
+    /// refusing it with `why` when it is not a service of this proxy.
+    fn wanted_return(
+        &self,
+        ctx: &Ctx,
+        headers: &HeaderMap,
+        raw: &str,
+        why: &str,
+    ) -> Result<Option<url::Url>, Box<Response<ProxyBody>>> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        match self.checked_return(raw) {
+            Some(url) => Ok(Some(url)),
+            None => Err(Box::new(self.login_form(
+                ctx,
+                headers,
+                None,
+                Some(why),
+                None,
+                StatusCode::BAD_REQUEST,
+            ))),
+        }
     }
 
     /// `raw` as a URL of a service this proxy routes (http or https, no user info); `None`
@@ -1061,20 +1072,22 @@ mod tests {
     use super::*;
     use crate::routing::{Endpoint, Protocol, RouteTimeouts, RoutingSnapshot, ServiceSpec};
 
+    /// One HTTP service (`web` of task `main` of `op-1`) with one endpoint.
+    pub(super) fn web_spec() -> ServiceSpec {
+        ServiceSpec {
+            operation_id: "op-1".into(),
+            task_name: "main".into(),
+            service: "web".into(),
+            protocol: Protocol::Http,
+            endpoints: vec![Endpoint::new("127.0.0.1", 1)],
+            operation_start_time: None,
+            timeouts: RouteTimeouts::default(),
+        }
+    }
+
     fn portal() -> (Arc<Portal>, String) {
         let table = Arc::new(RoutingTable::new("tp.test"));
-        table.publish(RoutingSnapshot::build(
-            "tp.test",
-            [ServiceSpec {
-                operation_id: "op-1".into(),
-                task_name: "main".into(),
-                service: "web".into(),
-                protocol: Protocol::Http,
-                endpoints: vec![Endpoint::new("127.0.0.1", 1)],
-                operation_start_time: None,
-                timeouts: RouteTimeouts::default(),
-            }],
-        ));
+        table.publish(RoutingSnapshot::build("tp.test", [web_spec()]));
         let domain = table.load().routes()[0].domain.clone();
         let config = PortalConfig {
             hosts: vec!["task-proxy.tp.test".into()],

@@ -96,22 +96,10 @@ impl Recent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::{Endpoint, Protocol, RouteTimeouts, ServiceSpec};
 
     #[test]
     fn remembers_what_left_and_forgets_what_came_back() {
-        let snapshot = RoutingSnapshot::build(
-            "tp.test",
-            [ServiceSpec {
-                operation_id: "op-1".into(),
-                task_name: "main".into(),
-                service: "web".into(),
-                protocol: Protocol::Http,
-                endpoints: vec![Endpoint::new("127.0.0.1", 1)],
-                operation_start_time: None,
-                timeouts: RouteTimeouts::default(),
-            }],
-        );
+        let snapshot = RoutingSnapshot::build("tp.test", [crate::portal::tests::web_spec()]);
         let hash = snapshot.routes()[0].hash.clone();
         let recent = Recent::default();
         recent.observe(&snapshot);

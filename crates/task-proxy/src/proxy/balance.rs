@@ -1,7 +1,7 @@
 //! Endpoint selection and passive health: which job of a service gets the next request.
 //!
 //! The data plane reads one value per request, [`Routes`]: a routing snapshot together with
-//! each route's [`Backend`]. The routing table hands every snapshot it publishes to the
+//! each route's [`ServiceBackends`]. The routing table hands every snapshot it publishes to the
 //! balancer (a [`crate::routing::Follower`]) before it is in force; the balancer derives the
 //! next `Routes` from it once and swaps it in, so there is no moment when a published route
 //! has no state, and nothing is built on the request path. Every endpoint has one
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 /// A routed service with its endpoints' states and its request statistics.
 #[derive(Debug)]
-pub struct Backend {
+pub struct ServiceBackends {
     pub route: Arc<Route>,
     pub endpoints: Vec<Arc<EndpointState>>,
     pub stats: Arc<RouteStats>,
@@ -37,7 +37,7 @@ pub struct Backend {
 pub struct Routes {
     snapshot: Arc<RoutingSnapshot>,
     /// Looked up on every request: foldhash (randomly seeded, like std's, but cheaper).
-    by_hash: HashMap<String, Arc<Backend>, foldhash::fast::RandomState>,
+    by_hash: HashMap<String, Arc<ServiceBackends>, foldhash::fast::RandomState>,
 }
 
 impl Routes {
@@ -59,19 +59,19 @@ impl Routes {
 
     /// The backend of the service a request's route key names, if any.
     #[inline]
-    pub fn route(&self, key: &RouteKey) -> Option<&Arc<Backend>> {
+    pub fn route(&self, key: &RouteKey) -> Option<&Arc<ServiceBackends>> {
         self.snapshot
             .route(key)
             .and_then(|route| self.by_hash.get(&route.hash))
     }
 
     /// The backend of the service with this route key (a lowercase hash), if any.
-    pub fn backend(&self, hash: &str) -> Option<&Arc<Backend>> {
+    pub fn backend(&self, hash: &str) -> Option<&Arc<ServiceBackends>> {
         self.by_hash.get(hash)
     }
 
     /// The backends of every route of this generation.
-    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<ServiceBackends>> {
         self.by_hash.values()
     }
 
@@ -204,7 +204,7 @@ impl Balancer {
                 .get(&route.hash)
                 .map(|b| b.stats.clone())
                 .unwrap_or_default();
-            let backend = Backend {
+            let backend = ServiceBackends {
                 route: route.clone(),
                 endpoints: states,
                 stats,
@@ -222,7 +222,7 @@ impl Balancer {
     /// every remaining one is ejected, the one whose ejection ends first (so a service whose
     /// jobs blipped is not refused for the whole back-off, and a retry after a job died still
     /// reaches a live job that was ejected earlier).
-    pub fn pick(&self, backend: &Backend, tried: &Tried) -> Option<usize> {
+    pub fn pick(&self, backend: &ServiceBackends, tried: &Tried) -> Option<usize> {
         let now = self.now_ms();
         let eps = &backend.endpoints;
         let eligible = |i: &usize| {
@@ -344,7 +344,7 @@ mod tests {
         Arc::new(RoutingSnapshot::build("d", [spec("s", endpoints)]))
     }
 
-    fn only_backend(b: &Balancer) -> Arc<Backend> {
+    fn only_backend(b: &Balancer) -> Arc<ServiceBackends> {
         let routes = b.current();
         let hash = &routes.snapshot().routes()[0].hash;
         routes.backend(hash).unwrap().clone()

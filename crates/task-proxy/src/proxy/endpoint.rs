@@ -34,7 +34,7 @@ pub struct EndpointState {
     /// `host:port` as it appears in URLs (for the Location rewrite).
     pub authority: String,
     pub health: Health,
-    pools: Box<[WorkerPool]>,
+    pools: Box<[IdleConnections]>,
     /// Connections open to the endpoint, across workers and both forwarding paths.
     pub limit: ConnLimit,
 }
@@ -49,7 +49,7 @@ impl EndpointState {
             authority: endpoint.authority(),
             endpoint,
             health: Health::default(),
-            pools: (0..workers).map(|_| WorkerPool::default()).collect(),
+            pools: (0..workers).map(|_| IdleConnections::default()).collect(),
             limit: ConnLimit::new(limit),
         }
     }
@@ -70,7 +70,7 @@ impl EndpointState {
     }
 
     /// This worker's pools for the endpoint.
-    pub fn pool(&self, worker: usize) -> Option<&WorkerPool> {
+    pub fn pool(&self, worker: usize) -> Option<&IdleConnections> {
         self.pools.get(worker)
     }
 
@@ -112,14 +112,14 @@ pub(super) struct IdleHttp1 {
 
 /// One worker's connections to one endpoint.
 #[derive(Debug, Default)]
-pub struct WorkerPool {
+pub struct IdleConnections {
     pub(super) http1: Mutex<Vec<IdleHttp1>>,
     pub(super) http2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
     /// Idle connections of the HTTP/1.1 relay.
     pub(super) raw: Mutex<Vec<RawConn>>,
 }
 
-impl WorkerPool {
+impl IdleConnections {
     /// Closes one idle HTTP/1.1 connection (the oldest), if there is one, to give its permit
     /// back. hyper's connection task ends (and gives the permit back) once its sender is gone.
     pub(super) fn close_one_idle(&self) -> bool {

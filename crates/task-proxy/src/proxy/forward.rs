@@ -5,7 +5,7 @@
 //! the URI put in the form the upstream protocol needs, and absolute redirects to a job's own
 //! `host:port` rewritten to the service domain the caller used.
 
-use super::balance::Backend;
+use super::balance::ServiceBackends;
 use super::headers::{self as policy, CookiePolicy, Forwarding};
 use super::http1::hop_by_hop;
 use crate::routing::Protocol;
@@ -109,7 +109,7 @@ pub fn prepare_request(
 pub fn prepare_response(
     parts: &mut http::response::Parts,
     upgrade: bool,
-    backend: &Backend,
+    backend: &ServiceBackends,
     host: Option<&HeaderValue>,
     client: &ClientView,
     cookies: &CookiePolicy<'_>,
@@ -129,7 +129,7 @@ pub fn prepare_response(
 /// authority is one of the service's endpoints.
 pub(super) fn rewrite_location(
     location: &HeaderValue,
-    backend: &Backend,
+    backend: &ServiceBackends,
     host: &HeaderValue,
     scheme: &str,
 ) -> Option<HeaderValue> {
@@ -163,6 +163,11 @@ mod tests {
         }
     }
 
+    /// [`prepare_request`] for a plain request (no upgrade, underscored headers dropped).
+    fn prepare(req: &mut http::request::Parts, protocol: Protocol, host: Option<&HeaderValue>) {
+        prepare_request(req, protocol, false, host, &client(), false).unwrap();
+    }
+
     #[test]
     fn hop_by_hop_and_forwarded() {
         let mut req = http::Request::builder()
@@ -187,15 +192,7 @@ mod tests {
             .into_parts()
             .0;
         let host = client_host(&req);
-        prepare_request(
-            &mut req,
-            Protocol::Http,
-            false,
-            host.as_ref(),
-            &client(),
-            false,
-        )
-        .unwrap();
+        prepare(&mut req, Protocol::Http, host.as_ref());
         let h = &req.headers;
         for gone in [
             "connection",
@@ -235,27 +232,11 @@ mod tests {
             .0;
         let host = client_host(&req);
         let mut h1 = req.clone();
-        prepare_request(
-            &mut h1,
-            Protocol::Http,
-            false,
-            host.as_ref(),
-            &client(),
-            false,
-        )
-        .unwrap();
+        prepare(&mut h1, Protocol::Http, host.as_ref());
         assert_eq!(h1.headers["host"], "abcdef12.d");
         assert_eq!(h1.uri, "/svc/M");
         assert_eq!(h1.version, Version::HTTP_11);
-        prepare_request(
-            &mut req,
-            Protocol::Grpc,
-            false,
-            host.as_ref(),
-            &client(),
-            false,
-        )
-        .unwrap();
+        prepare(&mut req, Protocol::Grpc, host.as_ref());
         assert_eq!(req.uri, "http://abcdef12.d/svc/M");
     }
 

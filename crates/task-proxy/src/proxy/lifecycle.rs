@@ -21,7 +21,7 @@
 //! start of the attempt, or from the last piece of a request body that is still streaming in
 //! (the body's upload moves the deadline, a stalled upload is cut like a silent job).
 
-use super::balance::{Backend, Balancer, Routes, Tried, MAX_ATTEMPTS};
+use super::balance::{Balancer, Routes, ServiceBackends, Tried, MAX_ATTEMPTS};
 use super::conn_limit::ConnPermit;
 use super::endpoint::{EndpointState, InFlight};
 use super::failure::{Failure, Unroutable};
@@ -88,7 +88,7 @@ pub fn route(
     routes: &Routes,
     headers: &RoutingHeaders,
     host: Result<Option<&str>, RouteKeyError>,
-) -> Result<Arc<Backend>, Unroutable> {
+) -> Result<Arc<ServiceBackends>, Unroutable> {
     let key = host
         .and_then(|host| route_request(headers, host, routes.snapshot().base_domain()))
         .map_err(Unroutable::BadRequest)?;
@@ -240,7 +240,7 @@ async fn timed<F: Future>(
 /// job's response head and the endpoint's in-flight mark, or why there is none.
 pub async fn forward<T: Transport>(
     balancer: &Balancer,
-    backend: &Backend,
+    backend: &ServiceBackends,
     transport: &mut T,
     policy: &RetryPolicy,
     timer: &mut LazyTimer,

@@ -11,7 +11,7 @@ use super::h2_guard::H2Guard;
 use super::relay::{Ended, Relay};
 use super::service::{ConnActivity, ConnContext, Pipeline};
 use super::shared::{ConnSlot, Shared};
-use super::upstream::Upstreams;
+use super::upstream::JobConnector;
 use http::HeaderValue;
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::{http1, http2};
@@ -78,7 +78,7 @@ pub fn run_worker(id: usize, shared: Arc<Shared>, sockets: WorkerSockets) -> std
         .build()?;
     runtime.block_on(async move {
         let limits = &shared.limits;
-        let upstreams = Upstreams::new(
+        let upstreams = JobConnector::new(
             id,
             limits.upstream_connect_timeout,
             limits.upstream_idle_timeout,
@@ -257,7 +257,7 @@ async fn serve_plain(
             Ended::Closed => {}
             // Boxed: hyper's connection state is large, and an idle relayed connection should
             // not carry room for it.
-            Ended::General(stream) => {
+            Ended::HandToHyper(stream) => {
                 Box::pin(serve_connection(worker, stream, peer, "http", slot)).await
             }
         },

@@ -19,7 +19,7 @@ use super::headers::{self, CookiePolicy};
 use super::lifecycle::{self, LazyTimer, RetryPolicy, Sent, Transport, UploadClock};
 use super::shared::{monotonic_ms, ConnSlot, Shared};
 use super::upgrade::{self, TunnelContext};
-use super::upstream::{ConnectError, Upstreams};
+use super::upstream::{ConnectError, JobConnector};
 use crate::answer::{local_answer, BoxError, CallerKind, ProxyBody};
 use crate::portal::Portal;
 use crate::proxy::metrics::Unrouted;
@@ -283,11 +283,11 @@ pub type Handling =
 #[derive(Debug)]
 pub struct Pipeline {
     shared: Arc<Shared>,
-    upstreams: Upstreams,
+    upstreams: JobConnector,
 }
 
 impl Pipeline {
-    pub fn new(shared: Arc<Shared>, upstreams: Upstreams) -> Pipeline {
+    pub fn new(shared: Arc<Shared>, upstreams: JobConnector) -> Pipeline {
         Pipeline { shared, upstreams }
     }
 
@@ -638,7 +638,7 @@ enum HyperConn {
 /// Hyper's attempt: the request as an `http::Request` with a streamed body, sent on a pooled
 /// or new hyper connection (HTTP/1.1 for `http` services, HTTP/2 for `grpc`).
 struct HyperAttempt<'a> {
-    upstreams: &'a Upstreams,
+    upstreams: &'a JobConnector,
     protocol: Protocol,
     upgrade: bool,
     /// The request to send next (None once sent, until rewound).

@@ -1,7 +1,7 @@
 //! Connections to jobs: HTTP/1.1 keep-alive pools for `http` services, one multiplexed HTTP/2
 //! (h2c) connection per endpoint for `grpc` services, and fresh upgradeable HTTP/1.1
 //! connections for WebSocket handshakes. Pools are per worker (a
-//! [`WorkerPool`](super::endpoint::WorkerPool) slot per worker in each endpoint state), so no
+//! [`IdleConnections`](super::endpoint::IdleConnections) slot per worker in each endpoint state), so no
 //! lock is ever contended across threads (except when a worker at the per-job connection cap
 //! closes an idle connection of another worker's pool).
 //!
@@ -80,9 +80,18 @@ pub enum ConnectError {
     },
 }
 
+impl ConnectError {
+    fn handshake(ep: &EndpointState, source: hyper::Error) -> ConnectError {
+        ConnectError::Handshake {
+            endpoint: ep.authority.clone(),
+            source,
+        }
+    }
+}
+
 /// A worker's view of upstream connections.
 #[derive(Debug, Clone)]
-pub struct Upstreams {
+pub struct JobConnector {
     worker: usize,
     connect_timeout: Duration,
     idle_timeout: Duration,
@@ -92,14 +101,14 @@ pub struct Upstreams {
     max_idle: usize,
 }
 
-impl Upstreams {
+impl JobConnector {
     pub fn new(
         worker: usize,
         connect_timeout: Duration,
         idle_timeout: Duration,
         max_idle: usize,
-    ) -> Upstreams {
-        Upstreams {
+    ) -> JobConnector {
+        JobConnector {
             worker,
             connect_timeout,
             idle_timeout,
@@ -168,10 +177,7 @@ impl Upstreams {
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| ConnectError::Handshake {
-                endpoint: ep.authority.clone(),
-                source,
-            })?;
+            .map_err(|source| ConnectError::handshake(ep, source))?;
         if upgrades {
             tokio::spawn(async move {
                 if let Err(e) = conn.with_upgrades().await {
@@ -274,10 +280,7 @@ impl Upstreams {
             .keep_alive_timeout(Duration::from_secs(10))
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| ConnectError::Handshake {
-                endpoint: ep.authority.clone(),
-                source,
-            })?;
+            .map_err(|source| ConnectError::handshake(ep, source))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream h2 connection ended");

@@ -33,6 +33,23 @@ pub fn start_operation(cluster: &DevCluster, tasks: &str, spec: &str) -> String 
     id
 }
 
+/// Auth flags for a cluster-outage test: caches that expire fast (so the outage shows), a long
+/// grace (so cached callers keep passing), a short hold after a failure, and `auth_timeout`.
+pub fn outage_auth_flags(auth_timeout: &str) -> [&str; 10] {
+    [
+        "--auth-identity-ttl",
+        "300ms",
+        "--auth-allow-ttl",
+        "300ms",
+        "--auth-grace",
+        "60s",
+        "--auth-failure-hold",
+        "200ms",
+        "--auth-timeout",
+        auth_timeout,
+    ]
+}
+
 /// The ACL spec granting bob `read`.
 pub const BOB_READS: &str = "{acl=[{action=allow;subjects=[bob];permissions=[read]}]}";
 

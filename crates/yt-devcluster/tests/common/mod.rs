@@ -76,6 +76,18 @@ pub async fn yt(cluster: &DevCluster, token: &str, args: &[&str], input: Option<
     }
 }
 
+/// [`yt`] without stdin that must succeed: its stdout (the arguments, stdout and stderr in the
+/// panic if it fails).
+pub async fn yt_ok(cluster: &DevCluster, token: &str, args: &[&str]) -> String {
+    let run = yt(cluster, token, args, None).await;
+    assert!(
+        run.ok,
+        "yt {args:?} failed:\nstdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    run.stdout
+}
+
 /// An HTTP answer.
 #[derive(Debug)]
 pub struct Http {

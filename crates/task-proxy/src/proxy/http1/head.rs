@@ -41,7 +41,7 @@ pub enum ParsedRequest {
     Partial,
     /// Not for the relay (HTTP/1.0, upgrades, chunked uploads, `Expect`, unusual framing or
     /// syntax, a head over the limit): the general path judges and answers it.
-    General,
+    HandToHyper,
     Head(RequestHead),
 }
 
@@ -155,21 +155,21 @@ pub fn parse_request(buf: &[u8], max_head: usize, mut headers: Vec<Header>) -> P
     let len = match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) if len <= max_head => len,
         Ok(httparse::Status::Partial) if buf.len() <= max_head => return ParsedRequest::Partial,
-        _ => return ParsedRequest::General,
+        _ => return ParsedRequest::HandToHyper,
     };
     if req.version != Some(1) {
-        return ParsedRequest::General;
+        return ParsedRequest::HandToHyper;
     }
     let (Some(method), Some(path)) = (req.method, req.path) else {
-        return ParsedRequest::General;
+        return ParsedRequest::HandToHyper;
     };
     let method = match Method::from_bytes(method.as_bytes()) {
         Ok(m) if m != Method::CONNECT => m,
-        _ => return ParsedRequest::General,
+        _ => return ParsedRequest::HandToHyper,
     };
     // Origin-form only, and only targets hyper would accept too.
     if !path.starts_with('/') || PathAndQuery::try_from(path).is_err() {
-        return ParsedRequest::General;
+        return ParsedRequest::HandToHyper;
     }
     headers.clear();
     let (mut hosts, mut lengths, mut body_len, mut close) = (0, 0, 0, false);
@@ -182,20 +182,20 @@ pub fn parse_request(buf: &[u8], max_head: usize, mut headers: Vec<Header>) -> P
                 lengths += 1;
                 match parse_length(h.value.trim_ascii()) {
                     Some(n) => body_len = n,
-                    None => return ParsedRequest::General,
+                    None => return ParsedRequest::HandToHyper,
                 }
             }
             // Chunked uploads, and anything with a transfer coding, take the general path
             // (and its framing guard).
-            Kind::TransferEncoding => return ParsedRequest::General,
-            Kind::Upgrade | Kind::Expect => return ParsedRequest::General,
+            Kind::TransferEncoding => return ParsedRequest::HandToHyper,
+            Kind::Upgrade | Kind::Expect => return ParsedRequest::HandToHyper,
             Kind::Connection => {
                 for token in tokens(h.value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         close = true;
                     } else if !token.eq_ignore_ascii_case(b"keep-alive") {
                         // Names more headers to drop, or an upgrade: the general path.
-                        return ParsedRequest::General;
+                        return ParsedRequest::HandToHyper;
                     }
                 }
             }
@@ -208,7 +208,7 @@ pub fn parse_request(buf: &[u8], max_head: usize, mut headers: Vec<Header>) -> P
         });
     }
     if hosts != 1 || lengths > 1 {
-        return ParsedRequest::General;
+        return ParsedRequest::HandToHyper;
     }
     ParsedRequest::Head(RequestHead {
         len,
@@ -583,7 +583,7 @@ mod tests {
             assert!(
                 matches!(
                     parse_request(raw, 65536, Vec::new()),
-                    ParsedRequest::General
+                    ParsedRequest::HandToHyper
                 ),
                 "{}",
                 String::from_utf8_lossy(raw)
@@ -595,7 +595,7 @@ mod tests {
         ));
         assert!(matches!(
             parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 10, Vec::new()),
-            ParsedRequest::General
+            ParsedRequest::HandToHyper
         ));
     }
 

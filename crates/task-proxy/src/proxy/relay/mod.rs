@@ -31,7 +31,7 @@ use upstream::ExchangeError;
 pub use upstream::RawConn;
 
 use super::access_log::AccessRecord;
-use super::balance::Backend;
+use super::balance::ServiceBackends;
 use super::conn_limit::ConnPermit;
 use super::endpoint::{EndpointState, InFlight};
 use super::failure::{
@@ -42,7 +42,7 @@ use super::http1::head::{self, BadResponse, Framing, ParsedRequest, RequestHead,
 use super::http1::hop_by_hop::Kind;
 use super::lifecycle::{self, LazyTimer, RetryPolicy, Sent};
 use super::shared::Shared;
-use super::upstream::{ConnectError, Upstreams};
+use super::upstream::{ConnectError, JobConnector};
 use crate::answer::{CallerKind, LocalAnswer};
 use crate::auth::Fetch;
 use crate::portal::Portal;
@@ -74,14 +74,14 @@ pub enum Ended {
     Closed,
     /// A request the relay does not take: the general path continues the connection from the
     /// start of that request.
-    General(Prefixed<TcpStream>),
+    HandToHyper(Prefixed<TcpStream>),
 }
 
 /// One worker's relay.
 #[derive(Debug)]
 pub struct Relay {
     shared: Arc<Shared>,
-    upstreams: Upstreams,
+    upstreams: JobConnector,
     /// Buffers of connections that are idle, lent to connections that have a request.
     spare: Mutex<Vec<Scratch>>,
 }
@@ -113,7 +113,7 @@ enum Next {
     KeepAlive,
     Close,
     /// Hand the connection, from the start of this request, to the general path.
-    General,
+    HandToHyper,
 }
 
 /// A job's answer to a forwarded request, ready to be passed on.
@@ -124,7 +124,7 @@ struct Answered {
 }
 
 impl Relay {
-    pub fn new(shared: Arc<Shared>, upstreams: Upstreams) -> Relay {
+    pub fn new(shared: Arc<Shared>, upstreams: JobConnector) -> Relay {
         Relay {
             shared,
             upstreams,
@@ -206,8 +206,11 @@ impl Relay {
                     let vec = std::mem::take(headers);
                     match head::parse_request(inbound, limits.max_header_bytes, vec) {
                         ParsedRequest::Partial => {}
-                        ParsedRequest::General => {
-                            return Ended::General(Prefixed::new(std::mem::take(inbound), stream))
+                        ParsedRequest::HandToHyper => {
+                            return Ended::HandToHyper(Prefixed::new(
+                                std::mem::take(inbound),
+                                stream,
+                            ))
                         }
                         ParsedRequest::Head(head) => break head,
                     }
@@ -221,7 +224,7 @@ impl Relay {
                 .and_then(|body| body.checked_add(head.len))
                 .filter(|total| *total <= MAX_BUFFERED_REQUEST)
             else {
-                return Ended::General(Prefixed::new(std::mem::take(inbound), stream));
+                return Ended::HandToHyper(Prefixed::new(std::mem::take(inbound), stream));
             };
             if inbound.len() < total {
                 // The rest of a small body: the header deadline no longer applies, the idle
@@ -250,8 +253,8 @@ impl Relay {
                     idle.set(tokio::time::Instant::now() + limits.idle_timeout);
                 }
                 Next::KeepAlive | Next::Close => return Ended::Closed,
-                Next::General => {
-                    return Ended::General(Prefixed::new(std::mem::take(inbound), stream))
+                Next::HandToHyper => {
+                    return Ended::HandToHyper(Prefixed::new(std::mem::take(inbound), stream))
                 }
             }
         }
@@ -292,7 +295,7 @@ impl Relay {
         let backend = match routed {
             Ok(backend) => backend,
             // The portal's host and its pages are served on the general path.
-            Err(_) if shared.portal.is_some() => return Next::General,
+            Err(_) if shared.portal.is_some() => return Next::HandToHyper,
             Err(unroutable) => {
                 shared.metrics.count_unrouted(match unroutable {
                     Unroutable::BadRequest(_) => Unrouted::BadRequest,
@@ -311,7 +314,7 @@ impl Relay {
         // exchange: the check is one field of the route, and only the (few) operations that
         // set timeouts pay for hyper. Nothing has been read past this head nor sent yet.
         if backend.route.protocol != Protocol::Http || !backend.route.timeouts.is_default() {
-            return Next::General;
+            return Next::HandToHyper;
         }
         if let Some(record) = record.as_mut() {
             record.route = Some(backend.route.clone());
@@ -319,12 +322,12 @@ impl Relay {
 
         // Admit.
         let Some(mut credentials) = head.credentials(head_bytes) else {
-            return Next::General;
+            return Next::HandToHyper;
         };
         let path = target.split(|b| *b == b'?').next().unwrap_or(target);
         let path = std::str::from_utf8(path).unwrap_or("/");
         if shared.portal.is_some() && Portal::is_session_path(path) {
-            return Next::General;
+            return Next::HandToHyper;
         }
         // Heads with Upgrade, Expect, Transfer-Encoding or a Connection naming headers never
         // get here (they take the general path): method and body decide the shape.
@@ -347,7 +350,7 @@ impl Relay {
                 if shared.portal.is_some() && caller(head, head_bytes) == CallerKind::Browser =>
             {
                 // The portal's redirect and pages are answered on the general path.
-                return Next::General;
+                return Next::HandToHyper;
             }
             Err(refusal) => {
                 backend.stats.count_status(refusal.status());
@@ -503,7 +506,7 @@ fn caller(head: &RequestHead, head_bytes: &[u8]) -> CallerKind {
 /// The relay's attempt: the request's bytes (head rewritten for the job, and the whole body)
 /// written on a raw connection, and the job's head read back.
 struct RelayAttempt<'a> {
-    upstreams: &'a Upstreams,
+    upstreams: &'a JobConnector,
     request: &'a [u8],
     max_head: usize,
     is_head: bool,
@@ -582,7 +585,11 @@ async fn read_more(
     )
 }
 
-fn rewrite_location(backend: &Backend, location: &[u8], host: &[u8]) -> Option<HeaderValue> {
+fn rewrite_location(
+    backend: &ServiceBackends,
+    location: &[u8],
+    host: &[u8],
+) -> Option<HeaderValue> {
     let location = HeaderValue::from_bytes(location).ok()?;
     let host = HeaderValue::from_bytes(host).ok()?;
     super::forward::rewrite_location(&location, backend, &host, "http")

@@ -1,5 +1,5 @@
 //! The relay's connections to jobs: plain TCP streams with their read buffer, pooled per
-//! endpoint per worker (in the endpoint's [`WorkerPool`](crate::proxy::endpoint::WorkerPool)
+//! endpoint per worker (in the endpoint's [`IdleConnections`](crate::proxy::endpoint::IdleConnections)
 //! slot, like hyper's connections of the general path). Each holds a permit of its endpoint's
 //! connection cap until it is dropped.
 
@@ -7,7 +7,7 @@ use crate::proxy::conn_limit::ConnPermit;
 use crate::proxy::endpoint::EndpointState;
 pub use crate::proxy::endpoint::RawConn;
 use crate::proxy::http1::head::{self, BadResponse, ResponseHead};
-use crate::proxy::upstream::{ConnectError, Upstreams};
+use crate::proxy::upstream::{ConnectError, JobConnector};
 use bytes::{Buf, BytesMut};
 use std::io;
 use std::sync::Arc;
@@ -92,7 +92,7 @@ impl RawConn {
     }
 }
 
-impl Upstreams {
+impl JobConnector {
     /// An idle pooled relay connection to `ep`, if one is usable.
     pub fn raw_pooled(&self, ep: &EndpointState) -> Option<RawConn> {
         let pool = ep.pool(self.worker())?;
