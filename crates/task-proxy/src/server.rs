@@ -300,6 +300,17 @@ impl Parts {
             }
         };
 
+        // Jobs read the identity keys from Cypress too; the robot writes them there when it
+        // discovers (it owns `--dir-path` then).
+        if let (Some(signer), Some(_)) = (gate.identity(), &discovery) {
+            tokio::spawn(auth::identity::publish_jwks(
+                signer.clone(),
+                discovery_client(config)?,
+                format!("{}/jwks", config.dir_path.trim_end_matches('/')),
+                shutdown.clone(),
+            ));
+        }
+
         let balancer = Arc::new(Balancer::with_conn_limit(
             config.worker_threads,
             config.limits.eject_base,

@@ -125,8 +125,18 @@ fn alice_assertion(headers: &[(String, String)], what: &str) -> String {
 
 /// Runs the PyJWT verifier on `token` for `audience` with the JWKS document `jwks`.
 fn verify(jwks: &str, token: &str, audience: &str) -> Value {
+    verify_with(
+        Command::new(test_support::tool("python3")),
+        jwks,
+        token,
+        audience,
+    )
+}
+
+/// [`verify`] with `python` (its environment set up by the caller).
+fn verify_with(mut python: Command, jwks: &str, token: &str, audience: &str) -> Value {
     let script = support::support_dir().join("verify_identity.py");
-    let output = Command::new(test_support::tool("python3"))
+    let output = python
         .arg(&script)
         .args([jwks, token, audience])
         .output()
@@ -303,4 +313,51 @@ async fn without_identity_no_headers_reach_the_job_and_spoofs_are_still_removed(
             "{extra:?}: {body}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_discovering_proxy_publishes_the_keys_in_cypress_for_jobs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Two replicas share the key (as from one Kubernetes secret): one discovers and writes the
+    // keys to Cypress, the other (a services file) signs what its job gets.
+    let key = write_key(dir.path(), "key.pem");
+    let env = Env::start(&["--identity-key-file", &key]).await;
+    let cluster = env._cluster.url();
+    let _discovering =
+        support::discovering_proxy(&cluster, &["--identity-key-file".into(), key.clone()]);
+    let path = "//sys/task_proxies/jwks";
+    let published = test_support::wait_for(
+        "the keys in Cypress",
+        std::time::Duration::from_secs(15),
+        || async {
+            let mut yt =
+                tokio::process::Command::from(test_support::yt_command(&cluster, "alice-token"));
+            let out = yt
+                .args(["get", path, "--format", "json"])
+                .output()
+                .await
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+    )
+    .await;
+    let (_, served) = env.jwks(BASE_DOMAIN);
+    let published: Value = serde_json::from_str(&published).expect("JSON from yt get");
+    let served: Value = serde_json::from_str(&served).expect("JSON JWKS");
+    assert_eq!(published, served);
+    let node_type = test_support::yt(&cluster, "alice-token", &["get", &format!("{path}/@type")]);
+    assert_eq!(node_type.trim_matches('"'), "document");
+
+    // The job's check: the keys read with the YTsaurus Python client.
+    let token = alice_assertion(&env.job_headers(&["-H", ALICE]), "relay");
+    let mut python = Command::new(test_support::tool("python3"));
+    python
+        .env("YT_PROXY", &cluster)
+        .env("YT_TOKEN", "alice-token")
+        .env_remove("YT_CONFIG_PATCHES");
+    let verified = verify_with(python, path, &token, &env.domain("web"));
+    assert_eq!(verified["claims"]["login"], "alice", "{verified}");
+    assert_eq!(verified["foreign_key"], "rejected: InvalidSignatureError");
 }

@@ -29,8 +29,11 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+use yson::Node;
+use yt_client::YtClient;
 
 /// The header naming the caller for the job.
 pub const USER_HEADER: HeaderName = HeaderName::from_static("x-yt-taskproxy-user");
@@ -52,6 +55,12 @@ pub const RENEW_BEFORE: Duration = Duration::from_secs(60);
 /// Bound on cached assertions; the cache starts over when it is full (each entry is cheap to
 /// sign again).
 const MAX_CACHED: usize = 100_000;
+
+/// How often the JWKS document in Cypress is written again (it may have been removed, or
+/// overwritten by a replica that still ran with the previous keys during a rollout).
+const PUBLISH_PERIOD: Duration = Duration::from_secs(300);
+/// The first retry of a failed write; doubled up to [`PUBLISH_PERIOD`].
+const PUBLISH_RETRY: Duration = Duration::from_secs(2);
 
 /// Why the identity keys cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -382,6 +391,53 @@ impl IdentitySigner {
             user: HeaderValue::from_str(login).map_err(|_| SignError::Header)?,
             assertion: HeaderValue::from_str(&token).map_err(|_| SignError::Header)?,
         })
+    }
+}
+
+/// Keeps the JWKS document at `path` (a Cypress document node, `<dir-path>/jwks`) until
+/// `stop`, so a job can read the keys with the YTsaurus client it already has. Written with
+/// the proxy's robot client at start (retried until it succeeds) and again every
+/// [`PUBLISH_PERIOD`].
+pub async fn publish_jwks(
+    signer: Arc<IdentitySigner>,
+    client: YtClient,
+    path: String,
+    stop: CancellationToken,
+) {
+    let document = match serde_json::from_str(signer.jwks())
+        .ok()
+        .and_then(|json| Node::from_json(&json).ok())
+    {
+        Some(document) => document,
+        None => {
+            tracing::error!("the JWKS document is not valid JSON; not publishing it");
+            return;
+        }
+    };
+    let mut retry = PUBLISH_RETRY;
+    loop {
+        let written = async {
+            client.create("document", &path, None, true, true).await?;
+            client.set(&path, &document).await
+        }
+        .await;
+        let wait = match written {
+            Ok(()) => {
+                tracing::debug!(%path, kid = %signer.kid(), "published the identity keys");
+                retry = PUBLISH_RETRY;
+                PUBLISH_PERIOD
+            }
+            Err(error) => {
+                tracing::warn!(%path, %error, "cannot publish the identity keys in Cypress; retrying");
+                let wait = retry;
+                retry = (retry * 2).min(PUBLISH_PERIOD);
+                wait
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
     }
 }
 

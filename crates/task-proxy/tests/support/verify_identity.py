@@ -1,6 +1,9 @@
 """What a job does with the identity the proxy sent: verify the assertion with PyJWT.
 
-Usage: verify_identity.py JWKS_JSON TOKEN AUDIENCE
+Usage: verify_identity.py JWKS TOKEN AUDIENCE
+
+JWKS is the document's JSON, or a Cypress path (`//...`) read with the YTsaurus Python client
+as a job would (YT_PROXY and YT_TOKEN from the environment).
 
 Prints one JSON object: the verified claims and key id, and how PyJWT answered three forgeries
 (the same claims signed by another key under the proxy's kid; a claim changed after signing;
@@ -39,9 +42,18 @@ def b64(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+def load_jwks(source):
+    if source.startswith("//"):
+        import yt.wrapper
+
+        # YSON strings come back as str subclasses: round-trip through JSON for plain types.
+        return json.loads(json.dumps(yt.wrapper.get(source)))
+    return json.loads(source)
+
+
 def main():
     jwks, token, audience = sys.argv[1], sys.argv[2], sys.argv[3]
-    keys = {k["kid"]: jwt.PyJWK(k) for k in json.loads(jwks)["keys"]}
+    keys = {k["kid"]: jwt.PyJWK(k) for k in load_jwks(jwks)["keys"]}
     claims = verify(token, keys, audience)
     kid = jwt.get_unverified_header(token)["kid"]
 
