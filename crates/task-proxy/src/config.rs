@@ -114,6 +114,25 @@ pub struct ServeArgs {
     #[arg(long, env = "TASK_PROXY_PORTAL_HOSTS", value_delimiter = ',')]
     pub portal_hosts: Vec<String>,
 
+    /// Send jobs the caller's login (`X-YT-TaskProxy-User`) and a signed assertion of it
+    /// (`X-YT-TaskProxy-Assertion`, an ES256 JWT); with auth on only. Callers' copies of
+    /// these headers are removed either way.
+    #[arg(long, env = "TASK_PROXY_IDENTITY_HEADERS", action = ArgAction::Set,
+          num_args = 0..=1, default_value_t = true, default_missing_value = "true",
+          value_parser = parse_go_bool)]
+    pub identity_headers: bool,
+
+    /// PEM file (PKCS#8, P-256) with the key that signs job identity assertions (the same
+    /// file on every replica, e.g. from a Kubernetes secret). Without it a key is generated
+    /// at start-up.
+    #[arg(long, env = "TASK_PROXY_IDENTITY_KEY_FILE")]
+    pub identity_key_file: Option<PathBuf>,
+
+    /// PEM file with the previous signing key during a rotation: only published (JWKS), so
+    /// assertions it signed stay verifiable until they expire.
+    #[arg(long, env = "TASK_PROXY_IDENTITY_PREVIOUS_KEY_FILE")]
+    pub identity_previous_key_file: Option<PathBuf>,
+
     /// File with the key that signs browser sessions (at least 32 bytes; the same file on
     /// every replica). Without it a random key is generated: sessions then last until restart
     /// and work with one replica only.
@@ -552,6 +571,8 @@ pub struct Config {
     pub original_auth_cache: OriginalAuthCache,
     /// The browser portal (`None`: off, or auth is off).
     pub portal: Option<PortalConfig>,
+    /// The signed identity for jobs (`None`: `--identity-headers=false`, or auth is off).
+    pub identity: Option<crate::auth::identity::IdentityConfig>,
 }
 
 /// The browser portal's settings.
@@ -588,6 +609,7 @@ impl std::fmt::Debug for Config {
             .field("logging", &self.logging)
             .field("original_auth_cache", &self.original_auth_cache)
             .field("portal", &self.portal)
+            .field("identity", &self.identity)
             .finish()
     }
 }
@@ -927,8 +949,16 @@ impl ServeArgs {
             None
         };
 
+        let identity = (self.identity_headers && auth.enabled).then_some({
+            crate::auth::identity::IdentityConfig {
+                key_file: self.identity_key_file,
+                previous_key_file: self.identity_previous_key_file,
+            }
+        });
+
         Ok(Config {
             portal,
+            identity,
             base_domain,
             yt_proxy,
             yt_token_path: self.yt_token_path,

@@ -50,6 +50,8 @@ pub enum StartError {
     ServicesFile(#[from] ServicesFileError),
     #[error("cannot load the TLS certificate: {0}")]
     Tls(#[from] proxy::tls::TlsError),
+    #[error("cannot load the identity signing key: {0}")]
+    Identity(#[from] auth::identity::IdentityKeyError),
     #[error("cannot start the browser portal: {0}")]
     Portal(#[from] crate::portal::PortalError),
     #[error("cannot listen on {addr} (admin): {source}")]
@@ -262,6 +264,9 @@ impl Parts {
     /// Builds the parts and binds every socket; must run inside the control runtime's context.
     fn build(config: &Config) -> Result<Parts, StartError> {
         let gate = build_gate(config)?;
+        if let (Some(identity), true) = (&config.identity, gate.is_enabled()) {
+            gate.attach_identity(Arc::new(auth::identity::IdentitySigner::load(identity)?));
+        }
         let table = Arc::new(RoutingTable::new(&config.base_domain));
         let shutdown = CancellationToken::new();
 
@@ -294,6 +299,17 @@ impl Parts {
                 (None, Some(Discovery::new(client, discovery_config)))
             }
         };
+
+        // Jobs read the identity keys from Cypress too; the robot writes them there when it
+        // discovers (it owns `--dir-path` then).
+        if let (Some(signer), Some(_)) = (gate.identity(), &discovery) {
+            tokio::spawn(auth::identity::publish_jwks(
+                signer.clone(),
+                discovery_client(config)?,
+                format!("{}/jwks", config.dir_path.trim_end_matches('/')),
+                shutdown.clone(),
+            ));
+        }
 
         let balancer = Arc::new(Balancer::with_conn_limit(
             config.worker_threads,

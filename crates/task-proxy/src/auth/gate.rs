@@ -11,6 +11,7 @@ use super::backend::{AuthBackend, BackendError};
 use super::cache::{Clock, FetchError, Found, GraceCache, LookupError, RefreshTimedOut, Source};
 use super::credentials::{take_credentials, Credential, Presented};
 use super::front::FrontCache;
+use super::identity::{Audience, IdentityHeaders, IdentitySigner};
 use super::limit::{Limited, LookupLimiter, LookupLimits};
 use super::login_page::{validate_login_url, BadLoginUrl};
 use super::metrics::{AuthMetrics, CacheName, CacheResult, Call, CallResult, LimitResult, Outcome};
@@ -191,6 +192,8 @@ struct Inner {
     checks: Option<Arc<Checks>>,
     /// Browser sessions of the portal, when it runs: their service cookies stand for a login.
     sessions: std::sync::OnceLock<Arc<Sessions>>,
+    /// The signer of the identity jobs get (`--identity-headers`), once the server set it.
+    identity: std::sync::OnceLock<Arc<IdentitySigner>>,
 }
 
 /// The auth gate in front of every service. Cheap to clone (shared state).
@@ -230,6 +233,7 @@ impl Gate {
                 metrics: AuthMetrics::new(),
                 checks: None,
                 sessions: std::sync::OnceLock::new(),
+                identity: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -292,6 +296,7 @@ impl Gate {
                 metrics: AuthMetrics::new(),
                 checks: Some(Arc::new(checks)),
                 sessions: std::sync::OnceLock::new(),
+                identity: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -311,6 +316,38 @@ impl Gate {
     pub fn mark_unsupported(&self, reason: &str) {
         if let Some(checks) = &self.inner.checks {
             checks.mark_unsupported(reason);
+        }
+    }
+
+    /// Signs the identity of admitted users for the jobs from now on.
+    pub fn attach_identity(&self, identity: Arc<IdentitySigner>) {
+        let _ = self.inner.identity.set(identity);
+    }
+
+    /// The identity signer, when it is on.
+    pub fn identity(&self) -> Option<&Arc<IdentitySigner>> {
+        self.inner.identity.get()
+    }
+
+    /// The identity headers for a request `admitted` to `route`: none for an anonymous
+    /// request (auth off, the static exemption) or with the feature off. The data plane adds
+    /// them after removing the caller's copies.
+    pub fn identity_headers(&self, admitted: &Admitted, route: &Route) -> Option<IdentityHeaders> {
+        let identity = self.inner.identity.get()?;
+        let user = admitted.user.as_deref()?;
+        let audience = Audience {
+            domain: &route.domain,
+            operation_id: &route.key.operation_id,
+            task: &route.key.task_name,
+            service: &route.key.service,
+        };
+        match identity.headers(user, audience) {
+            Ok(headers) => Some(headers),
+            Err(error) => {
+                // The job then sees an anonymous request (the caller's copies are gone).
+                tracing::warn!(%error, service = %route.key, "cannot sign the caller's identity");
+                None
+            }
         }
     }
 

@@ -13,6 +13,7 @@
 //! - [`gate`]: the decision itself and its configuration;
 //! - [`limit`]: limits on the cluster look-ups unknown credentials cause;
 //! - [`login_page`]: the page browsers get instead of a bare 401 when the portal is off;
+//! - [`identity`]: the signed identity (user header and JWT) jobs get, and its public keys;
 //! - [`session`]: the portal's signed browser sessions and tickets, which the gate accepts;
 //! - [`metrics`]: decisions, cache look-ups, cluster latency.
 
@@ -21,6 +22,7 @@ pub mod cache;
 pub mod credentials;
 pub mod front;
 pub mod gate;
+pub mod identity;
 pub mod limit;
 pub mod login_page;
 pub mod metrics;

@@ -6,6 +6,8 @@
 //!   `X-Forwarded-Proto`, `Forwarded` and `X-Real-IP` are dropped and set by the proxy from
 //!   what it routed on; every `X-Forwarded-For` line of the caller is merged into one, in
 //!   order, with the peer's address appended.
+//! - **Identity headers.** `X-YT-TaskProxy-User` and `X-YT-TaskProxy-Assertion` come from
+//!   the proxy only ([`crate::auth::identity`]): the caller's copies are dropped.
 //! - **Header names with `_`** are dropped from requests unless `--underscores-in-headers`
 //!   (as nginx's `underscores_in_headers off`): CGI/WSGI servers map `Content_Length` onto
 //!   `CONTENT_LENGTH`, the same variable as `Content-Length`.
@@ -16,6 +18,7 @@
 //!   codings that do not end in exactly one `chunked`, make a response malformed (RFC 9112
 //!   §6.1, §6.3; refused like HAProxy does rather than read until close).
 
+use crate::auth::identity::{ASSERTION_HEADER, USER_HEADER};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -113,6 +116,9 @@ impl Forwarding<'_> {
             HeaderValue::from_maybe_shared(Bytes::from(forwarded))?,
         );
         headers.insert(X_REAL_IP, HeaderValue::from_bytes(self.peer)?);
+        // Only the proxy speaks for the caller's identity (added after this, when signed).
+        headers.remove(USER_HEADER);
+        headers.remove(ASSERTION_HEADER);
         Ok(())
     }
 

@@ -21,6 +21,7 @@ use super::shared::{monotonic_ms, ConnSlot, Shared};
 use super::upgrade::{self, TunnelContext};
 use super::upstream::{ConnectError, JobConnector};
 use crate::answer::{local_answer, BoxError, CallerKind, ProxyBody};
+use crate::auth::identity::{ASSERTION_HEADER, JWKS_PATH, USER_HEADER};
 use crate::portal::Portal;
 use crate::proxy::metrics::Unrouted;
 use crate::routing::{Protocol, RouteKeyError, RoutingHeaders};
@@ -350,6 +351,9 @@ impl Pipeline {
             return Ok(answer);
         }
 
+        if let Some(jwks) = self.jwks(&req) {
+            return Ok(jwks);
+        }
         if let Some(portal) = &self.shared.portal {
             if portal.owns_request(&req) {
                 return Ok(portal.serve(req, conn.peer, conn.client.scheme).await);
@@ -433,7 +437,7 @@ impl Pipeline {
                 return Ok(portal.redeem(&parts, &backend.route, conn.client.scheme));
             }
         }
-        match self
+        let identity = match self
             .shared
             .gate
             .admit(&mut parts, body.is_end_stream(), &backend.route, conn.peer)
@@ -441,9 +445,11 @@ impl Pipeline {
         {
             Ok(admitted) => {
                 tracing::trace!(user = ?admitted.user, service = %backend.route.key, "admitted");
+                let identity = self.shared.gate.identity_headers(&admitted, &backend.route);
                 if let Some(record) = record {
                     record.user = admitted.user;
                 }
+                identity
             }
             Err(refusal) => {
                 stats.count_status(refusal.status());
@@ -457,7 +463,7 @@ impl Pipeline {
                     None => refusal.into_response(caller),
                 });
             }
-        }
+        };
 
         // Forward.
         // Without a Host (an HTTP/1.0 caller routed by x-yt-taskproxy-id), the job sees the
@@ -489,6 +495,10 @@ impl Pipeline {
                 &e.to_string(),
                 None,
             ));
+        }
+        if let Some(id) = identity {
+            parts.headers.insert(USER_HEADER, id.user);
+            parts.headers.insert(ASSERTION_HEADER, id.assertion);
         }
         // A stale pooled connection or a failure after sending replays an idempotent request
         // without a body: its head is kept for that.
@@ -626,6 +636,28 @@ impl Pipeline {
             (deadline, idle) => Timed::new(body, deadline, idle).boxed(),
         };
         Ok(Response::from_parts(rparts, body))
+    }
+
+    /// The identity signer's public keys, when `req` asks the base domain or a portal host
+    /// for them (with the portal off too: jobs verify whether browsers log in or not).
+    fn jwks(&self, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+        if req.uri().path() != JWKS_PATH || !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return None;
+        }
+        let signer = self.shared.gate.identity()?;
+        let host = match req.uri().authority() {
+            Some(a) => a.host(),
+            None => req.headers().get(http::header::HOST)?.to_str().ok()?,
+        };
+        let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+        let base = self.shared.table.current();
+        let ours = name.eq_ignore_ascii_case(base.base_domain())
+            || self
+                .shared
+                .portal
+                .as_ref()
+                .is_some_and(|p| p.owns(Some(host), &RoutingHeaders::default()));
+        ours.then(|| signer.jwks_response())
     }
 }
 

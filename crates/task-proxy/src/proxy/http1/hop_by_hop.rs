@@ -85,6 +85,9 @@ pub fn kind_of(name: &[u8]) -> Kind {
         14 if is(b"http2-settings") => Kind::HopByHop,
         15 if is(b"x-forwarded-for") => Kind::XForwardedFor,
         16 if is(b"x-forwarded-host") => Kind::Forwarding,
+        // The identity headers are the proxy's to set (like the forwarding ones).
+        19 if is(b"x-yt-taskproxy-user") => Kind::Forwarding,
+        24 if is(b"x-yt-taskproxy-assertion") => Kind::Forwarding,
         17 | 22 | 24 | 27 | 30 if crate::routing::RoutingHeader::of(name).is_some() => {
             Kind::TaskProxyId
         }
@@ -202,6 +205,8 @@ mod tests {
             ("Authorization", Kind::Authorization),
             ("COOKIE", Kind::Cookie),
             ("X-Real-IP", Kind::Forwarding),
+            ("X-YT-TaskProxy-User", Kind::Forwarding),
+            ("x-yt-taskproxy-assertion", Kind::Forwarding),
             ("x-yt-taskproxy-id", Kind::TaskProxyId),
             ("Content_Length", Kind::Underscored),
             ("Trailer", Kind::Other),

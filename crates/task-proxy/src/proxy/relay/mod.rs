@@ -44,6 +44,7 @@ use super::lifecycle::{self, LazyTimer, RetryPolicy, Sent};
 use super::shared::Shared;
 use super::upstream::{ConnectError, JobConnector};
 use crate::answer::{CallerKind, LocalAnswer};
+use crate::auth::identity::{ASSERTION_HEADER, USER_HEADER};
 use crate::auth::Fetch;
 use crate::portal::Portal;
 use crate::proxy::metrics::Unrouted;
@@ -296,6 +297,10 @@ impl Relay {
             Ok(backend) => backend,
             // The portal's host and its pages are served on the general path.
             Err(_) if shared.portal.is_some() => return Next::HandToHyper,
+            // So are the identity signer's public keys.
+            Err(_) if shared.gate.identity().is_some() && target.starts_with(b"/.well-known/") => {
+                return Next::HandToHyper
+            }
             Err(unroutable) => {
                 shared.metrics.count_unrouted(match unroutable {
                     Unroutable::BadRequest(_) => Unrouted::BadRequest,
@@ -342,6 +347,10 @@ impl Relay {
             .await
         {
             Ok(admitted) => {
+                if let Some(id) = shared.gate.identity_headers(&admitted, &backend.route) {
+                    credentials.insert(USER_HEADER, id.user);
+                    credentials.insert(ASSERTION_HEADER, id.assertion);
+                }
                 if let Some(record) = record.as_mut() {
                     record.user = admitted.user;
                 }

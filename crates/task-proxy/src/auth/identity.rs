@@ -1,0 +1,553 @@
+//! The signed identity the proxy hands each job: `X-YT-TaskProxy-User: <login>` and
+//! `X-YT-TaskProxy-Assertion: <JWT>` on every forwarded request of an authenticated caller.
+//!
+//! The assertion is a compact JWS (ES256, P-256) with the claims `iss`, `sub` and `login` (the
+//! caller), `aud` (the service domain), `operation_id`, `task`, `service`, `iat` and `exp`
+//! (short-lived), and the signing key's `kid` in its header. Jobs verify it against the public
+//! keys the proxy publishes ([`IdentitySigner::jwks`]: on the portal host at
+//! `/.well-known/jwks.json` and in Cypress).
+//!
+//! Signing costs far more than forwarding a small request, so a token is cached per
+//! `(login, service domain)` and reused until shortly before it expires.
+//!
+//! The keys: the current one signs, a previous one (during a rotation) is only published so
+//! that tokens it signed stay verifiable until they expire. The kid is a hash of the public
+//! key, so every replica that loads the same key names it the same way. Hand-written on
+//! `ring` (already the TLS stack's crypto) rather than a JWT crate: one algorithm, fixed
+//! claims, signing only.
+
+use crate::answer::{full_body, ProxyBody};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use foldhash::HashMap;
+use http::{header, HeaderName, HeaderValue, Response};
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::PrivateKeyDer;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+use yson::Node;
+use yt_client::YtClient;
+
+/// The header naming the caller for the job.
+pub const USER_HEADER: HeaderName = HeaderName::from_static("x-yt-taskproxy-user");
+/// The header carrying the signed assertion for the job.
+pub const ASSERTION_HEADER: HeaderName = HeaderName::from_static("x-yt-taskproxy-assertion");
+
+/// The assertion's `iss` claim.
+pub const ISSUER: &str = "ytsaurus-task-proxy";
+
+/// Where the proxy serves the public keys on the base domain and the portal hosts.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// How long an assertion is valid.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+/// A cached assertion is replaced once it has less than this left, so a job never gets one
+/// about to expire.
+pub const RENEW_BEFORE: Duration = Duration::from_secs(60);
+
+/// Bound on cached assertions; the cache starts over when it is full (each entry is cheap to
+/// sign again).
+const MAX_CACHED: usize = 100_000;
+
+/// How often the JWKS document in Cypress is written again (it may have been removed, or
+/// overwritten by a replica that still ran with the previous keys during a rollout).
+const PUBLISH_PERIOD: Duration = Duration::from_secs(300);
+/// The first retry of a failed write; doubled up to [`PUBLISH_PERIOD`].
+const PUBLISH_RETRY: Duration = Duration::from_secs(2);
+
+/// Why the identity keys cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityKeyError {
+    #[error("cannot read the identity key file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the identity key file {path} holds no PEM private key: {reason}")]
+    Pem { path: PathBuf, reason: String },
+    #[error(
+        "the identity key file {path} is not a PKCS#8 key (convert it with `openssl pkcs8 -topk8 -nocrypt`)"
+    )]
+    NotPkcs8 { path: PathBuf },
+    #[error("the identity key file {path} is not a P-256 ECDSA key: {reason}")]
+    Rejected { path: PathBuf, reason: String },
+    #[error("cannot generate an identity key")]
+    Generate,
+}
+
+/// Why an assertion could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("the signature failed")]
+    Sign,
+    #[error("the login or the assertion is not a valid header value")]
+    Header,
+}
+
+/// One P-256 key pair with its kid.
+struct SigningKey {
+    pair: EcdsaKeyPair,
+    kid: String,
+}
+
+impl SigningKey {
+    fn from_pkcs8(pkcs8: &[u8], path: &Path) -> Result<SigningKey, IdentityKeyError> {
+        let pair = EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            pkcs8,
+            &SystemRandom::new(),
+        )
+        .map_err(|e| IdentityKeyError::Rejected {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let kid = kid_of(pair.public_key().as_ref());
+        Ok(SigningKey { pair, kid })
+    }
+
+    fn load(path: &Path) -> Result<SigningKey, IdentityKeyError> {
+        let pem = std::fs::read(path).map_err(|source| IdentityKeyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| IdentityKeyError::Pem {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        match key {
+            PrivateKeyDer::Pkcs8(der) => SigningKey::from_pkcs8(der.secret_pkcs8_der(), path),
+            _ => Err(IdentityKeyError::NotPkcs8 {
+                path: path.to_path_buf(),
+            }),
+        }
+    }
+
+    fn generate() -> Result<SigningKey, IdentityKeyError> {
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(|_| IdentityKeyError::Generate)?;
+        SigningKey::from_pkcs8(doc.as_ref(), Path::new("<generated>"))
+    }
+
+    fn jwk(&self) -> Jwk {
+        // An uncompressed SEC1 point: 0x04 || x (32 bytes) || y (32 bytes).
+        let point = self.pair.public_key().as_ref();
+        let xy = point.get(1..).unwrap_or_default();
+        let (x, y) = xy.split_at(xy.len() / 2);
+        Jwk {
+            kty: "EC",
+            crv: "P-256",
+            alg: "ES256",
+            r#use: "sig",
+            kid: self.kid.clone(),
+            x: URL_SAFE_NO_PAD.encode(x),
+            y: URL_SAFE_NO_PAD.encode(y),
+        }
+    }
+}
+
+/// The kid of a public key: the first 16 bytes of its SHA-256, base64url.
+fn kid_of(public_point: &[u8]) -> String {
+    let digest = Sha256::digest(public_point);
+    URL_SAFE_NO_PAD.encode(&digest[..16])
+}
+
+/// One public key of the JWKS document (RFC 7517/7518).
+#[derive(Debug, Clone, Serialize)]
+struct Jwk {
+    kty: &'static str,
+    crv: &'static str,
+    alg: &'static str,
+    r#use: &'static str,
+    kid: String,
+    x: String,
+    y: String,
+}
+
+/// Where the keys come from (`--identity-key-file`, `--identity-previous-key-file`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityConfig {
+    pub key_file: Option<PathBuf>,
+    pub previous_key_file: Option<PathBuf>,
+}
+
+/// The claims of an assertion.
+#[derive(Serialize)]
+struct Claims<'a> {
+    iss: &'static str,
+    sub: &'a str,
+    login: &'a str,
+    aud: &'a str,
+    operation_id: &'a str,
+    task: &'a str,
+    service: &'a str,
+    iat: u64,
+    exp: u64,
+}
+
+/// What the job is told about one request's caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    pub user: HeaderValue,
+    pub assertion: HeaderValue,
+}
+
+/// A cached assertion and when to replace it.
+struct Cached {
+    headers: IdentityHeaders,
+    operation_id: Box<str>,
+    renew_at: u64,
+}
+
+/// The service an assertion is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Audience<'a> {
+    /// The service domain (`aud`, and the cache key with the login).
+    pub domain: &'a str,
+    pub operation_id: &'a str,
+    pub task: &'a str,
+    pub service: &'a str,
+}
+
+/// Signs assertions and publishes the public keys. Shared by all workers.
+pub struct IdentitySigner {
+    current: SigningKey,
+    previous: Option<SigningKey>,
+    header_b64: String,
+    /// The JWKS document, built once (the keys never change while running).
+    jwks: String,
+    rng: SystemRandom,
+    cache: RwLock<HashMap<String, Cached>>,
+    clock: fn() -> u64,
+}
+
+impl fmt::Debug for IdentitySigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentitySigner")
+            .field("kid", &self.current.kid)
+            .field("previous_kid", &self.previous.as_ref().map(|k| &k.kid))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The cache key of `(login, domain)`: a domain never holds `\n`, so the pair is unambiguous.
+fn cache_key(login: &str, domain: &str) -> String {
+    let mut key = String::with_capacity(domain.len() + 1 + login.len());
+    key.push_str(domain);
+    key.push('\n');
+    key.push_str(login);
+    key
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl IdentitySigner {
+    /// The keys `config` names; without a key file a key is generated (logged as a warning:
+    /// replicas then sign with different keys, each publishing only its own).
+    pub fn load(config: &IdentityConfig) -> Result<IdentitySigner, IdentityKeyError> {
+        let current = match &config.key_file {
+            Some(path) => SigningKey::load(path)?,
+            None => {
+                tracing::warn!(
+                    "no --identity-key-file: signing job identity assertions with a key generated at start-up (each replica has its own; give all replicas one key from a secret)"
+                );
+                SigningKey::generate()?
+            }
+        };
+        let previous = match &config.previous_key_file {
+            Some(path) => Some(SigningKey::load(path)?),
+            None => None,
+        };
+        Ok(IdentitySigner::with_keys(current, previous, unix_now))
+    }
+
+    fn with_keys(
+        current: SigningKey,
+        previous: Option<SigningKey>,
+        clock: fn() -> u64,
+    ) -> IdentitySigner {
+        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": current.kid});
+        let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
+        tracing::info!(kid = %current.kid, "job identity assertions on");
+        let mut keys = vec![current.jwk()];
+        if let Some(previous) = &previous {
+            if previous.kid != current.kid {
+                keys.push(previous.jwk());
+            }
+        }
+        let jwks = serde_json::json!({ "keys": keys }).to_string();
+        IdentitySigner {
+            current,
+            previous,
+            header_b64,
+            jwks,
+            rng: SystemRandom::new(),
+            cache: RwLock::new(HashMap::default()),
+            clock,
+        }
+    }
+
+    /// The kid of the signing key.
+    pub fn kid(&self) -> &str {
+        &self.current.kid
+    }
+
+    /// The JWKS document: the signing key, then the previous one when rotating.
+    pub fn jwks(&self) -> &str {
+        &self.jwks
+    }
+
+    /// The answer to `GET /.well-known/jwks.json`.
+    pub fn jwks_response(&self) -> Response<ProxyBody> {
+        let mut response = Response::new(full_body(self.jwks.clone()));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/jwk-set+json"),
+        );
+        // Verifiers may cache it for as long as a token lives; a rotation publishes the new
+        // key before it signs (see docs/auth.md).
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
+        response
+    }
+
+    /// The headers for `login`'s request to `audience`: a cached assertion while it has more
+    /// than [`RENEW_BEFORE`] left, else a new one.
+    pub fn headers(
+        &self,
+        login: &str,
+        audience: Audience<'_>,
+    ) -> Result<IdentityHeaders, SignError> {
+        let now = (self.clock)();
+        if let Ok(cache) = self.cache.read() {
+            if let Some(cached) = cache.get(&cache_key(login, audience.domain)) {
+                if cached.renew_at > now && *cached.operation_id == *audience.operation_id {
+                    return Ok(cached.headers.clone());
+                }
+            }
+        }
+        let headers = self.sign(login, audience, now)?;
+        if let Ok(mut cache) = self.cache.write() {
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+            cache.insert(
+                cache_key(login, audience.domain),
+                Cached {
+                    headers: headers.clone(),
+                    operation_id: Box::from(audience.operation_id),
+                    renew_at: now + TOKEN_LIFETIME.as_secs() - RENEW_BEFORE.as_secs(),
+                },
+            );
+        }
+        Ok(headers)
+    }
+
+    fn sign(
+        &self,
+        login: &str,
+        audience: Audience<'_>,
+        now: u64,
+    ) -> Result<IdentityHeaders, SignError> {
+        let claims = Claims {
+            iss: ISSUER,
+            sub: login,
+            login,
+            aud: audience.domain,
+            operation_id: audience.operation_id,
+            task: audience.task,
+            service: audience.service,
+            iat: now,
+            exp: now + TOKEN_LIFETIME.as_secs(),
+        };
+        let payload = serde_json::to_vec(&claims).map_err(|_| SignError::Sign)?;
+        let mut token = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 100);
+        token.push_str(&self.header_b64);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        let signature = self
+            .current
+            .pair
+            .sign(&self.rng, token.as_bytes())
+            .map_err(|_| SignError::Sign)?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        Ok(IdentityHeaders {
+            user: HeaderValue::from_str(login).map_err(|_| SignError::Header)?,
+            assertion: HeaderValue::from_str(&token).map_err(|_| SignError::Header)?,
+        })
+    }
+}
+
+/// Keeps the JWKS document at `path` (a Cypress document node, `<dir-path>/jwks`) until
+/// `stop`, so a job can read the keys with the YTsaurus client it already has. Written with
+/// the proxy's robot client at start (retried until it succeeds) and again every
+/// [`PUBLISH_PERIOD`].
+pub async fn publish_jwks(
+    signer: Arc<IdentitySigner>,
+    client: YtClient,
+    path: String,
+    stop: CancellationToken,
+) {
+    let document = match serde_json::from_str(signer.jwks())
+        .ok()
+        .and_then(|json| Node::from_json(&json).ok())
+    {
+        Some(document) => document,
+        None => {
+            tracing::error!("the JWKS document is not valid JSON; not publishing it");
+            return;
+        }
+    };
+    let mut retry = PUBLISH_RETRY;
+    loop {
+        let written = async {
+            client.create("document", &path, None, true, true).await?;
+            client.set(&path, &document).await
+        }
+        .await;
+        let wait = match written {
+            Ok(()) => {
+                tracing::debug!(%path, kid = %signer.kid(), "published the identity keys");
+                retry = PUBLISH_RETRY;
+                PUBLISH_PERIOD
+            }
+            Err(error) => {
+                tracing::warn!(%path, %error, "cannot publish the identity keys in Cypress; retrying");
+                let wait = retry;
+                retry = (retry * 2).min(PUBLISH_PERIOD);
+                wait
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static NOW: AtomicU64 = AtomicU64::new(1_700_000_000);
+
+    fn fake_now() -> u64 {
+        NOW.load(Ordering::SeqCst)
+    }
+
+    const AUD: Audience<'static> = Audience {
+        domain: "abcdef12.example.net",
+        operation_id: "1-2-3-4",
+        task: "main",
+        service: "http",
+    };
+
+    fn claims_of(token: &HeaderValue) -> serde_json::Value {
+        let text = token.to_str().unwrap_or_default();
+        let payload = text.split('.').nth(1).unwrap_or_default();
+        let bytes = URL_SAFE_NO_PAD.decode(payload).unwrap_or_default();
+        serde_json::from_slice(&bytes).unwrap_or_default()
+    }
+
+    #[test]
+    fn caches_per_user_and_service_and_renews_before_expiry() {
+        let identity = IdentitySigner::with_keys(SigningKey::generate().unwrap(), None, fake_now);
+        let first = identity.headers("alice", AUD).unwrap();
+        assert_eq!(first.user, "alice");
+        let claims = claims_of(&first.assertion);
+        assert_eq!(claims["login"], "alice");
+        assert_eq!(claims["aud"], AUD.domain);
+        assert_eq!(claims["operation_id"], AUD.operation_id);
+        assert_eq!(
+            claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+            300
+        );
+
+        // Reused while fresh (ECDSA signatures are randomized: a new one would differ).
+        NOW.fetch_add(
+            TOKEN_LIFETIME.as_secs() - RENEW_BEFORE.as_secs() - 1,
+            Ordering::SeqCst,
+        );
+        assert_eq!(identity.headers("alice", AUD).unwrap(), first);
+        // Another user or another service gets its own.
+        assert_ne!(
+            identity.headers("bob", AUD).unwrap().assertion,
+            first.assertion
+        );
+        let other = Audience {
+            domain: "99999999.example.net",
+            ..AUD
+        };
+        assert_ne!(
+            identity.headers("alice", other).unwrap().assertion,
+            first.assertion
+        );
+        // A new operation behind the same domain is not told the old one.
+        let rerun = Audience {
+            operation_id: "5-6-7-8",
+            ..AUD
+        };
+        let renamed = identity.headers("alice", rerun).unwrap();
+        assert_eq!(claims_of(&renamed.assertion)["operation_id"], "5-6-7-8");
+
+        // Renewed once less than RENEW_BEFORE is left.
+        NOW.fetch_add(1, Ordering::SeqCst);
+        let second = identity.headers("alice", AUD).unwrap();
+        assert_ne!(second.assertion, first.assertion);
+        assert!(claims_of(&second.assertion)["iat"].as_u64() > claims["iat"].as_u64());
+    }
+
+    #[test]
+    fn jwks_lists_current_then_previous_with_stable_kids() {
+        let current = SigningKey::generate().unwrap();
+        let previous = SigningKey::generate().unwrap();
+        let (kid, old_kid) = (current.kid.clone(), previous.kid.clone());
+        let identity = IdentitySigner::with_keys(current, Some(previous), fake_now);
+        let jwks: serde_json::Value = serde_json::from_str(identity.jwks()).unwrap();
+        let keys = jwks["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0]["kid"], kid.as_str());
+        assert_eq!(keys[1]["kid"], old_kid.as_str());
+        assert_eq!(keys[0]["crv"], "P-256");
+        assert_eq!(
+            URL_SAFE_NO_PAD
+                .decode(keys[0]["x"].as_str().unwrap())
+                .unwrap()
+                .len(),
+            32
+        );
+        assert_eq!(kid, kid_of(identity.current.pair.public_key().as_ref()));
+    }
+
+    #[test]
+    fn a_key_file_that_is_not_pkcs8_is_refused_with_the_reason() {
+        let dir = std::env::temp_dir().join(format!("identity-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key.pem");
+        std::fs::write(&path, "not a key").unwrap();
+        let err = IdentitySigner::load(&IdentityConfig {
+            key_file: Some(path.clone()),
+            previous_key_file: None,
+        })
+        .unwrap_err();
+        assert!(matches!(err, IdentityKeyError::Pem { .. }), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
