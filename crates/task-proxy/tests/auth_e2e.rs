@@ -4,61 +4,20 @@
 
 mod support;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::{
-    curl, dev_cluster, grpcurl, set_acl, start_operation, status_of, Proxy, BASE_DOMAIN, BOB_READS,
-};
+use support::{curl, grpcurl, set_acl, status_of, AuthEnv as Env, BASE_DOMAIN};
 use task_proxy::routing::service_hash;
-use yt_devcluster::{CommandKnob, DevCluster};
+use yt_devcluster::CommandKnob;
 
-const TASKS: &str = "{main={command=\"sleep 1000\";job_count=1;port_count=1}}";
 const LOGIN_URL: &str = "https://yt.example.net/login";
-
-struct Env {
-    cluster: DevCluster,
-    op: String,
-    proxy: Proxy,
-    _http_job: demo_services::Running,
-    _grpc_job: demo_services::Running,
-}
 
 impl Env {
     async fn start(extra: &[&str]) -> Env {
-        let cluster = dev_cluster().await;
-        let op = start_operation(&cluster, TASKS, BOB_READS);
-        let http_job = demo_services::spawn_http("http-job").await;
-        let grpc_job = demo_services::spawn_grpc("grpc-job").await;
-        let services = json!([
-            {"operation_id": op, "task_name": "main", "service": "web", "protocol": "http",
-             "endpoints": [http_job.addr.to_string()]},
-            {"operation_id": op, "task_name": "main", "service": "ui", "protocol": "http",
-             "endpoints": [http_job.addr.to_string()]},
-            {"operation_id": op, "task_name": "main", "service": "api", "protocol": "grpc",
-             "endpoints": [grpc_job.addr.to_string()]},
-        ]);
-        let mut flags: Vec<String> = vec![
-            "--yt-proxy".into(),
-            cluster.url(),
-            "--yt-token".into(),
-            "robot-token".into(),
-            "--auth-login-url".into(),
-            LOGIN_URL.into(),
-        ];
-        flags.extend(extra.iter().map(|s| s.to_string()));
-        let proxy = support::proxy_with_services(services, &flags);
-        Env {
-            cluster,
-            op,
-            proxy,
-            _http_job: http_job,
-            _grpc_job: grpc_job,
-        }
-    }
-
-    fn domain(&self, service: &str) -> String {
-        format!("{}.{BASE_DOMAIN}", service_hash(&self.op, "main", service))
+        let mut flags = vec!["--auth-login-url", LOGIN_URL];
+        flags.extend_from_slice(extra);
+        Env::with(&["ui"], &flags).await
     }
 
     fn url(&self, path: &str) -> String {

@@ -7,54 +7,16 @@ mod support;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
-use support::{curl, dev_cluster, grpcurl, start_operation, Proxy, BASE_DOMAIN, BOB_READS};
+use support::{curl, grpcurl, AuthEnv as Env, Proxy, BASE_DOMAIN};
 use task_proxy::routing::service_hash;
-use yt_devcluster::DevCluster;
 
-const TASKS: &str = "{main={command=\"sleep 1000\";job_count=1;port_count=1}}";
 const ALICE: &str = "Authorization: OAuth alice-token";
 const SPOOF_USER: &str = "X-YT-TaskProxy-User: root";
 const SPOOF_ASSERTION: &str = "x-yt-taskproxy-assertion: eyJhbGciOiJub25lIn0.eyJzdWIiOiJyb290In0.";
 
-struct Env {
-    _cluster: DevCluster,
-    op: String,
-    proxy: Proxy,
-    _http_job: demo_services::Running,
-    _grpc_job: demo_services::Running,
-}
-
 impl Env {
     async fn start(extra: &[&str]) -> Env {
-        let cluster = dev_cluster().await;
-        let op = start_operation(&cluster, TASKS, BOB_READS);
-        let http_job = demo_services::spawn_http("http-job").await;
-        let grpc_job = demo_services::spawn_grpc("grpc-job").await;
-        let services = json!([
-            {"operation_id": op, "task_name": "main", "service": "web", "protocol": "http",
-             "endpoints": [http_job.addr.to_string()]},
-            {"operation_id": op, "task_name": "main", "service": "api", "protocol": "grpc",
-             "endpoints": [grpc_job.addr.to_string()]},
-        ]);
-        let mut flags: Vec<String> = vec![
-            "--yt-proxy".into(),
-            cluster.url(),
-            "--yt-token".into(),
-            "robot-token".into(),
-        ];
-        flags.extend(extra.iter().map(|s| s.to_string()));
-        let proxy = support::proxy_with_services(services, &flags);
-        Env {
-            _cluster: cluster,
-            op,
-            proxy,
-            _http_job: http_job,
-            _grpc_job: grpc_job,
-        }
-    }
-
-    fn domain(&self, service: &str) -> String {
-        format!("{}.{BASE_DOMAIN}", service_hash(&self.op, "main", service))
+        Env::with(&[], extra).await
     }
 
     /// What the HTTP job received for `/headers` with curl `args`: every header line, in order.
@@ -324,7 +286,7 @@ async fn the_discovering_proxy_publishes_the_keys_in_cypress_for_jobs() {
     // keys to Cypress, the other (a services file) signs what its job gets.
     let key = write_key(dir.path(), "key.pem");
     let env = Env::start(&["--identity-key-file", &key]).await;
-    let cluster = env._cluster.url();
+    let cluster = env.cluster.url();
     let _discovering =
         support::discovering_proxy(&cluster, &["--identity-key-file".into(), key.clone()]);
     let path = "//sys/task_proxies/jwks";

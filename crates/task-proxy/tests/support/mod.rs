@@ -125,3 +125,57 @@ pub fn grpcurl(
 
 pub mod file_proxy;
 pub mod load;
+
+/// An operation bob may read, served by an HTTP demo job (service `main/web`, and each of
+/// `more_http` too) and a gRPC demo job (`main/api`), behind a proxy with auth on against the
+/// dev cluster, started with `flags`.
+pub struct AuthEnv {
+    pub cluster: DevCluster,
+    pub op: String,
+    pub proxy: Proxy,
+    _http_job: demo_services::Running,
+    _grpc_job: demo_services::Running,
+}
+
+impl AuthEnv {
+    pub async fn with(more_http: &[&str], flags: &[&str]) -> AuthEnv {
+        const TASKS: &str = "{main={command=\"sleep 1000\";job_count=1;port_count=1}}";
+        let cluster = dev_cluster().await;
+        let op = start_operation(&cluster, TASKS, BOB_READS);
+        let http_job = demo_services::spawn_http("http-job").await;
+        let grpc_job = demo_services::spawn_grpc("grpc-job").await;
+        let http_service = |service: &str| {
+            serde_json::json!({"operation_id": op, "task_name": "main", "service": service,
+                "protocol": "http", "endpoints": [http_job.addr.to_string()]})
+        };
+        let mut services: Vec<serde_json::Value> = std::iter::once("web")
+            .chain(more_http.iter().copied())
+            .map(http_service)
+            .collect();
+        services.push(serde_json::json!({"operation_id": op, "task_name": "main",
+            "service": "api", "protocol": "grpc", "endpoints": [grpc_job.addr.to_string()]}));
+        let mut all_flags: Vec<String> = vec![
+            "--yt-proxy".into(),
+            cluster.url(),
+            "--yt-token".into(),
+            "robot-token".into(),
+        ];
+        all_flags.extend(flags.iter().map(|s| s.to_string()));
+        let proxy = proxy_with_services(serde_json::Value::Array(services), &all_flags);
+        AuthEnv {
+            cluster,
+            op,
+            proxy,
+            _http_job: http_job,
+            _grpc_job: grpc_job,
+        }
+    }
+
+    /// The hash domain of `main/<service>`.
+    pub fn domain(&self, service: &str) -> String {
+        format!(
+            "{}.{BASE_DOMAIN}",
+            task_proxy::routing::service_hash(&self.op, "main", service)
+        )
+    }
+}
