@@ -11,6 +11,7 @@ usage: browser_page.py URL --resolve 'MAP *.tp.test 127.0.0.1:8080' [--cookie NA
 
 import argparse
 import base64
+import contextlib
 import asyncio
 import json
 import os
@@ -29,6 +30,42 @@ def chromium_binary():
         if path:
             return path
     sys.exit("chromium not found: run scripts/install-test-deps")
+
+
+@contextlib.contextmanager
+def headless_chromium(resolve, prefix):
+    """Runs headless Chromium with a fresh profile and host names mapped by `resolve`
+    (--host-resolver-rules); yields the path of its DevToolsActivePort file, then stops it and
+    removes the profile."""
+    profile = tempfile.mkdtemp(prefix=prefix)
+    process = subprocess.Popen(
+        [
+            chromium_binary(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-features=HttpsUpgrades,HttpsFirstBalancedModeAutoEnable",
+            f"--user-data-dir={profile}",
+            f"--host-resolver-rules={resolve}",
+            "--remote-debugging-port=0",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield os.path.join(profile, "DevToolsActivePort")
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 class Cdp:
@@ -124,35 +161,8 @@ def main():
     parser.add_argument("--timeout", type=float, default=30)
     parser.add_argument("--screenshot", help="also save a PNG of the page here")
     args = parser.parse_args()
-    profile = tempfile.mkdtemp(prefix="tp-chromium-")
-    process = subprocess.Popen(
-        [
-            chromium_binary(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--disable-features=HttpsUpgrades,HttpsFirstBalancedModeAutoEnable",
-            f"--user-data-dir={profile}",
-            f"--host-resolver-rules={args.resolve}",
-            "--remote-debugging-port=0",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        asyncio.run(run(args, os.path.join(profile, "DevToolsActivePort")))
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        shutil.rmtree(profile, ignore_errors=True)
+    with headless_chromium(args.resolve, "tp-chromium-") as devtools_port_file:
+        asyncio.run(run(args, devtools_port_file))
 
 
 if __name__ == "__main__":

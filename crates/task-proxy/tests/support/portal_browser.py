@@ -18,12 +18,7 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
-from browser_page import Cdp, chromium_binary  # noqa: E402
-
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-
+from browser_page import Cdp, headless_chromium  # noqa: E402
 import websockets  # noqa: E402
 
 
@@ -227,35 +222,8 @@ async def run(c, port_file):
 
 def main():
     c = json.loads(sys.argv[1])
-    profile = tempfile.mkdtemp(prefix="tp-portal-")
-    process = subprocess.Popen(
-        [
-            chromium_binary(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--disable-features=HttpsUpgrades,HttpsFirstBalancedModeAutoEnable",
-            f"--user-data-dir={profile}",
-            f"--host-resolver-rules={c['resolve']}",
-            "--remote-debugging-port=0",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        summary = asyncio.run(run(c, os.path.join(profile, "DevToolsActivePort")))
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        shutil.rmtree(profile, ignore_errors=True)
+    with headless_chromium(c["resolve"], "tp-portal-") as devtools_port_file:
+        summary = asyncio.run(run(c, devtools_port_file))
     print(json.dumps(summary))
 
 
