@@ -101,7 +101,10 @@ class Cdp:
             self.events.append(reply)
 
 
-async def run(args, port_file):
+@contextlib.asynccontextmanager
+async def devtools_page(port_file):
+    """Connects to the DevTools port Chromium writes to `port_file` (waiting up to 30 s for
+    it) and yields the connection and the session of a new blank page."""
     deadline = time.monotonic() + 30
     while not (os.path.exists(port_file) and len(open(port_file).read().split("\n")) >= 2):
         if time.monotonic() > deadline:
@@ -114,7 +117,11 @@ async def run(args, port_file):
         attached = await cdp.call(
             "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
         )
-        session = attached["sessionId"]
+        yield cdp, attached["sessionId"]
+
+
+async def run(args, port_file):
+    async with devtools_page(port_file) as (cdp, session):
         await cdp.call("Network.enable", session=session)
         await cdp.call("Page.enable", session=session)
         if args.cookie:

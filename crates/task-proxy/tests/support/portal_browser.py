@@ -14,12 +14,10 @@ import asyncio
 import json
 import os
 import sys
-import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
-from browser_page import Cdp, headless_chromium  # noqa: E402
-import websockets  # noqa: E402
+from browser_page import devtools_page, headless_chromium  # noqa: E402
 
 
 class Page:
@@ -199,17 +197,7 @@ async def scenario(cdp, session, c):
 
 
 async def run(c, port_file):
-    deadline = time.monotonic() + 30
-    while not (os.path.exists(port_file) and len(open(port_file).read().split("\n")) >= 2):
-        if time.monotonic() > deadline:
-            raise TimeoutError("chromium did not open its DevTools port")
-        await asyncio.sleep(0.1)
-    port, path = open(port_file).read().split("\n")[:2]
-    async with websockets.connect(f"ws://127.0.0.1:{port}{path}", max_size=None) as ws:
-        cdp = Cdp(ws)
-        target = await cdp.call("Target.createTarget", {"url": "about:blank"})
-        attached = await cdp.call("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})
-        session = attached["sessionId"]
+    async with devtools_page(port_file) as (cdp, session):
         await cdp.call("Page.enable", session=session)
         await cdp.call("Runtime.enable", session=session)
         summary = await scenario(cdp, session, c)
