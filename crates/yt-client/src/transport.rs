@@ -410,13 +410,7 @@ impl Transport {
             .headers(headers)
             .build()
             .map_err(|e| fail(classify_reqwest(e)))?;
-        // Only a heavy read may be sent again (after a redirect); other requests are not
-        // copied (a PUT's body may be large).
-        let again = if heavy_read {
-            request.try_clone()
-        } else {
-            None
-        };
+        let again = request.try_clone();
         let mut response = self
             .http
             .execute(request)
