@@ -410,7 +410,13 @@ impl Transport {
             .headers(headers)
             .build()
             .map_err(|e| fail(classify_reqwest(e)))?;
-        let again = request.try_clone();
+        // Only a heavy read may be sent again (after a redirect); other requests are not
+        // copied (a PUT's body may be large).
+        let again = if heavy_read {
+            request.try_clone()
+        } else {
+            None
+        };
         let mut response = self
             .http
             .execute(request)
