@@ -198,6 +198,30 @@ fn routable(replica: &Replica, operation_id: &str) -> bool {
     ) == 200
 }
 
+/// Waits until every operation routes on `replica`; if not within `limit`, fails with what
+/// the replica knows (its election metrics, its services and the end of its log), so that a
+/// failure says whether the replica missed the leader's snapshot or the job did not answer.
+async fn wait_routable(replica: &Replica, operations: &[String], limit: Duration) {
+    let started = Instant::now();
+    while !tokio::task::block_in_place(|| operations.iter().all(|op| routable(replica, op))) {
+        if started.elapsed() >= limit {
+            let (_, metrics) = replica.proxy.admin_get("/metrics");
+            let election: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.starts_with("task_proxy_leader_"))
+                .collect();
+            let (_, services) = replica.proxy.admin_get("/services");
+            let log = replica.proxy.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "{}: {operations:?} not all routable within {limit:?}\nelection: {election:#?}\nservices: {services}\nlog (newest first): {tail:#?}",
+                replica.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     loop {
@@ -226,10 +250,10 @@ async fn three_replicas_hand_over_without_failing_a_request() {
     let (mut replicas, admins) = three_replicas(&cluster, "6s");
     let watcher = Watcher::start(cluster.url(), admins.clone());
     for replica in &replicas {
-        wait_for(
+        wait_routable(
+            replica,
+            std::slice::from_ref(&first),
             Duration::from_secs(30),
-            "the first operation routable everywhere",
-            || routable(replica, &first),
         )
         .await;
     }
@@ -400,10 +424,7 @@ async fn a_partitioned_leader_steps_down_and_one_other_takes_over() {
     let (replicas, admins) = three_replicas(&cluster, "4s");
     let watcher = Watcher::start(cluster.url(), admins);
     for replica in &replicas {
-        wait_for(Duration::from_secs(30), "routable everywhere", || {
-            routable(replica, &op)
-        })
-        .await;
+        wait_routable(replica, std::slice::from_ref(&op), Duration::from_secs(30)).await;
     }
     let leader = the_leader(&replicas).expect("one leader");
     // Every request of the leader's client hangs (the knob picks it by its user agent).
@@ -474,10 +495,7 @@ async fn three_replicas_cost_the_cluster_little_more_than_one() {
         .collect();
     let window = Duration::from_secs(15);
     let mut replicas = vec![start_replica(&cluster, "replica-a", "10s")];
-    wait_for(Duration::from_secs(30), "routable", || {
-        ops.iter().all(|op| routable(&replicas[0], op))
-    })
-    .await;
+    wait_routable(&replicas[0], &ops, Duration::from_secs(30)).await;
     let (one, one_counts) = cluster_rate(&cluster, window).await;
     let pass: f64 = PASS_COMMANDS
         .iter()
@@ -488,10 +506,7 @@ async fn three_replicas_cost_the_cluster_little_more_than_one() {
         replicas.push(start_replica(&cluster, name, "10s"));
     }
     for replica in &replicas {
-        wait_for(Duration::from_secs(30), "routable everywhere", || {
-            ops.iter().all(|op| routable(replica, op))
-        })
-        .await;
+        wait_routable(replica, &ops, Duration::from_secs(30)).await;
     }
     let (three, three_counts) = cluster_rate(&cluster, window).await;
     eprintln!(
