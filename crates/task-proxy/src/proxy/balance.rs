@@ -10,7 +10,13 @@
 //! A connect failure ejects an endpoint for an exponentially growing back-off; once it expires,
 //! live traffic probes it again (a success clears the record). The endpoint states themselves
 //! (health, connection cap, per-worker pools) are defined in [`super::endpoint`].
+//!
+//! A sticky service ([`ServiceBackends::sticky`]) keeps a browser on one job: each of its
+//! endpoints has an affinity token ([`super::affinity`]) computed when its routes are derived;
+//! a request whose cookie names an endpoint that is still routed and not ejected goes there
+//! ([`Balancer::pick_preferring`]), any other goes by power of two choices.
 
+use super::affinity::{AffinityKey, Token};
 use super::conn_limit::ConnLimitSettings;
 use super::endpoint::EndpointState;
 use crate::proxy::metrics::RouteStats;
@@ -27,6 +33,31 @@ pub struct ServiceBackends {
     pub route: Arc<Route>,
     pub endpoints: Vec<Arc<EndpointState>>,
     pub stats: Arc<RouteStats>,
+    /// Whether an affinity cookie keeps a browser on one job (the route's `sticky`, else
+    /// `--sticky-sessions-default`).
+    pub sticky: bool,
+    /// The affinity token of each endpoint, in the order of `endpoints` (empty unless sticky).
+    tokens: Box<[Token]>,
+}
+
+impl ServiceBackends {
+    /// The endpoint whose affinity token `token` is, if it is still one of this service's.
+    pub fn endpoint_of(&self, token: &Token) -> Option<usize> {
+        // Every token is compared (no early exit), like each comparison.
+        self.tokens.iter().enumerate().fold(
+            None,
+            |found, (i, t)| if t.matches(token) { Some(i) } else { found },
+        )
+    }
+
+    /// The affinity token of `ep` as an endpoint of this service (None unless sticky).
+    pub fn token_of(&self, ep: &EndpointState) -> Option<Token> {
+        let i = self
+            .endpoints
+            .iter()
+            .position(|e| std::ptr::eq(Arc::as_ptr(e), ep))?;
+        self.tokens.get(i).copied()
+    }
 }
 
 /// One routing generation as the data plane reads it: the snapshot and, for every route in
@@ -125,6 +156,9 @@ pub struct Balancer {
     eject_base: Duration,
     eject_max: Duration,
     conn_limit: ConnLimitSettings,
+    affinity: AffinityKey,
+    /// Whether services that do not say are sticky.
+    sticky_default: bool,
 }
 
 impl Balancer {
@@ -147,7 +181,17 @@ impl Balancer {
             eject_base,
             eject_max,
             conn_limit,
+            affinity: AffinityKey::generate(),
+            sticky_default: false,
         }
+    }
+
+    /// The same balancer with affinity tokens made with `key`, and `sticky_default` for
+    /// services that do not say whether they are sticky.
+    pub fn with_affinity(mut self, key: AffinityKey, sticky_default: bool) -> Balancer {
+        self.affinity = key;
+        self.sticky_default = sticky_default;
+        self
     }
 
     fn now_ms(&self) -> u64 {
@@ -204,10 +248,22 @@ impl Balancer {
                 .get(&route.hash)
                 .map(|b| b.stats.clone())
                 .unwrap_or_default();
+            let sticky = route.sticky.unwrap_or(self.sticky_default);
+            let tokens = if sticky {
+                route
+                    .endpoints
+                    .iter()
+                    .map(|e| self.affinity.token(&route.domain, e))
+                    .collect()
+            } else {
+                Box::default()
+            };
             let backend = ServiceBackends {
                 route: route.clone(),
                 endpoints: states,
                 stats,
+                sticky,
+                tokens,
             };
             by_hash.insert(route.hash.clone(), Arc::new(backend));
         }
@@ -252,6 +308,25 @@ impl Balancer {
                 })
             }
         }
+    }
+
+    /// [`Balancer::pick`], except that `preferred` (the endpoint a request's affinity cookie
+    /// names) is taken when it is untried and not ejected.
+    pub fn pick_preferring(
+        &self,
+        backend: &ServiceBackends,
+        tried: &Tried,
+        preferred: Option<usize>,
+    ) -> Option<usize> {
+        if let Some(i) = preferred {
+            let usable = backend.endpoints.get(i).is_some_and(|ep| {
+                ep.health.ejected_until_ms.load(Ordering::Relaxed) <= self.now_ms()
+            });
+            if usable && !tried.contains(i) {
+                return Some(i);
+            }
+        }
+        self.pick(backend, tried)
     }
 
     /// Whether the endpoint is ejected now, and for how many more milliseconds.
@@ -337,6 +412,7 @@ mod tests {
             endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
             operation_start_time: None,
             timeouts: Default::default(),
+            sticky: None,
         }
     }
 
@@ -380,6 +456,50 @@ mod tests {
         );
         b.connect_succeeded(&backend.endpoints[0]);
         assert_eq!(b.pick(&backend, &Tried::default()), Some(0));
+    }
+
+    #[test]
+    fn a_sticky_service_prefers_the_cookies_endpoint_while_it_is_usable() {
+        let b = Balancer::new(1, Duration::from_secs(10), Duration::from_secs(60));
+        let mut sticky = spec("s", &["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
+        sticky.sticky = Some(true);
+        b.rebuild(&Arc::new(RoutingSnapshot::build("d", [sticky.clone()])));
+        let backend = only_backend(&b);
+        assert!(backend.sticky);
+        let token = backend.token_of(&backend.endpoints[2]).unwrap();
+        assert_eq!(backend.endpoint_of(&token), Some(2));
+        for _ in 0..50 {
+            assert_eq!(
+                b.pick_preferring(&backend, &Tried::default(), Some(2)),
+                Some(2)
+            );
+        }
+        // Ejected or already tried: another one.
+        let mut tried = Tried::default();
+        tried.push(2);
+        assert_ne!(b.pick_preferring(&backend, &tried, Some(2)), Some(2));
+        b.connect_failed(&backend.endpoints[2], "s", &"refused");
+        for _ in 0..20 {
+            assert_ne!(
+                b.pick_preferring(&backend, &Tried::default(), Some(2)),
+                Some(2)
+            );
+        }
+        // Gone from the service: its token names nothing any more.
+        sticky.endpoints.truncate(2);
+        b.rebuild(&Arc::new(RoutingSnapshot::build("d", [sticky])));
+        assert_eq!(only_backend(&b).endpoint_of(&token), None);
+        // Not sticky (neither the route nor the default): no tokens at all.
+        b.rebuild(&snapshot(&["127.0.0.1:1", "127.0.0.1:2"]));
+        let plain = only_backend(&b);
+        assert!(!plain.sticky && plain.token_of(&plain.endpoints[0]).is_none());
+        let b = Balancer::new(1, Duration::from_secs(10), Duration::from_secs(60))
+            .with_affinity(AffinityKey::generate(), true);
+        b.rebuild(&snapshot(&["127.0.0.1:1"]));
+        assert!(
+            only_backend(&b).sticky,
+            "the default applies when the route does not say"
+        );
     }
 
     #[test]

@@ -98,6 +98,64 @@ pub fn route(
     }
 }
 
+/// A request's affinity to one job of a sticky service ([`super::affinity`]): the endpoint its
+/// cookie names, and the cookie its response needs. Both paths build it from the request's
+/// headers (which lose the cookie, so the job never sees it) and ask it for the response's
+/// `Set-Cookie` once a job answered.
+#[derive(Debug, Default)]
+pub struct Affinity {
+    presented: Option<super::affinity::Token>,
+    /// The endpoint the cookie names, while the service still has it.
+    pub preferred: Option<usize>,
+    /// A cookie may be set: a sticky service, a caller that is not gRPC.
+    sets: bool,
+    tls: bool,
+}
+
+impl Affinity {
+    /// Takes the affinity cookie out of `headers` (every service: it is the proxy's) and finds
+    /// the endpoint it names among `backend`'s. `grpc`: a gRPC request (no cookie is set for
+    /// it: gRPC clients do not keep cookies).
+    pub fn take(
+        backend: &ServiceBackends,
+        headers: &mut http::HeaderMap,
+        tls: bool,
+        grpc: bool,
+    ) -> Affinity {
+        let presented = super::affinity::take(headers, tls).filter(|_| backend.sticky);
+        Affinity {
+            preferred: presented.and_then(|t| backend.endpoint_of(&t)),
+            presented,
+            sets: backend.sticky && !grpc,
+            tls,
+        }
+    }
+
+    /// The `Set-Cookie` the response needs: when `answered` is not the endpoint the request's
+    /// cookie named (no cookie, a forged one, or its job is gone or ejected).
+    pub fn set_cookie(
+        &self,
+        backend: &ServiceBackends,
+        answered: &EndpointState,
+    ) -> Option<http::HeaderValue> {
+        if !self.sets {
+            return None;
+        }
+        let token = backend.token_of(answered)?;
+        if self.presented.is_some_and(|p| p.matches(&token)) {
+            return None;
+        }
+        Some(super::affinity::set_cookie(&token, self.tls))
+    }
+}
+
+/// Whether a request is gRPC by its `Content-Type`.
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 /// The outcome of one attempt on one connection.
 pub enum Sent<R, E> {
     /// The job's response head.
@@ -237,13 +295,16 @@ async fn timed<F: Future>(
 }
 
 /// Sends a request to one of `backend`'s endpoints under `policy` (see the module docs): the
-/// job's response head and the endpoint's in-flight mark, or why there is none.
+/// job's response head and the endpoint's in-flight mark (which names the endpoint that
+/// answered), or why there is none. `preferred`: the endpoint the request's affinity cookie
+/// names, tried first while it is not ejected.
 pub async fn forward<T: Transport>(
     balancer: &Balancer,
     backend: &ServiceBackends,
     transport: &mut T,
     policy: &RetryPolicy,
     timer: &mut LazyTimer,
+    preferred: Option<usize>,
 ) -> Result<(T::Response, InFlight), Failure> {
     let service = backend.route.domain.as_str();
     let mut tried = Tried::default();
@@ -254,7 +315,7 @@ pub async fn forward<T: Transport>(
         if tried.len() >= policy.max_attempts {
             break;
         }
-        let Some(i) = balancer.pick(backend, &tried) else {
+        let Some(i) = balancer.pick_preferring(backend, &tried, preferred) else {
             break;
         };
         let ep = &backend.endpoints[i];

@@ -380,7 +380,8 @@ impl Relay {
             }
         }
 
-        // Forward.
+        // Forward. The relay is plain HTTP/1.1, never TLS nor gRPC.
+        let affinity = lifecycle::Affinity::take(&backend, &mut credentials, false, false);
         out.clear();
         head.write_for_job(
             head_bytes,
@@ -408,6 +409,7 @@ impl Relay {
             &mut attempt,
             &policy,
             response_timer,
+            affinity.preferred,
         )
         .await;
         let answered = match forwarded {
@@ -441,9 +443,11 @@ impl Relay {
             || matches!(response.framing, Framing::UntilClose)
             || shared.shutdown.is_cancelled();
         out.clear();
+        let set_affinity = affinity.set_cookie(&backend, _in_flight.endpoint());
         let cookies = CookiePolicy {
             service_host: &backend.route.domain,
             auth_cookie: shared.gate.cookie_name(),
+            add: set_affinity.as_ref(),
         };
         let dropped = response.write_for_caller(
             &conn.buf[..response.len],
