@@ -438,6 +438,72 @@ mod tests {
     }
 
     #[test]
+    fn affinity_sets_a_cookie_only_when_the_answering_job_is_not_the_cookies() {
+        use crate::routing::{Protocol, RoutingSnapshot, ServiceSpec};
+        let balancer = Balancer::new(1, Duration::from_secs(10), Duration::from_secs(60));
+        let spec = |sticky| ServiceSpec {
+            operation_id: "op".into(),
+            task_name: "t".into(),
+            service: "s".into(),
+            protocol: Protocol::Http,
+            endpoints: vec![
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            ],
+            operation_start_time: None,
+            timeouts: Default::default(),
+            sticky,
+        };
+        let backend = |sticky| {
+            balancer.rebuild(&Arc::new(RoutingSnapshot::build("d", [spec(sticky)])));
+            let routes = balancer.current();
+            let backend = routes.backends().next().unwrap().clone();
+            backend
+        };
+        let sticky = backend(Some(true));
+        let [a, b] = [&sticky.endpoints[0], &sticky.endpoints[1]];
+        let token = sticky.token_of(b).unwrap().encode();
+        let cookie = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::COOKIE,
+                http::HeaderValue::from_str(&format!("x=1; tp_affinity={value}")).unwrap(),
+            );
+            headers
+        };
+
+        // The cookie's job answered: nothing to set; another one: a replacement.
+        let mut headers = cookie(&token);
+        let affinity = Affinity::take(&sticky, &mut headers, false, false);
+        assert_eq!(affinity.preferred, Some(1));
+        assert_eq!(headers[http::header::COOKIE], "x=1");
+        assert!(affinity.set_cookie(&sticky, b).is_none());
+        let replaced = affinity.set_cookie(&sticky, a).expect("a replacement");
+        assert!(replaced.to_str().unwrap().starts_with("tp_affinity="));
+        // No cookie or a forged one: a cookie for whoever answered.
+        for mut headers in [http::HeaderMap::new(), cookie("AAAAAAAAAAAAAAAAAAAAAA")] {
+            let affinity = Affinity::take(&sticky, &mut headers, false, false);
+            assert_eq!(affinity.preferred, None);
+            assert!(affinity.set_cookie(&sticky, a).is_some());
+        }
+        // gRPC callers get none; a service that is not sticky neither, but loses the cookie.
+        let affinity = Affinity::take(&sticky, &mut cookie(&token), false, true);
+        assert_eq!(affinity.preferred, Some(1));
+        assert!(affinity.set_cookie(&sticky, a).is_none());
+        let plain = backend(None);
+        let mut headers = cookie(&token);
+        let affinity = Affinity::take(&plain, &mut headers, false, false);
+        assert_eq!(
+            (
+                affinity.preferred,
+                headers[http::header::COOKIE].to_str().unwrap()
+            ),
+            (None, "x=1")
+        );
+        assert!(affinity.set_cookie(&plain, &plain.endpoints[0]).is_none());
+    }
+
+    #[test]
     fn the_stream_idle_timeout_bounds_the_wait_for_the_head() {
         let limits = Limits {
             upstream_response_timeout: Duration::from_secs(60),
