@@ -586,6 +586,9 @@ pub struct Config {
     /// The key affinity cookies are made with: `--portal-key-file`, shared by the replicas
     /// (None: a random key of this process).
     pub affinity_key_file: Option<PathBuf>,
+    /// `--portal-scheme https`: callers use HTTPS even on the plaintext listener, so affinity
+    /// cookies are `Secure` there too.
+    pub https_callers: bool,
 }
 
 /// The browser portal's settings.
@@ -625,6 +628,7 @@ impl std::fmt::Debug for Config {
             .field("identity", &self.identity)
             .field("sticky_sessions_default", &self.sticky_sessions_default)
             .field("affinity_key_file", &self.affinity_key_file)
+            .field("https_callers", &self.https_callers)
             .finish()
     }
 }
@@ -977,6 +981,7 @@ impl ServeArgs {
             identity,
             sticky_sessions_default: self.sticky_sessions_default,
             affinity_key_file,
+            https_callers: self.portal_scheme == "https",
             base_domain,
             yt_proxy,
             yt_token_path: self.yt_token_path,

@@ -325,7 +325,8 @@ impl Parts {
                 config.limits.eject_max,
                 ConnLimitSettings::from_limits(&config.limits),
             )
-            .with_affinity(affinity, config.sticky_sessions_default),
+            .with_affinity(affinity, config.sticky_sessions_default)
+            .with_https_callers(config.https_callers),
         );
         let metrics = Arc::new(ProxyMetrics::default());
 

@@ -552,4 +552,34 @@ async fn the_affinity_cookie_is_the_proxys_own_on_every_path() {
     let (head, _) = get(&served, Path::Relay, &host_of("op-not-sticky"), "/", &[]).await;
     assert!(values(&head, "set-cookie").is_empty(), "{head}");
     job.heads();
+
+    // Behind an ingress that ends TLS (`--portal-scheme https`) the plaintext listener's
+    // cookie is the secure one, and only that name counts.
+    for path in [Path::Relay, Path::H2] {
+        let served = proxy_serving(
+            path,
+            std::slice::from_ref(&sticky),
+            &["--portal-scheme", "https"],
+        );
+        let (head, _) = get(&served, path, &host, "/", &[]).await;
+        let set = values(&head, "set-cookie");
+        assert_eq!(set.len(), 1, "{path:?}: {head}");
+        assert!(
+            set[0].starts_with("__Host-tp_affinity=") && set[0].contains("; Secure"),
+            "{path:?}: {head}"
+        );
+        let token = set[0]
+            .split(';')
+            .next()
+            .and_then(|pair| pair.split_once('='))
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default();
+        let plain_name = format!("Cookie: tp_affinity={token}");
+        let (head, _) = get(&served, path, &host, "/", &[&plain_name]).await;
+        assert_eq!(values(&head, "set-cookie").len(), 1, "{path:?}: {head}");
+        let secure_name = format!("Cookie: __Host-tp_affinity={token}");
+        let (head, _) = get(&served, path, &host, "/", &[&secure_name]).await;
+        assert!(values(&head, "set-cookie").is_empty(), "{path:?}: {head}");
+        job.heads();
+    }
 }

@@ -159,6 +159,9 @@ pub struct Balancer {
     affinity: AffinityKey,
     /// Whether services that do not say are sticky.
     sticky_default: bool,
+    /// Callers reach the proxy over HTTPS even on the plaintext listener (TLS ends at an
+    /// ingress, `--portal-scheme https`): affinity cookies are `Secure` there too.
+    affinity_https: bool,
 }
 
 impl Balancer {
@@ -183,6 +186,7 @@ impl Balancer {
             conn_limit,
             affinity: AffinityKey::generate(),
             sticky_default: false,
+            affinity_https: false,
         }
     }
 
@@ -192,6 +196,19 @@ impl Balancer {
         self.affinity = key;
         self.sticky_default = sticky_default;
         self
+    }
+
+    /// The same balancer, its affinity cookies `Secure` (and `__Host-`) on every listener:
+    /// callers use HTTPS to an ingress in front of the plaintext one.
+    pub fn with_https_callers(mut self, https: bool) -> Balancer {
+        self.affinity_https = https;
+        self
+    }
+
+    /// Whether a caller on a connection of `scheme` reached the proxy over HTTPS (for the
+    /// affinity cookie's name and `Secure`).
+    pub fn caller_uses_https(&self, scheme: &str) -> bool {
+        self.affinity_https || scheme == "https"
     }
 
     fn now_ms(&self) -> u64 {

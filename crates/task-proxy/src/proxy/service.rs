@@ -467,7 +467,7 @@ impl Pipeline {
 
         // Forward.
         let grpc = protocol == Protocol::Grpc || lifecycle::is_grpc(&parts.headers);
-        let tls = conn.client.scheme == "https";
+        let tls = self.shared.balancer.caller_uses_https(conn.client.scheme);
         let affinity = lifecycle::Affinity::take(&backend, &mut parts.headers, tls, grpc);
         // Without a Host (an HTTP/1.0 caller routed by x-yt-taskproxy-id), the job sees the
         // service domain: HTTP/1.1 requires a Host, and redirects then point at the service.

@@ -380,8 +380,9 @@ impl Relay {
             }
         }
 
-        // Forward. The relay is plain HTTP/1.1, never TLS nor gRPC.
-        let affinity = lifecycle::Affinity::take(&backend, &mut credentials, false, false);
+        // Forward. The relay is plain HTTP/1.1 (HTTPS only behind an ingress), never gRPC.
+        let https = shared.balancer.caller_uses_https("http");
+        let affinity = lifecycle::Affinity::take(&backend, &mut credentials, https, false);
         out.clear();
         head.write_for_job(
             head_bytes,
