@@ -315,3 +315,49 @@ async fn a_browser_sticks_to_one_job_moves_once_when_it_dies_and_the_job_never_s
     }
     env.cluster.shutdown().await;
 }
+
+/// gRPC is balanced as before: no cookie is set on its responses even for a sticky service,
+/// and an affinity cookie a client sends anyway never reaches the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_get_no_affinity_cookie_and_never_forward_one() {
+    let (a, b) = (
+        demo_services::spawn_grpc("grpc-a").await,
+        demo_services::spawn_grpc("grpc-b").await,
+    );
+    let op = "op-sticky-grpc";
+    let service = serde_json::json!({"operation_id": op, "task_name": "main", "service": "api",
+        "protocol": "grpc", "sticky": true,
+        "endpoints": [a.addr.to_string(), b.addr.to_string()]});
+    let proxy = support::proxy_with_services(
+        Value::Array(vec![service]),
+        &["--auth-enabled=false".to_string()],
+    );
+    let domain = format!("{}.{BASE_DOMAIN}", service_hash(op, "main", "api"));
+    let mut jobs = BTreeSet::new();
+    for cookie in [
+        None,
+        Some("Cookie: a=1; tp_affinity=AAAAAAAAAAAAAAAAAAAAAA"),
+    ] {
+        for _ in 0..10 {
+            let mut args = vec!["-v", "-d", "{}"];
+            if let Some(cookie) = cookie {
+                args.extend(["-H", cookie]);
+            }
+            let (code, out) =
+                support::grpcurl(proxy.plain, &domain, &args, "demo.Inspect/Metadata");
+            assert_eq!(code, 0, "{out}");
+            // `-v` prints the request's metadata first; what came back follows.
+            let received = out
+                .split_once("Response headers received:")
+                .map(|(_, r)| r)
+                .unwrap_or_else(|| panic!("{out}"));
+            assert!(!received.to_ascii_lowercase().contains("set-cookie"), "{out}");
+            assert!(!received.contains("tp_affinity"), "{out}");
+            if cookie.is_some() {
+                assert!(received.contains("a=1"), "{out}");
+            }
+            jobs.extend(["grpc-a", "grpc-b"].into_iter().filter(|j| out.contains(j)));
+        }
+    }
+    assert_eq!(jobs.len(), 2, "gRPC calls are spread: {jobs:?}");
+}
