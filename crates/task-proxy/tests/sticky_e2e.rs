@@ -351,7 +351,10 @@ async fn grpc_calls_get_no_affinity_cookie_and_never_forward_one() {
                 .split_once("Response headers received:")
                 .map(|(_, r)| r)
                 .unwrap_or_else(|| panic!("{out}"));
-            assert!(!received.to_ascii_lowercase().contains("set-cookie"), "{out}");
+            assert!(
+                !received.to_ascii_lowercase().contains("set-cookie"),
+                "{out}"
+            );
             assert!(!received.contains("tp_affinity"), "{out}");
             if cookie.is_some() {
                 assert!(received.contains("a=1"), "{out}");

@@ -116,6 +116,13 @@ pub fn take(headers: &mut HeaderMap, tls: bool) -> Option<Token> {
     Token::decode(value.expose())
 }
 
+/// Whether a request is gRPC by its `Content-Type`.
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 /// The `Set-Cookie` value that makes a browser send `token` back.
 pub fn set_cookie(token: &Token, tls: bool) -> HeaderValue {
     let value = if tls {

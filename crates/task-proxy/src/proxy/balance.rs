@@ -116,6 +116,57 @@ impl Routes {
     }
 }
 
+/// A request's affinity to one job of a sticky service ([`super::affinity`]): the endpoint its
+/// cookie names, and the cookie its response needs. Both paths build it from the request's
+/// headers (which lose the cookie, so the job never sees it) and ask it for the response's
+/// `Set-Cookie` once a job answered.
+#[derive(Debug, Default)]
+pub struct Affinity {
+    presented: Option<super::affinity::Token>,
+    /// The endpoint the cookie names, while the service still has it.
+    pub preferred: Option<usize>,
+    /// A cookie may be set: a sticky service, a caller that is not gRPC.
+    sets: bool,
+    tls: bool,
+}
+
+impl Affinity {
+    /// Takes the affinity cookie out of `headers` (every service: it is the proxy's) and finds
+    /// the endpoint it names among `backend`'s. `grpc`: a gRPC request (no cookie is set for
+    /// it: gRPC clients do not keep cookies).
+    pub fn take(
+        backend: &ServiceBackends,
+        headers: &mut http::HeaderMap,
+        tls: bool,
+        grpc: bool,
+    ) -> Affinity {
+        let presented = super::affinity::take(headers, tls).filter(|_| backend.sticky);
+        Affinity {
+            preferred: presented.and_then(|t| backend.endpoint_of(&t)),
+            presented,
+            sets: backend.sticky && !grpc,
+            tls,
+        }
+    }
+
+    /// The `Set-Cookie` the response needs: when `answered` is not the endpoint the request's
+    /// cookie named (no cookie, a forged one, or its job is gone or ejected).
+    pub fn set_cookie(
+        &self,
+        backend: &ServiceBackends,
+        answered: &EndpointState,
+    ) -> Option<http::HeaderValue> {
+        if !self.sets {
+            return None;
+        }
+        let token = backend.token_of(answered)?;
+        if self.presented.is_some_and(|p| p.matches(&token)) {
+            return None;
+        }
+        Some(super::affinity::set_cookie(&token, self.tls))
+    }
+}
+
 /// Up to this many attempts per request (each on an endpoint not yet tried).
 pub const MAX_ATTEMPTS: usize = 4;
 
@@ -517,6 +568,71 @@ mod tests {
             only_backend(&b).sticky,
             "the default applies when the route does not say"
         );
+    }
+
+    #[test]
+    fn affinity_sets_a_cookie_only_when_the_answering_job_is_not_the_cookies() {
+        let balancer = Balancer::new(1, Duration::from_secs(10), Duration::from_secs(60));
+        let spec = |sticky| ServiceSpec {
+            operation_id: "op".into(),
+            task_name: "t".into(),
+            service: "s".into(),
+            protocol: Protocol::Http,
+            endpoints: vec![
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            ],
+            operation_start_time: None,
+            timeouts: Default::default(),
+            sticky,
+        };
+        let backend = |sticky| {
+            balancer.rebuild(&Arc::new(RoutingSnapshot::build("d", [spec(sticky)])));
+            let routes = balancer.current();
+            let backend = routes.backends().next().unwrap().clone();
+            backend
+        };
+        let sticky = backend(Some(true));
+        let [a, b] = [&sticky.endpoints[0], &sticky.endpoints[1]];
+        let token = sticky.token_of(b).unwrap().encode();
+        let cookie = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::COOKIE,
+                http::HeaderValue::from_str(&format!("x=1; tp_affinity={value}")).unwrap(),
+            );
+            headers
+        };
+
+        // The cookie's job answered: nothing to set; another one: a replacement.
+        let mut headers = cookie(&token);
+        let affinity = Affinity::take(&sticky, &mut headers, false, false);
+        assert_eq!(affinity.preferred, Some(1));
+        assert_eq!(headers[http::header::COOKIE], "x=1");
+        assert!(affinity.set_cookie(&sticky, b).is_none());
+        let replaced = affinity.set_cookie(&sticky, a).expect("a replacement");
+        assert!(replaced.to_str().unwrap().starts_with("tp_affinity="));
+        // No cookie or a forged one: a cookie for whoever answered.
+        for mut headers in [http::HeaderMap::new(), cookie("AAAAAAAAAAAAAAAAAAAAAA")] {
+            let affinity = Affinity::take(&sticky, &mut headers, false, false);
+            assert_eq!(affinity.preferred, None);
+            assert!(affinity.set_cookie(&sticky, a).is_some());
+        }
+        // gRPC callers get none; a service that is not sticky neither, but loses the cookie.
+        let affinity = Affinity::take(&sticky, &mut cookie(&token), false, true);
+        assert_eq!(affinity.preferred, Some(1));
+        assert!(affinity.set_cookie(&sticky, a).is_none());
+        let plain = backend(None);
+        let mut headers = cookie(&token);
+        let affinity = Affinity::take(&plain, &mut headers, false, false);
+        assert_eq!(
+            (
+                affinity.preferred,
+                headers[http::header::COOKIE].to_str().unwrap()
+            ),
+            (None, "x=1")
+        );
+        assert!(affinity.set_cookie(&plain, &plain.endpoints[0]).is_none());
     }
 
     #[test]

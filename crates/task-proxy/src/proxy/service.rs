@@ -466,9 +466,9 @@ impl Pipeline {
         };
 
         // Forward.
-        let grpc = protocol == Protocol::Grpc || lifecycle::is_grpc(&parts.headers);
+        let grpc = protocol == Protocol::Grpc || super::affinity::is_grpc(&parts.headers);
         let tls = self.shared.balancer.caller_uses_https(conn.client.scheme);
-        let affinity = lifecycle::Affinity::take(&backend, &mut parts.headers, tls, grpc);
+        let affinity = super::balance::Affinity::take(&backend, &mut parts.headers, tls, grpc);
         // Without a Host (an HTTP/1.0 caller routed by x-yt-taskproxy-id), the job sees the
         // service domain: HTTP/1.1 requires a Host, and redirects then point at the service.
         let host = forward::client_host(&parts)

@@ -382,7 +382,7 @@ impl Relay {
 
         // Forward. The relay is plain HTTP/1.1 (HTTPS only behind an ingress), never gRPC.
         let https = shared.balancer.caller_uses_https("http");
-        let affinity = lifecycle::Affinity::take(&backend, &mut credentials, https, false);
+        let affinity = super::balance::Affinity::take(&backend, &mut credentials, https, false);
         out.clear();
         head.write_for_job(
             head_bytes,
