@@ -243,6 +243,41 @@ async fn a_browser_sticks_to_one_job_moves_once_when_it_dies_and_the_job_never_s
         }
     }
 
+    // A WebSocket handshake goes by the cookie too: the job it names switches protocols (any
+    // other would come with a replacement cookie); without a cookie the 101 sets one.
+    let ws = |args: &[&str]| -> String {
+        let host = format!("Host: {}", env.domain("web"));
+        let url = format!("http://{}/ws", env.proxy.plain);
+        let mut all = vec![
+            "-i",
+            "--max-time",
+            "2",
+            "-H",
+            host.as_str(),
+            "-H",
+            "Connection: Upgrade",
+            "-H",
+            "Upgrade: websocket",
+            "-H",
+            "Sec-WebSocket-Version: 13",
+            "-H",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        ];
+        all.extend_from_slice(args);
+        all.push(&url);
+        // curl waits on the open tunnel until --max-time: only the head matters.
+        curl(&all).1
+    };
+    let with_cookie = ws(&["-b", jar_s]);
+    assert!(with_cookie.starts_with("HTTP/1.1 101"), "{with_cookie}");
+    assert!(
+        !with_cookie.to_ascii_lowercase().contains("set-cookie"),
+        "{with_cookie}"
+    );
+    let without = ws(&[]);
+    assert!(without.starts_with("HTTP/1.1 101"), "{without}");
+    assert!(without.contains("tp_affinity="), "{without}");
+
     // A forged, tampered or garbage cookie is ignored: a normal pick and a new cookie.
     let mut tampered: Vec<char> = token.chars().collect();
     tampered[3] = if tampered[3] == 'A' { 'B' } else { 'A' };
