@@ -1,7 +1,8 @@
 //! The affinity cookie of sticky services: which job a browser keeps reaching.
 //!
 //! A sticky service's response carries `tp_affinity=<token>` (`__Host-tp_affinity` under
-//! TLS: `Secure`, and browsers refuse it with a `Domain`), host-only, `Path=/`, `HttpOnly`,
+//! TLS or behind an ingress that ends it, `--portal-scheme https`: `Secure`, and browsers
+//! refuse it with a `Domain`), host-only, `Path=/`, `HttpOnly`,
 //! `SameSite=Lax`, for the browser session. The token is a keyed MAC of the service's domain
 //! and the endpoint's address (HMAC-SHA256 under the portal's key when `--portal-key-file` is
 //! given, so every replica reads every replica's cookies; else a key of this process), cut to
