@@ -322,7 +322,12 @@ async fn a_browser_sticks_to_one_job_moves_once_when_it_dies_and_the_job_never_s
         test_support::signal_process(pid as u32, "KILL"),
         "kill the job"
     );
+    let killed = std::time::Instant::now();
     let moved = env.get("web", &jar_args);
+    eprintln!(
+        "the first request after the kill was answered by another job in {:?}",
+        killed.elapsed()
+    );
     assert_ne!(moved.job, first.job);
     assert_eq!(
         moved.set_cookies.len(),
