@@ -44,6 +44,7 @@ fn route() -> Route {
         }],
         operation_start_time: None,
         timeouts: Default::default(),
+        sticky: None,
     }
 }
 

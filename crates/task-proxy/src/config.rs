@@ -335,6 +335,14 @@ pub struct ServeArgs {
           num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub underscores_in_headers: bool,
 
+    /// Make services sticky unless their `tasks_info` entry says `sticky=%false`: an affinity
+    /// cookie keeps a browser on one job (see the user guide). Off by default: services are
+    /// sticky only with `sticky=%true`.
+    #[arg(long, env = "TASK_PROXY_STICKY_SESSIONS_DEFAULT", action = ArgAction::Set,
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true",
+          value_parser = parse_go_bool)]
+    pub sticky_sessions_default: bool,
+
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
     #[arg(long, env = "TASK_PROXY_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -573,6 +581,14 @@ pub struct Config {
     pub portal: Option<PortalConfig>,
     /// The signed identity for jobs (`None`: `--identity-headers=false`, or auth is off).
     pub identity: Option<crate::auth::identity::IdentityConfig>,
+    /// Whether services whose `tasks_info` does not say are sticky.
+    pub sticky_sessions_default: bool,
+    /// The key affinity cookies are made with: `--portal-key-file`, shared by the replicas
+    /// (None: a random key of this process).
+    pub affinity_key_file: Option<PathBuf>,
+    /// `--portal-scheme https`: callers use HTTPS even on the plaintext listener, so affinity
+    /// cookies are `Secure` there too.
+    pub https_callers: bool,
 }
 
 /// The browser portal's settings.
@@ -610,6 +626,9 @@ impl std::fmt::Debug for Config {
             .field("original_auth_cache", &self.original_auth_cache)
             .field("portal", &self.portal)
             .field("identity", &self.identity)
+            .field("sticky_sessions_default", &self.sticky_sessions_default)
+            .field("affinity_key_file", &self.affinity_key_file)
+            .field("https_callers", &self.https_callers)
             .finish()
     }
 }
@@ -936,7 +955,7 @@ impl ServeArgs {
             }
             Some(PortalConfig {
                 hosts,
-                key_file: self.portal_key_file,
+                key_file: self.portal_key_file.clone(),
                 scheme: match self.portal_scheme.as_str() {
                     "https" => Some("https"),
                     "http" => Some("http"),
@@ -949,6 +968,7 @@ impl ServeArgs {
             None
         };
 
+        let affinity_key_file = self.portal_key_file;
         let identity = (self.identity_headers && auth.enabled).then_some({
             crate::auth::identity::IdentityConfig {
                 key_file: self.identity_key_file,
@@ -959,6 +979,9 @@ impl ServeArgs {
         Ok(Config {
             portal,
             identity,
+            sticky_sessions_default: self.sticky_sessions_default,
+            affinity_key_file,
+            https_callers: self.portal_scheme == "https",
             base_domain,
             yt_proxy,
             yt_token_path: self.yt_token_path,
@@ -1202,6 +1225,28 @@ mod tests {
             ]),
             Err(ConfigError::HeaderBytesTooSmall(100))
         );
+    }
+
+    #[test]
+    fn sticky_sessions_are_opt_in_and_share_the_portal_key() {
+        let base = [
+            "--base-domain=d",
+            "--auth-enabled=false",
+            "--services-file=f",
+        ];
+        let off = parse(&base).unwrap();
+        assert!(!off.sticky_sessions_default);
+        assert_eq!(off.affinity_key_file, None);
+        for on in [
+            "--sticky-sessions-default",
+            "--sticky-sessions-default=true",
+        ] {
+            let mut flags = base.to_vec();
+            flags.extend([on, "--portal-key-file=/k"]);
+            let on_config = parse(&flags).unwrap();
+            assert!(on_config.sticky_sessions_default, "{on}");
+            assert_eq!(on_config.affinity_key_file, Some(PathBuf::from("/k")));
+        }
     }
 
     #[test]

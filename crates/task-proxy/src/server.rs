@@ -12,6 +12,7 @@ use crate::admin::{self, Admin};
 use crate::auth::{self, Gate};
 use crate::config::{Config, ServicesSource};
 use crate::discovery::{Discovery, DiscoveryConfig, ElectionConfig};
+use crate::proxy::affinity::AffinityKey;
 use crate::proxy::balance::Balancer;
 use crate::proxy::conn_limit::ConnLimitSettings;
 use crate::proxy::metrics::ProxyMetrics;
@@ -52,6 +53,8 @@ pub enum StartError {
     Tls(#[from] proxy::tls::TlsError),
     #[error("cannot load the identity signing key: {0}")]
     Identity(#[from] auth::identity::IdentityKeyError),
+    #[error("cannot load the affinity cookie key: {0}")]
+    AffinityKey(#[from] auth::session::KeyError),
     #[error("cannot start the browser portal: {0}")]
     Portal(#[from] crate::portal::PortalError),
     #[error("cannot listen on {addr} (admin): {source}")]
@@ -311,12 +314,20 @@ impl Parts {
             ));
         }
 
-        let balancer = Arc::new(Balancer::with_conn_limit(
-            config.worker_threads,
-            config.limits.eject_base,
-            config.limits.eject_max,
-            ConnLimitSettings::from_limits(&config.limits),
-        ));
+        let affinity = match &config.affinity_key_file {
+            Some(path) => AffinityKey::new(auth::session::SessionKey::from_file(path)?),
+            None => AffinityKey::generate(),
+        };
+        let balancer = Arc::new(
+            Balancer::with_conn_limit(
+                config.worker_threads,
+                config.limits.eject_base,
+                config.limits.eject_max,
+                ConnLimitSettings::from_limits(&config.limits),
+            )
+            .with_affinity(affinity, config.sticky_sessions_default)
+            .with_https_callers(config.https_callers),
+        );
         let metrics = Arc::new(ProxyMetrics::default());
 
         let tls = match &config.tls {

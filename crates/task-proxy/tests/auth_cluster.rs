@@ -37,6 +37,7 @@ fn route(operation_id: &str) -> Route {
         }],
         operation_start_time: None,
         timeouts: Default::default(),
+        sticky: None,
     }
 }
 

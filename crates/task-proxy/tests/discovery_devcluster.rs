@@ -676,6 +676,7 @@ async fn hash_collisions_are_resolved_counted_once_and_reported() {
         endpoints: vec![task_proxy::routing::Endpoint::new("127.0.0.1", port)],
         operation_start_time: Some(start.to_string()),
         timeouts: Default::default(),
+        sticky: None,
     };
     let cluster = cluster().await;
     let mut config = DiscoveryConfig::new(BASE);

@@ -448,6 +448,7 @@ proptest! {
             endpoints: vec![],
             operation_start_time: Some(format!("2026-0{}-01T00:00:00Z", start + 1)),
             timeouts: Default::default(),
+            sticky: None,
         };
         let aliases: std::collections::HashMap<String, String> = [("op-1".to_string(), alias.clone())].into_iter().collect();
         let snapshot = RoutingSnapshot::build_with_aliases(BASE, [spec], &aliases);

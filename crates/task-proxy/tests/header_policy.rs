@@ -138,6 +138,10 @@ fn answer(path: &str, host: &str) -> String {
              Content-Length: 2\r\n\r\nok",
             host.to_uppercase()
         ),
+        "/affinity" => "HTTP/1.1 200 OK\r\nSet-Cookie: tp_affinity=planted; Path=/\r\n\
+             Set-Cookie: __Host-tp_affinity=planted; Path=/; Secure\r\nSet-Cookie: a=1\r\n\
+             Content-Length: 2\r\n\r\nok"
+            .to_string(),
         "/gzip-with-length" => format!(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello{injected}"
         ),
@@ -165,6 +169,11 @@ fn host_of(op: &str) -> String {
 
 /// The proxy for `path` (the relay on or off, TLS with a fresh certificate) with `extra` flags.
 fn proxy_for(path: Path, op: &str, job: &Job, extra: &[&str]) -> Served {
+    proxy_serving(path, &[service(op, job.addr)], extra)
+}
+
+/// [`proxy_for`] with the services file's entries `services`.
+fn proxy_serving(path: Path, services: &[Value], extra: &[&str]) -> Served {
     let relay = match path {
         Path::Hyper => "--http1-relay=false",
         _ => "--http1-relay=true",
@@ -190,7 +199,7 @@ fn proxy_for(path: Path, op: &str, job: &Job, extra: &[&str]) -> Served {
     });
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     Served {
-        proxy: FileProxy::start(&[service(op, job.addr)], &flags, &[]),
+        proxy: FileProxy::start(services, &flags, &[]),
         certs,
     }
 }
@@ -471,5 +480,106 @@ async fn auth_cookies_joined_into_other_cookies_never_reach_the_job() {
                 heads[0]
             );
         }
+    }
+}
+
+/// A sticky service's affinity cookie on every path: the proxy's own (`__Host-` and `Secure`
+/// under TLS), a job's attempt at that name dropped, the cookie never forwarded, and the same
+/// cookie naming the same job whichever path reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_affinity_cookie_is_the_proxys_own_on_every_path() {
+    let op = "op-affinity";
+    let host = host_of(op);
+    let job = Job::spawn(answer, host.clone()).await;
+    let mut sticky = service(op, job.addr);
+    sticky["sticky"] = json!(true);
+    for path in PATHS {
+        let served = proxy_serving(path, std::slice::from_ref(&sticky), &[]);
+        let (head, _) = get(&served, path, &host, "/affinity", &[]).await;
+        assert_eq!(status(&head), 200, "{path:?}: {head}");
+        let set = values(&head, "set-cookie");
+        let (name, secure) = match path.tls() {
+            true => ("__Host-tp_affinity=", true),
+            false => ("tp_affinity=", false),
+        };
+        assert_eq!(set.len(), 2, "{path:?}: {head}");
+        assert_eq!(set[0], "a=1", "{path:?}");
+        let ours = set[1];
+        assert!(
+            ours.starts_with(name) && !ours.contains("planted"),
+            "{path:?}: {ours}"
+        );
+        assert_eq!(ours.contains("; Secure"), secure, "{path:?}: {ours}");
+        assert!(
+            ours.ends_with("; HttpOnly; SameSite=Lax"),
+            "{path:?}: {ours}"
+        );
+        job.heads();
+
+        // Sent back, it is taken out before the job; with it the job answers without a new
+        // one.
+        let token = ours
+            .split(';')
+            .next()
+            .and_then(|pair| pair.split_once('='))
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default();
+        let cookie = format!("Cookie: a=1; {name}{token}; b=2");
+        let (head, _) = get(&served, path, &host, "/", &[&cookie]).await;
+        assert_eq!(status(&head), 200, "{path:?}: {head}");
+        assert!(values(&head, "set-cookie").is_empty(), "{path:?}: {head}");
+        let heads = job.heads();
+        assert_eq!(heads.len(), 1, "{path:?}: {heads:?}");
+        assert!(
+            !heads[0].contains(&token) && heads[0].contains("a=1; b=2"),
+            "{path:?}: {}",
+            heads[0]
+        );
+    }
+
+    // `--sticky-sessions-default` makes a service that does not say sticky; `"sticky": false`
+    // keeps one out.
+    let plain = service(op, job.addr);
+    let mut not_sticky = service("op-not-sticky", job.addr);
+    not_sticky["sticky"] = json!(false);
+    let served = proxy_serving(
+        Path::Relay,
+        &[plain, not_sticky],
+        &["--sticky-sessions-default"],
+    );
+    let (head, _) = get(&served, Path::Relay, &host, "/", &[]).await;
+    assert_eq!(values(&head, "set-cookie").len(), 1, "{head}");
+    let (head, _) = get(&served, Path::Relay, &host_of("op-not-sticky"), "/", &[]).await;
+    assert!(values(&head, "set-cookie").is_empty(), "{head}");
+    job.heads();
+
+    // Behind an ingress that ends TLS (`--portal-scheme https`) the plaintext listener's
+    // cookie is the secure one, and only that name counts.
+    for path in [Path::Relay, Path::H2] {
+        let served = proxy_serving(
+            path,
+            std::slice::from_ref(&sticky),
+            &["--portal-scheme", "https"],
+        );
+        let (head, _) = get(&served, path, &host, "/", &[]).await;
+        let set = values(&head, "set-cookie");
+        assert_eq!(set.len(), 1, "{path:?}: {head}");
+        assert!(
+            set[0].starts_with("__Host-tp_affinity=") && set[0].contains("; Secure"),
+            "{path:?}: {head}"
+        );
+        let token = set[0]
+            .split(';')
+            .next()
+            .and_then(|pair| pair.split_once('='))
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default();
+        let plain_name = format!("Cookie: tp_affinity={token}");
+        let (head, _) = get(&served, path, &host, "/", &[&plain_name]).await;
+        assert_eq!(values(&head, "set-cookie").len(), 1, "{path:?}: {head}");
+        let secure_name = format!("Cookie: __Host-tp_affinity={token}");
+        let (head, _) = get(&served, path, &host, "/", &[&secure_name]).await;
+        assert!(values(&head, "set-cookie").is_empty(), "{path:?}: {head}");
+        job.heads();
     }
 }

@@ -373,6 +373,7 @@ workerThreads: 4
 maxConnections: 2000
 upstreamMaxIdlePerJob: 256
 underscoresInHeaders: true
+stickySessionsDefault: true
 upstreamMaxConnectionsPerJob: 64
 upstreamQueueLength: 32
 upstreamQueueTimeout: 3s
@@ -402,6 +403,7 @@ affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: []
         "--max-connections=2000",
         "--upstream-max-idle-per-job=256",
         "--underscores-in-headers=true",
+        "--sticky-sessions-default=true",
         "--upstream-max-connections-per-job=64",
         "--upstream-queue-length=32",
         "--upstream-queue-timeout=3s",

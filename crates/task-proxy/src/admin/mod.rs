@@ -70,6 +70,9 @@ struct ServiceView<'a> {
     /// The operation's `stream_idle_timeout_seconds` (0: none), when it sets one.
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_idle_timeout_seconds: Option<u64>,
+    /// Whether an affinity cookie keeps a browser on one job (the service's `sticky`, else
+    /// `--sticky-sessions-default`).
+    sticky: bool,
     endpoints: Vec<EndpointView>,
 }
 
@@ -162,7 +165,12 @@ impl Admin {
             .routes()
             .iter()
             .map(|route| {
-                let endpoints = match backends.backend(&route.hash) {
+                let backend = backends.backend(&route.hash);
+                let sticky = match backend {
+                    Some(b) => b.sticky,
+                    None => route.sticky.unwrap_or(false),
+                };
+                let endpoints = match backend {
                     Some(b) => b
                         .endpoints
                         .iter()
@@ -201,6 +209,7 @@ impl Admin {
                     protocol: route.protocol.as_str(),
                     route_timeout_seconds: route.timeouts.route_timeout_seconds,
                     stream_idle_timeout_seconds: route.timeouts.stream_idle_timeout_seconds,
+                    sticky,
                     endpoints,
                 }
             })

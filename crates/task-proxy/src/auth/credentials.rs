@@ -144,6 +144,40 @@ pub fn take_credentials(headers: &mut HeaderMap, cookie_name: &str) -> Presented
         }
     }
 
+    let cookie = take_cookie(headers, cookie_name);
+    if found.is_none() {
+        found = cookie.value.map(|value| Credential::Cookie {
+            name: cookie_name.to_string(),
+            value,
+        });
+    }
+    if let Some(reason) = cookie.malformed {
+        malformed.get_or_insert(reason);
+    }
+
+    match (found, malformed) {
+        (Some(credential), _) => Presented::Credential(credential),
+        (None, Some(reason)) => Presented::Malformed(reason),
+        (None, None) => Presented::Missing,
+    }
+}
+
+/// What [`take_cookie`] took out of a request's `Cookie` headers.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TakenCookie {
+    /// The first well-formed occurrence's value.
+    pub value: Option<Secret>,
+    /// Why another occurrence could not be used (the first reason), e.g. joined into another
+    /// cookie's pair.
+    pub malformed: Option<&'static str>,
+}
+
+/// Removes every occurrence of the cookie `cookie_name` from `headers` (the forms the module
+/// docs list, joined ones included) and returns its first well-formed value. The `Cookie`
+/// headers are rebuilt without it; other cookies are kept as they came. The auth cookie goes
+/// through this, and so does any other cookie of the proxy's own that a job must never see.
+pub fn take_cookie(headers: &mut HeaderMap, cookie_name: &str) -> TakenCookie {
+    let mut taken = TakenCookie::default();
     if !cookie_name.is_empty() && headers.contains_key(COOKIE) {
         let name = cookie_name.as_bytes();
         let mentions_name = headers
@@ -160,11 +194,11 @@ pub fn take_credentials(headers: &mut HeaderMap, cookie_name: &str) -> Presented
                         continue;
                     }
                     if contains(pair, name) && (pair.contains(&b',') || embedded(pair, name)) {
-                        // Another cookie's value with the auth cookie inside it: joined with
-                        // `,` (broken front proxies do that) or after whitespace (parsers such
-                        // as Python's split there). The job could read it as the auth cookie,
-                        // so it never reaches the job; it never authenticates either (which
-                        // part is the cookie is ambiguous).
+                        // Another cookie's value with this cookie inside it: joined with `,`
+                        // (broken front proxies do that) or after whitespace (parsers such as
+                        // Python's split there). The job could read it as this cookie, so it
+                        // never reaches the job; it is never used either (which part is the
+                        // cookie is ambiguous).
                         let pieces: Vec<&[u8]> = pair
                             .split(|b| *b == b',')
                             .map(trim)
@@ -175,7 +209,7 @@ pub fn take_credentials(headers: &mut HeaderMap, cookie_name: &str) -> Presented
                         };
                         if pieces.iter().any(ours) {
                             others.extend(pieces.into_iter().filter(|p| !ours(p)));
-                            malformed.get_or_insert(JOINED);
+                            taken.malformed.get_or_insert(JOINED);
                         } else {
                             // Only look-alikes (e.g. `YTCypressCookieX`): kept as it came.
                             others.push(pair);
@@ -185,15 +219,10 @@ pub fn take_credentials(headers: &mut HeaderMap, cookie_name: &str) -> Presented
                     match parse_auth_cookie_pair(pair, name) {
                         None => others.push(pair),
                         Some(Ok(secret)) => {
-                            if found.is_none() {
-                                found = Some(Credential::Cookie {
-                                    name: cookie_name.to_string(),
-                                    value: secret,
-                                });
-                            }
+                            taken.value.get_or_insert(secret);
                         }
                         Some(Err(reason)) => {
-                            malformed.get_or_insert(reason);
+                            taken.malformed.get_or_insert(reason);
                         }
                     }
                 }
@@ -209,12 +238,7 @@ pub fn take_credentials(headers: &mut HeaderMap, cookie_name: &str) -> Presented
             }
         }
     }
-
-    match (found, malformed) {
-        (Some(credential), _) => Presented::Credential(credential),
-        (None, Some(reason)) => Presented::Malformed(reason),
-        (None, None) => Presented::Missing,
-    }
+    taken
 }
 
 /// Why an auth cookie inside another cookie's pair does not authenticate.

@@ -96,6 +96,13 @@ impl SessionKey {
             .unwrap_or_else(|_| unreachable!("96 hex characters are a valid key"))
     }
 
+    /// HMAC-SHA256 of `payload` under this key, for `kind`: values other parts of the proxy
+    /// derive from the shared key (the affinity cookie) are bound to their kind, so none of
+    /// them ever passes for a session value.
+    pub fn tag(&self, kind: Kind, payload: &[u8]) -> [u8; 32] {
+        self.mac(kind, payload).finalize().into_bytes().into()
+    }
+
     fn mac(&self, kind: Kind, payload: &[u8]) -> HmacSha256 {
         let mut mac = self.0.clone();
         mac.update(kind.label().as_bytes());
@@ -116,6 +123,8 @@ pub enum Kind {
     Service,
     /// The login form's anti-forgery token.
     Csrf,
+    /// A sticky service's affinity cookie (the data plane's; never a session).
+    Affinity,
 }
 
 impl Kind {
@@ -125,6 +134,7 @@ impl Kind {
             Kind::Ticket => "ticket",
             Kind::Service => "service",
             Kind::Csrf => "csrf",
+            Kind::Affinity => "affinity",
         }
     }
 }

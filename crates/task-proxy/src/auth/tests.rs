@@ -134,6 +134,7 @@ fn route(service: &str) -> Route {
         }],
         operation_start_time: None,
         timeouts: Default::default(),
+        sticky: None,
     }
 }
 

@@ -889,6 +889,7 @@ mod tests {
                     route_timeout_seconds: Some(5),
                     stream_idle_timeout_seconds: None,
                 },
+                sticky: Some(true),
             }],
             aliases: HashMap::from([("1-2-3-4".to_string(), "web".to_string())]),
         };

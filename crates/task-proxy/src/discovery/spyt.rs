@@ -159,6 +159,7 @@ pub fn direct_service(op_id: &str, start_time: Option<&str>, direct: &SpytDirect
         endpoints: vec![direct.web_ui.clone()],
         operation_start_time: start_time.map(str::to_string),
         timeouts: Default::default(),
+        sticky: None,
     }
 }
 
@@ -194,6 +195,7 @@ pub fn standalone_service(
         endpoints,
         operation_start_time: start_time.map(str::to_string),
         timeouts: Default::default(),
+        sticky: None,
     };
     (spec, warnings)
 }

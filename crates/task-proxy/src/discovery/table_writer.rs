@@ -191,6 +191,7 @@ mod tests {
             endpoints: vec![],
             operation_start_time: None,
             timeouts: Default::default(),
+            sticky: None,
         };
         let snapshot =
             RoutingSnapshot::build("tp.test", [spec("a", "x"), spec("b", "y"), spec("c", "z")]);

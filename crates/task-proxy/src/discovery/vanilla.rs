@@ -14,6 +14,8 @@ use yson::Node;
 pub struct NamedPort {
     pub service: String,
     pub protocol: Protocol,
+    /// `sticky` (unset: `--sticky-sessions-default` decides).
+    pub sticky: Option<bool>,
 }
 
 /// A valid, enabled `task_proxy` annotation.
@@ -137,7 +139,7 @@ pub fn parse_annotation(annotations: Option<&Node>) -> AnnotationOutcome {
         let mut ports: BTreeMap<u32, NamedPort> = BTreeMap::new();
         let mut names: BTreeSet<&str> = BTreeSet::new();
         for (service, entry) in services {
-            match parse_service_entry(entry) {
+            match parse_service_entry(entry, &mut warnings, task, service) {
                 Err(reason) => {
                     warnings.push(format!("tasks_info.{task}.{service}: {reason}: skipped"))
                 }
@@ -147,7 +149,7 @@ pub fn parse_annotation(annotations: Option<&Node>) -> AnnotationOutcome {
                 Ok(_) if names.contains(service.as_str()) => warnings.push(format!(
                     "tasks_info.{task}.{service}: the name is given twice: skipped"
                 )),
-                Ok((port_index, protocol)) => {
+                Ok((port_index, protocol, sticky)) => {
                     if let Some(existing) = ports.get(&port_index) {
                         warnings.push(format!(
                             "tasks_info.{task}.{service}: port_index {port_index} is already named {:?}: skipped",
@@ -161,6 +163,7 @@ pub fn parse_annotation(annotations: Option<&Node>) -> AnnotationOutcome {
                         NamedPort {
                             service: service.clone(),
                             protocol,
+                            sticky,
                         },
                     );
                 }
@@ -176,8 +179,15 @@ pub fn parse_annotation(annotations: Option<&Node>) -> AnnotationOutcome {
     }
 }
 
-/// `{protocol="grpc"|"http"; port_index=<int>}` (protocol defaults to http).
-fn parse_service_entry(entry: &Node) -> Result<(u32, Protocol), String> {
+/// `{protocol="grpc"|"http"; port_index=<int>; sticky=%true|%false}` (protocol defaults to
+/// http, sticky to unset). A `sticky` that is not a boolean is warned about and counts as
+/// `%false`: the service stays, only without affinity.
+fn parse_service_entry(
+    entry: &Node,
+    warnings: &mut Vec<String>,
+    task: &str,
+    service: &str,
+) -> Result<(u32, Protocol, Option<bool>), String> {
     if entry.as_map().is_none() {
         return Err(format!("a {}, not a map", entry.type_name()));
     }
@@ -202,7 +212,21 @@ fn parse_service_entry(entry: &Node) -> Result<(u32, Protocol), String> {
             None => return Err(format!("protocol is a {}, not a string", p.type_name())),
         },
     };
-    Ok((port_index, protocol))
+    let sticky = match entry.get("sticky") {
+        None => None,
+        Some(flag) => match flag.as_bool() {
+            Some(sticky) => Some(sticky),
+            None => {
+                warnings.push(format!(
+                    "tasks_info.{task}.{service}: sticky is a {} ({}), not a boolean: not sticky",
+                    flag.type_name(),
+                    yson::to_text(flag)
+                ));
+                Some(false)
+            }
+        },
+    };
+    Ok((port_index, protocol, sticky))
 }
 
 /// The tasks of an operation and how many ports each asks for.
@@ -316,9 +340,9 @@ pub fn services(
         let mut used: BTreeSet<String> = BTreeSet::new();
         for index in 0..port_count {
             let default_name = format!("port_{index}");
-            let (mut service, mut protocol) = match named.and_then(|n| n.get(&index)) {
-                Some(n) => (n.service.clone(), n.protocol),
-                None => (default_name.clone(), Protocol::Http),
+            let (mut service, mut protocol, mut sticky) = match named.and_then(|n| n.get(&index)) {
+                Some(n) => (n.service.clone(), n.protocol, n.sticky),
+                None => (default_name.clone(), Protocol::Http, None),
             };
             if used.contains(&service) {
                 warnings.push(format!(
@@ -326,6 +350,7 @@ pub fn services(
                 ));
                 service = default_name;
                 protocol = Protocol::Http;
+                sticky = None;
                 if used.contains(&service) {
                     continue;
                 }
@@ -347,6 +372,7 @@ pub fn services(
                 endpoints,
                 operation_start_time: start_time.map(str::to_string),
                 timeouts: annotation.timeouts,
+                sticky,
             });
         }
     }
@@ -439,6 +465,32 @@ mod tests {
     }
 
     #[test]
+    fn sticky_is_a_boolean_per_service() {
+        let (a, warnings) = enabled(
+            "{task_proxy={enabled=%true; tasks_info={main={\
+             web={port_index=0; sticky=%true}; api={port_index=1; sticky=%false}; \
+             odd={port_index=2; sticky=\"yes\"}; plain={port_index=3}}}}}",
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("tasks_info.main.odd") && warnings[0].contains("not a boolean"),
+            "{warnings:?}"
+        );
+        let layout = TaskLayout {
+            port_counts: [("main".to_string(), 5)].into(),
+        };
+        let (specs, _) = services("op", None, &a, Some(&layout), &[]);
+        let sticky = |name: &str| specs.iter().find(|s| s.service == name).unwrap().sticky;
+        assert_eq!(sticky("web"), Some(true));
+        assert_eq!(sticky("api"), Some(false));
+        // Kept, without affinity.
+        assert_eq!(sticky("odd"), Some(false));
+        // Unset: the flag's default decides later.
+        assert_eq!(sticky("plain"), None);
+        assert_eq!(sticky("port_4"), None);
+    }
+
+    #[test]
     fn enabled_must_be_boolean_true() {
         assert_eq!(parse_annotation(None), AnnotationOutcome::Absent);
         for absent in [
@@ -496,7 +548,8 @@ mod tests {
             server[&1],
             NamedPort {
                 service: "grpc".into(),
-                protocol: Protocol::Grpc
+                protocol: Protocol::Grpc,
+                sticky: None,
             }
         );
         assert_eq!(server[&0].service, "web");
@@ -506,7 +559,8 @@ mod tests {
             other[&3],
             NamedPort {
                 service: "ok".into(),
-                protocol: Protocol::Http
+                protocol: Protocol::Http,
+                sticky: None,
             }
         );
         assert!(!annotation.named.contains_key("bad_task"));

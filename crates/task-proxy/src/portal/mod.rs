@@ -1082,6 +1082,7 @@ mod tests {
             endpoints: vec![Endpoint::new("127.0.0.1", 1)],
             operation_start_time: None,
             timeouts: RouteTimeouts::default(),
+            sticky: None,
         }
     }
 

@@ -10,7 +10,13 @@
 //! A connect failure ejects an endpoint for an exponentially growing back-off; once it expires,
 //! live traffic probes it again (a success clears the record). The endpoint states themselves
 //! (health, connection cap, per-worker pools) are defined in [`super::endpoint`].
+//!
+//! A sticky service ([`ServiceBackends::sticky`]) keeps a browser on one job: each of its
+//! endpoints has an affinity token ([`super::affinity`]) computed when its routes are derived;
+//! a request whose cookie names an endpoint that is still routed and not ejected goes there
+//! ([`Balancer::pick_preferring`]), any other goes by power of two choices.
 
+use super::affinity::{AffinityKey, Token};
 use super::conn_limit::ConnLimitSettings;
 use super::endpoint::EndpointState;
 use crate::proxy::metrics::RouteStats;
@@ -27,6 +33,31 @@ pub struct ServiceBackends {
     pub route: Arc<Route>,
     pub endpoints: Vec<Arc<EndpointState>>,
     pub stats: Arc<RouteStats>,
+    /// Whether an affinity cookie keeps a browser on one job (the route's `sticky`, else
+    /// `--sticky-sessions-default`).
+    pub sticky: bool,
+    /// The affinity token of each endpoint, in the order of `endpoints` (empty unless sticky).
+    tokens: Box<[Token]>,
+}
+
+impl ServiceBackends {
+    /// The endpoint whose affinity token `token` is, if it is still one of this service's.
+    pub fn endpoint_of(&self, token: &Token) -> Option<usize> {
+        // Every token is compared (no early exit), like each comparison.
+        self.tokens.iter().enumerate().fold(
+            None,
+            |found, (i, t)| if t.matches(token) { Some(i) } else { found },
+        )
+    }
+
+    /// The affinity token of `ep` as an endpoint of this service (None unless sticky).
+    pub fn token_of(&self, ep: &EndpointState) -> Option<Token> {
+        let i = self
+            .endpoints
+            .iter()
+            .position(|e| std::ptr::eq(Arc::as_ptr(e), ep))?;
+        self.tokens.get(i).copied()
+    }
 }
 
 /// One routing generation as the data plane reads it: the snapshot and, for every route in
@@ -85,6 +116,57 @@ impl Routes {
     }
 }
 
+/// A request's affinity to one job of a sticky service ([`super::affinity`]): the endpoint its
+/// cookie names, and the cookie its response needs. Both paths build it from the request's
+/// headers (which lose the cookie, so the job never sees it) and ask it for the response's
+/// `Set-Cookie` once a job answered.
+#[derive(Debug, Default)]
+pub struct Affinity {
+    presented: Option<super::affinity::Token>,
+    /// The endpoint the cookie names, while the service still has it.
+    pub preferred: Option<usize>,
+    /// A cookie may be set: a sticky service, a caller that is not gRPC.
+    sets: bool,
+    tls: bool,
+}
+
+impl Affinity {
+    /// Takes the affinity cookie out of `headers` (every service: it is the proxy's) and finds
+    /// the endpoint it names among `backend`'s. `grpc`: a gRPC request (no cookie is set for
+    /// it: gRPC clients do not keep cookies).
+    pub fn take(
+        backend: &ServiceBackends,
+        headers: &mut http::HeaderMap,
+        tls: bool,
+        grpc: bool,
+    ) -> Affinity {
+        let presented = super::affinity::take(headers, tls).filter(|_| backend.sticky);
+        Affinity {
+            preferred: presented.and_then(|t| backend.endpoint_of(&t)),
+            presented,
+            sets: backend.sticky && !grpc,
+            tls,
+        }
+    }
+
+    /// The `Set-Cookie` the response needs: when `answered` is not the endpoint the request's
+    /// cookie named (no cookie, a forged one, or its job is gone or ejected).
+    pub fn set_cookie(
+        &self,
+        backend: &ServiceBackends,
+        answered: &EndpointState,
+    ) -> Option<http::HeaderValue> {
+        if !self.sets {
+            return None;
+        }
+        let token = backend.token_of(answered)?;
+        if self.presented.is_some_and(|p| p.matches(&token)) {
+            return None;
+        }
+        Some(super::affinity::set_cookie(&token, self.tls))
+    }
+}
+
 /// Up to this many attempts per request (each on an endpoint not yet tried).
 pub const MAX_ATTEMPTS: usize = 4;
 
@@ -125,6 +207,12 @@ pub struct Balancer {
     eject_base: Duration,
     eject_max: Duration,
     conn_limit: ConnLimitSettings,
+    affinity: AffinityKey,
+    /// Whether services that do not say are sticky.
+    sticky_default: bool,
+    /// Callers reach the proxy over HTTPS even on the plaintext listener (TLS ends at an
+    /// ingress, `--portal-scheme https`): affinity cookies are `Secure` there too.
+    affinity_https: bool,
 }
 
 impl Balancer {
@@ -147,7 +235,31 @@ impl Balancer {
             eject_base,
             eject_max,
             conn_limit,
+            affinity: AffinityKey::generate(),
+            sticky_default: false,
+            affinity_https: false,
         }
+    }
+
+    /// The same balancer with affinity tokens made with `key`, and `sticky_default` for
+    /// services that do not say whether they are sticky.
+    pub fn with_affinity(mut self, key: AffinityKey, sticky_default: bool) -> Balancer {
+        self.affinity = key;
+        self.sticky_default = sticky_default;
+        self
+    }
+
+    /// The same balancer, its affinity cookies `Secure` (and `__Host-`) on every listener:
+    /// callers use HTTPS to an ingress in front of the plaintext one.
+    pub fn with_https_callers(mut self, https: bool) -> Balancer {
+        self.affinity_https = https;
+        self
+    }
+
+    /// Whether a caller on a connection of `scheme` reached the proxy over HTTPS (for the
+    /// affinity cookie's name and `Secure`).
+    pub fn caller_uses_https(&self, scheme: &str) -> bool {
+        self.affinity_https || scheme == "https"
     }
 
     fn now_ms(&self) -> u64 {
@@ -204,10 +316,22 @@ impl Balancer {
                 .get(&route.hash)
                 .map(|b| b.stats.clone())
                 .unwrap_or_default();
+            let sticky = route.sticky.unwrap_or(self.sticky_default);
+            let tokens = if sticky {
+                route
+                    .endpoints
+                    .iter()
+                    .map(|e| self.affinity.token(&route.domain, e))
+                    .collect()
+            } else {
+                Box::default()
+            };
             let backend = ServiceBackends {
                 route: route.clone(),
                 endpoints: states,
                 stats,
+                sticky,
+                tokens,
             };
             by_hash.insert(route.hash.clone(), Arc::new(backend));
         }
@@ -252,6 +376,25 @@ impl Balancer {
                 })
             }
         }
+    }
+
+    /// [`Balancer::pick`], except that `preferred` (the endpoint a request's affinity cookie
+    /// names) is taken when it is untried and not ejected.
+    pub fn pick_preferring(
+        &self,
+        backend: &ServiceBackends,
+        tried: &Tried,
+        preferred: Option<usize>,
+    ) -> Option<usize> {
+        if let Some(i) = preferred {
+            let usable = backend.endpoints.get(i).is_some_and(|ep| {
+                ep.health.ejected_until_ms.load(Ordering::Relaxed) <= self.now_ms()
+            });
+            if usable && !tried.contains(i) {
+                return Some(i);
+            }
+        }
+        self.pick(backend, tried)
     }
 
     /// Whether the endpoint is ejected now, and for how many more milliseconds.
@@ -337,6 +480,7 @@ mod tests {
             endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
             operation_start_time: None,
             timeouts: Default::default(),
+            sticky: None,
         }
     }
 
@@ -380,6 +524,115 @@ mod tests {
         );
         b.connect_succeeded(&backend.endpoints[0]);
         assert_eq!(b.pick(&backend, &Tried::default()), Some(0));
+    }
+
+    #[test]
+    fn a_sticky_service_prefers_the_cookies_endpoint_while_it_is_usable() {
+        let b = Balancer::new(1, Duration::from_secs(10), Duration::from_secs(60));
+        let mut sticky = spec("s", &["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
+        sticky.sticky = Some(true);
+        b.rebuild(&Arc::new(RoutingSnapshot::build("d", [sticky.clone()])));
+        let backend = only_backend(&b);
+        assert!(backend.sticky);
+        let token = backend.token_of(&backend.endpoints[2]).unwrap();
+        assert_eq!(backend.endpoint_of(&token), Some(2));
+        for _ in 0..50 {
+            assert_eq!(
+                b.pick_preferring(&backend, &Tried::default(), Some(2)),
+                Some(2)
+            );
+        }
+        // Ejected or already tried: another one.
+        let mut tried = Tried::default();
+        tried.push(2);
+        assert_ne!(b.pick_preferring(&backend, &tried, Some(2)), Some(2));
+        b.connect_failed(&backend.endpoints[2], "s", &"refused");
+        for _ in 0..20 {
+            assert_ne!(
+                b.pick_preferring(&backend, &Tried::default(), Some(2)),
+                Some(2)
+            );
+        }
+        // Gone from the service: its token names nothing any more.
+        sticky.endpoints.truncate(2);
+        b.rebuild(&Arc::new(RoutingSnapshot::build("d", [sticky])));
+        assert_eq!(only_backend(&b).endpoint_of(&token), None);
+        // Not sticky (neither the route nor the default): no tokens at all.
+        b.rebuild(&snapshot(&["127.0.0.1:1", "127.0.0.1:2"]));
+        let plain = only_backend(&b);
+        assert!(!plain.sticky && plain.token_of(&plain.endpoints[0]).is_none());
+        let b = Balancer::new(1, Duration::from_secs(10), Duration::from_secs(60))
+            .with_affinity(AffinityKey::generate(), true);
+        b.rebuild(&snapshot(&["127.0.0.1:1"]));
+        assert!(
+            only_backend(&b).sticky,
+            "the default applies when the route does not say"
+        );
+    }
+
+    #[test]
+    fn affinity_sets_a_cookie_only_when_the_answering_job_is_not_the_cookies() {
+        let balancer = Balancer::new(1, Duration::from_secs(10), Duration::from_secs(60));
+        let spec = |sticky| ServiceSpec {
+            operation_id: "op".into(),
+            task_name: "t".into(),
+            service: "s".into(),
+            protocol: Protocol::Http,
+            endpoints: vec![
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            ],
+            operation_start_time: None,
+            timeouts: Default::default(),
+            sticky,
+        };
+        let backend = |sticky| {
+            balancer.rebuild(&Arc::new(RoutingSnapshot::build("d", [spec(sticky)])));
+            let routes = balancer.current();
+            let backend = routes.backends().next().unwrap().clone();
+            backend
+        };
+        let sticky = backend(Some(true));
+        let [a, b] = [&sticky.endpoints[0], &sticky.endpoints[1]];
+        let token = sticky.token_of(b).unwrap().encode();
+        let cookie = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::COOKIE,
+                http::HeaderValue::from_str(&format!("x=1; tp_affinity={value}")).unwrap(),
+            );
+            headers
+        };
+
+        // The cookie's job answered: nothing to set; another one: a replacement.
+        let mut headers = cookie(&token);
+        let affinity = Affinity::take(&sticky, &mut headers, false, false);
+        assert_eq!(affinity.preferred, Some(1));
+        assert_eq!(headers[http::header::COOKIE], "x=1");
+        assert!(affinity.set_cookie(&sticky, b).is_none());
+        let replaced = affinity.set_cookie(&sticky, a).expect("a replacement");
+        assert!(replaced.to_str().unwrap().starts_with("tp_affinity="));
+        // No cookie or a forged one: a cookie for whoever answered.
+        for mut headers in [http::HeaderMap::new(), cookie("AAAAAAAAAAAAAAAAAAAAAA")] {
+            let affinity = Affinity::take(&sticky, &mut headers, false, false);
+            assert_eq!(affinity.preferred, None);
+            assert!(affinity.set_cookie(&sticky, a).is_some());
+        }
+        // gRPC callers get none; a service that is not sticky neither, but loses the cookie.
+        let affinity = Affinity::take(&sticky, &mut cookie(&token), false, true);
+        assert_eq!(affinity.preferred, Some(1));
+        assert!(affinity.set_cookie(&sticky, a).is_none());
+        let plain = backend(None);
+        let mut headers = cookie(&token);
+        let affinity = Affinity::take(&plain, &mut headers, false, false);
+        assert_eq!(
+            (
+                affinity.preferred,
+                headers[http::header::COOKIE].to_str().unwrap()
+            ),
+            (None, "x=1")
+        );
+        assert!(affinity.set_cookie(&plain, &plain.endpoints[0]).is_none());
     }
 
     #[test]

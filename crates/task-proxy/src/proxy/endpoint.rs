@@ -97,6 +97,13 @@ impl EndpointState {
 #[derive(Debug)]
 pub struct InFlight(Arc<EndpointState>);
 
+impl InFlight {
+    /// The endpoint the request is on.
+    pub fn endpoint(&self) -> &EndpointState {
+        &self.0
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.health.in_flight.fetch_sub(1, Ordering::Relaxed);

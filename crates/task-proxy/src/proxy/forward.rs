@@ -252,6 +252,7 @@ mod tests {
                 endpoints: vec!["127.0.0.1:9000".parse().unwrap()],
                 operation_start_time: None,
                 timeouts: Default::default(),
+                sticky: None,
             }],
         ));
         let balancer = super::super::balance::Balancer::new(

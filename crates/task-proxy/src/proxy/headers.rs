@@ -12,8 +12,9 @@
 //!   (as nginx's `underscores_in_headers off`): CGI/WSGI servers map `Content_Length` onto
 //!   `CONTENT_LENGTH`, the same variable as `Content-Length`.
 //! - **`Set-Cookie` from jobs**: a cookie scoped to any domain but the service's own host, or
-//!   named like the auth cookie, is dropped (one service must not plant or shadow cookies for
-//!   the others or for the auth cookie).
+//!   named like the auth cookie or the affinity cookie ([`super::affinity`]), is dropped (one
+//!   service must not plant or shadow cookies for the others or for the proxy's own). The
+//!   proxy's affinity cookie is added after the job's lines.
 //! - **Response framing**: `Transfer-Encoding` together with `Content-Length`, or transfer
 //!   codings that do not end in exactly one `chunked`, make a response malformed (RFC 9112
 //!   §6.1, §6.3; refused like HAProxy does rather than read until close).
@@ -189,6 +190,8 @@ pub struct CookiePolicy<'a> {
     pub service_host: &'a str,
     /// The auth cookie's name: no job may set a cookie of that name.
     pub auth_cookie: &'a str,
+    /// The proxy's own `Set-Cookie` for this response (a sticky service's affinity cookie).
+    pub add: Option<&'a HeaderValue>,
 }
 
 impl CookiePolicy<'_> {
@@ -205,7 +208,9 @@ impl CookiePolicy<'_> {
             .split(|b| matches!(b, b'=' | b' ' | b'\t'))
             .next()
             .unwrap_or_default();
-        if name.eq_ignore_ascii_case(self.auth_cookie.as_bytes()) {
+        if name.eq_ignore_ascii_case(self.auth_cookie.as_bytes())
+            || super::affinity::is_cookie_name(name)
+        {
             return false;
         }
         for attribute in parts {
@@ -224,26 +229,29 @@ impl CookiePolicy<'_> {
         true
     }
 
-    /// Drops the `Set-Cookie` lines that may not reach the caller; returns how many (hyper's
-    /// path). No allocation unless one is dropped.
+    /// Drops the `Set-Cookie` lines that may not reach the caller and adds the proxy's own;
+    /// returns how many were dropped (hyper's path). No allocation unless one is dropped.
     pub fn filter(&self, headers: &mut HeaderMap) -> usize {
         let refused = headers
             .get_all(header::SET_COOKIE)
             .iter()
             .filter(|v| !self.allows(v.as_bytes()))
             .count();
-        if refused == 0 {
-            return 0;
+        if refused != 0 {
+            let kept: Vec<HeaderValue> = headers
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .filter(|v| self.allows(v.as_bytes()))
+                .cloned()
+                .collect();
+            headers.remove(header::SET_COOKIE);
+            for value in kept {
+                headers.append(header::SET_COOKIE, value);
+            }
         }
-        let kept: Vec<HeaderValue> = headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .filter(|v| self.allows(v.as_bytes()))
-            .cloned()
-            .collect();
-        headers.remove(header::SET_COOKIE);
-        for value in kept {
-            headers.append(header::SET_COOKIE, value);
+        if let Some(add) = self.add {
+            // After the job's lines were checked: ours is named what jobs may not set.
+            headers.append(header::SET_COOKIE, add.clone());
         }
         refused
     }
@@ -362,6 +370,7 @@ mod tests {
         let p = CookiePolicy {
             service_host: "abc123.tp.test",
             auth_cookie: "YTCypressCookie",
+            add: None,
         };
         for kept in [
             "a=1",
@@ -385,6 +394,9 @@ mod tests {
             " YTCypressCookie = x",
             "YTCypressCookie x",
             "YTCypressCookie",
+            "tp_affinity=x; Path=/",
+            "__Host-tp_affinity=x",
+            "TP_Affinity=x",
         ] {
             assert!(!p.allows(dropped.as_bytes()), "{dropped}");
         }
@@ -395,6 +407,20 @@ mod tests {
         assert_eq!(p.filter(&mut h), 1);
         let left: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
         assert_eq!(left, ["a=1", "c=3"]);
+
+        // The proxy's affinity cookie replaces a job's attempt at it.
+        let ours = HeaderValue::from_static("tp_affinity=ours; Path=/");
+        let with_ours = CookiePolicy {
+            add: Some(&ours),
+            ..p
+        };
+        let mut h = HeaderMap::new();
+        for v in ["tp_affinity=job", "a=1"] {
+            h.append(header::SET_COOKIE, HeaderValue::from_static(v));
+        }
+        assert_eq!(with_ours.filter(&mut h), 1);
+        let left: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(left, ["a=1", "tp_affinity=ours; Path=/"]);
     }
 
     #[test]

@@ -237,13 +237,16 @@ async fn timed<F: Future>(
 }
 
 /// Sends a request to one of `backend`'s endpoints under `policy` (see the module docs): the
-/// job's response head and the endpoint's in-flight mark, or why there is none.
+/// job's response head and the endpoint's in-flight mark (which names the endpoint that
+/// answered), or why there is none. `preferred`: the endpoint the request's affinity cookie
+/// names, tried first while it is not ejected.
 pub async fn forward<T: Transport>(
     balancer: &Balancer,
     backend: &ServiceBackends,
     transport: &mut T,
     policy: &RetryPolicy,
     timer: &mut LazyTimer,
+    preferred: Option<usize>,
 ) -> Result<(T::Response, InFlight), Failure> {
     let service = backend.route.domain.as_str();
     let mut tried = Tried::default();
@@ -254,7 +257,7 @@ pub async fn forward<T: Transport>(
         if tried.len() >= policy.max_attempts {
             break;
         }
-        let Some(i) = balancer.pick(backend, &tried) else {
+        let Some(i) = balancer.pick_preferring(backend, &tried, preferred) else {
             break;
         };
         let ep = &backend.endpoints[i];

@@ -9,7 +9,8 @@
 //! each, [`forward`] rewrites heads, [`headers`] is the header policy both paths share,
 //! [`http1`] reads heads and chunked bodies and says what is hop-by-hop (for the relay, the
 //! framing guard [`framing`] and [`forward`]), [`balance`] picks endpoints from the routes it
-//! derives from each snapshot,
+//! derives from each snapshot ([`affinity`]: the cookie that keeps a browser on one job of a
+//! sticky service),
 //! [`endpoint`] holds each endpoint's health, connection cap and idle connection pools,
 //! [`upstream`] opens and pools connections to jobs (as many as [`conn_limit`] allows per
 //! job), [`h2_guard`] ends HTTP/2 control-frame floods, [`upgrade`] tunnels WebSockets,
@@ -19,6 +20,7 @@
 //! import this file: it only assembles them ([`DataPlane`]).
 
 pub mod access_log;
+pub mod affinity;
 pub mod balance;
 pub mod conn_limit;
 pub mod endpoint;

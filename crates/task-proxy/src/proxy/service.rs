@@ -466,6 +466,9 @@ impl Pipeline {
         };
 
         // Forward.
+        let grpc = protocol == Protocol::Grpc || super::affinity::is_grpc(&parts.headers);
+        let tls = self.shared.balancer.caller_uses_https(conn.client.scheme);
+        let affinity = super::balance::Affinity::take(&backend, &mut parts.headers, tls, grpc);
         // Without a Host (an HTTP/1.0 caller routed by x-yt-taskproxy-id), the job sees the
         // service domain: HTTP/1.1 requires a Host, and redirects then point at the service.
         let host = forward::client_host(&parts)
@@ -547,6 +550,7 @@ impl Pipeline {
             &mut attempt,
             &policy,
             &mut timer,
+            affinity.preferred,
         )
         .await;
         drop(attempt);
@@ -602,9 +606,11 @@ impl Pipeline {
                 }
             }
         }
+        let set_affinity = affinity.set_cookie(&backend, in_flight.endpoint());
         let cookies = CookiePolicy {
             service_host: &backend.route.domain,
             auth_cookie: self.shared.gate.cookie_name(),
+            add: set_affinity.as_ref(),
         };
         let dropped = forward::prepare_response(
             &mut rparts,

@@ -200,6 +200,10 @@ pub struct ServiceSpec {
     /// Per-operation timeouts (none: the global flags apply).
     #[serde(default, skip_serializing_if = "RouteTimeouts::is_default")]
     pub timeouts: RouteTimeouts,
+    /// Whether a browser keeps reaching one job (an affinity cookie); unset:
+    /// `--sticky-sessions-default` decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<bool>,
 }
 
 impl ServiceSpec {
@@ -240,6 +244,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(spec.protocol, Protocol::Grpc);
+        assert_eq!(spec.sticky, None);
+        let spec: ServiceSpec = serde_json::from_str(
+            r#"{"operation_id":"op","task_name":"t","service":"s","protocol":"http","endpoints":[],"sticky":true}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.sticky, Some(true));
+        assert!(serde_json::from_str::<ServiceSpec>(
+            r#"{"operation_id":"op","task_name":"t","service":"s","protocol":"http","endpoints":[],"sticky":"yes"}"#
+        )
+        .is_err());
         assert!(serde_json::from_str::<ServiceSpec>(
             r#"{"operation_id":"op","task_name":"t","service":"s","protocol":"ftp","endpoints":[]}"#
         )

@@ -33,6 +33,8 @@ pub struct Route {
     pub alias_domain: Option<String>,
     /// Per-operation timeouts from the annotation (default: the global flags).
     pub timeouts: RouteTimeouts,
+    /// An affinity cookie keeps a browser on one job (unset: the data plane's default).
+    pub sticky: Option<bool>,
 }
 
 /// Two services whose 8-character hashes are equal, and how that was resolved.
@@ -198,6 +200,7 @@ impl RoutingSnapshot {
                 endpoints,
                 operation_start_time: spec.operation_start_time,
                 timeouts: spec.timeouts,
+                sticky: spec.sticky,
             });
             if let Some(label) = alias {
                 by_alias.insert(label.clone(), route.clone());
@@ -303,6 +306,7 @@ mod tests {
             endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
             operation_start_time: start.map(str::to_string),
             timeouts: Default::default(),
+            sticky: None,
         }
     }
 

@@ -507,6 +507,9 @@ impl ResponseHead {
             }
             put_line(out, head, h);
         }
+        if let Some(add) = cookies.add {
+            put_header(out, b"set-cookie", add.as_bytes());
+        }
         if close {
             out.extend_from_slice(b"connection: close\r\n");
         }
@@ -532,6 +535,7 @@ mod tests {
     const COOKIES: CookiePolicy<'static> = CookiePolicy {
         service_host: "s.d",
         auth_cookie: "YTCypressCookie",
+        add: None,
     };
 
     fn request(raw: &[u8]) -> RequestHead {

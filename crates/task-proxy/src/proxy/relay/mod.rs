@@ -380,7 +380,9 @@ impl Relay {
             }
         }
 
-        // Forward.
+        // Forward. The relay is plain HTTP/1.1 (HTTPS only behind an ingress), never gRPC.
+        let https = shared.balancer.caller_uses_https("http");
+        let affinity = super::balance::Affinity::take(&backend, &mut credentials, https, false);
         out.clear();
         head.write_for_job(
             head_bytes,
@@ -408,6 +410,7 @@ impl Relay {
             &mut attempt,
             &policy,
             response_timer,
+            affinity.preferred,
         )
         .await;
         let answered = match forwarded {
@@ -441,9 +444,11 @@ impl Relay {
             || matches!(response.framing, Framing::UntilClose)
             || shared.shutdown.is_cancelled();
         out.clear();
+        let set_affinity = affinity.set_cookie(&backend, _in_flight.endpoint());
         let cookies = CookiePolicy {
             service_host: &backend.route.domain,
             auth_cookie: shared.gate.cookie_name(),
+            add: set_affinity.as_ref(),
         };
         let dropped = response.write_for_caller(
             &conn.buf[..response.len],
