@@ -401,8 +401,8 @@ impl Gate {
     }
 
     /// Asks the cluster again, past the caches, whether `user` may read `operation_id`, and
-    /// stores the answer in the decision cache (so requests see a revocation from now on,
-    /// past their per-thread copies' short life). For the re-checker of live sessions: `Err`
+    /// stores the answer in the decision cache; a deny also retires the workers' per-thread
+    /// copies, so new requests are refused from now on. For the re-checker of live sessions: `Err`
     /// when the cluster gave no answer, which must never be taken for a deny.
     pub async fn recheck_read(&self, user: &str, operation_id: &str) -> Result<bool, RecheckError> {
         let Some(checks) = &self.inner.checks else {
@@ -425,6 +425,10 @@ impl Gate {
             checks.deny_ttl
         };
         checks.decisions.store_refreshed(key, allowed, ttl).await;
+        if !allowed {
+            // The workers' copies of the old allow must not outlive it.
+            checks.front.invalidate();
+        }
         Ok(allowed)
     }
 

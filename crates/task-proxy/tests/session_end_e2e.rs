@@ -1,0 +1,330 @@
+//! Access ends, sessions end: live WebSocket tunnels and streaming responses are closed within
+//! the re-check interval after the user loses `read` on the operation (`yt
+//! update-op-parameters` with a new ACL) or after the operation stops (`yt abort-op`), and a
+//! user who keeps access keeps the session. Real parts throughout: the dev cluster driven by the
+//! real `yt` CLI, discovery, the proxy binary (its log is read), the demo HTTP job running
+//! as the operation's job, tungstenite as the WebSocket client and curl for SSE.
+
+mod support;
+
+use futures_util::{SinkExt, StreamExt};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use support::{set_acl, start_operation, yt, BASE_DOMAIN};
+use task_proxy::routing::service_hash;
+use test_support::{tool, wait_for, Proxy};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use yt_devcluster::DevCluster;
+
+/// The re-check interval the proxy runs with.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// Slack on top of the bound for the permission call, the close and the client seeing it.
+const SLACK: Duration = Duration::from_millis(1500);
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// An operation alice started (so she always may read it) that grants bob `read`, its job the
+/// demo HTTP job (WebSocket echo at `/ws`, SSE at `/sse`), found by a proxy that discovers
+/// every second and re-checks live sessions every [`RECHECK`].
+struct Env {
+    cluster: DevCluster,
+    op: String,
+    proxy: Proxy,
+    _survivor: Option<Survivor>,
+}
+
+/// A demo job started out of its job's process group, so that it outlives the operation: the
+/// abort test then sees the proxy end the session, not the job's exit (as with a job that is
+/// slow to die, or on a node the scheduler lost). Killed when dropped.
+struct Survivor {
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Survivor {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("pid")) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid.trim()])
+                .status();
+        }
+    }
+}
+
+impl Env {
+    /// `survivor`: the demo job outlives the operation (see [`Survivor`]).
+    async fn start(survivor: bool) -> Env {
+        let cluster = support::dev_cluster().await;
+        let bin = env!("CARGO_BIN_EXE_task-proxy");
+        assert!(!bin.contains([' ', '\'', '"']), "{bin}");
+        let (job, survivor) = if survivor {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let pid = dir.path().join("pid");
+            let job = format!(
+                "setsid -f sh -c 'echo $$ > {}; exec {bin} demo-job http'; exec sleep 1000",
+                pid.display()
+            );
+            (job, Some(Survivor { dir }))
+        } else {
+            (format!("exec {bin} demo-job http"), None)
+        };
+        let op = start_operation(
+            &cluster,
+            &format!("{{main={{job_count=1; command=\"{job}\"; port_count=1}}}}"),
+            "{annotations={task_proxy={enabled=%true}}; \
+              acl=[{action=allow;subjects=[bob];permissions=[read]}]}",
+        );
+        let recheck = format!("{}ms", RECHECK.as_millis());
+        let proxy = Proxy::builder()
+            .flags(&[
+                "--yt-proxy",
+                &cluster.url(),
+                "--yt-token",
+                "robot-token",
+                "--discovery-period-seconds",
+                "1",
+                "--session-recheck-interval",
+                &recheck,
+            ])
+            .binary()
+            .no_wait()
+            .start();
+        let env = Env {
+            cluster,
+            op,
+            proxy,
+            _survivor: survivor,
+        };
+        // Routable once discovery found the job and the job listens.
+        wait_for(
+            "the job's WebSocket through the proxy",
+            Duration::from_secs(30),
+            || async { env.websocket("alice-token").await.ok() },
+        )
+        .await;
+        env
+    }
+
+    fn domain(&self) -> String {
+        format!("{}.{BASE_DOMAIN}", service_hash(&self.op, "main", "port_0"))
+    }
+
+    async fn websocket(&self, token: &str) -> Result<Ws, String> {
+        let mut request = format!("ws://{}/ws", self.proxy.plain)
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        let headers = request.headers_mut();
+        headers.insert("host", self.domain().parse().map_err(|_| "host")?);
+        headers.insert(
+            "authorization",
+            format!("OAuth {token}").parse().map_err(|_| "token")?,
+        );
+        let (ws, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status() != 101 {
+            return Err(format!("status {}", response.status()));
+        }
+        Ok(ws)
+    }
+
+    /// An SSE stream of many events through the proxy as `token`'s holder, over HTTP/1.1 (the
+    /// relay) or HTTP/2 (`--http2-prior-knowledge`, hyper's path); returns once the first event
+    /// came.
+    async fn sse(&self, token: &str, http2: bool) -> tokio::process::Child {
+        let mut curl = tokio::process::Command::new(tool("curl"));
+        curl.args(["-sS", "-N", "--max-time", "60"])
+            .args(["-H", &format!("Host: {}", self.domain())])
+            .args(["-H", &format!("Authorization: OAuth {token}")]);
+        if http2 {
+            curl.arg("--http2-prior-knowledge");
+        }
+        let mut child = curl
+            .arg(self.proxy.url("/sse?count=100000&interval_ms=200"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run curl");
+        let stdout = child.stdout.take().expect("curl's stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("the first event in time")
+            .expect("read curl's output");
+        assert_eq!(first.as_deref(), Some("data: 0"), "http2 {http2}");
+        // Keep reading so curl never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        child
+    }
+
+    /// Waits for `n` lines of the proxy's log that say a session was closed (its log is
+    /// read from a pipe, a little behind) and returns them.
+    async fn closes_seen(&self, n: usize) -> Vec<String> {
+        let what = format!("{n} session closes in the proxy's log");
+        wait_for(&what, Duration::from_secs(5), || async {
+            let closes = self.closes();
+            (closes.len() >= n).then_some(closes)
+        })
+        .await
+    }
+
+    /// The lines of the proxy's log that say a session was closed.
+    fn closes(&self) -> Vec<String> {
+        self.proxy
+            .log()
+            .lines()
+            .filter(|l| l.contains("session closed"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn closed_total(&self, reason: &str) -> u64 {
+        let metrics = self.proxy.metrics();
+        let series = format!("task_proxy_sessions_closed_total{{reason=\"{reason}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+    }
+}
+
+/// The echo answers `text`.
+async fn echoes(ws: &mut Ws, text: &str) {
+    ws.send(Message::Text(text.into())).await.expect("send");
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("echo in time")
+        .expect("a message")
+        .expect("no error");
+    assert_eq!(echoed.into_text().expect("text"), text);
+}
+
+/// Waits (up to `bound`) for the server to close `ws`; returns the close frame's code and
+/// reason (None: the connection closed without one).
+async fn closed_by_server(ws: &mut Ws, bound: Duration) -> Option<(CloseCode, String)> {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!("the WebSocket is still open after {bound:?}"),
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return frame.map(|f| (f.code, f.reason.to_string()))
+            }
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_)) | None) => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_read_closes_the_users_sessions_and_keeps_the_others() {
+    let env = Env::start(false).await;
+    let mut bob = env.websocket("bob-token").await.expect("bob's WebSocket");
+    let mut alice = env
+        .websocket("alice-token")
+        .await
+        .expect("alice's WebSocket");
+    echoes(&mut bob, "bob here").await;
+    let mut bob_sse_relay = env.sse("bob-token", false).await;
+    let mut bob_sse_h2 = env.sse("bob-token", true).await;
+    // Several re-checks pass with access unchanged: nothing is closed.
+    tokio::time::sleep(RECHECK * 3).await;
+    echoes(&mut bob, "still open").await;
+    assert!(env.closes().is_empty(), "{:?}", env.closes());
+
+    // Alice (the operation's owner) takes bob off the ACL with the real CLI.
+    set_acl(&env.cluster, &env.op, "[]");
+    let revoked = Instant::now();
+    let bound = RECHECK + SLACK;
+    let frame = closed_by_server(&mut bob, bound).await;
+    let took = revoked.elapsed();
+    assert_eq!(
+        frame,
+        Some((
+            CloseCode::Policy,
+            "access to the operation was revoked".to_string()
+        )),
+        "bob's WebSocket is closed with 1008 and the reason"
+    );
+    assert!(took <= bound, "closed {took:?} after the revoke");
+    for (name, curl) in [("relay", &mut bob_sse_relay), ("h2", &mut bob_sse_h2)] {
+        let status = tokio::time::timeout(bound, curl.wait())
+            .await
+            .unwrap_or_else(|_| panic!("bob's SSE stream ({name}) still open"))
+            .expect("curl's exit");
+        assert!(
+            !status.success(),
+            "the {name} stream was cut, not ended: {status}"
+        );
+    }
+
+    // One line per closed session, naming the user, the operation and the reason; no token.
+    let closes = env.closes_seen(3).await;
+    assert_eq!(closes.len(), 3, "{closes:?}");
+    for line in &closes {
+        for wanted in ["bob", env.op.as_str(), "access_revoked", "age_ms"] {
+            assert!(line.contains(wanted), "{wanted} not in {line}");
+        }
+        assert!(!line.contains("bob-token"), "{line}");
+    }
+    for kind in ["websocket", "relayed_body", "stream"] {
+        assert!(
+            closes.iter().any(|l| l.contains(kind)),
+            "no {kind} close in {closes:?}"
+        );
+    }
+    assert_eq!(env.closed_total("access_revoked"), 3);
+    assert_eq!(env.closed_total("operation_ended"), 0);
+
+    // Alice keeps her session across several more re-checks, and bob cannot come back.
+    tokio::time::sleep(RECHECK * 3).await;
+    echoes(&mut alice, "alice stays").await;
+    assert_eq!(env.closes().len(), 3);
+    let again = env.websocket("bob-token").await;
+    assert!(
+        matches!(&again, Err(e) if e.contains("403")),
+        "bob reconnects: {:?}",
+        again.as_ref().map(|_| "101")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborting_the_operation_closes_its_sessions() {
+    let env = Env::start(true).await;
+    let mut alice = env
+        .websocket("alice-token")
+        .await
+        .expect("alice's WebSocket");
+    echoes(&mut alice, "hello").await;
+    let mut alice_sse = env.sse("alice-token", false).await;
+    yt(&env.cluster, "alice-token", &["abort-op", &env.op]);
+    let aborted = Instant::now();
+    // Discovery notices within its period, the re-checker within its interval.
+    let bound = Duration::from_secs(1) + RECHECK + SLACK;
+    let frame = closed_by_server(&mut alice, bound).await;
+    let took = aborted.elapsed();
+    assert_eq!(
+        frame,
+        Some((CloseCode::Policy, "the operation ended".to_string()))
+    );
+    assert!(took <= bound, "closed {took:?} after the abort");
+    let status = tokio::time::timeout(bound, alice_sse.wait())
+        .await
+        .expect("the SSE stream is cut too")
+        .expect("curl's exit");
+    assert!(!status.success(), "{status}");
+    let closes = env.closes_seen(2).await;
+    assert_eq!(closes.len(), 2, "{closes:?}");
+    assert!(
+        closes
+            .iter()
+            .all(|l| l.contains("operation_ended") && l.contains("alice")),
+        "{closes:?}"
+    );
+    assert_eq!(env.closed_total("operation_ended"), 2);
+}
