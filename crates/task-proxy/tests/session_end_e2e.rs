@@ -328,3 +328,79 @@ async fn aborting_the_operation_closes_its_sessions() {
     );
     assert_eq!(env.closed_total("operation_ended"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_read_ends_a_grpc_stream_with_permission_denied() {
+    let cluster = support::dev_cluster().await;
+    let op = start_operation(
+        &cluster,
+        "{main={command=\"sleep 1000\";job_count=1;port_count=1}}",
+        support::BOB_READS,
+    );
+    // A Greeter whose stream of five replies takes eight seconds.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port for the gRPC job");
+    let job_addr = listener.local_addr().expect("its address");
+    let job = tokio::spawn(demo_services::serve_grpc_with_interval(
+        listener,
+        "grpc-job".into(),
+        Duration::from_secs(2),
+    ));
+    let recheck = format!("{}ms", RECHECK.as_millis());
+    let proxy = support::proxy_with_services(
+        serde_json::json!([{"operation_id": op, "task_name": "main", "service": "api",
+            "protocol": "grpc", "endpoints": [job_addr.to_string()]}]),
+        &[
+            "--yt-proxy".into(),
+            cluster.url(),
+            "--yt-token".into(),
+            "robot-token".into(),
+            "--session-recheck-interval".into(),
+            recheck,
+        ],
+    );
+    let domain = format!("{}.{BASE_DOMAIN}", service_hash(&op, "main", "api"));
+    let addr = proxy.plain;
+    let stream = tokio::task::spawn_blocking(move || {
+        support::grpcurl(
+            addr,
+            &domain,
+            &[
+                "-H",
+                "Authorization: OAuth bob-token",
+                "-d",
+                r#"{"name": "bob"}"#,
+            ],
+            "helloworld.Greeter/SayHelloStream",
+        )
+    });
+    // The stream is open (its first reply comes at once) when bob loses access.
+    wait_for("bob's gRPC stream", Duration::from_secs(10), || async {
+        (proxy
+            .metrics()
+            .lines()
+            .any(|l| l == "task_proxy_sessions_live 1"))
+        .then_some(())
+    })
+    .await;
+    set_acl(&cluster, &op, "[]");
+    let revoked = Instant::now();
+    let (code, output) = tokio::time::timeout(RECHECK + SLACK, stream)
+        .await
+        .expect("the stream ends within the bound")
+        .expect("grpcurl ran");
+    assert_ne!(code, 0, "{output}");
+    assert!(output.contains("#1"), "{output}");
+    assert!(
+        !output.contains("#5"),
+        "the stream ran to its end: {output}"
+    );
+    assert!(output.contains("PermissionDenied"), "{output}");
+    assert!(
+        output.contains("access to the operation was revoked"),
+        "{output}"
+    );
+    assert!(revoked.elapsed() <= RECHECK + SLACK);
+    job.abort();
+}
