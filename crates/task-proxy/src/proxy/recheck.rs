@@ -69,31 +69,31 @@ pub async fn pass(sessions: &LiveSessions, gate: &Gate, table: &RoutingTable) ->
     if pairs.is_empty() {
         return outcome;
     }
-    let running: HashSet<Arc<str>> = {
+    let running: HashSet<String> = {
         let snapshot = table.load();
-        let wanted: HashSet<&str> = pairs.iter().map(|(op, _)| &**op).collect();
+        let wanted: HashSet<&str> = pairs.iter().map(|(op, _)| op.as_str()).collect();
         snapshot
             .routes()
             .iter()
             .map(|route| route.key.operation_id.as_str())
             .filter(|op| wanted.contains(op))
-            .map(Arc::from)
+            .map(str::to_string)
             .collect()
     };
-    let ended: HashSet<&Arc<str>> = pairs
+    let ended: HashSet<&str> = pairs
         .iter()
-        .map(|(op, _)| op)
-        .filter(|op| !running.contains(&***op))
+        .map(|(op, _)| op.as_str())
+        .filter(|op| !running.contains(*op))
         .collect();
     if !ended.is_empty() {
         outcome.closed_operation_ended = sessions.close(CloseReason::OperationEnded, |info| {
-            ended.contains(&info.operation_id)
+            ended.contains(info.operation_id())
         });
     }
     if !gate.is_enabled() {
         return outcome;
     }
-    let to_check: Vec<(Arc<str>, Arc<str>)> = pairs
+    let to_check: Vec<(String, Arc<str>)> = pairs
         .iter()
         .filter(|(op, _)| running.contains(op))
         .filter_map(|(op, user)| Some((op.clone(), user.clone()?)))
@@ -111,10 +111,8 @@ pub async fn pass(sessions: &LiveSessions, gate: &Gate, table: &RoutingTable) ->
         match answer {
             Ok(true) => {}
             Ok(false) => {
-                outcome.closed_access_revoked += sessions
-                    .close(CloseReason::AccessRevoked, |info| {
-                        info.operation_id == op && info.user.as_ref() == Some(&user)
-                    });
+                outcome.closed_access_revoked +=
+                    sessions.close(CloseReason::AccessRevoked, |info| info.is_of(&op, &user));
             }
             Err(error) => {
                 outcome.failed += 1;
@@ -131,7 +129,7 @@ mod tests {
     use crate::auth::{AuthBackend, AuthConfig, BackendError, Credential};
     use crate::proxy::metrics::ProxyMetrics;
     use crate::proxy::sessions::{SessionInfo, SessionKind};
-    use crate::routing::{Protocol, RoutingSnapshot, ServiceKey, ServiceSpec};
+    use crate::routing::{Protocol, RoutingSnapshot, ServiceSpec};
     use futures_util::future::BoxFuture;
     use futures_util::FutureExt;
     use std::sync::Mutex;
@@ -166,16 +164,7 @@ mod tests {
         }
     }
 
-    fn key(op: &str) -> ServiceKey {
-        ServiceKey {
-            operation_id: op.into(),
-            task_name: "main".into(),
-            service: "web".into(),
-        }
-    }
-
-    fn table(ops: &[&str]) -> RoutingTable {
-        let table = RoutingTable::new("tp.test");
+    fn snapshot(ops: &[&str]) -> RoutingSnapshot {
         let specs: Vec<ServiceSpec> = ops
             .iter()
             .map(|op| ServiceSpec {
@@ -188,8 +177,7 @@ mod tests {
                 timeouts: Default::default(),
             })
             .collect();
-        table.publish(RoutingSnapshot::build("tp.test", specs));
-        table
+        RoutingSnapshot::build("tp.test", specs)
     }
 
     #[tokio::test]
@@ -207,8 +195,15 @@ mod tests {
         ));
         let gate = Gate::new(AuthConfig::default(), Arc::new(backend)).unwrap();
         let registry = LiveSessions::new(Arc::new(ProxyMetrics::default()));
+        // Sessions were opened on routes of an earlier snapshot; op-gone is not running now.
+        let earlier = snapshot(&["op-1", "op-gone"]);
         let open = |user: Option<&str>, op: &str| {
-            registry.register(SessionInfo::new(user, &key(op), SessionKind::Tunnel))
+            let route = earlier
+                .routes()
+                .iter()
+                .find(|r| r.key.operation_id == op)
+                .unwrap();
+            registry.register(SessionInfo::new(user, route, SessionKind::Tunnel))
         };
         let alice = open(Some("alice"), "op-1");
         let bob = open(Some("bob"), "op-1");
@@ -216,7 +211,9 @@ mod tests {
         let carol = open(Some("carol"), "op-1");
         let anonymous = open(None, "op-1");
         let gone = open(Some("alice"), "op-gone");
-        let outcome = pass(&registry, &gate, &table(&["op-1"])).await;
+        let table = RoutingTable::new("tp.test");
+        table.publish(snapshot(&["op-1"]));
+        let outcome = pass(&registry, &gate, &table).await;
         assert_eq!(
             outcome,
             PassOutcome {

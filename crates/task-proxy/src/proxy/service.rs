@@ -663,7 +663,7 @@ impl Pipeline {
         kind: SessionKind,
     ) -> Option<Session> {
         let sessions = self.shared.sessions.as_ref()?;
-        Some(sessions.register(SessionInfo::new(user, &backend.route.key, kind)))
+        Some(sessions.register(SessionInfo::new(user, &backend.route, kind)))
     }
 
     /// The identity signer's public keys, when `req` asks the base domain or a portal host

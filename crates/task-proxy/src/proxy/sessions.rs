@@ -14,7 +14,7 @@
 
 use super::metrics::ProxyMetrics;
 use crate::answer::BoxError;
-use crate::routing::ServiceKey;
+use crate::routing::Route;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::collections::{HashMap, HashSet};
@@ -79,25 +79,32 @@ impl CloseReason {
 }
 
 /// Who opened a session and what it reaches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SessionInfo {
     /// The admitted login (None when auth is off or the request was exempt from it).
     pub user: Option<Arc<str>>,
-    pub operation_id: Arc<str>,
-    /// The service's route (`<operation>/<task>/<service>`).
-    pub route: Arc<str>,
+    /// The service's route (shared with the snapshot it came from: no copy per session).
+    pub route: Arc<Route>,
     pub kind: SessionKind,
 }
 
 impl SessionInfo {
-    /// A session of `user` (None: anonymous) to the service `key`.
-    pub fn new(user: Option<&str>, key: &ServiceKey, kind: SessionKind) -> SessionInfo {
+    /// A session of `user` (None: anonymous) to `route`.
+    pub fn new(user: Option<&str>, route: &Arc<Route>, kind: SessionKind) -> SessionInfo {
         SessionInfo {
             user: user.map(Arc::from),
-            operation_id: Arc::from(key.operation_id.as_str()),
-            route: Arc::from(key.to_string().as_str()),
+            route: route.clone(),
             kind,
         }
+    }
+
+    pub fn operation_id(&self) -> &str {
+        &self.route.key.operation_id
+    }
+
+    /// Whether this is a session of `user` to `operation_id`.
+    pub fn is_of(&self, operation_id: &str, user: &str) -> bool {
+        self.operation_id() == operation_id && self.user.as_deref() == Some(user)
     }
 }
 
@@ -208,12 +215,15 @@ impl LiveSessions {
     }
 
     /// The distinct (operation, user) pairs of the sessions open now.
-    pub fn pairs(&self) -> HashSet<(Arc<str>, Option<Arc<str>>)> {
+    pub fn pairs(&self) -> HashSet<(String, Option<Arc<str>>)> {
         let mut pairs = HashSet::new();
         for shard in &self.shards {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             for entry in shard.values() {
-                pairs.insert((entry.info.operation_id.clone(), entry.info.user.clone()));
+                pairs.insert((
+                    entry.info.operation_id().to_string(),
+                    entry.info.user.clone(),
+                ));
             }
         }
         pairs
@@ -245,8 +255,8 @@ impl LiveSessions {
             self.metrics.sessions_closed[reason as usize].fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 user = entry.info.user.as_deref().unwrap_or("-"),
-                operation = %entry.info.operation_id,
-                route = %entry.info.route,
+                operation = %entry.info.operation_id(),
+                route = %entry.info.route.key,
                 kind = entry.info.kind.as_str(),
                 reason = reason.as_str(),
                 age_ms = u64::try_from(entry.started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -347,12 +357,17 @@ mod tests {
     use super::*;
 
     fn info(user: Option<&str>, op: &str) -> SessionInfo {
-        SessionInfo {
-            user: user.map(Arc::from),
-            operation_id: Arc::from(op),
-            route: Arc::from(format!("{op}/main/web").as_str()),
-            kind: SessionKind::Stream,
-        }
+        let spec = crate::routing::ServiceSpec {
+            operation_id: op.into(),
+            task_name: "main".into(),
+            service: "web".into(),
+            protocol: crate::routing::Protocol::Http,
+            endpoints: vec![],
+            operation_start_time: None,
+            timeouts: Default::default(),
+        };
+        let snapshot = crate::routing::RoutingSnapshot::build("tp.test", [spec]);
+        SessionInfo::new(user, &snapshot.routes()[0], SessionKind::Stream)
     }
 
     #[test]
@@ -379,8 +394,7 @@ mod tests {
         let bob_elsewhere = registry.register(info(Some("bob"), "op-2"));
         let alice = registry.register(info(Some("alice"), "op-1"));
         let anonymous = registry.register(info(None, "op-1"));
-        let revoked =
-            |i: &SessionInfo| i.user.as_deref() == Some("bob") && &*i.operation_id == "op-1";
+        let revoked = |i: &SessionInfo| i.is_of("op-1", "bob");
         assert_eq!(registry.close(CloseReason::AccessRevoked, revoked), 1);
         assert!(bob.token().is_cancelled());
         assert_eq!(bob.close_reason(), Some(CloseReason::AccessRevoked));
@@ -391,7 +405,7 @@ mod tests {
         // Closed sessions are out of the registry: a second pass closes nothing.
         assert_eq!(registry.close(CloseReason::AccessRevoked, revoked), 0);
         assert_eq!(registry.len(), 3);
-        let ended = |i: &SessionInfo| &*i.operation_id == "op-1";
+        let ended = |i: &SessionInfo| i.operation_id() == "op-1";
         assert_eq!(registry.close(CloseReason::OperationEnded, ended), 2);
         assert_eq!(
             metrics

@@ -463,11 +463,7 @@ impl Relay {
         // A body that has to wait for the job is a live session until it ends.
         let session = || {
             let sessions = shared.sessions.as_ref()?;
-            let info = SessionInfo::new(
-                user.as_deref(),
-                &backend.route.key,
-                SessionKind::RelayedBody,
-            );
+            let info = SessionInfo::new(user.as_deref(), &backend.route, SessionKind::RelayedBody);
             Some(sessions.register(info))
         };
         let relayed = relay_body(&mut conn, client, &mut response.framing, out, session).await;
