@@ -291,6 +291,18 @@ async fn revoking_read_closes_the_users_sessions_and_keeps_the_others() {
         "bob reconnects: {:?}",
         again.as_ref().map(|_| "101")
     );
+
+    // Sessions that end by themselves leave the registry: none is left once alice closes hers.
+    alice.close(None).await.expect("alice closes");
+    drop(alice);
+    wait_for("no live session left", Duration::from_secs(5), || async {
+        let metrics = env.proxy.metrics();
+        metrics
+            .lines()
+            .any(|l| l == "task_proxy_sessions_live 0")
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
