@@ -252,6 +252,7 @@ async fn revoking_read_closes_the_users_sessions_and_keeps_the_others() {
         "bob's WebSocket is closed with 1008 and the reason"
     );
     assert!(took <= bound, "closed {took:?} after the revoke");
+    eprintln!("bob's WebSocket closed {took:?} after the revoke (bound {bound:?})");
     for (name, curl) in [("relay", &mut bob_sse_relay), ("h2", &mut bob_sse_h2)] {
         let status = tokio::time::timeout(bound, curl.wait())
             .await
@@ -325,6 +326,7 @@ async fn aborting_the_operation_closes_its_sessions() {
         Some((CloseCode::Policy, "the operation ended".to_string()))
     );
     assert!(took <= bound, "closed {took:?} after the abort");
+    eprintln!("alice's WebSocket closed {took:?} after the abort (bound {bound:?})");
     let status = tokio::time::timeout(bound, alice_sse.wait())
         .await
         .expect("the SSE stream is cut too")
@@ -413,6 +415,8 @@ async fn revoking_read_ends_a_grpc_stream_with_permission_denied() {
         output.contains("access to the operation was revoked"),
         "{output}"
     );
-    assert!(revoked.elapsed() <= RECHECK + SLACK);
+    let took = revoked.elapsed();
+    assert!(took <= RECHECK + SLACK, "{took:?}");
+    eprintln!("bob's gRPC stream ended {took:?} after the revoke");
     job.abort();
 }
