@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use support::{set_acl, start_operation, yt, BASE_DOMAIN};
 use task_proxy::routing::service_hash;
 use test_support::{tool, wait_for, Proxy};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 use yt_devcluster::DevCluster;
 
 /// The re-check interval the proxy runs with.
@@ -25,8 +26,9 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// Slack on top of the bound for the permission call, the close and the client seeing it.
 const SLACK: Duration = Duration::from_millis(1500);
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+type H2Ws = WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
 
 /// An operation alice started (so she always may read it) that grants bob `read`, its job the
 /// demo HTTP job (WebSocket echo at `/ws`, SSE at `/sse`), found by a proxy that discovers
@@ -132,6 +134,49 @@ impl Env {
         Ok(ws)
     }
 
+    /// A WebSocket over HTTP/2 (RFC 8441 extended CONNECT) on the plain port.
+    async fn h2_websocket(&self, token: &str) -> H2Ws {
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let stream = tokio::net::TcpStream::connect(self.proxy.plain)
+            .await
+            .expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("h2 handshake");
+        tokio::spawn(conn);
+        // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) must arrive first.
+        let mut response = None;
+        for _ in 0..50 {
+            let mut req = http::Request::builder()
+                .method(http::Method::CONNECT)
+                .version(http::Version::HTTP_2)
+                .uri(format!("http://{}/ws", self.domain()))
+                .header("sec-websocket-version", "13")
+                .header("authorization", format!("OAuth {token}"))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .expect("request");
+            req.extensions_mut()
+                .insert(hyper::ext::Protocol::from_static("websocket"));
+            if let Ok(r) = sender.send_request(req).await {
+                response = Some(r);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut response = response.expect("extended CONNECT accepted");
+        assert_eq!(response.status(), 200);
+        let upgraded = hyper::upgrade::on(&mut response).await.expect("upgraded");
+        tokio_tungstenite::WebSocketStream::from_raw_socket(
+            hyper_util::rt::TokioIo::new(upgraded),
+            Role::Client,
+            None,
+        )
+        .await
+    }
+
     /// An SSE stream of many events through the proxy as `token`'s holder, over HTTP/1.1 (the
     /// relay) or HTTP/2 (`--http2-prior-knowledge`, hyper's path); returns once the first event
     /// came.
@@ -195,7 +240,7 @@ impl Env {
 }
 
 /// The echo answers `text`.
-async fn echoes(ws: &mut Ws, text: &str) {
+async fn echoes<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, text: &str) {
     ws.send(Message::Text(text.into())).await.expect("send");
     let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
         .await
@@ -207,7 +252,10 @@ async fn echoes(ws: &mut Ws, text: &str) {
 
 /// Waits (up to `bound`) for the server to close `ws`; returns the close frame's code and
 /// reason (None: the connection closed without one).
-async fn closed_by_server(ws: &mut Ws, bound: Duration) -> Option<(CloseCode, String)> {
+async fn closed_by_server<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    bound: Duration,
+) -> Option<(CloseCode, String)> {
     let deadline = tokio::time::Instant::now() + bound;
     loop {
         match tokio::time::timeout_at(deadline, ws.next()).await {
@@ -230,6 +278,8 @@ async fn revoking_read_closes_the_users_sessions_and_keeps_the_others() {
         .await
         .expect("alice's WebSocket");
     echoes(&mut bob, "bob here").await;
+    let mut bob_h2 = env.h2_websocket("bob-token").await;
+    echoes(&mut bob_h2, "bob over h2").await;
     let mut bob_sse_relay = env.sse("bob-token", false).await;
     let mut bob_sse_h2 = env.sse("bob-token", true).await;
     // Several re-checks pass with access unchanged: nothing is closed.
@@ -253,6 +303,14 @@ async fn revoking_read_closes_the_users_sessions_and_keeps_the_others() {
     );
     assert!(took <= bound, "closed {took:?} after the revoke");
     eprintln!("bob's WebSocket closed {took:?} after the revoke (bound {bound:?})");
+    assert_eq!(
+        closed_by_server(&mut bob_h2, bound).await,
+        Some((
+            CloseCode::Policy,
+            "access to the operation was revoked".to_string()
+        )),
+        "bob's WebSocket over HTTP/2 too"
+    );
     for (name, curl) in [("relay", &mut bob_sse_relay), ("h2", &mut bob_sse_h2)] {
         let status = tokio::time::timeout(bound, curl.wait())
             .await
@@ -265,8 +323,8 @@ async fn revoking_read_closes_the_users_sessions_and_keeps_the_others() {
     }
 
     // One line per closed session, naming the user, the operation and the reason; no token.
-    let closes = env.closes_seen(3).await;
-    assert_eq!(closes.len(), 3, "{closes:?}");
+    let closes = env.closes_seen(4).await;
+    assert_eq!(closes.len(), 4, "{closes:?}");
     for line in &closes {
         for wanted in ["bob", env.op.as_str(), "access_revoked", "age_ms"] {
             assert!(line.contains(wanted), "{wanted} not in {line}");
@@ -279,13 +337,13 @@ async fn revoking_read_closes_the_users_sessions_and_keeps_the_others() {
             "no {kind} close in {closes:?}"
         );
     }
-    assert_eq!(env.closed_total("access_revoked"), 3);
+    assert_eq!(env.closed_total("access_revoked"), 4);
     assert_eq!(env.closed_total("operation_ended"), 0);
 
     // Alice keeps her session across several more re-checks, and bob cannot come back.
     tokio::time::sleep(RECHECK * 3).await;
     echoes(&mut alice, "alice stays").await;
-    assert_eq!(env.closes().len(), 3);
+    assert_eq!(env.closes().len(), 4);
     let again = env.websocket("bob-token").await;
     assert!(
         matches!(&again, Err(e) if e.contains("403")),
