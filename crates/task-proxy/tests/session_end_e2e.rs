@@ -478,3 +478,51 @@ async fn revoking_read_ends_a_grpc_stream_with_permission_denied() {
     eprintln!("bob's gRPC stream ended {took:?} after the revoke");
     job.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_permission_check_closes_nothing_until_the_cluster_answers() {
+    let env = Env::start(false).await;
+    let mut bob = env.websocket("bob-token").await.expect("bob's WebSocket");
+    echoes(&mut bob, "bob here").await;
+    let failing = yt_devcluster::CommandKnob {
+        error_rate: 1.0,
+        ..yt_devcluster::CommandKnob::default()
+    };
+    env.cluster
+        .knobs()
+        .set("check_operation_permission", failing);
+    set_acl(&env.cluster, &env.op, "[]");
+    // Re-checks run and fail: bob's session stays, whatever the ACL says now.
+    let failed_checks = || {
+        env.proxy
+            .metrics()
+            .lines()
+            .filter(|l| l.starts_with("task_proxy_auth_cluster_call_seconds_count{"))
+            .filter(|l| l.contains("check_permission") && l.contains("\"error\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    wait_for(
+        "three failed re-checks",
+        Duration::from_secs(10),
+        || async { (failed_checks() >= 3).then_some(()) },
+    )
+    .await;
+    echoes(&mut bob, "still here").await;
+    assert!(env.closes().is_empty(), "{:?}", env.closes());
+
+    // The cluster answers again: the deny closes the session within the bound.
+    env.cluster.knobs().clear();
+    let answered = Instant::now();
+    let bound = RECHECK + SLACK;
+    assert_eq!(
+        closed_by_server(&mut bob, bound).await,
+        Some((
+            CloseCode::Policy,
+            "access to the operation was revoked".to_string()
+        ))
+    );
+    assert!(answered.elapsed() <= bound);
+    let closes = env.closes_seen(1).await;
+    assert!(closes[0].contains("access_revoked"), "{closes:?}");
+}
