@@ -268,6 +268,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TASK_PROXY_TUNNEL_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
     pub tunnel_idle_timeout: Duration,
 
+    /// How often the users of live long sessions (WebSocket tunnels, SSE and other streaming
+    /// responses, gRPC streams) are re-checked: a session is closed within about this long
+    /// after its operation stops running (plus a discovery period) or its user loses `read`
+    /// on it. 0 turns the re-check off (sessions then last until they end by themselves).
+    #[arg(long, env = "TASK_PROXY_SESSION_RECHECK_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub session_recheck_interval: Duration,
+
     /// Time to establish a TCP connection to a job.
     #[arg(long, env = "TASK_PROXY_UPSTREAM_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub upstream_connect_timeout: Duration,
@@ -487,6 +494,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Tunnels idle (no byte either way) this long are closed.
     pub tunnel_idle_timeout: Duration,
+    /// Live long sessions are re-checked this often (zero: never, and none is registered).
+    pub session_recheck_interval: Duration,
     pub upstream_connect_timeout: Duration,
     pub upstream_response_timeout: Duration,
     pub upstream_idle_timeout: Duration,
@@ -519,6 +528,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(3600),
+            session_recheck_interval: Duration::from_secs(30),
             upstream_connect_timeout: Duration::from_secs(2),
             upstream_response_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(30),
@@ -1002,6 +1012,7 @@ impl ServeArgs {
                 header_read_timeout: self.header_read_timeout,
                 idle_timeout: self.idle_timeout,
                 tunnel_idle_timeout,
+                session_recheck_interval: self.session_recheck_interval,
                 upstream_connect_timeout,
                 upstream_response_timeout,
                 upstream_idle_timeout: self.upstream_idle_timeout,

@@ -258,6 +258,8 @@ struct Parts {
     discovery_status: Option<crate::discovery::DiscoveryStatus>,
     tls: Option<Tls>,
     metrics: Arc<ProxyMetrics>,
+    /// The live sessions and how often they are re-checked (None: `--session-recheck-interval 0`).
+    recheck: Option<(Arc<proxy::sessions::LiveSessions>, Duration)>,
     admin_listener: std::net::TcpListener,
     admin_addr: SocketAddr,
     data_plane: DataPlane,
@@ -347,6 +349,8 @@ impl Parts {
             )?),
             _ => None,
         };
+        let sessions = (!config.limits.session_recheck_interval.is_zero())
+            .then(|| proxy::sessions::LiveSessions::new(metrics.clone()));
         let shared = Arc::new(Shared {
             table: table.clone(),
             balancer: balancer.clone(),
@@ -354,6 +358,7 @@ impl Parts {
             portal: portal.clone(),
             limits: config.limits.clone(),
             metrics: metrics.clone(),
+            sessions: sessions.clone(),
             shutdown: shutdown.clone(),
         });
         let admin_error = |source| StartError::AdminBind {
@@ -394,6 +399,7 @@ impl Parts {
             discovery_status,
             tls: tls.map(|(_, tls)| tls),
             metrics,
+            recheck: sessions.map(|s| (s, config.limits.session_recheck_interval)),
             admin_listener,
             admin_addr,
             data_plane,
@@ -413,6 +419,7 @@ impl Parts {
             discovery_status,
             tls,
             metrics,
+            recheck,
             admin_listener,
             data_plane,
             ..
@@ -421,6 +428,15 @@ impl Parts {
         if let Some(portal) = &portal {
             tokio::spawn(portal.clone().follow_routes(shutdown.clone()));
             tokio::spawn(portal.clone().follow_logouts(shutdown.clone()));
+        }
+        if let Some((sessions, interval)) = recheck {
+            tokio::spawn(proxy::recheck::run(
+                sessions,
+                gate.clone(),
+                table.clone(),
+                interval,
+                shutdown.clone(),
+            ));
         }
         if let Some(file_source) = file_source {
             tokio::spawn(file_source.watch(Duration::from_secs(1), shutdown.clone()));

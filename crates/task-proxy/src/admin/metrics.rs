@@ -5,6 +5,7 @@
 
 use crate::proxy::balance::Balancer;
 use crate::proxy::metrics::{AtomicHistogram, ProxyMetrics, Unrouted};
+use crate::proxy::sessions::CloseReason;
 use crate::routing::RoutingTable;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -104,6 +105,27 @@ impl prometheus_client::collector::Collector for DataPlaneCollector {
             "Tunnels closed after --tunnel-idle-timeout without a byte either way",
             self.proxy.tunnels_closed_idle.load(Ordering::Relaxed),
         )?;
+        gauge(
+            &mut encoder,
+            "task_proxy_sessions_live",
+            "Long sessions open now (WebSocket tunnels, response bodies still streaming) while --session-recheck-interval is on",
+            self.proxy.sessions_live.load(Ordering::Relaxed) as i64,
+        )?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "task_proxy_sessions_closed",
+                "Long sessions the proxy closed because the operation ended or the user's read permission was revoked",
+                None,
+                MetricType::Counter,
+            )?;
+            for reason in CloseReason::ALL {
+                let labels = [("reason", reason.as_str())];
+                ConstCounter::new(
+                    self.proxy.sessions_closed[reason as usize].load(Ordering::Relaxed),
+                )
+                .encode(family.encode_family(&labels)?)?;
+            }
+        }
         counter(
             &mut encoder,
             "task_proxy_connections",

@@ -4,7 +4,9 @@
 //!
 //! It never extends a decision: an entry is valid until the earlier of the identity's and the
 //! decision's freshness deadlines, and only fresh (not stale-in-grace) allow decisions enter.
-//! Denials, refusals and everything unusual take the normal path. Each thread holds at most
+//! Denials, refusals and everything unusual take the normal path. A revocation found later
+//! ([`FrontCache::invalidate`], by the re-checker of live sessions) retires every thread's
+//! copies at once: each copy carries the generation it was made in. Each thread holds at most
 //! [`MAX_ENTRIES`] credentials with [`OPERATIONS_PER_CREDENTIAL`] operations each; it is
 //! emptied when full.
 
@@ -25,6 +27,7 @@ struct Decision {
     operation: Arc<str>,
     user: Arc<str>,
     fresh_until: Instant,
+    generation: u64,
 }
 
 /// (gate id, credential fingerprint) -> the most recent allowed operations.
@@ -39,6 +42,8 @@ thread_local! {
 #[derive(Debug)]
 pub struct FrontCache {
     id: u64,
+    /// Copies made in an older generation are not used.
+    generation: AtomicU64,
 }
 
 impl Default for FrontCache {
@@ -51,18 +56,27 @@ impl FrontCache {
     pub fn new() -> FrontCache {
         FrontCache {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// Retires every copy on every thread (they refill from the shared caches).
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The user allowed to read `operation` with the credential `fingerprint`, if this thread
     /// holds a decision still fresh at `now`.
     pub fn get(&self, fingerprint: &[u8; 32], operation: &str, now: Instant) -> Option<Arc<str>> {
+        let generation = self.generation.load(Ordering::Relaxed);
         ENTRIES.with(|entries| {
             let entries = entries.try_borrow().ok()?;
             entries
                 .get(&(self.id, *fingerprint))?
                 .iter()
-                .find(|d| &*d.operation == operation && now < d.fresh_until)
+                .find(|d| {
+                    &*d.operation == operation && now < d.fresh_until && d.generation == generation
+                })
                 .map(|d| d.user.clone())
         })
     }
@@ -75,6 +89,7 @@ impl FrontCache {
         user: Arc<str>,
         fresh_until: Instant,
     ) {
+        let generation = self.generation.load(Ordering::Relaxed);
         ENTRIES.with(|entries| {
             let Ok(mut entries) = entries.try_borrow_mut() else {
                 return;
@@ -91,6 +106,7 @@ impl FrontCache {
                 operation,
                 user,
                 fresh_until,
+                generation,
             });
         });
     }
@@ -118,6 +134,16 @@ mod tests {
         assert_eq!(b.get(&fp, "op1", now), None);
         assert_eq!(a.get(&[8u8; 32], "op1", now), None);
         assert_eq!(a.get(&fp, "op1", now + Duration::from_secs(1)), None);
+        // Invalidated: gone until put again.
+        a.invalidate();
+        assert_eq!(a.get(&fp, "op1", now), None);
+        a.put(
+            fp,
+            "op1".into(),
+            "alice".into(),
+            now + Duration::from_secs(1),
+        );
+        assert_eq!(a.get(&fp, "op1", now).as_deref(), Some("alice"));
         // Other threads have their own.
         let other = std::thread::scope(|s| s.spawn(|| a.get(&fp, "op1", now)).join().unwrap());
         assert_eq!(other, None);

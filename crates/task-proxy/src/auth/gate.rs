@@ -196,6 +196,11 @@ struct Inner {
     identity: std::sync::OnceLock<Arc<IdentitySigner>>,
 }
 
+/// The cluster gave no answer to a re-check (the reason, without credentials).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the permission could not be re-checked: {0}")]
+pub struct RecheckError(pub String);
+
 /// The auth gate in front of every service. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct Gate {
@@ -393,6 +398,38 @@ impl Gate {
             Err(Refusal::Forbidden { .. }) => Ok(false),
             Err(other) => Err(other),
         }
+    }
+
+    /// Asks the cluster again, past the caches, whether `user` may read `operation_id`, and
+    /// stores the answer in the decision cache; a deny also retires the workers' per-thread
+    /// copies, so new requests are refused from now on. For the re-checker of live sessions: `Err`
+    /// when the cluster gave no answer, which must never be taken for a deny.
+    pub async fn recheck_read(&self, user: &str, operation_id: &str) -> Result<bool, RecheckError> {
+        let Some(checks) = &self.inner.checks else {
+            return Ok(true);
+        };
+        if let Some(reason) = checks.unsupported.get() {
+            return Err(RecheckError(reason.to_string()));
+        }
+        let key = DecisionKey {
+            user: Arc::from(user),
+            operation: Arc::from(operation_id),
+        };
+        let allowed = checks
+            .fetch_decision(&key, &self.inner.metrics)
+            .await
+            .map_err(RecheckError)?;
+        let ttl = if allowed {
+            checks.allow_ttl
+        } else {
+            checks.deny_ttl
+        };
+        checks.decisions.store_refreshed(key, allowed, ttl).await;
+        if !allowed {
+            // The workers' copies of the old allow must not outlive it.
+            checks.front.invalidate();
+        }
+        Ok(allowed)
     }
 
     /// Whether requests are checked.

@@ -32,7 +32,7 @@ mod yt_backend;
 
 pub use backend::{AuthBackend, BackendError};
 pub use credentials::{Credential, Presented, Secret};
-pub use gate::{AuthConfig, AuthConfigError, Gate, DEFAULT_COOKIE_NAME};
+pub use gate::{AuthConfig, AuthConfigError, Gate, RecheckError, DEFAULT_COOKIE_NAME};
 pub use limit::LookupLimits;
 pub use static_skip::{Fetch, StaticSkip};
 pub use yt_backend::{probe_permission_command, NO_PERMISSION_COMMAND};

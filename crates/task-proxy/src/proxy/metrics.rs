@@ -103,6 +103,10 @@ pub struct ProxyMetrics {
     pub set_cookies_dropped: AtomicU64,
     /// HTTP/2 caller connections ended for a flood of control frames.
     pub h2_floods: AtomicU64,
+    /// Long sessions (tunnels, streaming response bodies) open now (`sessions.rs`).
+    pub sessions_live: AtomicUsize,
+    /// Long sessions the proxy closed, by [`super::sessions::CloseReason`].
+    pub sessions_closed: [AtomicU64; 2],
     unrouted: [AtomicU64; 2],
 }
 

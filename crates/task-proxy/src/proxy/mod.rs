@@ -14,7 +14,9 @@
 //! [`endpoint`] holds each endpoint's health, connection cap and idle connection pools,
 //! [`upstream`] opens and pools connections to jobs (as many as [`conn_limit`] allows per
 //! job), [`h2_guard`] ends HTTP/2 control-frame floods, [`upgrade`] tunnels WebSockets,
-//! [`tls`] terminates TLS with reloadable certificates. The data plane owns its state
+//! [`tls`] terminates TLS with reloadable certificates, [`sessions`] holds the live long
+//! sessions (tunnels, streaming bodies) that [`recheck`] closes when the operation ends or
+//! access is revoked ([`ws_close`] ends a WebSocket politely). The data plane owns its state
 //! ([`shared`]) and its counters ([`metrics`]); the admin server only reads them.
 //! Shared state is read-mostly: the balancer's routes (arc-swap) and atomics. Submodules never
 //! import this file: it only assembles them ([`DataPlane`]).
@@ -34,12 +36,15 @@ pub mod io;
 pub mod lifecycle;
 pub mod listener;
 pub mod metrics;
+pub mod recheck;
 pub mod relay;
 pub mod service;
+pub mod sessions;
 pub mod shared;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;
+pub mod ws_close;
 
 pub use shared::Shared;
 use std::net::SocketAddr;

@@ -8,6 +8,7 @@
 //! with `Retry-After`.
 
 use super::access_log::AccessRecord;
+use super::balance::ServiceBackends;
 use super::conn_limit::ConnPermit;
 use super::endpoint::{EndpointState, InFlight};
 use super::failure::{
@@ -17,6 +18,7 @@ use super::forward::{self, ClientView};
 use super::framing::Switch;
 use super::headers::{self, CookiePolicy};
 use super::lifecycle::{self, LazyTimer, RetryPolicy, Sent, Transport, UploadClock};
+use super::sessions::{Revocable, Session, SessionInfo, SessionKind};
 use super::shared::{monotonic_ms, ConnSlot, Shared};
 use super::upgrade::{self, TunnelContext};
 use super::upstream::{ConnectError, JobConnector};
@@ -437,7 +439,7 @@ impl Pipeline {
                 return Ok(portal.redeem(&parts, &backend.route, conn.client.scheme));
             }
         }
-        let identity = match self
+        let (identity, user) = match self
             .shared
             .gate
             .admit(&mut parts, body.is_end_stream(), &backend.route, conn.peer)
@@ -446,10 +448,14 @@ impl Pipeline {
             Ok(admitted) => {
                 tracing::trace!(user = ?admitted.user, service = %backend.route.key, "admitted");
                 let identity = self.shared.gate.identity_headers(&admitted, &backend.route);
-                if let Some(record) = record {
-                    record.user = admitted.user;
-                }
-                identity
+                let user = match record {
+                    Some(record) => {
+                        record.user = admitted.user.clone();
+                        admitted.user
+                    }
+                    None => admitted.user,
+                };
+                (identity, user)
             }
             Err(refusal) => {
                 stats.count_status(refusal.status());
@@ -590,6 +596,7 @@ impl Pipeline {
                             limits.tunnel_idle_timeout,
                         ),
                         slot: conn.slot.clone(),
+                        session: self.session(user.as_deref(), &backend, SessionKind::Tunnel),
                     };
                     upgrade::spawn_tunnel(client, upstream, context);
                     switch.tunnel();
@@ -641,7 +648,28 @@ impl Pipeline {
             (None, None) => body.boxed(),
             (deadline, idle) => Timed::new(body, deadline, idle).boxed(),
         };
+        // A body still streaming is a live session until it ends.
+        let session = if body.is_end_stream() {
+            None
+        } else {
+            self.session(user.as_deref(), &backend, SessionKind::Stream)
+        };
+        let body = match session {
+            Some(session) => Revocable::new(body, session, protocol == Protocol::Grpc).boxed(),
+            None => body,
+        };
         Ok(Response::from_parts(rparts, body))
+    }
+
+    /// Registers a live session of `user` to `backend`'s service (None: the re-checker is off).
+    fn session(
+        &self,
+        user: Option<&str>,
+        backend: &ServiceBackends,
+        kind: SessionKind,
+    ) -> Option<Session> {
+        let sessions = self.shared.sessions.as_ref()?;
+        Some(sessions.register(SessionInfo::new(user, &backend.route, kind)))
     }
 
     /// The identity signer's public keys, when `req` asks the base domain or a portal host

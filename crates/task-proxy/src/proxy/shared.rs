@@ -4,6 +4,7 @@
 
 use super::balance::Balancer;
 use super::metrics::ProxyMetrics;
+use super::sessions::LiveSessions;
 use crate::auth::Gate;
 use crate::config::Limits;
 use crate::routing::RoutingTable;
@@ -22,6 +23,8 @@ pub struct Shared {
     pub portal: Option<Arc<crate::portal::Portal>>,
     pub limits: Limits,
     pub metrics: Arc<ProxyMetrics>,
+    /// Live long sessions, registered while the re-checker runs (`--session-recheck-interval`).
+    pub sessions: Option<Arc<LiveSessions>>,
     /// Fired on SIGTERM/SIGINT: stop accepting, finish what is in flight.
     pub shutdown: CancellationToken,
 }

@@ -11,13 +11,18 @@
 //! sends for anything but the WebSocket upgrade it was asked for becomes a 502.
 //!
 //! A tunnel keeps its caller's connection counted under `--max-connections` until it ends
-//! (it holds the connection's [`ConnSlot`]).
+//! (it holds the connection's [`ConnSlot`]). It is a live session ([`super::sessions`]) while
+//! it runs: when the proxy closes it (the operation ended, access was revoked), the caller
+//! gets a WebSocket close frame 1008 if the job's stream is between frames
+//! ([`super::ws_close`]), and both connections are closed.
 //!
 //! WebSocket over HTTP/2 (RFC 8441 extended CONNECT, `:protocol = websocket`) is translated to
 //! an HTTP/1.1 Upgrade for the job (jobs speak HTTP/1.1) and its `101` back to a `200` on the
 //! caller's stream; the tunnel is the same.
 
+use super::sessions::{self, Session};
 use super::shared::{monotonic_ms, ConnSlot};
+use super::ws_close::{self, FrameWatch};
 use crate::proxy::metrics::ProxyMetrics;
 use base64::Engine;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -29,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 /// The only protocol a tunnel is opened for.
 const WEBSOCKET: &str = "websocket";
@@ -78,7 +83,12 @@ pub struct TunnelContext {
     pub idle_timeout: Duration,
     /// The caller's place under `--max-connections`, held until the tunnel ends.
     pub slot: Arc<ConnSlot>,
+    /// The tunnel's entry among the live sessions (the proxy may close it through it).
+    pub session: Option<Session>,
 }
+
+/// How long the caller gets to take the close frame before its connection is closed anyway.
+const CLOSE_FRAME_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Splices the caller's and the job's upgraded connections once both are ready.
 pub fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, context: TunnelContext) {
@@ -87,6 +97,7 @@ pub fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, context: TunnelConte
             metrics,
             idle_timeout,
             slot,
+            session,
         } = context;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
@@ -98,32 +109,50 @@ pub fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, context: TunnelConte
         metrics.tunnels_active.fetch_add(1, Ordering::Relaxed);
         metrics.tunnels_total.fetch_add(1, Ordering::Relaxed);
         let last_read = Arc::new(AtomicU64::new(monotonic_ms()));
-        let mut client = Watched::new(TokioIo::new(client), last_read.clone());
+        let mut client = FrameWatch::new(Watched::new(TokioIo::new(client), last_read.clone()));
         let mut upstream = Watched::new(TokioIo::new(upstream), last_read.clone());
         let idle_ms = u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
-        let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-        tokio::pin!(copy);
-        let mut check = idle_timeout;
-        loop {
-            tokio::select! {
-                ended = &mut copy => {
-                    match ended {
-                        Ok((up, down)) => tracing::debug!(up, down, "tunnel closed"),
-                        Err(e) => tracing::debug!(error = %e, "tunnel ended"),
+        let closed_by_proxy = {
+            let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+            tokio::pin!(copy);
+            let mut check = idle_timeout;
+            loop {
+                tokio::select! {
+                    ended = &mut copy => {
+                        match ended {
+                            Ok((up, down)) => tracing::debug!(up, down, "tunnel closed"),
+                            Err(e) => tracing::debug!(error = %e, "tunnel ended"),
+                        }
+                        break None;
                     }
-                    break;
-                }
-                _ = tokio::time::sleep(check) => {
-                    let idle = monotonic_ms().saturating_sub(last_read.load(Ordering::Relaxed));
-                    if idle >= idle_ms {
-                        metrics.tunnels_closed_idle.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(idle_ms = idle, "tunnel closed: idle");
-                        break;
+                    _ = sessions::closed(session.as_ref()) => {
+                        break session.as_ref().and_then(Session::close_reason)
                     }
-                    check = Duration::from_millis(idle_ms - idle);
+                    _ = tokio::time::sleep(check) => {
+                        let idle = monotonic_ms().saturating_sub(last_read.load(Ordering::Relaxed));
+                        if idle >= idle_ms {
+                            metrics.tunnels_closed_idle.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(idle_ms = idle, "tunnel closed: idle");
+                            break None;
+                        }
+                        check = Duration::from_millis(idle_ms - idle);
+                    }
                 }
             }
+        };
+        if let Some(reason) = closed_by_proxy {
+            // The copy is gone; a frame may go in only between two of the job's frames.
+            if client.at_boundary() {
+                let frame = ws_close::close_frame(ws_close::POLICY_VIOLATION, reason.close_text());
+                let sent = tokio::time::timeout(CLOSE_FRAME_TIMEOUT, async {
+                    client.write_all(&frame).await?;
+                    client.shutdown().await
+                })
+                .await;
+                tracing::debug!(?sent, "tunnel closed by the proxy with a close frame");
+            }
         }
+        drop(session);
         metrics.tunnels_active.fetch_sub(1, Ordering::Relaxed);
         // Both connections close here, and the caller's place is given back.
         drop(slot);

@@ -41,6 +41,7 @@ use super::headers::CookiePolicy;
 use super::http1::head::{self, BadResponse, Framing, ParsedRequest, RequestHead, ResponseHead};
 use super::http1::hop_by_hop::Kind;
 use super::lifecycle::{self, LazyTimer, RetryPolicy, Sent};
+use super::sessions::{self, Session, SessionInfo, SessionKind};
 use super::shared::Shared;
 use super::upstream::{ConnectError, JobConnector};
 use crate::answer::{CallerKind, LocalAnswer};
@@ -341,7 +342,7 @@ impl Relay {
         } else {
             Fetch::Other
         };
-        match shared
+        let user = match shared
             .gate
             .admit_headers(&mut credentials, path, fetch, &backend.route, peer)
             .await
@@ -351,8 +352,12 @@ impl Relay {
                     credentials.insert(USER_HEADER, id.user);
                     credentials.insert(ASSERTION_HEADER, id.assertion);
                 }
-                if let Some(record) = record.as_mut() {
-                    record.user = admitted.user;
+                match record.as_mut() {
+                    Some(record) => {
+                        record.user = admitted.user.clone();
+                        admitted.user
+                    }
+                    None => admitted.user,
                 }
             }
             Err(_)
@@ -378,7 +383,7 @@ impl Relay {
                     .answer(client, head, answer, head.close, &mut record, out)
                     .await;
             }
-        }
+        };
 
         // Forward. The relay is plain HTTP/1.1 (HTTPS only behind an ingress), never gRPC.
         let https = shared.balancer.caller_uses_https("http");
@@ -460,7 +465,13 @@ impl Relay {
         shared.metrics.count_set_cookies_dropped(dropped);
         conn.buf.advance(response.len);
         conn.headers = std::mem::take(&mut response.headers);
-        let relayed = relay_body(&mut conn, client, &mut response.framing, out).await;
+        // A body that has to wait for the job is a live session until it ends.
+        let session = || {
+            let sessions = shared.sessions.as_ref()?;
+            let info = SessionInfo::new(user.as_deref(), &backend.route, SessionKind::RelayedBody);
+            Some(sessions.register(info))
+        };
+        let relayed = relay_body(&mut conn, client, &mut response.framing, out, session).await;
         let (bytes, completed) = match relayed {
             Ok((bytes, clean)) => {
                 if clean && response.reusable {
@@ -611,15 +622,20 @@ fn rewrite_location(
 
 /// Passes the response body on after the head in `out`. Ok: bytes of body passed on and
 /// whether the job's connection ended exactly at the end of the message. Err: the bytes passed
-/// on before either side failed.
+/// on before either side failed, or before the proxy closed the body's session. The body
+/// becomes a live session (`session`, called once) when it first has to wait for the job: a
+/// body that came whole with the head costs none.
 async fn relay_body(
     conn: &mut RawConn,
     client: &mut TcpStream,
     framing: &mut Framing,
     out: &mut Vec<u8>,
+    session: impl FnOnce() -> Option<Session>,
 ) -> Result<(u64, bool), u64> {
     let mut bytes = 0u64;
     let mut first = true;
+    let mut session = Some(session);
+    let mut live: Option<Session> = None;
     loop {
         let available = conn.buf.len();
         let (take, done) = match framing {
@@ -635,13 +651,20 @@ async fn relay_body(
             },
             Framing::UntilClose => (available, false),
         };
-        let written = if first {
-            // The head and what came with it go out in one write.
-            first = false;
-            out.extend_from_slice(&conn.buf[..take]);
-            client.write_all(out).await
-        } else {
-            client.write_all(&conn.buf[..take]).await
+        let write = async {
+            if first {
+                // The head and what came with it go out in one write.
+                first = false;
+                out.extend_from_slice(&conn.buf[..take]);
+                client.write_all(out).await
+            } else {
+                client.write_all(&conn.buf[..take]).await
+            }
+        };
+        let written = tokio::select! {
+            biased;
+            written = write => written,
+            _ = sessions::closed(live.as_ref()) => return Err(bytes),
         };
         if written.is_err() {
             return Err(bytes);
@@ -654,7 +677,15 @@ async fn relay_body(
         if conn.buf.capacity() < BODY_CHUNK {
             conn.buf.reserve(BODY_CHUNK);
         }
-        match conn.stream.read_buf(&mut conn.buf).await {
+        if let Some(register) = session.take() {
+            live = register();
+        }
+        let read = tokio::select! {
+            biased;
+            read = conn.stream.read_buf(&mut conn.buf) => read,
+            _ = sessions::closed(live.as_ref()) => return Err(bytes),
+        };
+        match read {
             Ok(0) if matches!(framing, Framing::UntilClose) => return Ok((bytes, false)),
             Ok(0) | Err(_) => return Err(bytes),
             Ok(_) => {}
