@@ -48,12 +48,23 @@ pub struct DevArgs {
 /// Flags of the hidden `task-proxy demo-job`.
 #[derive(Debug, clap::Args)]
 pub struct DemoJobArgs {
-    /// `grpc` (helloworld.Greeter with reflection) or `http` (echo).
-    #[arg(value_parser = ["grpc", "http"])]
+    /// `grpc` (helloworld.Greeter with reflection), `http` (echo) or `https` (the echo over
+    /// TLS, h2 and http/1.1 by ALPN, with a self-signed certificate unless --tls-cert and
+    /// --tls-key are given).
+    #[arg(value_parser = ["grpc", "http", "https"])]
     kind: String,
     /// The port to listen on (all addresses, as jobs are reached on the node's).
     #[arg(long, env = "YT_PORT_0")]
     port: u16,
+    /// Certificate chain (PEM) of an `https` job.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// ALPN protocols an `https` job offers, in order of preference.
+    #[arg(long, value_delimiter = ',', default_value = "h2,http/1.1")]
+    tls_alpn: Vec<String>,
 }
 
 /// Runs a demo job in the foreground until killed.
@@ -69,6 +80,15 @@ pub fn run_demo_job(args: DemoJobArgs) -> anyhow::Result<()> {
         let name = std::env::var("YT_JOB_ID").unwrap_or_else(|_| format!("port {}", args.port));
         match args.kind.as_str() {
             "grpc" => demo_services::serve_grpc(listener, name).await,
+            "https" => {
+                let tls = match (&args.tls_cert, &args.tls_key) {
+                    (Some(cert), Some(key)) => demo_services::DemoTls::from_pem_files(cert, key),
+                    _ => demo_services::DemoTls::self_signed(&[]),
+                }
+                .context("cannot set up TLS")?;
+                let alpn: Vec<&str> = args.tls_alpn.iter().map(String::as_str).collect();
+                demo_services::serve_https(listener, name, tls.with_alpn(&alpn)).await
+            }
             _ => demo_services::serve_http(listener, name).await,
         }
         .context("the demo job failed")

@@ -50,6 +50,8 @@ pub enum StartError {
     ServicesFile(#[from] ServicesFileError),
     #[error("cannot load the TLS certificate: {0}")]
     Tls(#[from] proxy::tls::TlsError),
+    #[error(transparent)]
+    JobTls(#[from] proxy::job_tls::JobTlsError),
     #[error("cannot load the identity signing key: {0}")]
     Identity(#[from] auth::identity::IdentityKeyError),
     #[error("cannot start the browser portal: {0}")]
@@ -342,6 +344,7 @@ impl Parts {
             gate: gate.clone(),
             portal: portal.clone(),
             limits: config.limits.clone(),
+            job_tls: Arc::new(proxy::job_tls::JobTls::new(config.job_tls_ca.as_ref())?),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
         });

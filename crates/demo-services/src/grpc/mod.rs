@@ -48,7 +48,7 @@ pub async fn serve_grpc_with_interval(
     interval: std::time::Duration,
 ) -> std::io::Result<()> {
     let routes = routes(name, interval)?;
-    server::serve(listener, move |_connection| {
+    server::serve(listener, None, move |_connection| {
         let routes = routes.clone();
         hyper::service::service_fn(move |request: Request<Incoming>| {
             let mut routes = routes.clone();

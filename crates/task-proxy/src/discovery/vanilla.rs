@@ -176,7 +176,7 @@ pub fn parse_annotation(annotations: Option<&Node>) -> AnnotationOutcome {
     }
 }
 
-/// `{protocol="grpc"|"http"; port_index=<int>}` (protocol defaults to http).
+/// `{protocol="grpc"|"http"|"https"; port_index=<int>}` (protocol defaults to http).
 fn parse_service_entry(entry: &Node) -> Result<(u32, Protocol), String> {
     if entry.as_map().is_none() {
         return Err(format!("a {}, not a map", entry.type_name()));
@@ -476,7 +476,7 @@ mod tests {
     fn tasks_info_keeps_good_entries_and_names_bad_ones() {
         let (annotation, warnings) = enabled(
             r#"{task_proxy={enabled=%true;tasks_info={
-                server={grpc={protocol="grpc";port_index=1};web={protocol="http";port_index=0u}};
+                server={grpc={protocol="grpc";port_index=1};web={protocol="http";port_index=0u};tls={protocol="https";port_index=2}};
                 bad_task=[1;2];
                 other={
                     ftp={protocol="ftp";port_index=0};
@@ -500,6 +500,13 @@ mod tests {
             }
         );
         assert_eq!(server[&0].service, "web");
+        assert_eq!(
+            server[&2],
+            NamedPort {
+                service: "tls".into(),
+                protocol: Protocol::Https
+            }
+        );
         let other = &annotation.named["other"];
         assert_eq!(other.len(), 1);
         assert_eq!(

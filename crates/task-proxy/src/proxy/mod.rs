@@ -13,7 +13,8 @@
 //! [`endpoint`] holds each endpoint's health, connection cap and idle connection pools,
 //! [`upstream`] opens and pools connections to jobs (as many as [`conn_limit`] allows per
 //! job), [`h2_guard`] ends HTTP/2 control-frame floods, [`upgrade`] tunnels WebSockets,
-//! [`tls`] terminates TLS with reloadable certificates. The data plane owns its state
+//! [`tls`] terminates TLS with reloadable certificates, [`job_tls`] speaks TLS to the jobs of
+//! `https` services. The data plane owns its state
 //! ([`shared`]) and its counters ([`metrics`]); the admin server only reads them.
 //! Shared state is read-mostly: the balancer's routes (arc-swap) and atomics. Submodules never
 //! import this file: it only assembles them ([`DataPlane`]).
@@ -29,6 +30,7 @@ pub mod h2_guard;
 pub mod headers;
 pub mod http1;
 pub mod io;
+pub mod job_tls;
 pub mod lifecycle;
 pub mod listener;
 pub mod metrics;
