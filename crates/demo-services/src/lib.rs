@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use crate::grpc::{
-    proto, serve_grpc, serve_grpc_with_interval, STREAM_INTERVAL, STREAM_REPLIES,
+    proto, serve_grpc, serve_grpc_tls, serve_grpc_with_interval, STREAM_INTERVAL, STREAM_REPLIES,
 };
 pub use crate::http::{pattern_byte, serve_http, serve_https, JOB_HEADER};
 pub use crate::tls::{DemoTls, DemoTlsError};

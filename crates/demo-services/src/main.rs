@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! demo-services http --port P [--host 0.0.0.0] [--name NAME] [--tls [--tls-cert F --tls-key F] [--tls-alpn h2,http/1.1]]
-//! demo-services grpc --port P [--host 0.0.0.0] [--name NAME]
+//! demo-services grpc --port P [--host 0.0.0.0] [--name NAME] [--tls ...]
 //! ```
 //! `--port` falls back to `$YT_PORT_0`; `--name` to `$YT_JOB_ID`, then `<hostname>:<port>`.
 
@@ -81,6 +81,8 @@ impl TlsArgs {
 struct GrpcArgs {
     #[command(flatten)]
     serve: ServeArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Milliseconds between the replies of `SayHelloStream` (0: none).
     #[arg(long, default_value_t = demo_services::STREAM_INTERVAL.as_millis() as u64)]
     stream_interval_ms: u64,
@@ -143,9 +145,13 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Grpc(args) => {
+            let tls = args.tls.load()?;
             let (listener, name) = args.serve.listen().await?;
             let interval = std::time::Duration::from_millis(args.stream_interval_ms);
-            demo_services::serve_grpc_with_interval(listener, name, interval).await?;
+            match tls {
+                Some(tls) => demo_services::serve_grpc_tls(listener, name, interval, tls).await?,
+                None => demo_services::serve_grpc_with_interval(listener, name, interval).await?,
+            }
         }
     }
     Ok(())

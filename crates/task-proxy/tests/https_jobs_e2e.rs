@@ -1,5 +1,5 @@
 //! Jobs that serve HTTPS, end to end: a vanilla operation submitted by the real `yt` CLI whose
-//! jobs run the demo HTTP job over TLS (`task-proxy demo-job https`), annotated with
+//! jobs run the demo HTTP job over TLS (`task-proxy demo-job http --tls`), annotated with
 //! `protocol="https"`, discovered on the dev cluster and reached through the proxy over
 //! HTTP/1.1, h2c and its own TLS listener; WebSocket over a TLS job; certificates not verified
 //! by default, verified against `--job-tls-ca-file` (chain and the job's address) when given; a
@@ -20,7 +20,14 @@ const ALICE: &str = "Authorization: OAuth alice-token";
 const BOB: &str = "Authorization: OAuth bob-token";
 
 /// The tasks of the operation, each serving `web` on port 0 (all marked https).
-const TASKS: [&str; 5] = ["selfsigned", "h1only", "signed", "wrongname", "plain"];
+const TASKS: [&str; 6] = [
+    "selfsigned",
+    "h1only",
+    "signed",
+    "wrongname",
+    "plain",
+    "grpc",
+];
 
 /// A CA and the PEM files of certificates it issued.
 struct Ca {
@@ -151,20 +158,21 @@ async fn https_jobs_through_the_proxy() {
         )
     };
     let tasks = format!(
-        "{{selfsigned={}; h1only={}; signed={}; wrongname={}; plain={}}}",
-        job("https".into()),
-        job("https --tls-alpn http/1.1".into()),
+        "{{selfsigned={}; h1only={}; signed={}; wrongname={}; plain={}; grpc={}}}",
+        job("http --tls".into()),
+        job("http --tls --tls-alpn http/1.1".into()),
         job(format!(
-            "https --tls-cert {} --tls-key {}",
+            "http --tls --tls-cert {} --tls-key {}",
             path(&signed_cert),
             path(&signed_key)
         )),
         job(format!(
-            "https --tls-cert {} --tls-key {}",
+            "http --tls --tls-cert {} --tls-key {}",
             path(&wrong_cert),
             path(&wrong_key)
         )),
         job("http".into()),
+        job("grpc --tls".into()),
     );
     let tasks_info: Vec<String> = TASKS
         .iter()
@@ -227,6 +235,43 @@ async fn https_jobs_through_the_proxy() {
     let seen: Value = serde_json::from_str(body_of(&text)).expect("json");
     assert_eq!(seen["tls"]["alpn"], "h2", "{seen}");
     assert_eq!(seen["headers"]["x-forwarded-proto"], "https", "{seen}");
+
+    // gRPC callers of a job serving gRPC over TLS: h2 end to end, trailers included.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, out) = support::grpcurl(
+            proxy.plain,
+            &d("grpc"),
+            &["-H", ALICE, "-d", r#"{"name": "tls"}"#],
+            "helloworld.Greeter/SayHello",
+        );
+        if code == 0 {
+            assert!(out.contains("Hello tls"), "{out}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "gRPC over TLS: {out}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (code, out) = support::grpcurl(
+        proxy.plain,
+        &d("grpc"),
+        &["-H", ALICE, "-d", r#"{"name": "stream"}"#],
+        "helloworld.Greeter/SayHelloStream",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.matches("Hello stream").count(),
+        demo_services::STREAM_REPLIES,
+        "{out}"
+    );
+    let (code, out) = support::grpcurl(
+        proxy.plain,
+        &d("grpc"),
+        &["-H", BOB, "-d", "{}"],
+        "helloworld.Greeter/SayHello",
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("PermissionDenied"), "{out}");
 
     // A job that offers only HTTP/1.1: spoken over TLS, its connections pooled and reused.
     let mut peers = BTreeSet::new();
