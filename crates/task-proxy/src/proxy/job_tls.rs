@@ -169,3 +169,139 @@ impl ServerCertVerifier for AnyCertificate {
             .supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::server::{ClientHello, ResolvesServerCert};
+    use rustls::sign::CertifiedKey;
+    use std::sync::Mutex;
+    use tokio::net::TcpListener;
+
+    /// A job's TLS side: serves `key` (which may not match `cert`) and records the SNI.
+    #[derive(Debug)]
+    struct Job {
+        key: Arc<CertifiedKey>,
+        sni: Mutex<Vec<Option<String>>>,
+    }
+
+    impl ResolvesServerCert for Job {
+        fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+            if let Ok(mut sni) = self.sni.lock() {
+                sni.push(hello.server_name().map(str::to_string));
+            }
+            Some(self.key.clone())
+        }
+    }
+
+    fn key_of(pair: &rcgen::KeyPair) -> Arc<dyn rustls::sign::SigningKey> {
+        let der = PrivateKeyDer::try_from(pair.serialize_der()).unwrap();
+        rustls::crypto::ring::sign::any_supported_type(&der).unwrap()
+    }
+
+    /// Serves TLS handshakes on a free port with `cert` and the key `signer`, offering `alpn`.
+    async fn job(
+        cert: CertificateDer<'static>,
+        signer: &rcgen::KeyPair,
+        alpn: &[&[u8]],
+    ) -> (std::net::SocketAddr, Arc<Job>) {
+        let resolver = Arc::new(Job {
+            key: Arc::new(CertifiedKey::new(vec![cert], key_of(signer))),
+            sni: Mutex::new(Vec::new()),
+        });
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // Held open until the client is done with it.
+                    if let Ok(mut tls) = acceptor.accept(tcp).await {
+                        let _ = tokio::io::copy(&mut tokio::io::empty(), &mut tls).await;
+                        let mut sink = Vec::new();
+                        let _ = tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut sink).await;
+                    }
+                });
+            }
+        });
+        (addr, resolver)
+    }
+
+    async fn connect(
+        tls: &JobTls,
+        addr: std::net::SocketAddr,
+        host: &str,
+        http1_only: bool,
+    ) -> std::io::Result<JobSession> {
+        let tcp = TcpStream::connect(addr).await?;
+        tls.handshake(tcp, host, http1_only).await
+    }
+
+    fn self_signed(names: &[&str]) -> (CertificateDer<'static>, rcgen::KeyPair) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let made = rcgen::generate_simple_self_signed(names).unwrap();
+        (made.cert.der().clone(), made.key_pair)
+    }
+
+    #[tokio::test]
+    async fn unverified_by_default_alpn_as_the_job_picks_sni_for_names_only() {
+        let tls = JobTls::new(None).unwrap();
+        let (cert, key) = self_signed(&["localhost"]);
+        let (both, seen) = job(cert.clone(), &key, &[H2, HTTP1]).await;
+        let session = connect(&tls, both, "127.0.0.1", false).await.unwrap();
+        assert!(session.h2);
+        // Connections that a WebSocket tunnel takes over offer HTTP/1.1 only.
+        let session = connect(&tls, both, "localhost", true).await.unwrap();
+        assert!(!session.h2);
+        assert_eq!(
+            *seen.sni.lock().unwrap(),
+            [None, Some("localhost".to_string())]
+        );
+        let (http1, _) = job(cert, &key, &[HTTP1]).await;
+        assert!(!connect(&tls, http1, "127.0.0.1", false).await.unwrap().h2);
+    }
+
+    #[tokio::test]
+    async fn a_job_without_the_key_of_its_certificate_fails_even_unverified() {
+        let tls = JobTls::new(None).unwrap();
+        let (cert, _) = self_signed(&["localhost"]);
+        let other = rcgen::KeyPair::generate().unwrap();
+        let (addr, _) = job(cert, &other, &[H2, HTTP1]).await;
+        let error = connect(&tls, addr, "127.0.0.1", false).await.unwrap_err();
+        assert!(error.to_string().contains("ignature"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn with_a_ca_the_chain_and_the_name_are_checked() {
+        let (cert, key) = self_signed(&["localhost", "127.0.0.1"]);
+        let (addr, _) = job(cert.clone(), &key, &[H2, HTTP1]).await;
+        let trusting = JobTls::new(Some(&JobTlsCa {
+            path: "job.pem".into(),
+            certs: vec![cert],
+        }))
+        .unwrap();
+        assert!(trusting.verifies());
+        connect(&trusting, addr, "127.0.0.1", false).await.unwrap();
+        connect(&trusting, addr, "localhost", false).await.unwrap();
+        assert!(connect(&trusting, addr, "127.0.0.2", false).await.is_err());
+        assert!(connect(&trusting, addr, "job.example", false)
+            .await
+            .is_err());
+        let (unrelated, _) = self_signed(&["localhost"]);
+        let other = JobTls::new(Some(&JobTlsCa {
+            path: "other.pem".into(),
+            certs: vec![unrelated],
+        }))
+        .unwrap();
+        assert!(connect(&other, addr, "127.0.0.1", false).await.is_err());
+    }
+}
