@@ -218,6 +218,51 @@ async fn https_jobs_through_the_proxy() {
         assert_eq!(seen["headers"]["x-forwarded-proto"], "http", "{seen}");
         assert!(seen["headers"].get("authorization").is_none(), "{seen}");
     }
+    // Bodies stream both ways over TLS: an upload (chunked from HTTP/1.1 callers) and a
+    // download, checked byte for byte.
+    let upload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let upload_file = dir.path().join("upload.bin");
+    std::fs::write(&upload_file, &upload).expect("write upload");
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&upload))
+    };
+    for (protocol, framing) in [
+        ("--http1.1", "Transfer-Encoding: chunked"),
+        ("--http2-prior-knowledge", "X-Unused: 1"),
+    ] {
+        let (code, text) = curl_async(&[
+            protocol,
+            "-H",
+            &format!("Host: {}", d("selfsigned")),
+            "-H",
+            ALICE,
+            "-H",
+            framing,
+            "--data-binary",
+            &format!("@{}", path(&upload_file)),
+            &format!("http://{}/upload", proxy.plain),
+        ])
+        .await;
+        assert_eq!(code, 200, "{protocol}: {text}");
+        let seen: Value = serde_json::from_str(body_of(&text)).expect("json");
+        assert_eq!(seen["bytes"], upload.len(), "{protocol}: {seen}");
+        assert_eq!(seen["sha256"], digest.as_str(), "{protocol}: {seen}");
+        let (code, text) = curl_async(&[
+            protocol,
+            "-o",
+            "/dev/null",
+            "-H",
+            &format!("Host: {}", d("selfsigned")),
+            "-H",
+            ALICE,
+            &format!("http://{}/bytes?size=5000000", proxy.plain),
+        ])
+        .await;
+        assert_eq!(code, 200, "{protocol}: {text}");
+        assert!(text.ends_with(" 5000000"), "{protocol}: {text}");
+    }
+
     // Through the proxy's own TLS listener, h2 on both sides.
     let tls_port = proxy.tls.expect("tls listener").port();
     let (code, text) = curl_async(&[
