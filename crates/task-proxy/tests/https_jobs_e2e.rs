@@ -526,3 +526,57 @@ fn a_bad_job_ca_file_stops_the_start_with_exit_2() {
         );
     }
 }
+
+/// One address listed as an `http` and as an `https` service (a services file can say so):
+/// a pooled plain connection never carries a request of the https service, nor a pooled TLS
+/// connection one of the http service (either would go to the job in the wrong form).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_plain_connections_to_one_address_never_mix() {
+    use std::net::{Ipv4Addr, SocketAddr};
+    let plain_job = demo_services::spawn_http("plain-job").await;
+    let tls = demo_services::DemoTls::self_signed(&[]).expect("certificate");
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    // HTTP/1.1 only, so the TLS connection goes to the HTTP/1.1 pool, next to plain ones.
+    let tls_job = demo_services::spawn_https_on(any, "tls-job", tls.with_alpn(&["http/1.1"]))
+        .await
+        .expect("tls job");
+    let service = |name: &str, protocol: &str, addr: SocketAddr| {
+        serde_json::json!({"operation_id": "op", "task_name": "t", "service": name,
+            "protocol": protocol, "endpoints": [addr.to_string()]})
+    };
+    let services = serde_json::json!([
+        service("plain-as-http", "http", plain_job.addr),
+        service("plain-as-https", "https", plain_job.addr),
+        service("tls-as-https", "https", tls_job.addr),
+        service("tls-as-http", "http", tls_job.addr),
+    ]);
+    // One worker: one set of pools. h2c callers take hyper's path, whose pools are in question.
+    let proxy = support::proxy_with_services(
+        services,
+        &[
+            "--auth-enabled=false".into(),
+            "--worker-threads".into(),
+            "1".into(),
+        ],
+    );
+    let d = |s: &str| format!("{}.{BASE_DOMAIN}", service_hash("op", "t", s));
+    let h2c = "--http2-prior-knowledge";
+    for _ in 0..3 {
+        let (code, body) = get(&proxy, h2c, &d("plain-as-http"), "/headers", &[]).await;
+        assert_eq!(code, 200, "{body}");
+        let (code, body) = get(&proxy, h2c, &d("plain-as-https"), "/headers", &[]).await;
+        assert_eq!(
+            code, 502,
+            "a plain connection carried an https request: {body}"
+        );
+        let (code, body) = get(&proxy, h2c, &d("tls-as-https"), "/headers", &[]).await;
+        assert_eq!(code, 200, "{body}");
+        let seen: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(seen["tls"]["alpn"], "http/1.1", "{seen}");
+        let (code, body) = get(&proxy, h2c, &d("tls-as-http"), "/headers", &[]).await;
+        assert_ne!(
+            code, 200,
+            "a TLS connection carried an http request: {body}"
+        );
+    }
+}
