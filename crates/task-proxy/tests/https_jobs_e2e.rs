@@ -580,3 +580,70 @@ async fn tls_and_plain_connections_to_one_address_never_mix() {
         );
     }
 }
+
+/// A WebSocket over HTTP/2 (RFC 8441 extended CONNECT) to a job that serves TLS and prefers
+/// h2: the proxy offers it only HTTP/1.1 for the upgrade, and the tunnel echoes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_http2_reaches_a_tls_job_that_prefers_h2() {
+    use futures_util::{SinkExt, StreamExt};
+    use std::net::{Ipv4Addr, SocketAddr};
+    use tokio_tungstenite::tungstenite::{protocol::Role, Message};
+    let tls = demo_services::DemoTls::self_signed(&[]).expect("certificate");
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let job = demo_services::spawn_https_on(any, "tls-job", tls)
+        .await
+        .expect("tls job");
+    let services = serde_json::json!([{"operation_id": "op", "task_name": "t", "service": "ws",
+        "protocol": "https", "endpoints": [job.addr.to_string()]}]);
+    let proxy = support::proxy_with_services(services, &["--auth-enabled=false".into()]);
+    let domain = format!("{}.{BASE_DOMAIN}", service_hash("op", "t", "ws"));
+
+    let stream = tokio::net::TcpStream::connect(proxy.plain)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    // The proxy's SETTINGS (with ENABLE_CONNECT_PROTOCOL) must arrive first.
+    let mut response = None;
+    for _ in 0..50 {
+        let mut req = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .version(http::Version::HTTP_2)
+            .uri(format!("http://{domain}/ws"))
+            .header("sec-websocket-version", "13")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        match sender.send_request(req).await {
+            Ok(r) => {
+                response = Some(r);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let mut response = response.expect("extended CONNECT accepted");
+    assert_eq!(response.status(), 200);
+    let upgraded = hyper::upgrade::on(&mut response).await.expect("upgraded");
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        Role::Client,
+        None,
+    )
+    .await;
+    ws.send(Message::Text("h2 to tls".into()))
+        .await
+        .expect("send");
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("echo in time")
+        .expect("a message")
+        .expect("no error");
+    assert_eq!(echoed.into_text().expect("text"), "h2 to tls");
+}
