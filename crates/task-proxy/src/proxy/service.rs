@@ -677,7 +677,8 @@ impl From<TlsSender> for HyperConn {
 }
 
 /// Hyper's attempt: the request as an `http::Request` with a streamed body, sent on a pooled
-/// or new hyper connection (HTTP/1.1 for `http` services, HTTP/2 for `grpc`).
+/// or new hyper connection (HTTP/1.1 for `http` services, HTTP/2 for `grpc`, either over TLS
+/// for `https`, as the job picked).
 struct HyperAttempt<'a> {
     upstreams: &'a JobConnector,
     protocol: Protocol,
