@@ -1,19 +1,21 @@
 //! Demo and test upstreams that play the part of jobs behind the task proxy: an HTTP job
-//! (HTTP/1.1 and h2c on one port: echo, SSE, WebSocket echo, large bodies, redirects) and a
-//! gRPC job (`helloworld.Greeter`, `demo.Inspect`, reflection). Every answer names the job that
+//! (HTTP/1.1 and h2c on one port: echo, SSE, WebSocket echo, large bodies, redirects; or the
+//! same over TLS with h2 and http/1.1 by ALPN, see [`DemoTls`]) and a gRPC job (`helloworld.Greeter`, `demo.Inspect`, reflection). Every answer names the job that
 //! gave it, so tests can tell which upstream a proxy picked.
 //!
 //! Used in process by integration tests and the `task-proxy dev` demo (through [`spawn_http`],
 //! [`spawn_grpc`] or the `serve_*` functions), and as the `demo-services` binary inside jobs.
 //!
 //! Layers: `server` is the accept loop shared by both jobs; `http` and `grpc` hold the
-//! endpoints; this module adds handles for jobs running in the background.
+//! endpoints; `tls` the HTTP job's certificate; this module adds handles for jobs running in
+//! the background.
 
 #![forbid(unsafe_code)]
 
 mod grpc;
 mod http;
 mod server;
+mod tls;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -22,9 +24,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use crate::grpc::{
-    proto, serve_grpc, serve_grpc_with_interval, STREAM_INTERVAL, STREAM_REPLIES,
+    proto, serve_grpc, serve_grpc_tls, serve_grpc_with_interval, STREAM_INTERVAL, STREAM_REPLIES,
 };
-pub use crate::http::{pattern_byte, serve_http, JOB_HEADER};
+pub use crate::http::{pattern_byte, serve_http, serve_https, JOB_HEADER};
+pub use crate::tls::{DemoTls, DemoTlsError};
 
 /// A job serving in a background task. Dropping it aborts the task, which closes the listener
 /// and every connection the job accepted.
@@ -74,6 +77,18 @@ pub async fn spawn_grpc(name: impl Into<String>) -> Running {
 /// on a simulated exec node.
 pub async fn spawn_http_on(addr: SocketAddr, name: impl Into<String>) -> std::io::Result<Running> {
     spawn(addr, name.into(), serve_http).await
+}
+
+/// Starts the HTTP job serving TLS with `tls` on `addr` (port 0 picks a free one).
+pub async fn spawn_https_on(
+    addr: SocketAddr,
+    name: impl Into<String>,
+    tls: DemoTls,
+) -> std::io::Result<Running> {
+    spawn(addr, name.into(), move |listener, name| {
+        serve_https(listener, name, tls)
+    })
+    .await
 }
 
 /// Starts the gRPC job on `addr` (port 0 picks a free one).

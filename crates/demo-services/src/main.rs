@@ -1,8 +1,8 @@
 //! The `demo-services` binary: runs one demo job in the foreground, as a YTsaurus job would.
 //!
 //! ```text
-//! demo-services http --port P [--host 0.0.0.0] [--name NAME]
-//! demo-services grpc --port P [--host 0.0.0.0] [--name NAME]
+//! demo-services http --port P [--host 0.0.0.0] [--name NAME] [--tls [--tls-cert F --tls-key F] [--tls-alpn h2,http/1.1]]
+//! demo-services grpc --port P [--host 0.0.0.0] [--name NAME] [--tls ...]
 //! ```
 //! `--port` falls back to `$YT_PORT_0`; `--name` to `$YT_JOB_ID`, then `<hostname>:<port>`.
 
@@ -27,15 +27,62 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// HTTP/1.1 + h2c job: /, /headers, /sse, /ws, /bytes, /upload, /redirect, /delay, /status/N.
-    Http(ServeArgs),
+    Http(HttpArgs),
     /// gRPC job: helloworld.Greeter, demo.Inspect and server reflection.
     Grpc(GrpcArgs),
+}
+
+#[derive(Debug, Args)]
+struct HttpArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// How a demo HTTP job serves TLS.
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// Serve TLS (with a self-signed certificate unless --tls-cert and --tls-key are given).
+    #[arg(long)]
+    tls: bool,
+    /// Certificate chain (PEM) to serve instead of a self-signed one.
+    #[arg(long, requires_all = ["tls", "tls_key"])]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires_all = ["tls", "tls_cert"])]
+    tls_key: Option<std::path::PathBuf>,
+    /// ALPN protocols offered, in order of preference.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "h2,http/1.1",
+        requires = "tls"
+    )]
+    tls_alpn: Vec<String>,
+}
+
+impl TlsArgs {
+    /// The TLS to serve, if asked for.
+    fn load(&self) -> anyhow::Result<Option<demo_services::DemoTls>> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => demo_services::DemoTls::from_pem_files(cert, key)?,
+            _ => demo_services::DemoTls::self_signed(&[hostname()])?,
+        };
+        let alpn: Vec<&str> = self.tls_alpn.iter().map(String::as_str).collect();
+        Ok(Some(tls.with_alpn(&alpn)))
+    }
 }
 
 #[derive(Debug, Args)]
 struct GrpcArgs {
     #[command(flatten)]
     serve: ServeArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Milliseconds between the replies of `SayHelloStream` (0: none).
     #[arg(long, default_value_t = demo_services::STREAM_INTERVAL.as_millis() as u64)]
     stream_interval_ms: u64,
@@ -90,13 +137,21 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Http(args) => {
-            let (listener, name) = args.listen().await?;
-            demo_services::serve_http(listener, name).await?;
+            let tls = args.tls.load()?;
+            let (listener, name) = args.serve.listen().await?;
+            match tls {
+                Some(tls) => demo_services::serve_https(listener, name, tls).await?,
+                None => demo_services::serve_http(listener, name).await?,
+            }
         }
         Command::Grpc(args) => {
+            let tls = args.tls.load()?;
             let (listener, name) = args.serve.listen().await?;
             let interval = std::time::Duration::from_millis(args.stream_interval_ms);
-            demo_services::serve_grpc_with_interval(listener, name, interval).await?;
+            match tls {
+                Some(tls) => demo_services::serve_grpc_tls(listener, name, interval, tls).await?,
+                None => demo_services::serve_grpc_with_interval(listener, name, interval).await?,
+            }
         }
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! The accept loop shared by the HTTP and gRPC servers: one hyper-util "auto" connection per
-//! accepted socket (HTTP/1.1 with upgrades, or HTTP/2 with prior knowledge), all of it tied to
-//! the life of the loop. Dropping or aborting the future returned by [`serve`] ends every
+//! accepted socket (HTTP/1.1 with upgrades, or HTTP/2 with prior knowledge; over TLS when a
+//! [`TlsAcceptor`] is given), all of it tied to the life of the loop. Dropping or aborting the future returned by [`serve`] ends every
 //! connection, stream and upgraded socket it started, the way a killed job drops its sockets.
 
 use std::error::Error as StdError;
@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 /// The boxed error type used by bodies and services.
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
@@ -62,14 +63,29 @@ pub(crate) struct ConnectionInfo {
     pub(crate) peer_addr: SocketAddr,
     /// The serving loop's life, for tasks that outlive a request (upgraded sockets).
     pub(crate) lifetime: Lifetime,
+    /// What TLS the connection negotiated (None: plain TCP).
+    pub(crate) tls: Option<TlsInfo>,
+}
+
+/// The TLS parameters of a connection, as the job reports them.
+#[derive(Clone, Debug)]
+pub(crate) struct TlsInfo {
+    /// `TLSv1_3`, `TLSv1_2`.
+    pub(crate) version: String,
+    /// The ALPN protocol agreed on (`h2`, `http/1.1`), if any.
+    pub(crate) alpn: Option<String>,
 }
 
 /// Accepts connections on `listener` forever, serving each with the service that
 /// `make_service` builds for it. Accept errors (such as running out of file descriptors) are
 /// logged and retried after a short pause, so the loop only ends when it is dropped.
-pub(crate) async fn serve<M, S, B>(listener: TcpListener, make_service: M) -> std::io::Result<()>
+pub(crate) async fn serve<M, S, B>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    make_service: M,
+) -> std::io::Result<()>
 where
-    M: Fn(ConnectionInfo) -> S,
+    M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -80,6 +96,7 @@ where
     let (_alive, alive) = watch::channel(());
     let lifetime = Lifetime { alive };
     let builder = auto::Builder::new(lifetime.clone());
+    let make_service = std::sync::Arc::new(make_service);
     loop {
         let (stream, peer_addr) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -100,15 +117,47 @@ where
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-        let service = make_service(ConnectionInfo {
+        let mut info = ConnectionInfo {
             local_addr,
             peer_addr,
             lifetime: lifetime.clone(),
-        });
+            tls: None,
+        };
         let builder = builder.clone();
+        let make_service = make_service.clone();
+        let tls = tls.clone();
         lifetime.spawn(async move {
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(error) = connection.await {
+            let result = match tls {
+                None => {
+                    let service = make_service(info);
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await
+                }
+                Some(acceptor) => {
+                    let stream = match acceptor.accept(stream).await {
+                        Ok(stream) => stream,
+                        Err(error) => {
+                            tracing::info!(%error, %peer_addr, "TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let session = stream.get_ref().1;
+                    info.tls = Some(TlsInfo {
+                        version: session
+                            .protocol_version()
+                            .map_or_else(String::new, |v| format!("{v:?}")),
+                        alpn: session
+                            .alpn_protocol()
+                            .map(|p| String::from_utf8_lossy(p).into_owned()),
+                    });
+                    let service = make_service(info);
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!(%error, %peer_addr, "connection ended with an error");
             }
         });

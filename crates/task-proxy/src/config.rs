@@ -242,6 +242,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TASK_PROXY_SERVICES_FILE")]
     pub services_file: Option<PathBuf>,
 
+    /// CA certificates (PEM) that `https` services' jobs must present a certificate from,
+    /// issued for the job's host name or IP address. Without it job certificates are not
+    /// verified (jobs usually have self-signed ones); the handshake still is.
+    #[arg(long, env = "TASK_PROXY_JOB_TLS_CA_FILE")]
+    pub job_tls_ca_file: Option<PathBuf>,
+
     /// Data-plane worker threads, each with its own runtime, listeners and upstream pools
     /// (default: TOKIO_WORKER_THREADS, else the number of cores).
     #[arg(long, env = "TASK_PROXY_WORKER_THREADS")]
@@ -485,6 +491,54 @@ pub struct TlsConfig {
     pub listen: SocketAddr,
 }
 
+/// The CA bundle of `--job-tls-ca-file`, read and checked at start-up.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JobTlsCa {
+    pub path: PathBuf,
+    pub certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl std::fmt::Debug for JobTlsCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({} certificates)",
+            self.path.display(),
+            self.certs.len()
+        )
+    }
+}
+
+impl JobTlsCa {
+    /// Reads `path`: every PEM certificate in it must be a usable trust anchor, and there must
+    /// be at least one.
+    pub fn load(path: &Path) -> Result<JobTlsCa, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let bad = |reason: String| ConfigError::JobTlsCa {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("not PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(bad("no PEM certificate in it".into()));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for (i, cert) in certs.iter().enumerate() {
+            roots
+                .add(cert.clone())
+                .map_err(|e| bad(format!("certificate {}: {e}", i + 1)))?;
+        }
+        Ok(JobTlsCa {
+            path: path.to_path_buf(),
+            certs,
+        })
+    }
+}
+
 /// Data-plane limits and timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -579,6 +633,8 @@ pub struct Config {
     pub auth_timeout: Duration,
     pub listen: SocketAddr,
     pub tls: Option<TlsConfig>,
+    /// `--job-tls-ca-file` (None: job certificates are not verified).
+    pub job_tls_ca: Option<JobTlsCa>,
     pub admin_listen: SocketAddr,
     pub source: ServicesSource,
     pub worker_threads: usize,
@@ -628,6 +684,7 @@ impl std::fmt::Debug for Config {
             .field("auth_timeout", &self.auth_timeout)
             .field("listen", &self.listen)
             .field("tls", &self.tls)
+            .field("job_tls_ca", &self.job_tls_ca)
             .field("admin_listen", &self.admin_listen)
             .field("source", &self.source)
             .field("worker_threads", &self.worker_threads)
@@ -701,6 +758,8 @@ pub enum ConfigError {
     Auth(crate::auth::AuthConfigError),
     #[error("--portal-hosts: {0:?} is not a host name")]
     BadPortalHost(String),
+    #[error("--job-tls-ca-file {path}: {reason}")]
+    JobTlsCa { path: PathBuf, reason: String },
 }
 
 impl ServeArgs {
@@ -820,6 +879,11 @@ impl ServeArgs {
             key,
             listen: self.tls_listen,
         });
+        let job_tls_ca = self
+            .job_tls_ca_file
+            .as_deref()
+            .map(JobTlsCa::load)
+            .transpose()?;
 
         // The original's timeout flags, when given, win over ours (same meaning as there).
         let mut upstream_connect_timeout = self.upstream_connect_timeout;
@@ -1003,6 +1067,7 @@ impl ServeArgs {
             auth_timeout: self.auth_timeout,
             listen: self.listen,
             tls,
+            job_tls_ca,
             admin_listen: self.admin_listen,
             source,
             worker_threads,

@@ -51,6 +51,8 @@ pub enum StartError {
     ServicesFile(#[from] ServicesFileError),
     #[error("cannot load the TLS certificate: {0}")]
     Tls(#[from] proxy::tls::TlsError),
+    #[error(transparent)]
+    JobTls(#[from] proxy::job_tls::JobTlsError),
     #[error("cannot load the identity signing key: {0}")]
     Identity(#[from] auth::identity::IdentityKeyError),
     #[error("cannot load the affinity cookie key: {0}")]
@@ -357,6 +359,7 @@ impl Parts {
             gate: gate.clone(),
             portal: portal.clone(),
             limits: config.limits.clone(),
+            job_tls: Arc::new(proxy::job_tls::JobTls::new(config.job_tls_ca.as_ref())?),
             metrics: metrics.clone(),
             sessions: sessions.clone(),
             shutdown: shutdown.clone(),

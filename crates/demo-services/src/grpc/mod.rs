@@ -1,4 +1,4 @@
-//! The demo gRPC job (h2c): `helloworld.Greeter`, `demo.Inspect`, and server reflection (v1
+//! The demo gRPC job (h2c, or HTTP/2 over TLS): `helloworld.Greeter`, `demo.Inspect`, and server reflection (v1
 //! and v1alpha) so tools like `grpcurl` need no proto files. This module owns the assembly of
 //! the services into one router served by the shared accept loop.
 
@@ -47,8 +47,28 @@ pub async fn serve_grpc_with_interval(
     name: String,
     interval: std::time::Duration,
 ) -> std::io::Result<()> {
+    serve(listener, name, interval, None).await
+}
+
+/// [`serve_grpc_with_interval`] over TLS (`tls`: its certificate and ALPN offer), as a job
+/// that serves gRPC with its own certificate does.
+pub async fn serve_grpc_tls(
+    listener: TcpListener,
+    name: String,
+    interval: std::time::Duration,
+    tls: crate::tls::DemoTls,
+) -> std::io::Result<()> {
+    serve(listener, name, interval, Some(tls.acceptor())).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    name: String,
+    interval: std::time::Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<()> {
     let routes = routes(name, interval)?;
-    server::serve(listener, move |_connection| {
+    server::serve(listener, tls, move |_connection| {
         let routes = routes.clone();
         hyper::service::service_fn(move |request: Request<Incoming>| {
             let mut routes = routes.clone();

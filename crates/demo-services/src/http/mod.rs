@@ -44,8 +44,26 @@ pub const JOB_HEADER: &str = "x-demo-job";
 /// Serves the demo HTTP job on `listener` until the returned future is dropped or aborted;
 /// dropping it also closes every connection it accepted.
 pub async fn serve_http(listener: TcpListener, name: String) -> std::io::Result<()> {
+    serve(listener, name, None).await
+}
+
+/// Serves the demo HTTP job over TLS (`tls`: its certificate and ALPN offer) on `listener`,
+/// like [`serve_http`]; `/headers` then reports the TLS version and ALPN protocol.
+pub async fn serve_https(
+    listener: TcpListener,
+    name: String,
+    tls: crate::tls::DemoTls,
+) -> std::io::Result<()> {
+    serve(listener, name, Some(tls.acceptor())).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    name: String,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<()> {
     let job = Arc::new(Job::new(name));
-    server::serve(listener, move |connection| {
+    server::serve(listener, tls, move |connection| {
         let job = job.clone();
         hyper::service::service_fn(move |request| {
             let job = job.clone();

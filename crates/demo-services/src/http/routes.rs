@@ -25,7 +25,7 @@ pub(super) fn index(name: &str) -> Response<Body> {
 
 /// `* /headers`: what reached the job, as JSON:
 /// `{"job", "method", "uri", "path", "authority", "version", "headers": {name: value}, "header_list": [[name, value]],
-/// "body_bytes", "peer_addr", "local_addr"}`. In `headers` the values of a repeated name are joined with `", "`;
+/// "body_bytes", "peer_addr", "local_addr", "tls"}` (`tls`: `{"version", "alpn"}` or null). In `headers` the values of a repeated name are joined with `", "`;
 /// `header_list` keeps every entry in order. The request body is read (streamed) and counted.
 pub(super) async fn headers(
     request: Request<Incoming>,
@@ -85,6 +85,10 @@ pub(super) async fn headers(
             "body_bytes": body_bytes,
             "peer_addr": connection.peer_addr.to_string(),
             "local_addr": connection.local_addr.to_string(),
+            "tls": connection.tls.as_ref().map(|tls| json!({
+                "version": tls.version,
+                "alpn": tls.alpn,
+            })),
         }),
     )
 }

@@ -179,8 +179,8 @@ pub fn parse_annotation(annotations: Option<&Node>) -> AnnotationOutcome {
     }
 }
 
-/// `{protocol="grpc"|"http"; port_index=<int>; sticky=%true|%false}` (protocol defaults to
-/// http, sticky to unset). A `sticky` that is not a boolean is warned about and counts as
+/// `{protocol="grpc"|"http"|"https"; port_index=<int>; sticky=%true|%false}` (protocol
+/// defaults to http, sticky to unset). A `sticky` that is not a boolean is warned about and counts as
 /// `%false`: the service stays, only without affinity.
 fn parse_service_entry(
     entry: &Node,
@@ -528,7 +528,7 @@ mod tests {
     fn tasks_info_keeps_good_entries_and_names_bad_ones() {
         let (annotation, warnings) = enabled(
             r#"{task_proxy={enabled=%true;tasks_info={
-                server={grpc={protocol="grpc";port_index=1};web={protocol="http";port_index=0u}};
+                server={grpc={protocol="grpc";port_index=1};web={protocol="http";port_index=0u};tls={protocol="https";port_index=2}};
                 bad_task=[1;2];
                 other={
                     ftp={protocol="ftp";port_index=0};
@@ -553,6 +553,13 @@ mod tests {
             }
         );
         assert_eq!(server[&0].service, "web");
+        assert_eq!(
+            server[&2],
+            NamedPort {
+                service: "tls".into(),
+                protocol: Protocol::Https
+            }
+        );
         let other = &annotation.named["other"];
         assert_eq!(other.len(), 1);
         assert_eq!(

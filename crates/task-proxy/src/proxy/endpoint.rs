@@ -117,16 +117,37 @@ pub(super) struct IdleHttp1 {
     pub(super) since: Instant,
 }
 
-/// One worker's connections to one endpoint.
+/// One worker's connections to one endpoint. TLS connections (of `https` services) have pools
+/// of their own, so a plain and a TLS connection to one address are never mixed up.
 #[derive(Debug, Default)]
 pub struct IdleConnections {
     pub(super) http1: Mutex<Vec<IdleHttp1>>,
     pub(super) http2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
     /// Idle connections of the HTTP/1.1 relay.
     pub(super) raw: Mutex<Vec<RawConn>>,
+    pub(super) tls_http1: Mutex<Vec<IdleHttp1>>,
+    pub(super) tls_http2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
 }
 
 impl IdleConnections {
+    /// The idle HTTP/1.1 connections over TLS (`tls`) or plain TCP.
+    pub(super) fn http1_idle(&self, tls: bool) -> &Mutex<Vec<IdleHttp1>> {
+        if tls {
+            &self.tls_http1
+        } else {
+            &self.http1
+        }
+    }
+
+    /// The HTTP/2 connection over TLS (`tls`) or plain TCP (h2c).
+    pub(super) fn http2_slot(&self, tls: bool) -> &Mutex<Option<http2::SendRequest<ProxyBody>>> {
+        if tls {
+            &self.tls_http2
+        } else {
+            &self.http2
+        }
+    }
+
     /// Closes one idle HTTP/1.1 connection (the oldest), if there is one, to give its permit
     /// back. hyper's connection task ends (and gives the permit back) once its sender is gone.
     pub(super) fn close_one_idle(&self) -> bool {
@@ -136,10 +157,12 @@ impl IdleConnections {
                 return true;
             }
         }
-        if let Ok(mut idle) = self.http1.lock() {
-            if !idle.is_empty() {
-                drop(idle.remove(0));
-                return true;
+        for tls in [false, true] {
+            if let Ok(mut idle) = self.http1_idle(tls).lock() {
+                if !idle.is_empty() {
+                    drop(idle.remove(0));
+                    return true;
+                }
             }
         }
         false

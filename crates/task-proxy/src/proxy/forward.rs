@@ -70,7 +70,13 @@ pub fn prepare_request(
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     match protocol {
-        Protocol::Http => {
+        // An https job may pick either version: the request is made for HTTP/1.1 here and
+        // turned into HTTP/2 form on an h2 connection (`fit_version`), so its host must be one
+        // that can become `:authority`.
+        Protocol::Https if host.is_some_and(|h| Authority::try_from(h.as_bytes()).is_err()) => {
+            return Err(ForwardError::BadHost);
+        }
+        Protocol::Http | Protocol::Https => {
             if parts.version == Version::HTTP_2 {
                 // HTTP/2 callers can always take trailers; HTTP/1.1 jobs send them when asked.
                 headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -100,6 +106,39 @@ pub fn prepare_request(
                 .build()
                 .map_err(|_| ForwardError::BadTarget)?;
         }
+    }
+    Ok(())
+}
+
+/// Puts a request made for an `https` service (HTTP/1.1 form, see [`prepare_request`]) in the
+/// form of the connection it goes on: HTTP/2 (`:authority` from `Host`, `https` scheme) or
+/// back to HTTP/1.1 (a request returned unsent by an HTTP/2 connection).
+pub fn fit_version<B>(req: &mut http::Request<B>, h2: bool) -> Result<(), ForwardError> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if h2 && req.version() != Version::HTTP_2 {
+        let authority = match req.headers_mut().remove(header::HOST) {
+            Some(h) => Authority::try_from(h.as_bytes()).map_err(|_| ForwardError::BadHost)?,
+            None => Authority::from_static("localhost"),
+        };
+        *req.uri_mut() = Uri::builder()
+            .scheme(Scheme::HTTPS)
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|_| ForwardError::BadTarget)?;
+        *req.version_mut() = Version::HTTP_2;
+    } else if !h2 && req.version() == Version::HTTP_2 {
+        if let Some(authority) = req.uri().authority() {
+            let host =
+                HeaderValue::from_str(authority.as_str()).map_err(|_| ForwardError::BadHost)?;
+            req.headers_mut().insert(header::HOST, host);
+        }
+        *req.uri_mut() = Uri::from(path);
+        *req.version_mut() = Version::HTTP_11;
     }
     Ok(())
 }
@@ -238,6 +277,50 @@ mod tests {
         assert_eq!(h1.version, Version::HTTP_11);
         prepare(&mut req, Protocol::Grpc, host.as_ref());
         assert_eq!(req.uri, "http://abcdef12.d/svc/M");
+    }
+
+    #[test]
+    fn https_requests_fit_either_version() {
+        let parts = http::Request::builder()
+            .version(Version::HTTP_2)
+            .uri("http://abcdef12.d:8080/p?q=1")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let mut h1 = parts.clone();
+        let host = client_host(&h1);
+        prepare(&mut h1, Protocol::Https, host.as_ref());
+        assert_eq!(h1.version, Version::HTTP_11);
+        assert_eq!(h1.headers["host"], "abcdef12.d:8080");
+        assert_eq!(h1.uri, "/p?q=1");
+        let mut req = http::Request::from_parts(h1, ());
+        fit_version(&mut req, true).unwrap();
+        assert_eq!(req.version(), Version::HTTP_2);
+        assert_eq!(req.uri(), "https://abcdef12.d:8080/p?q=1");
+        assert!(!req.headers().contains_key("host"));
+        assert_eq!(req.headers()["te"], "trailers");
+        fit_version(&mut req, true).unwrap();
+        assert_eq!(req.uri(), "https://abcdef12.d:8080/p?q=1");
+        fit_version(&mut req, false).unwrap();
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert_eq!(req.uri(), "/p?q=1");
+        assert_eq!(req.headers()["host"], "abcdef12.d:8080");
+
+        // A Host that cannot be an :authority is refused before anything is sent.
+        let mut bad = parts;
+        let host = HeaderValue::from_static("a b");
+        assert!(matches!(
+            prepare_request(
+                &mut bad,
+                Protocol::Https,
+                false,
+                Some(&host),
+                &client(),
+                false
+            ),
+            Err(ForwardError::BadHost)
+        ));
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub fn run_worker(id: usize, shared: Arc<Shared>, sockets: WorkerSockets) -> std
             limits.upstream_connect_timeout,
             limits.upstream_idle_timeout,
             limits.upstream_max_idle_per_job,
+            shared.job_tls.clone(),
         );
         let sweeper = {
             let (upstreams, shared) = (upstreams.clone(), shared.clone());

@@ -14,7 +14,8 @@
 //! [`endpoint`] holds each endpoint's health, connection cap and idle connection pools,
 //! [`upstream`] opens and pools connections to jobs (as many as [`conn_limit`] allows per
 //! job), [`h2_guard`] ends HTTP/2 control-frame floods, [`upgrade`] tunnels WebSockets,
-//! [`tls`] terminates TLS with reloadable certificates, [`sessions`] holds the live long
+//! [`tls`] terminates TLS with reloadable certificates, [`job_tls`] speaks TLS to the jobs of
+//! `https` services, [`sessions`] holds the live long
 //! sessions (tunnels, streaming bodies) that [`recheck`] closes when the operation ends or
 //! access is revoked ([`ws_close`] ends a WebSocket politely). The data plane owns its state
 //! ([`shared`]) and its counters ([`metrics`]); the admin server only reads them.
@@ -33,6 +34,7 @@ pub mod h2_guard;
 pub mod headers;
 pub mod http1;
 pub mod io;
+pub mod job_tls;
 pub mod lifecycle;
 pub mod listener;
 pub mod metrics;

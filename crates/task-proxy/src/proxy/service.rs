@@ -21,7 +21,7 @@ use super::lifecycle::{self, LazyTimer, RetryPolicy, Sent, Transport, UploadCloc
 use super::sessions::{Revocable, Session, SessionInfo, SessionKind};
 use super::shared::{monotonic_ms, ConnSlot, Shared};
 use super::upgrade::{self, TunnelContext};
-use super::upstream::{ConnectError, JobConnector};
+use super::upstream::{ConnectError, JobConnector, TlsSender};
 use crate::answer::{local_answer, BoxError, CallerKind, ProxyBody};
 use crate::auth::identity::{ASSERTION_HEADER, JWKS_PATH, USER_HEADER};
 use crate::portal::Portal;
@@ -701,8 +701,18 @@ enum HyperConn {
     Http2(http2::SendRequest<ProxyBody>),
 }
 
+impl From<TlsSender> for HyperConn {
+    fn from(sender: TlsSender) -> HyperConn {
+        match sender {
+            TlsSender::Http1(s) => HyperConn::Http1(s),
+            TlsSender::Http2(s) => HyperConn::Http2(s),
+        }
+    }
+}
+
 /// Hyper's attempt: the request as an `http::Request` with a streamed body, sent on a pooled
-/// or new hyper connection (HTTP/1.1 for `http` services, HTTP/2 for `grpc`).
+/// or new hyper connection (HTTP/1.1 for `http` services, HTTP/2 for `grpc`, either over TLS
+/// for `https`, as the job picked).
 struct HyperAttempt<'a> {
     upstreams: &'a JobConnector,
     protocol: Protocol,
@@ -739,9 +749,10 @@ impl Transport for HyperAttempt<'_> {
     fn pooled(&mut self, ep: &Arc<EndpointState>) -> Option<HyperConn> {
         match self.protocol {
             // An upgrade gets a connection of its own (a tunnel takes it over).
-            Protocol::Http if self.upgrade => None,
-            Protocol::Http => self.upstreams.http1_pooled(ep).map(HyperConn::Http1),
-            Protocol::Grpc => self.upstreams.http2_pooled(ep).map(HyperConn::Http2),
+            Protocol::Http | Protocol::Https if self.upgrade => None,
+            Protocol::Http => self.upstreams.http1_pooled(ep, false).map(HyperConn::Http1),
+            Protocol::Grpc => self.upstreams.http2_pooled(ep, false).map(HyperConn::Http2),
+            Protocol::Https => self.upstreams.tls_pooled(ep).map(HyperConn::from),
         }
     }
 
@@ -761,6 +772,11 @@ impl Transport for HyperAttempt<'_> {
                 .http2_connect(ep, permit)
                 .await
                 .map(HyperConn::Http2),
+            Protocol::Https => self
+                .upstreams
+                .tls_connect(ep, self.upgrade, permit)
+                .await
+                .map(HyperConn::from),
         }
     }
 
@@ -769,10 +785,16 @@ impl Transport for HyperAttempt<'_> {
         conn: HyperConn,
         ep: &Arc<EndpointState>,
     ) -> Sent<Response<Incoming>, hyper::Error> {
-        let Some(req) = self.req.take() else {
+        let Some(mut req) = self.req.take() else {
             // Not reached: the lifecycle sends again only after a rewind or an unsent attempt.
             return Sent::Refused("the request is no longer available".into());
         };
+        if self.protocol == Protocol::Https {
+            let h2 = matches!(conn, HyperConn::Http2(_));
+            if let Err(e) = forward::fit_version(&mut req, h2) {
+                return Sent::Refused(e.to_string());
+            }
+        }
         match conn {
             HyperConn::Http1(mut sender) => match sender.try_send_request(req).await {
                 Ok(response) => {
@@ -782,7 +804,8 @@ impl Transport for HyperAttempt<'_> {
                         return Sent::Refused(conflict.to_string());
                     }
                     if !self.upgrade {
-                        self.upstreams.http1_release(ep.clone(), sender);
+                        let tls = self.protocol == Protocol::Https;
+                        self.upstreams.http1_release(ep.clone(), sender, tls);
                     }
                     Sent::Answered(response)
                 }

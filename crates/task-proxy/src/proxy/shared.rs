@@ -1,5 +1,5 @@
 //! What every worker shares: the state each request reads ([`Shared`]: routing table,
-//! balancer, gate, limits, counters), a client connection's place under the connection cap
+//! balancer, gate, limits, TLS to jobs, counters), a client connection's place under the connection cap
 //! ([`ConnSlot`]) and the cheap clock idle timeouts use ([`monotonic_ms`]).
 
 use super::balance::Balancer;
@@ -22,6 +22,8 @@ pub struct Shared {
     /// The browser portal (login, sessions, pages), when on.
     pub portal: Option<Arc<crate::portal::Portal>>,
     pub limits: Limits,
+    /// TLS to the jobs of `https` services.
+    pub job_tls: Arc<super::job_tls::JobTls>,
     pub metrics: Arc<ProxyMetrics>,
     /// Live long sessions, registered while the re-checker runs (`--session-recheck-interval`).
     pub sessions: Option<Arc<LiveSessions>>,

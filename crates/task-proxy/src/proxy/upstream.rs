@@ -1,5 +1,7 @@
 //! Connections to jobs: HTTP/1.1 keep-alive pools for `http` services, one multiplexed HTTP/2
-//! (h2c) connection per endpoint for `grpc` services, and fresh upgradeable HTTP/1.1
+//! (h2c) connection per endpoint for `grpc` services, TLS connections for `https` services
+//! (HTTP/2 or pooled HTTP/1.1, as the job picked by ALPN; pooled apart from the plain ones, so
+//! the two never mix even for one address), and fresh upgradeable HTTP/1.1
 //! connections for WebSocket handshakes. Pools are per worker (a
 //! [`IdleConnections`](super::endpoint::IdleConnections) slot per worker in each endpoint state), so no
 //! lock is ever contended across threads (except when a worker at the per-job connection cap
@@ -14,13 +16,15 @@
 
 use super::conn_limit::ConnPermit;
 use super::endpoint::{EndpointState, IdleHttp1};
+use super::job_tls::JobTls;
 use crate::answer::ProxyBody;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Most bytes read from a job at once on hyper's connections (see the module docs). Just under
@@ -78,6 +82,13 @@ pub enum ConnectError {
         endpoint: String,
         source: hyper::Error,
     },
+    /// The job of an `https` service did not complete a TLS handshake (it serves plain HTTP,
+    /// or its certificate failed verification).
+    #[error("TLS handshake with {endpoint} failed: {source}")]
+    Tls {
+        endpoint: String,
+        source: std::io::Error,
+    },
 }
 
 impl ConnectError {
@@ -89,10 +100,17 @@ impl ConnectError {
     }
 }
 
+/// A connection of an `https` service: HTTP/2 or HTTP/1.1, as the job picked.
+pub enum TlsSender {
+    Http1(http1::SendRequest<ProxyBody>),
+    Http2(http2::SendRequest<ProxyBody>),
+}
+
 /// A worker's view of upstream connections.
 #[derive(Debug, Clone)]
 pub struct JobConnector {
     worker: usize,
+    tls: Arc<JobTls>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     /// Most idle HTTP/1.1 connections kept per endpoint in this worker's pool: every request
@@ -107,9 +125,11 @@ impl JobConnector {
         connect_timeout: Duration,
         idle_timeout: Duration,
         max_idle: usize,
+        tls: Arc<JobTls>,
     ) -> JobConnector {
         JobConnector {
             worker,
+            tls,
             connect_timeout,
             idle_timeout,
             max_idle,
@@ -148,10 +168,14 @@ impl JobConnector {
         }
     }
 
-    /// An idle pooled HTTP/1.1 connection to `ep`, if one is usable.
-    pub fn http1_pooled(&self, ep: &EndpointState) -> Option<http1::SendRequest<ProxyBody>> {
+    /// An idle pooled HTTP/1.1 connection to `ep` (`tls`: of the TLS pool), if one is usable.
+    pub fn http1_pooled(
+        &self,
+        ep: &EndpointState,
+        tls: bool,
+    ) -> Option<http1::SendRequest<ProxyBody>> {
         let pool = ep.pool(self.worker)?;
-        let mut idle = pool.http1.lock().ok()?;
+        let mut idle = pool.http1_idle(tls).lock().ok()?;
         while let Some(conn) = idle.pop() {
             if conn.since.elapsed() < self.idle_timeout
                 && !conn.sender.is_closed()
@@ -171,9 +195,21 @@ impl JobConnector {
         upgrades: bool,
         permit: ConnPermit,
     ) -> Result<http1::SendRequest<ProxyBody>, ConnectError> {
-        let stream = CappedReads {
-            inner: self.tcp(ep).await?,
-        };
+        let stream = self.tcp(ep).await?;
+        Self::http1_handshake(stream, ep, upgrades, permit).await
+    }
+
+    /// HTTP/1.1 on an open connection `stream` to `ep`.
+    async fn http1_handshake<S>(
+        stream: S,
+        ep: &EndpointState,
+        upgrades: bool,
+        permit: ConnPermit,
+    ) -> Result<http1::SendRequest<ProxyBody>, ConnectError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let stream = CappedReads { inner: stream };
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -198,29 +234,31 @@ impl JobConnector {
 
     /// Returns `sender` to this worker's pool once its current exchange is complete (the
     /// response body fully read and the request body fully sent); dropped if it fails first.
+    /// `tls`: the connection is one of an `https` service (it goes back to the TLS pool).
     pub fn http1_release(
         &self,
         ep: std::sync::Arc<EndpointState>,
         mut sender: http1::SendRequest<ProxyBody>,
+        tls: bool,
     ) {
         // A short response is usually complete by now: hyper read the head and the body in one
         // go and the connection already waits for the next request, so it goes straight back
         // (a task per request to wait for that costs more than the rest of the pooling).
         if sender.is_ready() {
-            self.pool_idle(&ep, sender);
+            self.pool_idle(&ep, sender, tls);
             return;
         }
         let upstreams = self.clone();
         tokio::spawn(async move {
             if sender.ready().await.is_ok() {
-                upstreams.pool_idle(&ep, sender);
+                upstreams.pool_idle(&ep, sender, tls);
             }
         });
     }
 
     /// Puts a ready connection in this worker's pool, or drops (closes) it when the pool is
     /// full or requests wait for a connection to the endpoint.
-    fn pool_idle(&self, ep: &EndpointState, sender: http1::SendRequest<ProxyBody>) {
+    fn pool_idle(&self, ep: &EndpointState, sender: http1::SendRequest<ProxyBody>, tls: bool) {
         // Requests queue at the connection cap: closing this one gives them its permit.
         if ep.limit.has_waiters() {
             return;
@@ -228,7 +266,7 @@ impl JobConnector {
         let Some(pool) = ep.pool(self.worker) else {
             return;
         };
-        if let Ok(mut idle) = pool.http1.lock() {
+        if let Ok(mut idle) = pool.http1_idle(tls).lock() {
             if idle.len() < self.max_idle {
                 idle.push(IdleHttp1 {
                     sender,
@@ -245,24 +283,30 @@ impl JobConnector {
             let Some(pool) = ep.pool(self.worker) else {
                 continue;
             };
-            if let Ok(mut idle) = pool.http1.lock() {
-                idle.retain(|c| c.since.elapsed() < self.idle_timeout && !c.sender.is_closed());
+            for tls in [false, true] {
+                if let Ok(mut idle) = pool.http1_idle(tls).lock() {
+                    idle.retain(|c| c.since.elapsed() < self.idle_timeout && !c.sender.is_closed());
+                }
+                if let Ok(mut slot) = pool.http2_slot(tls).lock() {
+                    if slot.as_ref().is_some_and(|s| s.is_closed()) {
+                        *slot = None;
+                    }
+                }
             }
             if let Ok(mut idle) = pool.raw.lock() {
                 idle.retain(|c| c.is_reusable_after(self.idle_timeout));
             }
-            if let Ok(mut slot) = pool.http2.lock() {
-                if slot.as_ref().is_some_and(|s| s.is_closed()) {
-                    *slot = None;
-                }
-            }
         }
     }
 
-    /// The worker's HTTP/2 connection to `ep`, if it has an open one.
-    pub fn http2_pooled(&self, ep: &EndpointState) -> Option<http2::SendRequest<ProxyBody>> {
+    /// The worker's HTTP/2 connection to `ep` (`tls`: over TLS), if it has an open one.
+    pub fn http2_pooled(
+        &self,
+        ep: &EndpointState,
+        tls: bool,
+    ) -> Option<http2::SendRequest<ProxyBody>> {
         let pool = ep.pool(self.worker)?;
-        let slot = pool.http2.lock().ok()?;
+        let slot = pool.http2_slot(tls).lock().ok()?;
         slot.as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
@@ -274,6 +318,21 @@ impl JobConnector {
         permit: ConnPermit,
     ) -> Result<http2::SendRequest<ProxyBody>, ConnectError> {
         let stream = self.tcp(ep).await?;
+        self.http2_handshake(stream, ep, permit, false).await
+    }
+
+    /// HTTP/2 on an open connection `stream` to `ep` (`tls`: a TLS stream); it becomes the
+    /// worker's connection of that kind to `ep`.
+    async fn http2_handshake<S>(
+        &self,
+        stream: S,
+        ep: &EndpointState,
+        permit: ConnPermit,
+        tls: bool,
+    ) -> Result<http2::SendRequest<ProxyBody>, ConnectError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
@@ -288,10 +347,65 @@ impl JobConnector {
             drop(permit);
         });
         if let Some(pool) = ep.pool(self.worker) {
-            if let Ok(mut slot) = pool.http2.lock() {
+            if let Ok(mut slot) = pool.http2_slot(tls).lock() {
                 *slot = Some(sender.clone());
             }
         }
         Ok(sender)
+    }
+
+    /// A pooled connection of an `https` service to `ep`: the worker's HTTP/2 connection when
+    /// the job picked h2, else an idle HTTP/1.1 one.
+    pub fn tls_pooled(&self, ep: &EndpointState) -> Option<TlsSender> {
+        if let Some(sender) = self.http2_pooled(ep, true) {
+            return Some(TlsSender::Http2(sender));
+        }
+        self.http1_pooled(ep, true).map(TlsSender::Http1)
+    }
+
+    /// A new TLS connection to `ep`, holding `permit` while it is open, speaking what the job
+    /// picked by ALPN. `upgrades`: an HTTP/1.1 connection a tunnel can take over (only
+    /// HTTP/1.1 is offered). The handshake counts against the connect timeout.
+    pub async fn tls_connect(
+        &self,
+        ep: &EndpointState,
+        upgrades: bool,
+        permit: ConnPermit,
+    ) -> Result<TlsSender, ConnectError> {
+        let started = Instant::now();
+        let tcp = self.tcp(ep).await?;
+        let left = self.connect_timeout.saturating_sub(started.elapsed());
+        let handshake = self.tls.handshake(tcp, &ep.endpoint.host, upgrades);
+        let session = match tokio::time::timeout(left, handshake).await {
+            Ok(Ok(session)) => session,
+            Ok(Err(source)) => {
+                // A job marked https that serves plain HTTP ends up here: say so plainly.
+                tracing::warn!(
+                    endpoint = %ep.authority,
+                    error = %source,
+                    verified = self.tls.verifies(),
+                    "TLS handshake with the job failed (does it serve TLS on this port?)"
+                );
+                return Err(ConnectError::Tls {
+                    endpoint: ep.authority.clone(),
+                    source,
+                });
+            }
+            Err(_) => {
+                tracing::warn!(endpoint = %ep.authority, "TLS handshake with the job timed out");
+                return Err(ConnectError::Timeout {
+                    endpoint: ep.authority.clone(),
+                });
+            }
+        };
+        if session.h2 {
+            self.http2_handshake(session.stream, ep, permit, true)
+                .await
+                .map(TlsSender::Http2)
+        } else {
+            Self::http1_handshake(session.stream, ep, upgrades, permit)
+                .await
+                .map(TlsSender::Http1)
+        }
     }
 }

@@ -14,6 +14,9 @@ pub enum Protocol {
     Http,
     /// gRPC: HTTP/2 cleartext (h2c) to the job.
     Grpc,
+    /// The job serves TLS itself: HTTP/2 or HTTP/1.1 over TLS, as the job picks by ALPN
+    /// (WebSocket upgrades over HTTP/1.1).
+    Https,
 }
 
 impl Protocol {
@@ -21,6 +24,7 @@ impl Protocol {
         match self {
             Protocol::Http => "http",
             Protocol::Grpc => "grpc",
+            Protocol::Https => "https",
         }
     }
 }
@@ -38,8 +42,9 @@ impl FromStr for Protocol {
         match s {
             "http" => Ok(Protocol::Http),
             "grpc" => Ok(Protocol::Grpc),
+            "https" => Ok(Protocol::Https),
             other => Err(format!(
-                "unknown protocol {other:?} (expected \"http\" or \"grpc\")"
+                "unknown protocol {other:?} (expected \"http\", \"grpc\" or \"https\")"
             )),
         }
     }
@@ -254,6 +259,12 @@ mod tests {
             r#"{"operation_id":"op","task_name":"t","service":"s","protocol":"http","endpoints":[],"sticky":"yes"}"#
         )
         .is_err());
+        let spec: ServiceSpec = serde_json::from_str(
+            r#"{"operation_id":"op","task_name":"t","service":"s","protocol":"https","endpoints":["127.0.0.1:1"]}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.protocol, Protocol::Https);
+        assert_eq!(spec.protocol.to_string(), "https");
         assert!(serde_json::from_str::<ServiceSpec>(
             r#"{"operation_id":"op","task_name":"t","service":"s","protocol":"ftp","endpoints":[]}"#
         )

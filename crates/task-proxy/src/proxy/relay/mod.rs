@@ -315,7 +315,8 @@ impl Relay {
                     .await;
             }
         };
-        // Services with per-operation timeouts take the general path, which enforces them.
+        // Services other than plain `http` (gRPC; `https`, whose jobs speak TLS) take the
+        // general path, and so do services with per-operation timeouts, which it enforces.
         // Cheaper than a deadline and an idle timer in the relay's copy loop for every
         // exchange: the check is one field of the route, and only the (few) operations that
         // set timeouts pay for hyper. Nothing has been read past this head nor sent yet.
