@@ -557,7 +557,8 @@ mod tests {
             server[&2],
             NamedPort {
                 service: "tls".into(),
-                protocol: Protocol::Https
+                protocol: Protocol::Https,
+                sticky: None,
             }
         );
         let other = &annotation.named["other"];

@@ -175,6 +175,7 @@ mod tests {
                 endpoints: vec![],
                 operation_start_time: None,
                 timeouts: Default::default(),
+                sticky: None,
             })
             .collect();
         RoutingSnapshot::build("tp.test", specs)
