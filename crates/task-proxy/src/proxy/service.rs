@@ -648,15 +648,19 @@ impl Pipeline {
             (None, None) => body.boxed(),
             (deadline, idle) => Timed::new(body, deadline, idle).boxed(),
         };
-        // A body still streaming is a live session until it ends.
-        let session = if body.is_end_stream() {
-            None
-        } else {
-            self.session(user.as_deref(), &backend, SessionKind::Stream)
-        };
-        let body = match session {
-            Some(session) => Revocable::new(body, session, protocol == Protocol::Grpc).boxed(),
-            None => body,
+        // A body still streaming is a live session until it ends (registered once it proves
+        // long).
+        let body = match &self.shared.sessions {
+            Some(registry) if !body.is_end_stream() => Revocable::new(
+                body,
+                registry.clone(),
+                user,
+                &backend.route,
+                SessionKind::Stream,
+                protocol == Protocol::Grpc,
+            )
+            .boxed(),
+            _ => body,
         };
         Ok(Response::from_parts(rparts, body))
     }

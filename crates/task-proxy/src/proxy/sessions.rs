@@ -271,24 +271,100 @@ impl LiveSessions {
 /// HTTP/1 caller then sees its connection closed mid-body, an HTTP/2 caller its stream reset;
 /// a gRPC caller gets trailers with a status instead (`PERMISSION_DENIED` when access was
 /// revoked, `UNAVAILABLE` when the operation ended), so its client reports why.
+///
+/// The body registers itself only once it proves long: the first time the job's body makes it
+/// wait, or after [`FRAMES_BEFORE_REGISTERING`] frames (a download the caller's flow control
+/// holds back never makes it wait). A short answer, which is nearly every request and every
+/// unary gRPC call, ends before either and costs no registration, lock or token.
 pub struct Revocable<B> {
     inner: B,
-    session: Session,
-    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    watch: Watch,
     grpc: bool,
     ended: bool,
 }
 
+/// Frames a body may send before it counts as a live session even without waiting: a unary
+/// gRPC answer is two (message and trailers).
+pub const FRAMES_BEFORE_REGISTERING: u8 = 3;
+
+enum Watch {
+    /// Not registered yet.
+    Deferred {
+        registry: Arc<LiveSessions>,
+        user: Option<String>,
+        route: Arc<Route>,
+        kind: SessionKind,
+        frames: u8,
+    },
+    /// Registered: the token fires when the proxy closes it.
+    Live {
+        session: Session,
+        cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    },
+    /// Only while moving from one state to the other.
+    Moving,
+}
+
 impl<B> Revocable<B> {
-    pub fn new(inner: B, session: Session, grpc: bool) -> Revocable<B> {
-        let cancelled = Box::pin(session.token().clone().cancelled_owned());
+    /// `inner`, registered in `registry` as a session of `user` to `route` once it proves
+    /// long.
+    pub fn new(
+        inner: B,
+        registry: Arc<LiveSessions>,
+        user: Option<String>,
+        route: &Arc<Route>,
+        kind: SessionKind,
+        grpc: bool,
+    ) -> Revocable<B> {
         Revocable {
             inner,
-            session,
-            cancelled,
+            watch: Watch::Deferred {
+                registry,
+                user,
+                route: route.clone(),
+                kind,
+                frames: 0,
+            },
             grpc,
             ended: false,
         }
+    }
+
+    /// Whether the body is registered as a live session.
+    pub fn is_registered(&self) -> bool {
+        matches!(self.watch, Watch::Live { .. })
+    }
+
+    fn register(&mut self) {
+        if let Watch::Deferred {
+            registry,
+            user,
+            route,
+            kind,
+            ..
+        } = std::mem::replace(&mut self.watch, Watch::Moving)
+        {
+            let session = registry.register(SessionInfo {
+                user: user.map(Arc::from),
+                route,
+                kind,
+            });
+            let cancelled = Box::pin(session.token().clone().cancelled_owned());
+            self.watch = Watch::Live { session, cancelled };
+        }
+    }
+
+    /// The frame that ends the body because the proxy closed its session.
+    fn closed(&mut self, reason: CloseReason) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.ended = true;
+        if self.grpc {
+            return Poll::Ready(Some(Ok(Frame::trailers(grpc_trailers(reason)))));
+        }
+        Poll::Ready(Some(Err(format!(
+            "the proxy closed the stream: {}",
+            reason.close_text()
+        )
+        .into())))
     }
 }
 
@@ -325,22 +401,33 @@ where
         if this.ended {
             return Poll::Ready(None);
         }
-        if this.cancelled.as_mut().poll(cx).is_ready() {
-            this.ended = true;
-            let reason = this
-                .session
-                .close_reason()
-                .unwrap_or(CloseReason::AccessRevoked);
-            if this.grpc {
-                return Poll::Ready(Some(Ok(Frame::trailers(grpc_trailers(reason)))));
+        if let Watch::Live { session, cancelled } = &mut this.watch {
+            if cancelled.as_mut().poll(cx).is_ready() {
+                let reason = session.close_reason().unwrap_or(CloseReason::AccessRevoked);
+                return this.closed(reason);
             }
-            return Poll::Ready(Some(Err(format!(
-                "the proxy closed the stream: {}",
-                reason.close_text()
-            )
-            .into())));
         }
-        Pin::new(&mut this.inner).poll_frame(cx)
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let long = match (&mut this.watch, &polled) {
+            (Watch::Deferred { .. }, Poll::Pending) => true,
+            (Watch::Deferred { frames, .. }, Poll::Ready(Some(Ok(_)))) => {
+                *frames += 1;
+                *frames >= FRAMES_BEFORE_REGISTERING
+            }
+            _ => false,
+        };
+        if long {
+            this.register();
+            // Poll the token once so that its firing wakes this body (a frame in hand is
+            // still delivered; the next poll ends the body).
+            if let Watch::Live { session, cancelled } = &mut this.watch {
+                if cancelled.as_mut().poll(cx).is_ready() && polled.is_pending() {
+                    let reason = session.close_reason().unwrap_or(CloseReason::AccessRevoked);
+                    return this.closed(reason);
+                }
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -365,6 +452,7 @@ mod tests {
             endpoints: vec![],
             operation_start_time: None,
             timeouts: Default::default(),
+            sticky: None,
         };
         let snapshot = crate::routing::RoutingSnapshot::build("tp.test", [spec]);
         SessionInfo::new(user, &snapshot.routes()[0], SessionKind::Stream)
@@ -419,5 +507,103 @@ mod tests {
         drop(bob_elsewhere);
         assert!(registry.is_empty());
         assert_eq!(metrics.sessions_live.load(Ordering::Relaxed), 0);
+    }
+
+    /// A body that plays a script: each step is a frame or "not yet".
+    struct Script(std::collections::VecDeque<Option<&'static str>>);
+
+    impl Body for Script {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            match self.0.pop_front() {
+                None => Poll::Ready(None),
+                Some(Some(data)) => {
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(data.as_bytes())))))
+                }
+                Some(None) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            }
+        }
+    }
+
+    fn revocable(
+        registry: &Arc<LiveSessions>,
+        steps: &[Option<&'static str>],
+        grpc: bool,
+    ) -> Revocable<Script> {
+        let route = info(Some("bob"), "op-1").route;
+        Revocable::new(
+            Script(steps.iter().copied().collect()),
+            registry.clone(),
+            Some("bob".into()),
+            &route,
+            SessionKind::Stream,
+            grpc,
+        )
+    }
+
+    fn poll(body: &mut Revocable<Script>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let waker = std::task::Waker::noop();
+        Pin::new(body).poll_frame(&mut Context::from_waker(waker))
+    }
+
+    #[test]
+    fn a_short_answer_never_registers() {
+        let registry = LiveSessions::new(Arc::new(ProxyMetrics::default()));
+        let mut body = revocable(&registry, &[Some("message"), Some("end")], true);
+        assert!(matches!(poll(&mut body), Poll::Ready(Some(Ok(_)))));
+        assert!(matches!(poll(&mut body), Poll::Ready(Some(Ok(_)))));
+        assert!(matches!(poll(&mut body), Poll::Ready(None)));
+        assert!(!body.is_registered());
+        assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn a_body_that_waits_or_keeps_sending_registers_and_leaves_when_dropped() {
+        let registry = LiveSessions::new(Arc::new(ProxyMetrics::default()));
+        let mut waiting = revocable(&registry, &[Some("event"), None, Some("event")], false);
+        assert!(matches!(poll(&mut waiting), Poll::Ready(Some(Ok(_)))));
+        assert!(!waiting.is_registered());
+        assert!(poll(&mut waiting).is_pending());
+        assert!(waiting.is_registered());
+        let frames = [Some("a"); FRAMES_BEFORE_REGISTERING as usize + 1];
+        let mut download = revocable(&registry, &frames, false);
+        for _ in 0..FRAMES_BEFORE_REGISTERING {
+            assert!(matches!(poll(&mut download), Poll::Ready(Some(Ok(_)))));
+        }
+        assert!(download.is_registered());
+        assert_eq!(registry.len(), 2);
+        drop((waiting, download));
+        assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn a_closed_grpc_stream_ends_with_a_status_and_other_streams_with_an_error() {
+        let registry = LiveSessions::new(Arc::new(ProxyMetrics::default()));
+        let mut grpc = revocable(&registry, &[None, Some("reply")], true);
+        let mut sse = revocable(&registry, &[None, Some("event")], false);
+        assert!(poll(&mut grpc).is_pending());
+        assert!(poll(&mut sse).is_pending());
+        assert_eq!(
+            registry.close(CloseReason::AccessRevoked, |i| i.is_of("op-1", "bob")),
+            2
+        );
+        match poll(&mut grpc) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let trailers = frame.into_trailers().expect("trailers");
+                assert_eq!(trailers["grpc-status"], "7");
+            }
+            _ => panic!("no trailers"),
+        }
+        assert!(matches!(poll(&mut grpc), Poll::Ready(None)));
+        assert!(matches!(poll(&mut sse), Poll::Ready(Some(Err(_)))));
+        assert!(matches!(poll(&mut sse), Poll::Ready(None)));
     }
 }
