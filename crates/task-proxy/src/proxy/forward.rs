@@ -52,6 +52,9 @@ pub fn prepare_request(
 ) -> Result<(), ForwardError> {
     let headers = &mut parts.headers;
     hop_by_hop::strip(headers, upgrade);
+    // Room for the five forwarding names, `TE` and `Host` at once: growing the map for the
+    // last two cost more than all the forwarding headers together (callgrind).
+    headers.reserve(7);
 
     if !underscores_in_headers {
         policy::drop_underscored(headers);
