@@ -1,6 +1,8 @@
 //! The data plane end to end: the real `task-proxy` binary, demo jobs as upstreams, and real
 //! clients (curl, grpcurl, a WebSocket client) in front.
 
+mod support;
+
 use demo_services::{spawn_grpc, spawn_http, Running, JOB_HEADER};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -397,51 +399,7 @@ async fn websocket_echo_and_sse_stream_through_the_proxy() {
 
     // WebSocket over HTTP/2 (RFC 8441 extended CONNECT) on the h2c port.
     {
-        use tokio_tungstenite::tungstenite::protocol::Role;
-        let stream = tokio::net::TcpStream::connect(env.proxy.plain)
-            .await
-            .expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .expect("h2 handshake");
-        tokio::spawn(conn);
-        // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) must arrive first.
-        let mut response = None;
-        for _ in 0..50 {
-            let mut req = http::Request::builder()
-                .method(http::Method::CONNECT)
-                .version(http::Version::HTTP_2)
-                .uri(format!("http://{}/ws", svc.domain()))
-                .header("sec-websocket-version", "13")
-                .body(http_body_util::Empty::<bytes::Bytes>::new())
-                .expect("request");
-            req.extensions_mut()
-                .insert(hyper::ext::Protocol::from_static("websocket"));
-            match sender.send_request(req).await {
-                Ok(r) => {
-                    response = Some(r);
-                    break;
-                }
-                Err(e) => {
-                    eprintln!("extended CONNECT: {e:?}");
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-            }
-        }
-        let Some(mut response) = response else {
-            panic!("extended CONNECT refused");
-        };
-        assert_eq!(response.status(), 200);
-        let upgraded = hyper::upgrade::on(&mut response).await.expect("upgraded");
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            hyper_util::rt::TokioIo::new(upgraded),
-            Role::Client,
-            None,
-        )
-        .await;
+        let mut ws = support::h2_websocket(env.proxy.plain, &svc.domain(), "/ws", &[]).await;
         ws.send(Message::Text("over h2".into()))
             .await
             .expect("send");

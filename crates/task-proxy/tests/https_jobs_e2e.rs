@@ -587,7 +587,7 @@ async fn tls_and_plain_connections_to_one_address_never_mix() {
 async fn websocket_over_http2_reaches_a_tls_job_that_prefers_h2() {
     use futures_util::{SinkExt, StreamExt};
     use std::net::{Ipv4Addr, SocketAddr};
-    use tokio_tungstenite::tungstenite::{protocol::Role, Message};
+    use tokio_tungstenite::tungstenite::Message;
     let tls = demo_services::DemoTls::self_signed(&[]).expect("certificate");
     let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let job = demo_services::spawn_https_on(any, "tls-job", tls)
@@ -598,45 +598,7 @@ async fn websocket_over_http2_reaches_a_tls_job_that_prefers_h2() {
     let proxy = support::proxy_with_services(services, &["--auth-enabled=false".into()]);
     let domain = format!("{}.{BASE_DOMAIN}", service_hash("op", "t", "ws"));
 
-    let stream = tokio::net::TcpStream::connect(proxy.plain)
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
-    // The proxy's SETTINGS (with ENABLE_CONNECT_PROTOCOL) must arrive first.
-    let mut response = None;
-    for _ in 0..50 {
-        let mut req = http::Request::builder()
-            .method(http::Method::CONNECT)
-            .version(http::Version::HTTP_2)
-            .uri(format!("http://{domain}/ws"))
-            .header("sec-websocket-version", "13")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .expect("request");
-        req.extensions_mut()
-            .insert(hyper::ext::Protocol::from_static("websocket"));
-        match sender.send_request(req).await {
-            Ok(r) => {
-                response = Some(r);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-    let mut response = response.expect("extended CONNECT accepted");
-    assert_eq!(response.status(), 200);
-    let upgraded = hyper::upgrade::on(&mut response).await.expect("upgraded");
-    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-        hyper_util::rt::TokioIo::new(upgraded),
-        Role::Client,
-        None,
-    )
-    .await;
+    let mut ws = support::h2_websocket(proxy.plain, &domain, "/ws", &[]).await;
     ws.send(Message::Text("h2 to tls".into()))
         .await
         .expect("send");

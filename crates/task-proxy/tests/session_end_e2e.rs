@@ -28,7 +28,7 @@ const SLACK: Duration = Duration::from_millis(1500);
 
 type Ws = WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-type H2Ws = WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+type H2Ws = support::H2WebSocket;
 
 /// An operation alice started (so she always may read it) that grants bob `read`, its job the
 /// demo HTTP job (WebSocket echo at `/ws`, SSE at `/sse`), found by a proxy that discovers
@@ -136,43 +136,12 @@ impl Env {
 
     /// A WebSocket over HTTP/2 (RFC 8441 extended CONNECT) on the plain port.
     async fn h2_websocket(&self, token: &str) -> H2Ws {
-        use tokio_tungstenite::tungstenite::protocol::Role;
-        let stream = tokio::net::TcpStream::connect(self.proxy.plain)
-            .await
-            .expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .expect("h2 handshake");
-        tokio::spawn(conn);
-        // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) must arrive first.
-        let mut response = None;
-        for _ in 0..50 {
-            let mut req = http::Request::builder()
-                .method(http::Method::CONNECT)
-                .version(http::Version::HTTP_2)
-                .uri(format!("http://{}/ws", self.domain()))
-                .header("sec-websocket-version", "13")
-                .header("authorization", format!("OAuth {token}"))
-                .body(http_body_util::Empty::<bytes::Bytes>::new())
-                .expect("request");
-            req.extensions_mut()
-                .insert(hyper::ext::Protocol::from_static("websocket"));
-            if let Ok(r) = sender.send_request(req).await {
-                response = Some(r);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let mut response = response.expect("extended CONNECT accepted");
-        assert_eq!(response.status(), 200);
-        let upgraded = hyper::upgrade::on(&mut response).await.expect("upgraded");
-        tokio_tungstenite::WebSocketStream::from_raw_socket(
-            hyper_util::rt::TokioIo::new(upgraded),
-            Role::Client,
-            None,
+        let authorization = format!("OAuth {token}");
+        support::h2_websocket(
+            self.proxy.plain,
+            &self.domain(),
+            "/ws",
+            &[("authorization", &authorization)],
         )
         .await
     }

@@ -179,3 +179,62 @@ impl AuthEnv {
         )
     }
 }
+
+/// A WebSocket through HTTP/2.
+pub type H2WebSocket =
+    tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Opens a WebSocket over HTTP/2 (RFC 8441 extended CONNECT) to `http://<domain><path>` on
+/// the h2c port `addr`, with `headers` on the CONNECT request. Panics unless the proxy
+/// answers 200.
+pub async fn h2_websocket(
+    addr: std::net::SocketAddr,
+    domain: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> H2WebSocket {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) must arrive before the CONNECT.
+    let mut response = None;
+    for _ in 0..50 {
+        let mut req = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .version(http::Version::HTTP_2)
+            .uri(format!("http://{domain}{path}"))
+            .header("sec-websocket-version", "13");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let mut req = req
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        match sender.send_request(req).await {
+            Ok(r) => {
+                response = Some(r);
+                break;
+            }
+            Err(e) => {
+                eprintln!("extended CONNECT: {e:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+        }
+    }
+    let mut response = response.expect("extended CONNECT accepted");
+    assert_eq!(response.status(), 200);
+    let upgraded = hyper::upgrade::on(&mut response).await.expect("upgraded");
+    tokio_tungstenite::WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await
+}
