@@ -27,7 +27,7 @@ pub use crate::grpc::{
     proto, serve_grpc, serve_grpc_tls, serve_grpc_with_interval, STREAM_INTERVAL, STREAM_REPLIES,
 };
 pub use crate::http::{pattern_byte, serve_http, serve_https, JOB_HEADER};
-pub use crate::tls::{DemoTls, DemoTlsError};
+pub use crate::tls::{DemoTls, DemoTlsError, TlsArgs};
 
 /// A job serving in a background task. Dropping it aborts the task, which closes the listener
 /// and every connection the job accepted.

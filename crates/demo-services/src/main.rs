@@ -12,6 +12,7 @@ use std::net::IpAddr;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use demo_services::TlsArgs;
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
@@ -38,43 +39,6 @@ struct HttpArgs {
     serve: ServeArgs,
     #[command(flatten)]
     tls: TlsArgs,
-}
-
-/// How a demo HTTP job serves TLS.
-#[derive(Debug, Args)]
-struct TlsArgs {
-    /// Serve TLS (with a self-signed certificate unless --tls-cert and --tls-key are given).
-    #[arg(long)]
-    tls: bool,
-    /// Certificate chain (PEM) to serve instead of a self-signed one.
-    #[arg(long, requires_all = ["tls", "tls_key"])]
-    tls_cert: Option<std::path::PathBuf>,
-    /// Private key (PEM) of --tls-cert.
-    #[arg(long, requires_all = ["tls", "tls_cert"])]
-    tls_key: Option<std::path::PathBuf>,
-    /// ALPN protocols offered, in order of preference.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "h2,http/1.1",
-        requires = "tls"
-    )]
-    tls_alpn: Vec<String>,
-}
-
-impl TlsArgs {
-    /// The TLS to serve, if asked for.
-    fn load(&self) -> anyhow::Result<Option<demo_services::DemoTls>> {
-        if !self.tls {
-            return Ok(None);
-        }
-        let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => demo_services::DemoTls::from_pem_files(cert, key)?,
-            _ => demo_services::DemoTls::self_signed(&[hostname()])?,
-        };
-        let alpn: Vec<&str> = self.tls_alpn.iter().map(String::as_str).collect();
-        Ok(Some(tls.with_alpn(&alpn)))
-    }
 }
 
 #[derive(Debug, Args)]
@@ -137,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Http(args) => {
-            let tls = args.tls.load()?;
+            let tls = args.tls.load(&[hostname()])?;
             let (listener, name) = args.serve.listen().await?;
             match tls {
                 Some(tls) => demo_services::serve_https(listener, name, tls).await?,
@@ -145,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Grpc(args) => {
-            let tls = args.tls.load()?;
+            let tls = args.tls.load(&[hostname()])?;
             let (listener, name) = args.serve.listen().await?;
             let interval = std::time::Duration::from_millis(args.stream_interval_ms);
             match tls {

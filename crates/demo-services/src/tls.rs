@@ -106,3 +106,42 @@ impl DemoTls {
         TlsAcceptor::from(self.config.clone())
     }
 }
+
+/// The flags a demo job takes to serve TLS (shared by the `demo-services` binary and
+/// `task-proxy demo-job`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsArgs {
+    /// Serve TLS (h2 and http/1.1 by ALPN), with a self-signed certificate unless --tls-cert
+    /// and --tls-key are given: a job for a service with `protocol="https"`.
+    #[arg(long)]
+    pub tls: bool,
+    /// Certificate chain (PEM) to serve instead of a self-signed one.
+    #[arg(long, requires_all = ["tls", "tls_key"])]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires_all = ["tls", "tls_cert"])]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// ALPN protocols offered, in order of preference.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "h2,http/1.1",
+        requires = "tls"
+    )]
+    pub tls_alpn: Vec<String>,
+}
+
+impl TlsArgs {
+    /// The TLS to serve, if asked for; a self-signed certificate also names `names`.
+    pub fn load(&self, names: &[String]) -> Result<Option<DemoTls>, DemoTlsError> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => DemoTls::from_pem_files(cert, key)?,
+            _ => DemoTls::self_signed(names)?,
+        };
+        let alpn: Vec<&str> = self.tls_alpn.iter().map(String::as_str).collect();
+        Ok(Some(tls.with_alpn(&alpn)))
+    }
+}

@@ -54,40 +54,8 @@ pub struct DemoJobArgs {
     /// The port to listen on (all addresses, as jobs are reached on the node's).
     #[arg(long, env = "YT_PORT_0")]
     port: u16,
-    /// Serve TLS (h2 and http/1.1 by ALPN), with a self-signed certificate unless --tls-cert
-    /// and --tls-key are given: a job for a service with `protocol="https"`.
-    #[arg(long)]
-    tls: bool,
-    /// Certificate chain (PEM) to serve with --tls.
-    #[arg(long, requires_all = ["tls", "tls_key"])]
-    tls_cert: Option<PathBuf>,
-    /// Private key (PEM) of --tls-cert.
-    #[arg(long, requires_all = ["tls", "tls_cert"])]
-    tls_key: Option<PathBuf>,
-    /// ALPN protocols offered with --tls, in order of preference.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "h2,http/1.1",
-        requires = "tls"
-    )]
-    tls_alpn: Vec<String>,
-}
-
-impl DemoJobArgs {
-    /// The job's TLS, when it serves TLS.
-    fn tls(&self) -> anyhow::Result<Option<demo_services::DemoTls>> {
-        if !self.tls {
-            return Ok(None);
-        }
-        let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => demo_services::DemoTls::from_pem_files(cert, key),
-            _ => demo_services::DemoTls::self_signed(&[]),
-        }
-        .context("cannot set up TLS")?;
-        let alpn: Vec<&str> = self.tls_alpn.iter().map(String::as_str).collect();
-        Ok(Some(tls.with_alpn(&alpn)))
-    }
+    #[command(flatten)]
+    tls: demo_services::TlsArgs,
 }
 
 /// Runs a demo job in the foreground until killed.
@@ -101,7 +69,10 @@ pub fn run_demo_job(args: DemoJobArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on port {}", args.port))?;
         let name = std::env::var("YT_JOB_ID").unwrap_or_else(|_| format!("port {}", args.port));
-        match (args.kind.as_str(), args.tls()?) {
+        match (
+            args.kind.as_str(),
+            args.tls.load(&[]).context("cannot set up TLS")?,
+        ) {
             ("grpc", None) => demo_services::serve_grpc(listener, name).await,
             ("grpc", Some(tls)) => {
                 let interval = demo_services::STREAM_INTERVAL;
