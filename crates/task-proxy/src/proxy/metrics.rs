@@ -103,6 +103,9 @@ pub struct ProxyMetrics {
     pub set_cookies_dropped: AtomicU64,
     /// HTTP/2 caller connections ended for a flood of control frames.
     pub h2_floods: AtomicU64,
+    /// Response bytes taken from jobs for HTTP/2 callers and not yet written to them (all
+    /// connections; each is bounded by `h2_budget::H2_CONNECTION_BUDGET`).
+    pub h2_response_bytes_held: AtomicU64,
     unrouted: [AtomicU64; 2],
 }
 

@@ -12,7 +12,8 @@
 //! derives from each snapshot,
 //! [`endpoint`] holds each endpoint's health, connection cap and idle connection pools,
 //! [`upstream`] opens and pools connections to jobs (as many as [`conn_limit`] allows per
-//! job), [`h2_guard`] ends HTTP/2 control-frame floods, [`upgrade`] tunnels WebSockets,
+//! job), [`h2_guard`] ends HTTP/2 control-frame floods, [`h2_budget`] bounds the response
+//! bytes held per HTTP/2 caller connection, [`upgrade`] tunnels WebSockets,
 //! [`tls`] terminates TLS with reloadable certificates. The data plane owns its state
 //! ([`shared`]) and its counters ([`metrics`]); the admin server only reads them.
 //! Shared state is read-mostly: the balancer's routes (arc-swap) and atomics. Submodules never
@@ -25,6 +26,7 @@ pub mod endpoint;
 pub mod failure;
 pub mod forward;
 pub mod framing;
+pub mod h2_budget;
 pub mod h2_guard;
 pub mod headers;
 pub mod http1;
