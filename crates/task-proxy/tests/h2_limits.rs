@@ -577,3 +577,122 @@ fn cpu_ticks(pid: u32) -> u64 {
     };
     tick(11) + tick(12)
 }
+
+/// The proxy's gauge of response bytes held for HTTP/2 callers.
+fn bytes_held(proxy: &test_support::Proxy) -> u64 {
+    let text = proxy.metrics();
+    text.lines()
+        .find_map(|l| l.strip_prefix("task_proxy_h2_response_bytes_held "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("no task_proxy_h2_response_bytes_held in /metrics:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_never_reads_holds_at_most_the_connection_budget_and_the_job_is_held_back() {
+    use task_proxy::proxy::h2_budget::H2_CONNECTION_BUDGET;
+    use task_proxy::proxy::upstream::UPSTREAM_READ_CHUNK;
+    const BODY: u64 = 64 * 1024 * 1024;
+    let job = Job::spawn(BODY, Duration::ZERO).await;
+    let served = FileProxy::start(
+        &[service_json("op-budget", job.addr)],
+        &["--auth-enabled=false"],
+        &[],
+    );
+    let proxy = &served.proxy;
+    let authority = domain("op-budget");
+    let conns = [
+        greedy_non_reader(proxy.plain, &authority, "/big", 100).await,
+        greedy_non_reader(proxy.plain, &authority, "/big", 100).await,
+    ];
+    // Until the job can write no more: the proxy stopped reading from it.
+    let (mut peak, mut last_written, mut still) = (0, 0, 0);
+    let started = Instant::now();
+    while still < 6 && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(bytes_held(proxy));
+        let written = job.body_written.load(Ordering::Relaxed);
+        still = if written == last_written {
+            still + 1
+        } else {
+            0
+        };
+        last_written = written;
+    }
+    // Per connection: the budget, plus the one chunk a body may take while under it.
+    let bound = 2 * (H2_CONNECTION_BUDGET + UPSTREAM_READ_CHUNK) as u64;
+    // Without the budget the same run holds about 8 MB (every stream's queue and chunk in hand).
+    assert!(
+        bound <= 1 << 20,
+        "a budget of {bound} bytes bounds nothing here"
+    );
+    println!(
+        "2 connections x 100 streams of 64 MiB, never read: at most {peak} bytes held \
+         (bound {bound}); the job wrote {last_written} bytes, then stopped"
+    );
+    assert!(peak > 0, "the responses started");
+    assert!(peak <= bound, "{peak} bytes held for two connections");
+    assert!(still >= 6, "the job was never held back");
+    assert!(
+        last_written < 200 * BODY / 8,
+        "the job wrote {last_written} bytes for callers that read nothing"
+    );
+    // Every charge is given back when the callers go (their streams' queued data dropped).
+    drop(conns);
+    let gone = Instant::now();
+    while bytes_held(proxy) > 0 && gone.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        bytes_held(proxy),
+        0,
+        "bytes still counted after the callers left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_read_get_every_byte_of_concurrent_large_bodies_through_the_budget() {
+    const BODY: u64 = 8 * 1024 * 1024;
+    let job = Job::spawn(BODY, Duration::ZERO).await;
+    let served = FileProxy::start(
+        &[service_json("op-budget-read", job.addr)],
+        &["--auth-enabled=false"],
+        &[],
+    );
+    let proxy = served.proxy.plain;
+    let authority = domain("op-budget-read");
+    let tcp = TcpStream::connect(proxy).await.expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let client = client.clone();
+        let uri = format!("http://{authority}/big");
+        tasks.push(tokio::spawn(async move {
+            let mut client = client.ready().await.expect("ready");
+            let req = http::Request::get(uri).body(()).expect("request");
+            let (resp, _) = client.send_request(req, true).expect("send");
+            let mut body = resp.await.expect("response").into_body();
+            let mut got = 0u64;
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk.expect("chunk");
+                got += chunk.len() as u64;
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+            got
+        }));
+    }
+    let all = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("task"));
+        }
+        out
+    })
+    .await
+    .expect("six 8 MiB bodies on one connection within 60 s");
+    assert_eq!(all, vec![BODY; 6]);
+    assert_eq!(bytes_held(&served.proxy), 0);
+}

@@ -157,6 +157,12 @@ impl prometheus_client::collector::Collector for DataPlaneCollector {
             "HTTP/2 client connections closed with GOAWAY ENHANCE_YOUR_CALM for a flood of control frames",
             self.proxy.h2_floods.load(Ordering::Relaxed),
         )?;
+        gauge(
+            &mut encoder,
+            "task_proxy_h2_response_bytes_held",
+            "Response bytes taken from jobs for HTTP/2 clients and not yet written to their sockets",
+            self.proxy.h2_response_bytes_held.load(Ordering::Relaxed) as i64,
+        )?;
 
         {
             let mut family = encoder.encode_descriptor(

@@ -415,7 +415,13 @@ impl<I: AsyncRead + Unpin> AsyncRead for FramingGuard<I> {
                 buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
                 this.out_pos += n;
                 if this.out_pos == this.out.len() {
-                    this.out.clear();
+                    if this.state == State::PassThrough {
+                        // Nothing passes through it again (HTTP/2, or a tunnel): freed, not
+                        // kept for the connection's life (up to a read, 8 KiB, per connection).
+                        this.out = Vec::new();
+                    } else {
+                        this.out.clear();
+                    }
                     this.out_pos = 0;
                 }
                 return Poll::Ready(Ok(()));

@@ -107,6 +107,9 @@ pub struct ProxyMetrics {
     pub sessions_live: AtomicUsize,
     /// Long sessions the proxy closed, by [`super::sessions::CloseReason`].
     pub sessions_closed: [AtomicU64; 2],
+    /// Response bytes taken from jobs for HTTP/2 callers and not yet written to them (all
+    /// connections; each is bounded by `h2_budget::H2_CONNECTION_BUDGET`).
+    pub h2_response_bytes_held: AtomicU64,
     unrouted: [AtomicU64; 2],
 }
 

@@ -13,7 +13,8 @@
 //! sticky service),
 //! [`endpoint`] holds each endpoint's health, connection cap and idle connection pools,
 //! [`upstream`] opens and pools connections to jobs (as many as [`conn_limit`] allows per
-//! job), [`h2_guard`] ends HTTP/2 control-frame floods, [`upgrade`] tunnels WebSockets,
+//! job), [`h2_guard`] ends HTTP/2 control-frame floods, [`h2_budget`] bounds the response
+//! bytes held per HTTP/2 caller connection, [`upgrade`] tunnels WebSockets,
 //! [`tls`] terminates TLS with reloadable certificates, [`job_tls`] speaks TLS to the jobs of
 //! `https` services, [`sessions`] holds the live long
 //! sessions (tunnels, streaming bodies) that [`recheck`] closes when the operation ends or
@@ -30,6 +31,7 @@ pub mod endpoint;
 pub mod failure;
 pub mod forward;
 pub mod framing;
+pub mod h2_budget;
 pub mod h2_guard;
 pub mod headers;
 pub mod http1;
