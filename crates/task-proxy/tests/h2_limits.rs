@@ -694,5 +694,10 @@ async fn callers_that_read_get_every_byte_of_concurrent_large_bodies_through_the
     .await
     .expect("six 8 MiB bodies on one connection within 60 s");
     assert_eq!(all, vec![BODY; 6]);
-    assert_eq!(bytes_held(&served.proxy), 0);
+    // The last chunks are given back when h2 drops them, just after they were written.
+    let done = Instant::now();
+    while bytes_held(&served.proxy) > 0 && done.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(bytes_held(&served.proxy), 0, "bytes still counted");
 }
