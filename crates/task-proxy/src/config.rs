@@ -760,6 +760,29 @@ pub enum ConfigError {
     BadPortalHost(String),
     #[error("--job-tls-ca-file {path}: {reason}")]
     JobTlsCa { path: PathBuf, reason: String },
+    /// A key file that cannot be used (the loader's message: path and reason).
+    #[error("{0}")]
+    KeyFile(String),
+}
+
+impl Config {
+    /// Reads the key files the configuration names (`--identity-key-file`,
+    /// `--identity-previous-key-file`, `--portal-key-file`) as serving would, so that
+    /// `--check-config` refuses a key the proxy would not start with.
+    pub fn check_key_files(&self) -> Result<(), ConfigError> {
+        if let Some(identity) = &self.identity {
+            // Without a key file a key is generated: nothing to check, and no warning here.
+            if identity.key_file.is_some() || identity.previous_key_file.is_some() {
+                crate::auth::identity::IdentitySigner::load(identity)
+                    .map_err(|e| ConfigError::KeyFile(e.to_string()))?;
+            }
+        }
+        if let Some(path) = &self.affinity_key_file {
+            crate::auth::session::SessionKey::from_file(path)
+                .map_err(|e| ConfigError::KeyFile(e.to_string()))?;
+        }
+        Ok(())
+    }
 }
 
 impl ServeArgs {

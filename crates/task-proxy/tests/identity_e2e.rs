@@ -164,6 +164,20 @@ async fn a_job_verifies_the_assertion_against_the_published_keys_and_rejects_for
     // The next request reuses the cached token.
     let again = alice_assertion(&env.job_headers(&["-H", ALICE]), "relay, again");
     assert_eq!(again, token);
+
+    // The metrics count the one signature (not the reuse) and the two published keys.
+    let (status, metrics) = env.proxy.admin_get("/metrics");
+    assert_eq!(status, 200);
+    for line in [
+        "task_proxy_identity_assertions_signed_total 1",
+        "task_proxy_identity_signing_errors_total 0",
+        "task_proxy_identity_published_keys 2",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in {metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,11 @@
 //! key, so every replica that loads the same key names it the same way. Hand-written on
 //! `ring` (already the TLS stack's crypto) rather than a JWT crate: one algorithm, fixed
 //! claims, signing only.
+//!
+//! Key files are PEM, PKCS#8 (`BEGIN PRIVATE KEY`) or SEC1 (`BEGIN EC PRIVATE KEY`, what
+//! `openssl ecparam -genkey` and Helm's `genPrivateKey "ecdsa"` write).
 
+use super::metrics::IdentityMetrics;
 use crate::answer::{full_body, ProxyBody};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -73,7 +77,7 @@ pub enum IdentityKeyError {
     #[error("the identity key file {path} holds no PEM private key: {reason}")]
     Pem { path: PathBuf, reason: String },
     #[error(
-        "the identity key file {path} is not a PKCS#8 key (convert it with `openssl pkcs8 -topk8 -nocrypt`)"
+        "the identity key file {path} is neither a PKCS#8 nor a SEC1 (EC) key (convert it with `openssl pkcs8 -topk8 -nocrypt`)"
     )]
     NotPkcs8 { path: PathBuf },
     #[error("the identity key file {path} is not a P-256 ECDSA key: {reason}")]
@@ -123,6 +127,9 @@ impl SigningKey {
         })?;
         match key {
             PrivateKeyDer::Pkcs8(der) => SigningKey::from_pkcs8(der.secret_pkcs8_der(), path),
+            PrivateKeyDer::Sec1(der) => {
+                SigningKey::from_pkcs8(&pkcs8_of_sec1(der.secret_sec1_der()), path)
+            }
             _ => Err(IdentityKeyError::NotPkcs8 {
                 path: path.to_path_buf(),
             }),
@@ -150,6 +157,41 @@ impl SigningKey {
             x: URL_SAFE_NO_PAD.encode(x),
             y: URL_SAFE_NO_PAD.encode(y),
         }
+    }
+}
+
+/// The PKCS#8 `PrivateKeyInfo` (DER) wrapping the SEC1 `ECPrivateKey` `sec1` as a P-256 key.
+/// ring reads PKCS#8 only; the wrapping is a fixed algorithm identifier (id-ecPublicKey,
+/// prime256v1) around the same bytes, so it is written here rather than taken from an ASN.1
+/// crate. ring then checks the inner key as for any PKCS#8 file: a key of another curve (its
+/// SEC1 parameters differ) or without its public key is rejected.
+fn pkcs8_of_sec1(sec1: &[u8]) -> Vec<u8> {
+    const VERSION: [u8; 3] = [0x02, 0x01, 0x00];
+    const ALGORITHM: [u8; 21] = [
+        0x30, 0x13, // SEQUENCE
+        0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, // 1.2.840.10045.2.1
+        0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, // 1.2.840.10045.3.1.7
+    ];
+    let mut key = vec![0x04]; // OCTET STRING
+    der_length(sec1.len(), &mut key);
+    key.extend_from_slice(sec1);
+    let mut out = vec![0x30]; // SEQUENCE
+    der_length(VERSION.len() + ALGORITHM.len() + key.len(), &mut out);
+    out.extend_from_slice(&VERSION);
+    out.extend_from_slice(&ALGORITHM);
+    out.extend_from_slice(&key);
+    out
+}
+
+/// Appends the DER encoding of a length.
+fn der_length(len: usize, out: &mut Vec<u8>) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
     }
 }
 
@@ -226,6 +268,7 @@ pub struct IdentitySigner {
     rng: SystemRandom,
     cache: RwLock<HashMap<String, Cached>>,
     clock: fn() -> u64,
+    metrics: IdentityMetrics,
 }
 
 impl fmt::Debug for IdentitySigner {
@@ -267,7 +310,18 @@ impl IdentitySigner {
             }
         };
         let previous = match &config.previous_key_file {
-            Some(path) => Some(SigningKey::load(path)?),
+            // The file is there during a rotation only: a Kubernetes secret volume shows the
+            // secret's keys, so removing `previous.pem` from the secret ends the rotation.
+            Some(path) => match SigningKey::load(path) {
+                Ok(key) => Some(key),
+                Err(IdentityKeyError::Read { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    tracing::info!(path = %path.display(), "no previous identity key (the file is absent): only the current key is published");
+                    None
+                }
+                Err(error) => return Err(error),
+            },
             None => None,
         };
         Ok(IdentitySigner::with_keys(current, previous, unix_now))
@@ -287,6 +341,8 @@ impl IdentitySigner {
                 keys.push(previous.jwk());
             }
         }
+        let metrics = IdentityMetrics::default();
+        metrics.set_published_keys(keys.len());
         let jwks = serde_json::json!({ "keys": keys }).to_string();
         IdentitySigner {
             current,
@@ -296,7 +352,13 @@ impl IdentitySigner {
             rng: SystemRandom::new(),
             cache: RwLock::new(HashMap::default()),
             clock,
+            metrics,
         }
+    }
+
+    /// The signer's metrics (registered with the auth metrics).
+    pub fn metrics(&self) -> &IdentityMetrics {
+        &self.metrics
     }
 
     /// The kid of the signing key.
@@ -341,7 +403,16 @@ impl IdentitySigner {
                 }
             }
         }
-        let headers = self.sign(login, audience, now)?;
+        let headers = match self.sign(login, audience, now) {
+            Ok(headers) => {
+                self.metrics.signed();
+                headers
+            }
+            Err(error) => {
+                self.metrics.signing_error();
+                return Err(error);
+            }
+        };
         if let Ok(mut cache) = self.cache.write() {
             if cache.len() >= MAX_CACHED {
                 cache.clear();
@@ -534,6 +605,90 @@ mod tests {
             32
         );
         assert_eq!(kid, kid_of(identity.current.pair.public_key().as_ref()));
+    }
+
+    /// One throwaway test key: as `openssl ecparam -genkey` (parameters first) and Helm's
+    /// `genPrivateKey "ecdsa"` write it (SEC1), and as `openssl pkcs8 -topk8` converts it.
+    const SEC1_P256: &str = "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEINwFlGqTa5kd+kIpU/o26jJm5Qq5RV4Uh42hr0tS98+QoAoGCCqGSM49\nAwEHoUQDQgAErUClPxkfsUejTeaNPPcaTIuN4byNg2G+Tgf+D6XHkBS7LH/a5YSd\n9+P1vYaEasvshdULruPsOlU5BQBaLbc1xQ==\n-----END EC PRIVATE KEY-----\n\n";
+    const PKCS8_P256: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg3AWUapNrmR36QilT\n+jbqMmblCrlFXhSHjaGvS1L3z5ChRANCAAStQKU/GR+xR6NN5o089xpMi43hvI2D\nYb5OB/4PpceQFLssf9rlhJ334/W9hoRqy+yF1Quu4+w6VTkFAFottzXF\n-----END PRIVATE KEY-----\n";
+    const SEC1_P384: &str = "-----BEGIN EC PRIVATE KEY-----\nMIGkAgEBBDDA+OticCGBZAYgEtVPhbfcYA5u8Bz1AdkCex3Kh5RVBqT1GPtQdwD5\nqlBAFv1pLmegBwYFK4EEACKhZANiAATt/YHSC8XlP4hD78kWnbxxTTYeh8uiEZ92\nMjwU6r6lMyMDpcUu7S+UnOrIMz1tMF4FXFe7r9tgYQsEFDOxBTcc9uIdHRH4KSfO\nDWKWQGQnYJ30ze7QcLQ7cZPR88E4L2Y=\n-----END EC PRIVATE KEY-----\n";
+
+    fn key_file(dir: &Path, name: &str, pem: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    }
+
+    #[test]
+    fn sec1_and_pkcs8_files_of_one_key_load_as_the_same_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let sec1 = SigningKey::load(&key_file(dir.path(), "sec1.pem", SEC1_P256)).unwrap();
+        let pkcs8 = SigningKey::load(&key_file(dir.path(), "pkcs8.pem", PKCS8_P256)).unwrap();
+        assert_eq!(sec1.kid, pkcs8.kid);
+        assert_eq!(
+            sec1.pair.public_key().as_ref(),
+            pkcs8.pair.public_key().as_ref()
+        );
+        // It signs what the other verifies.
+        let signature = sec1.pair.sign(&SystemRandom::new(), b"msg").unwrap();
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_FIXED,
+            pkcs8.pair.public_key().as_ref(),
+        )
+        .verify(b"msg", signature.as_ref())
+        .unwrap();
+
+        let err = SigningKey::load(&key_file(dir.path(), "p384.pem", SEC1_P384))
+            .err()
+            .unwrap();
+        assert!(matches!(err, IdentityKeyError::Rejected { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_absent_previous_key_file_means_no_rotation_but_an_absent_current_one_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let current = key_file(dir.path(), "current.pem", PKCS8_P256);
+        let absent = dir.path().join("previous.pem");
+        let identity = IdentitySigner::load(&IdentityConfig {
+            key_file: Some(current.clone()),
+            previous_key_file: Some(absent.clone()),
+        })
+        .unwrap();
+        assert_eq!(identity.metrics().published_keys(), 1);
+        let jwks: serde_json::Value = serde_json::from_str(identity.jwks()).unwrap();
+        assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1));
+
+        key_file(dir.path(), "previous.pem", SEC1_P384);
+        let err = IdentitySigner::load(&IdentityConfig {
+            key_file: Some(current),
+            previous_key_file: Some(absent.clone()),
+        })
+        .unwrap_err();
+        assert!(matches!(err, IdentityKeyError::Rejected { .. }), "{err}");
+        let err = IdentitySigner::load(&IdentityConfig {
+            key_file: Some(dir.path().join("nope.pem")),
+            previous_key_file: None,
+        })
+        .unwrap_err();
+        assert!(matches!(err, IdentityKeyError::Read { .. }), "{err}");
+    }
+
+    #[test]
+    fn metrics_count_signatures_not_cache_hits_and_the_published_keys() {
+        let identity = IdentitySigner::with_keys(
+            SigningKey::generate().unwrap(),
+            Some(SigningKey::generate().unwrap()),
+            unix_now,
+        );
+        assert_eq!(identity.metrics().published_keys(), 2);
+        identity.headers("alice", AUD).unwrap();
+        identity.headers("alice", AUD).unwrap();
+        identity.headers("bob", AUD).unwrap();
+        assert_eq!(identity.metrics().signed_count(), 2);
+        // A login that is no header value fails to sign and is counted.
+        assert!(identity.headers("al\nice", AUD).is_err());
+        assert_eq!(identity.metrics().signing_errors(), 1);
+        assert_eq!(identity.metrics().signed_count(), 2);
     }
 
     #[test]
