@@ -12,7 +12,10 @@
 //!
 //! The keys: the current one signs, a previous one (during a rotation) is only published so
 //! that tokens it signed stay verifiable until they expire. The kid is a hash of the public
-//! key, so every replica that loads the same key names it the same way. Hand-written on
+//! key, so every replica that loads the same key names it the same way. Key files are watched
+//! and reloaded when they change ([`IdentitySigner::watch`], as the TLS certificate is), so a
+//! rotation through a Kubernetes Secret needs no restart; a file that does not load is logged
+//! and the keys in use stay. Hand-written on
 //! `ring` (already the TLS stack's crypto) rather than a JWT crate: one algorithm, fixed
 //! claims, signing only.
 //!
@@ -21,6 +24,7 @@
 
 use super::metrics::IdentityMetrics;
 use crate::answer::{full_body, ProxyBody};
+use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use foldhash::HashMap;
@@ -258,13 +262,51 @@ pub struct Audience<'a> {
     pub service: &'a str,
 }
 
-/// Signs assertions and publishes the public keys. Shared by all workers.
-pub struct IdentitySigner {
+/// The keys in use, with what is derived from them once.
+struct Keys {
     current: SigningKey,
     previous: Option<SigningKey>,
+    /// The JWS header (naming the current kid), base64url.
     header_b64: String,
-    /// The JWKS document, built once (the keys never change while running).
-    jwks: String,
+    /// The JWKS document.
+    jwks: Arc<str>,
+    /// How many keys the document lists.
+    published: usize,
+}
+
+impl Keys {
+    fn new(current: SigningKey, previous: Option<SigningKey>) -> Keys {
+        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": current.kid});
+        let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
+        let mut keys = vec![current.jwk()];
+        if let Some(previous) = &previous {
+            if previous.kid != current.kid {
+                keys.push(previous.jwk());
+            }
+        }
+        let published = keys.len();
+        let jwks = serde_json::json!({ "keys": keys }).to_string().into();
+        Keys {
+            current,
+            previous,
+            header_b64,
+            jwks,
+            published,
+        }
+    }
+
+    fn previous_kid(&self) -> Option<&str> {
+        self.previous.as_ref().map(|k| k.kid.as_str())
+    }
+}
+
+/// Signs assertions and publishes the public keys. Shared by all workers.
+pub struct IdentitySigner {
+    keys: ArcSwap<Keys>,
+    /// Where the keys were read from (`None`: generated, nothing to reload).
+    files: Option<IdentityConfig>,
+    /// Told when the keys change (the Cypress publisher writes them at once).
+    changed: tokio::sync::watch::Sender<()>,
     rng: SystemRandom,
     cache: RwLock<HashMap<String, Cached>>,
     clock: fn() -> u64,
@@ -273,9 +315,10 @@ pub struct IdentitySigner {
 
 impl fmt::Debug for IdentitySigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys = self.keys.load();
         f.debug_struct("IdentitySigner")
-            .field("kid", &self.current.kid)
-            .field("previous_kid", &self.previous.as_ref().map(|k| &k.kid))
+            .field("kid", &keys.current.kid)
+            .field("previous_kid", &keys.previous_kid())
             .finish_non_exhaustive()
     }
 }
@@ -296,35 +339,52 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The keys in `key_file` and the configuration's previous key file.
+fn load_files(
+    key_file: &Path,
+    config: &IdentityConfig,
+) -> Result<(SigningKey, Option<SigningKey>), IdentityKeyError> {
+    Ok((SigningKey::load(key_file)?, load_previous(config)?))
+}
+
+/// The previous key, when its file is given and there.
+fn load_previous(config: &IdentityConfig) -> Result<Option<SigningKey>, IdentityKeyError> {
+    let Some(path) = &config.previous_key_file else {
+        return Ok(None);
+    };
+    // The file is there during a rotation only: a Kubernetes Secret volume shows the Secret's
+    // keys, so removing `previous.pem` from the Secret ends the rotation.
+    match SigningKey::load(path) {
+        Ok(key) => Ok(Some(key)),
+        Err(IdentityKeyError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            tracing::info!(path = %path.display(), "no previous identity key (the file is absent): only the current key is published");
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
 impl IdentitySigner {
     /// The keys `config` names; without a key file a key is generated (logged as a warning:
     /// replicas then sign with different keys, each publishing only its own).
     pub fn load(config: &IdentityConfig) -> Result<IdentitySigner, IdentityKeyError> {
-        let current = match &config.key_file {
-            Some(path) => SigningKey::load(path)?,
-            None => {
-                tracing::warn!(
-                    "no --identity-key-file: signing job identity assertions with a key generated at start-up (each replica has its own; give all replicas one key from a secret)"
-                );
-                SigningKey::generate()?
-            }
+        let Some(key_file) = &config.key_file else {
+            tracing::warn!(
+                "no --identity-key-file: signing job identity assertions with a key generated at start-up (each replica has its own; give all replicas one key from a secret)"
+            );
+            let previous = load_previous(config)?;
+            return Ok(IdentitySigner::with_keys(
+                SigningKey::generate()?,
+                previous,
+                unix_now,
+            ));
         };
-        let previous = match &config.previous_key_file {
-            // The file is there during a rotation only: a Kubernetes secret volume shows the
-            // secret's keys, so removing `previous.pem` from the secret ends the rotation.
-            Some(path) => match SigningKey::load(path) {
-                Ok(key) => Some(key),
-                Err(IdentityKeyError::Read { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    tracing::info!(path = %path.display(), "no previous identity key (the file is absent): only the current key is published");
-                    None
-                }
-                Err(error) => return Err(error),
-            },
-            None => None,
-        };
-        Ok(IdentitySigner::with_keys(current, previous, unix_now))
+        let (current, previous) = load_files(key_file, config)?;
+        let mut signer = IdentitySigner::with_keys(current, previous, unix_now);
+        signer.files = Some(config.clone());
+        Ok(signer)
     }
 
     fn with_keys(
@@ -332,28 +392,95 @@ impl IdentitySigner {
         previous: Option<SigningKey>,
         clock: fn() -> u64,
     ) -> IdentitySigner {
-        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": current.kid});
-        let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
         tracing::info!(kid = %current.kid, "job identity assertions on");
-        let mut keys = vec![current.jwk()];
-        if let Some(previous) = &previous {
-            if previous.kid != current.kid {
-                keys.push(previous.jwk());
-            }
-        }
+        let keys = Keys::new(current, previous);
         let metrics = IdentityMetrics::default();
-        metrics.set_published_keys(keys.len());
-        let jwks = serde_json::json!({ "keys": keys }).to_string();
+        metrics.set_published_keys(keys.published);
         IdentitySigner {
-            current,
-            previous,
-            header_b64,
-            jwks,
+            keys: ArcSwap::from_pointee(keys),
+            files: None,
+            changed: tokio::sync::watch::Sender::new(()),
             rng: SystemRandom::new(),
             cache: RwLock::new(HashMap::default()),
             clock,
             metrics,
         }
+    }
+
+    /// Reads the key files again and, when they hold other keys, signs and publishes with
+    /// those from now on (cached assertions are dropped, so the next ones carry the new kid).
+    /// Returns whether the keys changed; on an error the keys in use stay. Generated keys
+    /// (no `--identity-key-file`) never change.
+    pub fn reload(&self) -> Result<bool, IdentityKeyError> {
+        let Some(files) = &self.files else {
+            return Ok(false);
+        };
+        let Some(key_file) = &files.key_file else {
+            return Ok(false);
+        };
+        let (current, previous) = load_files(key_file, files)?;
+        let old = self.keys.load();
+        if current.kid == old.current.kid
+            && previous.as_ref().map(|k| k.kid.as_str()) == old.previous_kid()
+        {
+            return Ok(false);
+        }
+        tracing::info!(
+            kid = %current.kid,
+            previous_kid = ?previous.as_ref().map(|k| k.kid.as_str()),
+            was_kid = %old.current.kid,
+            "identity keys reloaded"
+        );
+        let keys = Keys::new(current, previous);
+        self.metrics.set_published_keys(keys.published);
+        self.keys.store(Arc::new(keys));
+        if let Ok(mut cache) = self.cache.write() {
+            cache.clear();
+        }
+        self.changed.send_replace(());
+        Ok(true)
+    }
+
+    /// The files' modification times (`None` for one absent or unreadable).
+    fn stamp(&self) -> Vec<Option<SystemTime>> {
+        let Some(files) = &self.files else {
+            return Vec::new();
+        };
+        [&files.key_file, &files.previous_key_file]
+            .into_iter()
+            .flatten()
+            .map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+            .collect()
+    }
+
+    /// Polls the key files' modification times every `period` and reloads on a change, until
+    /// `shutdown`. A Kubernetes Secret volume swaps all of its files at once.
+    pub async fn watch(self: Arc<Self>, period: Duration, shutdown: CancellationToken) {
+        if self.files.is_none() {
+            return;
+        }
+        let mut last = self.stamp();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            let now = self.stamp();
+            if now == last {
+                continue;
+            }
+            // Files copied one after the other: let the second land.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            last = self.stamp();
+            if let Err(error) = self.reload() {
+                tracing::error!(%error, "identity keys not reloaded; the keys in use stay");
+            }
+        }
+    }
+
+    /// A receiver told each time the keys change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changed.subscribe()
     }
 
     /// The signer's metrics (registered with the auth metrics).
@@ -362,18 +489,18 @@ impl IdentitySigner {
     }
 
     /// The kid of the signing key.
-    pub fn kid(&self) -> &str {
-        &self.current.kid
+    pub fn kid(&self) -> String {
+        self.keys.load().current.kid.clone()
     }
 
     /// The JWKS document: the signing key, then the previous one when rotating.
-    pub fn jwks(&self) -> &str {
-        &self.jwks
+    pub fn jwks(&self) -> Arc<str> {
+        self.keys.load().jwks.clone()
     }
 
     /// The answer to `GET /.well-known/jwks.json`.
     pub fn jwks_response(&self) -> Response<ProxyBody> {
-        let mut response = Response::new(full_body(self.jwks.clone()));
+        let mut response = Response::new(full_body(self.jwks().to_string()));
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -447,11 +574,12 @@ impl IdentitySigner {
             exp: now + TOKEN_LIFETIME.as_secs(),
         };
         let payload = serde_json::to_vec(&claims).map_err(|_| SignError::Sign)?;
-        let mut token = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 100);
-        token.push_str(&self.header_b64);
+        let keys = self.keys.load();
+        let mut token = String::with_capacity(keys.header_b64.len() + payload.len() * 4 / 3 + 100);
+        token.push_str(&keys.header_b64);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
-        let signature = self
+        let signature = keys
             .current
             .pair
             .sign(&self.rng, token.as_bytes())
@@ -467,26 +595,24 @@ impl IdentitySigner {
 
 /// Keeps the JWKS document at `path` (a Cypress document node, `<dir-path>/jwks`) until
 /// `stop`, so a job can read the keys with the YTsaurus client it already has. Written with
-/// the proxy's robot client at start (retried until it succeeds) and again every
-/// [`PUBLISH_PERIOD`].
+/// the proxy's robot client at start (retried until it succeeds), again every
+/// [`PUBLISH_PERIOD`], and at once when the keys are reloaded.
 pub async fn publish_jwks(
     signer: Arc<IdentitySigner>,
     client: YtClient,
     path: String,
     stop: CancellationToken,
 ) {
-    let document = match serde_json::from_str(signer.jwks())
-        .ok()
-        .and_then(|json| Node::from_json(&json).ok())
-    {
-        Some(document) => document,
-        None => {
-            tracing::error!("the JWKS document is not valid JSON; not publishing it");
-            return;
-        }
-    };
+    let mut changed = signer.subscribe();
     let mut retry = PUBLISH_RETRY;
     loop {
+        let Some(document) = serde_json::from_str(&signer.jwks())
+            .ok()
+            .and_then(|json| Node::from_json(&json).ok())
+        else {
+            tracing::error!("the JWKS document is not valid JSON; not publishing it");
+            return;
+        };
         let written = async {
             client.create("document", &path, None, true, true).await?;
             client.set(&path, &document).await
@@ -508,6 +634,8 @@ pub async fn publish_jwks(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
+            // A closed channel (the signer is gone) leaves the period's timer.
+            Ok(()) = changed.changed() => {}
         }
     }
 }
@@ -591,7 +719,7 @@ mod tests {
         let previous = SigningKey::generate().unwrap();
         let (kid, old_kid) = (current.kid.clone(), previous.kid.clone());
         let identity = IdentitySigner::with_keys(current, Some(previous), fake_now);
-        let jwks: serde_json::Value = serde_json::from_str(identity.jwks()).unwrap();
+        let jwks: serde_json::Value = serde_json::from_str(&identity.jwks()).unwrap();
         let keys = jwks["keys"].as_array().unwrap();
         assert_eq!(keys.len(), 2);
         assert_eq!(keys[0]["kid"], kid.as_str());
@@ -604,7 +732,10 @@ mod tests {
                 .len(),
             32
         );
-        assert_eq!(kid, kid_of(identity.current.pair.public_key().as_ref()));
+        assert_eq!(
+            kid,
+            kid_of(identity.keys.load().current.pair.public_key().as_ref())
+        );
     }
 
     /// One throwaway test key: as `openssl ecparam -genkey` (parameters first) and Helm's
@@ -655,7 +786,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(identity.metrics().published_keys(), 1);
-        let jwks: serde_json::Value = serde_json::from_str(identity.jwks()).unwrap();
+        let jwks: serde_json::Value = serde_json::from_str(&identity.jwks()).unwrap();
         assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1));
 
         key_file(dir.path(), "previous.pem", SEC1_P384);
@@ -671,6 +802,102 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(err, IdentityKeyError::Read { .. }), "{err}");
+    }
+
+    #[test]
+    fn reloading_changed_files_switches_keys_and_a_bad_file_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = |alg| rcgen::KeyPair::generate_for(alg).unwrap().serialize_pem();
+        let p256 = || pem(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let current = key_file(dir.path(), "current.pem", &p256());
+        let previous = dir.path().join("previous.pem");
+        let identity = IdentitySigner::load(&IdentityConfig {
+            key_file: Some(current.clone()),
+            previous_key_file: Some(previous.clone()),
+        })
+        .unwrap();
+        let changed = identity.subscribe();
+        let old_kid = identity.kid();
+        let first = identity.headers("alice", AUD).unwrap();
+        assert!(!identity.reload().unwrap(), "the same files: no change");
+        assert!(!changed.has_changed().unwrap());
+
+        // A rotation's second step: a new current key, the old one as previous.
+        std::fs::copy(&current, &previous).unwrap();
+        key_file(dir.path(), "current.pem", &p256());
+        assert!(identity.reload().unwrap());
+        assert!(changed.has_changed().unwrap());
+        let new_kid = identity.kid();
+        assert_ne!(new_kid, old_kid);
+        let jwks: serde_json::Value = serde_json::from_str(&identity.jwks()).unwrap();
+        let kids: Vec<&str> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|k| k["kid"].as_str())
+            .collect();
+        assert_eq!(kids, [new_kid.as_str(), old_kid.as_str()]);
+        assert_eq!(identity.metrics().published_keys(), 2);
+        // The cached assertion is not reused: the next one names the new key.
+        let second = identity.headers("alice", AUD).unwrap();
+        assert_ne!(second.assertion, first.assertion);
+        let header = second
+            .assertion
+            .to_str()
+            .unwrap()
+            .split('.')
+            .next()
+            .unwrap();
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+        assert_eq!(header["kid"], new_kid.as_str());
+
+        // A broken current file is refused and the keys in use stay.
+        std::fs::write(&current, "garbage").unwrap();
+        assert!(identity.reload().is_err());
+        assert_eq!(identity.kid(), new_kid);
+        assert_eq!(identity.metrics().published_keys(), 2);
+
+        // The rotation's end: the previous file goes.
+        std::fs::remove_file(&previous).unwrap();
+        let current_pem = p256();
+        key_file(dir.path(), "current.pem", &current_pem);
+        assert!(identity.reload().unwrap());
+        assert_eq!(identity.metrics().published_keys(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_watcher_reloads_when_a_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p256 = || {
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                .unwrap()
+                .serialize_pem()
+        };
+        let current = key_file(dir.path(), "current.pem", &p256());
+        let identity = Arc::new(
+            IdentitySigner::load(&IdentityConfig {
+                key_file: Some(current),
+                previous_key_file: Some(dir.path().join("previous.pem")),
+            })
+            .unwrap(),
+        );
+        let stop = CancellationToken::new();
+        tokio::spawn(
+            identity
+                .clone()
+                .watch(Duration::from_millis(20), stop.clone()),
+        );
+        let mut changed = identity.subscribe();
+        // The watcher takes the files' first stamps once it runs.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        key_file(dir.path(), "previous.pem", &p256());
+        tokio::time::timeout(Duration::from_secs(10), changed.changed())
+            .await
+            .expect("reloaded within 10 s")
+            .unwrap();
+        assert_eq!(identity.metrics().published_keys(), 2);
+        stop.cancel();
     }
 
     #[test]
