@@ -122,14 +122,15 @@ pub struct ServeArgs {
           value_parser = parse_go_bool)]
     pub identity_headers: bool,
 
-    /// PEM file (PKCS#8, P-256) with the key that signs job identity assertions (the same
-    /// file on every replica, e.g. from a Kubernetes secret). Without it a key is generated
-    /// at start-up.
+    /// PEM file (P-256, PKCS#8 or SEC1 `EC PRIVATE KEY`) with the key that signs job identity
+    /// assertions (the same file on every replica, e.g. from a Kubernetes secret); re-read
+    /// when it changes. Without it a key is generated at start-up.
     #[arg(long, env = "TASK_PROXY_IDENTITY_KEY_FILE")]
     pub identity_key_file: Option<PathBuf>,
 
     /// PEM file with the previous signing key during a rotation: only published (JWKS), so
-    /// assertions it signed stay verifiable until they expire.
+    /// assertions it signed stay verifiable until they expire. An absent file means no
+    /// rotation; re-read when it appears, changes or goes.
     #[arg(long, env = "TASK_PROXY_IDENTITY_PREVIOUS_KEY_FILE")]
     pub identity_previous_key_file: Option<PathBuf>,
 

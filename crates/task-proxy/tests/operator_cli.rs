@@ -56,6 +56,12 @@ fn help_documents_every_flag_with_its_env_var() {
             "--route-timeout-seconds",
             "TASK_PROXY_ROUTE_TIMEOUT_SECONDS",
         ),
+        ("--identity-key-file", "TASK_PROXY_IDENTITY_KEY_FILE"),
+        (
+            "--identity-previous-key-file",
+            "TASK_PROXY_IDENTITY_PREVIOUS_KEY_FILE",
+        ),
+        ("--portal-key-file", "TASK_PROXY_PORTAL_KEY_FILE"),
         ("--check-config", ""),
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
