@@ -122,14 +122,15 @@ pub struct ServeArgs {
           value_parser = parse_go_bool)]
     pub identity_headers: bool,
 
-    /// PEM file (PKCS#8, P-256) with the key that signs job identity assertions (the same
-    /// file on every replica, e.g. from a Kubernetes secret). Without it a key is generated
-    /// at start-up.
+    /// PEM file (P-256, PKCS#8 or SEC1 `EC PRIVATE KEY`) with the key that signs job identity
+    /// assertions (the same file on every replica, e.g. from a Kubernetes secret); re-read
+    /// when it changes. Without it a key is generated at start-up.
     #[arg(long, env = "TASK_PROXY_IDENTITY_KEY_FILE")]
     pub identity_key_file: Option<PathBuf>,
 
     /// PEM file with the previous signing key during a rotation: only published (JWKS), so
-    /// assertions it signed stay verifiable until they expire.
+    /// assertions it signed stay verifiable until they expire. An absent file means no
+    /// rotation; re-read when it appears, changes or goes.
     #[arg(long, env = "TASK_PROXY_IDENTITY_PREVIOUS_KEY_FILE")]
     pub identity_previous_key_file: Option<PathBuf>,
 
@@ -760,6 +761,29 @@ pub enum ConfigError {
     BadPortalHost(String),
     #[error("--job-tls-ca-file {path}: {reason}")]
     JobTlsCa { path: PathBuf, reason: String },
+    /// A key file that cannot be used (the loader's message: path and reason).
+    #[error("{0}")]
+    KeyFile(String),
+}
+
+impl Config {
+    /// Reads the key files the configuration names (`--identity-key-file`,
+    /// `--identity-previous-key-file`, `--portal-key-file`) as serving would, so that
+    /// `--check-config` refuses a key the proxy would not start with.
+    pub fn check_key_files(&self) -> Result<(), ConfigError> {
+        if let Some(identity) = &self.identity {
+            // Without a key file a key is generated: nothing to check, and no warning here.
+            if identity.key_file.is_some() || identity.previous_key_file.is_some() {
+                crate::auth::identity::IdentitySigner::load(identity)
+                    .map_err(|e| ConfigError::KeyFile(e.to_string()))?;
+            }
+        }
+        if let Some(path) = &self.affinity_key_file {
+            crate::auth::session::SessionKey::from_file(path)
+                .map_err(|e| ConfigError::KeyFile(e.to_string()))?;
+        }
+        Ok(())
+    }
 }
 
 impl ServeArgs {

@@ -61,6 +61,10 @@ fn main() -> std::process::ExitCode {
                 Ok(config) => config,
             };
             if check_only {
+                if let Err(e) = config.check_key_files() {
+                    eprintln!("task-proxy: invalid configuration: {e}");
+                    return std::process::ExitCode::from(2);
+                }
                 println!("{config:#?}");
                 return std::process::ExitCode::SUCCESS;
             }

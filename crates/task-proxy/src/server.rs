@@ -447,6 +447,13 @@ impl Parts {
         if let Some(tls) = tls {
             tokio::spawn(tls.watch(Duration::from_secs(1), shutdown.clone()));
         }
+        if let Some(identity) = gate.identity() {
+            tokio::spawn(
+                identity
+                    .clone()
+                    .watch(Duration::from_secs(1), shutdown.clone()),
+            );
+        }
         let mut registry = admin::metrics::registry(table.clone(), balancer.clone(), metrics);
         gate.register_metrics(&mut registry);
         if let Some(status) = &discovery_status {

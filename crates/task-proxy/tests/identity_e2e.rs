@@ -164,6 +164,20 @@ async fn a_job_verifies_the_assertion_against_the_published_keys_and_rejects_for
     // The next request reuses the cached token.
     let again = alice_assertion(&env.job_headers(&["-H", ALICE]), "relay, again");
     assert_eq!(again, token);
+
+    // The metrics count the one signature (not the reuse) and the two published keys.
+    let (status, metrics) = env.proxy.admin_get("/metrics");
+    assert_eq!(status, 200);
+    for line in [
+        "task_proxy_identity_assertions_signed_total 1",
+        "task_proxy_identity_signing_errors_total 0",
+        "task_proxy_identity_published_keys 2",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in {metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,4 +338,72 @@ async fn the_discovering_proxy_publishes_the_keys_in_cypress_for_jobs() {
     let verified = verify_with(python, path, &token, &env.domain("web"));
     assert_eq!(verified["claims"]["login"], "alice", "{verified}");
     assert_eq!(verified["foreign_key"], "rejected: InvalidSignatureError");
+}
+
+/// A rotation through the key files, as a Kubernetes Secret update does it: the running proxy
+/// publishes the new key with the old one within seconds, signs with the new one, and the
+/// old one's tokens still verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_key_files_needs_no_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let current = write_key(dir.path(), "current.pem");
+    let previous = dir.path().join("previous.pem");
+    let env = Env::start(&[
+        "--identity-key-file",
+        &current,
+        "--identity-previous-key-file",
+        &previous.to_string_lossy(),
+    ])
+    .await;
+    let domain = env.domain("web");
+    let kids = |jwks: &str| -> Vec<String> {
+        let doc: Value = serde_json::from_str(jwks).unwrap_or_else(|e| panic!("{e}: {jwks}"));
+        doc["keys"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{jwks}"))
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let (_, before) = env.jwks(BASE_DOMAIN);
+    let old_kids = kids(&before);
+    assert_eq!(old_kids.len(), 1, "{before}");
+    let old_token = alice_assertion(&env.job_headers(&["-H", ALICE]), "before");
+
+    // The old key becomes the previous one, a new key the current one.
+    std::fs::copy(&current, &previous).expect("copy the old key");
+    write_key(dir.path(), "current.pem");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let after = loop {
+        let (_, jwks) = env.jwks(BASE_DOMAIN);
+        if kids(&jwks).len() == 2 {
+            break jwks;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new key is not published: {jwks}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let new_kids = kids(&after);
+    assert_ne!(new_kids[0], old_kids[0]);
+    assert_eq!(new_kids[1], old_kids[0]);
+
+    let new_token = alice_assertion(&env.job_headers(&["-H", ALICE]), "after");
+    assert_ne!(new_token, old_token, "a cached token of the old key");
+    assert_eq!(
+        verify(&after, &new_token, &domain)["kid"],
+        new_kids[0].as_str()
+    );
+    assert_eq!(
+        verify(&after, &old_token, &domain)["kid"],
+        old_kids[0].as_str()
+    );
+    let (_, metrics) = env.proxy.admin_get("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "task_proxy_identity_published_keys 2"),
+        "{metrics}"
+    );
 }

@@ -56,6 +56,12 @@ fn help_documents_every_flag_with_its_env_var() {
             "--route-timeout-seconds",
             "TASK_PROXY_ROUTE_TIMEOUT_SECONDS",
         ),
+        ("--identity-key-file", "TASK_PROXY_IDENTITY_KEY_FILE"),
+        (
+            "--identity-previous-key-file",
+            "TASK_PROXY_IDENTITY_PREVIOUS_KEY_FILE",
+        ),
+        ("--portal-key-file", "TASK_PROXY_PORTAL_KEY_FILE"),
         ("--check-config", ""),
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
@@ -179,6 +185,122 @@ fn kind_of(doc: &serde_yaml_ng::Value) -> &str {
 
 /// Checks the Deployment's single container and runs its args through `--check-config`.
 fn check_deployment(docs: &[serde_yaml_ng::Value], token_file: &Path) -> Vec<String> {
+    let output = run_deployment(docs, token_file, &[]);
+    let args = container_args(docs);
+    assert!(
+        output.status.success(),
+        "the chart's args {args:?} are refused: {}",
+        output_text(&output)
+    );
+    args
+}
+
+/// The Secrets the cluster would hold besides the rendered ones: name, then (key, bytes).
+type Secrets<'a> = [(&'a str, Vec<(&'a str, Vec<u8>)>)];
+
+/// The Deployment's single container's args, as rendered.
+fn container_args(docs: &[serde_yaml_ng::Value]) -> Vec<String> {
+    deployment_of(docs)["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg").to_string())
+        .collect()
+}
+
+fn deployment_of(docs: &[serde_yaml_ng::Value]) -> &serde_yaml_ng::Value {
+    docs.iter()
+        .find(|d| kind_of(d) == "Deployment")
+        .expect("a Deployment")
+}
+
+/// Does what the kubelet would for the container's Secret volumes (rendered Secrets, or
+/// `secrets`; the robot's token is `token_file`): writes each one's keys (its `items` when
+/// given) to a directory under `token_file`'s, and points the args at the files there.
+fn mount_secrets(
+    docs: &[serde_yaml_ng::Value],
+    token_file: &Path,
+    secrets: &Secrets<'_>,
+    args: Vec<String>,
+) -> Vec<String> {
+    use base64::Engine;
+    let pod = &deployment_of(docs)["spec"]["template"]["spec"];
+    let mut args = args;
+    for mount in pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .expect("volumeMounts")
+    {
+        let name = mount["name"].as_str().expect("mount name");
+        let mount_path = mount["mountPath"].as_str().expect("mountPath");
+        let volume = pod["volumes"]
+            .as_sequence()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no volume {name}"));
+        let Some(secret_name) = volume["secret"]["secretName"].as_str() else {
+            continue;
+        };
+        let data: Vec<(String, Vec<u8>)> = match docs
+            .iter()
+            .find(|d| kind_of(d) == "Secret" && d["metadata"]["name"] == secret_name)
+        {
+            Some(secret) => secret["data"]
+                .as_mapping()
+                .expect("Secret data")
+                .iter()
+                .map(|(k, v)| {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(v.as_str().expect("base64 string"))
+                        .expect("Secret data is base64");
+                    (k.as_str().expect("key").to_string(), bytes)
+                })
+                .collect(),
+            None => match secrets.iter().find(|(n, _)| *n == secret_name) {
+                Some((_, data)) => data
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+                // The robot's token, handled by the caller.
+                None => continue,
+            },
+        };
+        assert_eq!(mount["readOnly"], true, "{mount:?}");
+        assert!(mount["subPath"].is_null(), "a subPath is never updated");
+        let dir = token_file.with_file_name(name);
+        std::fs::create_dir_all(&dir).expect("mount dir");
+        let items = volume["secret"]["items"].as_sequence();
+        for (key, bytes) in &data {
+            let path = match items {
+                None => Some(key.as_str()),
+                Some(items) => items
+                    .iter()
+                    .find(|i| i["key"] == key.as_str())
+                    .and_then(|i| i["path"].as_str()),
+            };
+            if let Some(path) = path {
+                std::fs::write(dir.join(path), bytes).expect("write a Secret key");
+            }
+        }
+        let prefix = format!("{mount_path}/");
+        args = args
+            .into_iter()
+            .map(|a| match a.split_once(&prefix) {
+                Some((flag, rest)) => format!("{flag}{}/{rest}", dir.display()),
+                None => a,
+            })
+            .collect();
+    }
+    args
+}
+
+/// Checks the Deployment's single container and runs its args through `--check-config`, with
+/// its Secret volumes mounted from the rendered Secrets and `secrets`.
+fn run_deployment(
+    docs: &[serde_yaml_ng::Value],
+    token_file: &Path,
+    secrets: &Secrets<'_>,
+) -> Output {
     let deployment = docs
         .iter()
         .find(|d| kind_of(d) == "Deployment")
@@ -225,15 +347,10 @@ fn check_deployment(docs: &[serde_yaml_ng::Value], token_file: &Path) -> Vec<Str
             None => a,
         })
         .collect();
+    let args = mount_secrets(docs, token_file, secrets, args);
     let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
     all.push("--check-config");
-    let output = task_proxy(&all);
-    assert!(
-        output.status.success(),
-        "the chart's args {args:?} are refused: {}",
-        output_text(&output)
-    );
-    args
+    task_proxy(&all)
 }
 
 /// The public Service (named after the release) publishes only the proxy ports; the admin port
@@ -640,4 +757,158 @@ monitoring:
             || a.starts_with("-logging-config")),
         "{args:?}"
     );
+}
+
+/// The volume of the pod named `name`, and the container's mount of it.
+fn volume_and_mount<'a>(
+    docs: &'a [serde_yaml_ng::Value],
+    name: &str,
+) -> Option<(&'a serde_yaml_ng::Value, &'a serde_yaml_ng::Value)> {
+    let pod = &deployment_of(docs)["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_sequence()?
+        .iter()
+        .find(|v| v["name"] == name)?;
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_sequence()?
+        .iter()
+        .find(|m| m["name"] == name)?;
+    Some((volume, mount))
+}
+
+fn p256_pem() -> Vec<u8> {
+    rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .expect("P-256 key")
+        .serialize_pem()
+        .into_bytes()
+}
+
+/// The replicas share the identity signing key and the portal key through a Secret: by
+/// default one the chart makes (with Helm's own ECDSA key, which the binary must read), or the
+/// operator's; without either, 2 replicas are refused.
+#[test]
+fn helm_chart_shares_the_keys_through_a_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "robot-token\n").expect("token");
+    let flags = [
+        "--identity-headers=true",
+        "--identity-key-file=/etc/task-proxy-keys/identity/current.pem",
+        "--identity-previous-key-file=/etc/task-proxy-keys/identity/previous.pem",
+        "--portal-key-file=/etc/task-proxy-keys/portal/sessionKey",
+    ];
+
+    // Defaults: the chart's Secret <release>-keys, both volumes from it, the flags, and the
+    // binary accepts the key Helm generated (SEC1 PEM) and the session key.
+    let docs = render(&[]);
+    let secret = docs
+        .iter()
+        .find(|d| kind_of(d) == "Secret" && d["metadata"]["name"] == "tp-keys")
+        .expect("the chart's key Secret");
+    use base64::Engine;
+    let decode = |key: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(secret["data"][key].as_str().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    let pem = String::from_utf8(decode("current.pem")).expect("PEM text");
+    assert!(pem.starts_with("-----BEGIN EC PRIVATE KEY-----"), "{pem}");
+    assert!(decode("sessionKey").len() >= 32);
+    assert!(secret["data"]["previous.pem"].is_null());
+    let args = check_deployment(&docs, &token_file);
+    for flag in flags {
+        assert!(args.iter().any(|a| a == flag), "{flag} not in {args:?}");
+    }
+    for volume in ["identity-keys", "portal-key"] {
+        let (volume, mount) = volume_and_mount(&docs, volume).expect("the key volume");
+        assert_eq!(volume["secret"]["secretName"], "tp-keys");
+        assert_eq!(mount["readOnly"], true);
+    }
+
+    // Check-config reads the keys: a key of another curve in the Secret is refused.
+    let mut bad = docs.clone();
+    for doc in bad.iter_mut().filter(|d| kind_of(d) == "Secret") {
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)
+            .expect("P-384 key")
+            .serialize_pem();
+        doc["data"]["current.pem"] = base64::engine::general_purpose::STANDARD
+            .encode(p384)
+            .into();
+    }
+    let refused = run_deployment(&bad, &token_file, &[]);
+    assert_eq!(refused.status.code(), Some(2), "{}", output_text(&refused));
+    assert!(
+        output_text(&refused).contains("not a P-256 ECDSA key"),
+        "{}",
+        output_text(&refused)
+    );
+
+    // The operator's Secrets, with a rotation's previous key: nothing generated.
+    let docs = render(&[
+        "--set",
+        "identity.existingSecret=tp-identity",
+        "--set",
+        "portal.existingSecret=tp-portal",
+    ]);
+    assert!(!docs.iter().any(|d| kind_of(d) == "Secret"));
+    let identity = (
+        "tp-identity",
+        vec![("current.pem", p256_pem()), ("previous.pem", p256_pem())],
+    );
+    let session_key = ("sessionKey", b"0123456789abcdef0123456789abcdef\n".to_vec());
+    let output = run_deployment(
+        &docs,
+        &token_file,
+        &[identity.clone(), ("tp-portal", vec![session_key])],
+    );
+    assert!(output.status.success(), "{}", output_text(&output));
+    let args = container_args(&docs);
+    for flag in flags {
+        assert!(args.iter().any(|a| a == flag), "{flag} not in {args:?}");
+    }
+    let (volume, _) = volume_and_mount(&docs, "identity-keys").expect("identity volume");
+    assert_eq!(volume["secret"]["secretName"], "tp-identity");
+    let (volume, _) = volume_and_mount(&docs, "portal-key").expect("portal volume");
+    assert_eq!(volume["secret"]["secretName"], "tp-portal");
+    // A session key too short is refused with the reason.
+    let output = run_deployment(
+        &docs,
+        &token_file,
+        &[
+            identity,
+            ("tp-portal", vec![("sessionKey", b"short".to_vec())]),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
+    assert!(
+        output_text(&output).contains("at least 32 bytes"),
+        "{}",
+        output_text(&output)
+    );
+
+    // Identity off: no signing key mounted, the portal key still is.
+    let docs = render(&["--set", "identity.enabled=false"]);
+    let args = check_deployment(&docs, &token_file);
+    assert!(args.contains(&"--identity-headers=false".to_string()));
+    assert!(!args.iter().any(|a| a.starts_with("--identity-key-file")));
+    assert!(volume_and_mount(&docs, "identity-keys").is_none());
+    assert!(args.contains(&flags[3].to_string()), "{args:?}");
+
+    // No generated Secret and none given: refused with 2 replicas, per-process keys with 1.
+    let chart = test_support::workspace_root().join("deploy/helm/task-proxy");
+    let output = Command::new(test_support::tool("helm"))
+        .args(["template", "tp", &chart.to_string_lossy()])
+        .args(["--set", "keys.generate=false"])
+        .output()
+        .expect("run helm");
+    assert!(!output.status.success());
+    assert!(
+        output_text(&output).contains("identity.existingSecret is required"),
+        "{}",
+        output_text(&output)
+    );
+    let docs = render(&["--set", "keys.generate=false", "--set", "replicas=1"]);
+    let args = check_deployment(&docs, &token_file);
+    assert!(!args.iter().any(|a| a.contains("key-file")), "{args:?}");
+    assert!(!docs.iter().any(|d| kind_of(d) == "Secret"));
 }

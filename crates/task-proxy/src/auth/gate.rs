@@ -442,9 +442,13 @@ impl Gate {
         &self.inner.metrics
     }
 
-    /// Adds the auth metrics to the data plane's registry.
+    /// Adds the auth metrics (with the identity signer's, once attached) to the data
+    /// plane's registry.
     pub fn register_metrics(&self, registry: &mut Registry) {
         self.inner.metrics.register(registry);
+        if let Some(identity) = self.inner.identity.get() {
+            identity.metrics().register(registry);
+        }
     }
 
     /// Decides on a routed request from `client` (the peer address, for the look-up limits);

@@ -335,3 +335,63 @@ impl AuthMetrics {
             .get()
     }
 }
+
+/// The job identity signer's metrics: assertions signed (cache misses; cached ones are not
+/// counted), signatures that failed (the job then gets the request without identity), and the
+/// keys the JWKS document publishes (2 during a rotation).
+#[derive(Debug, Clone, Default)]
+pub struct IdentityMetrics {
+    signed: Counter,
+    errors: Counter,
+    published_keys: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl IdentityMetrics {
+    /// Adds `task_proxy_identity_assertions_signed_total`,
+    /// `task_proxy_identity_signing_errors_total` and `task_proxy_identity_published_keys`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "task_proxy_identity_assertions_signed",
+            "Identity assertions (JWTs) signed for jobs; reused cached ones are not counted",
+            self.signed.clone(),
+        );
+        registry.register(
+            "task_proxy_identity_signing_errors",
+            "Identity assertions that could not be made (the job got the request without identity)",
+            self.errors.clone(),
+        );
+        registry.register(
+            "task_proxy_identity_published_keys",
+            "Public keys in the JWKS document (2 while a previous key is kept for a rotation)",
+            self.published_keys.clone(),
+        );
+    }
+
+    pub fn signed(&self) {
+        self.signed.inc();
+    }
+
+    pub fn signing_error(&self) {
+        self.errors.inc();
+    }
+
+    pub fn set_published_keys(&self, keys: usize) {
+        self.published_keys
+            .set(i64::try_from(keys).unwrap_or(i64::MAX));
+    }
+
+    /// The count of assertions signed.
+    pub fn signed_count(&self) -> u64 {
+        self.signed.get()
+    }
+
+    /// The count of failed signatures.
+    pub fn signing_errors(&self) -> u64 {
+        self.errors.get()
+    }
+
+    /// The keys published.
+    pub fn published_keys(&self) -> i64 {
+        self.published_keys.get()
+    }
+}

@@ -29,3 +29,33 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- toYaml $s -}}
 {{- end }}
+
+{{- /* The chart's own Secret of the shared keys. */ -}}
+{{- define "task-proxy.keysSecret" -}}
+{{- printf "%s-keys" .Release.Name -}}
+{{- end }}
+
+{{- /* The Secret with current.pem (and previous.pem): empty when identity is off or no
+Secret is given nor generated. */ -}}
+{{- define "task-proxy.identitySecret" -}}
+{{- if and .Values.identity.enabled .Values.auth.enabled -}}
+{{- if .Values.identity.existingSecret -}}
+{{- .Values.identity.existingSecret -}}
+{{- else if .Values.keys.generate -}}
+{{- include "task-proxy.keysSecret" . -}}
+{{- else if gt (int .Values.replicas) 1 -}}
+{{- fail "identity.existingSecret is required with keys.generate=false and 2 or more replicas: each replica would sign with its own key (see docs/operator-guide.md)" -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{- /* The Secret with sessionKey: empty when none is given nor generated. */ -}}
+{{- define "task-proxy.portalSecret" -}}
+{{- if .Values.portal.existingSecret -}}
+{{- .Values.portal.existingSecret -}}
+{{- else if .Values.keys.generate -}}
+{{- include "task-proxy.keysSecret" . -}}
+{{- else if gt (int .Values.replicas) 1 -}}
+{{- fail "portal.existingSecret is required with keys.generate=false and 2 or more replicas: browser sessions and sticky-session cookies of one replica would not work on the others (see docs/operator-guide.md)" -}}
+{{- end -}}
+{{- end }}
