@@ -74,6 +74,7 @@ pub struct DevCluster {
     shutdown: watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
     runtime: Option<tokio::runtime::Runtime>,
+    work_dir: PathBuf,
     _temp_dir: Option<TempDir>,
 }
 
@@ -93,10 +94,15 @@ impl DevCluster {
         let (work_dir, temp_dir) = match config.work_dir {
             Some(dir) => (dir, None),
             None => {
+                // Unique within the process too: clusters started in the same microsecond
+                // (tests starting at once) shared a directory, and the first one dropped
+                // removed the other's job sandboxes under its running jobs.
+                static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
                 let dir = std::env::temp_dir().join(format!(
-                    "yt-devcluster-{}-{}",
+                    "yt-devcluster-{}-{}-{}",
                     std::process::id(),
-                    ids::now_micros()
+                    ids::now_micros(),
+                    STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 ));
                 (dir.clone(), Some(TempDir(dir)))
             }
@@ -129,7 +135,7 @@ impl DevCluster {
         let shared = Arc::new(Shared {
             addr,
             cypress: Mutex::new(cypress),
-            runner: runner::Runner::new(store.clone(), work_dir),
+            runner: runner::Runner::new(store.clone(), work_dir.clone()),
             store,
             users,
             knobs: Knobs::default(),
@@ -151,8 +157,14 @@ impl DevCluster {
             shutdown,
             server: Some(server),
             runtime: Some(runtime),
+            work_dir,
             _temp_dir: temp_dir,
         })
+    }
+
+    /// Where the jobs' sandboxes are (`<dir>/<operation id>/<job id>`).
+    pub fn work_dir(&self) -> &std::path::Path {
+        &self.work_dir
     }
 
     pub fn addr(&self) -> SocketAddr {

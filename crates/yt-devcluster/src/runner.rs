@@ -216,13 +216,13 @@ impl Slot {
         let mut attempts = 0;
         while ports.len() < self.task.port_count {
             attempts += 1;
-            if attempts > 1000 {
-                return Err(std::io::Error::other("no free ports"));
+            if attempts > JOB_PORT_COUNT {
+                return Err(std::io::Error::other("no free job ports"));
             }
-            let listener = std::net::TcpListener::bind(("0.0.0.0", 0))?;
-            let port = listener.local_addr()?.port();
-            // Never hand the same port out twice: a restarted job gets new ports.
-            if used.insert(port) {
+            let port = next_job_port();
+            // Free now (nothing listens on it), and never handed out twice: a restarted job
+            // gets new ports.
+            if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() && used.insert(port) {
                 ports.push(port);
             }
         }
@@ -393,4 +393,24 @@ fn write_artifact(sandbox: &Path, file: &FileArtifact) -> std::io::Result<()> {
     std::fs::write(&path, file.content.as_slice())?;
     let mode = if file.executable { 0o755 } else { 0o644 };
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+}
+
+/// Job ports come from a range of their own, as on an exec node (its `start_port` 20000 and
+/// `port_count` 10000), not from the ephemeral range: a port taken from there was free when
+/// picked but could be handed to any other socket of the machine (a test's proxy, a client)
+/// before the job bound it, and requests for the job then reached that socket.
+const JOB_PORT_START: u16 = 20000;
+const JOB_PORT_COUNT: u32 = 10000;
+
+/// The next candidate job port: one cursor for every cluster of the process, starting at an
+/// offset of the process's own so that two processes rarely try the same ports.
+fn next_job_port() -> u16 {
+    static CURSOR: std::sync::OnceLock<std::sync::atomic::AtomicU32> = std::sync::OnceLock::new();
+    let cursor = CURSOR.get_or_init(|| {
+        let seed =
+            std::process::id().wrapping_mul(2_654_435_761) ^ (crate::ids::now_micros() as u32);
+        std::sync::atomic::AtomicU32::new(seed % JOB_PORT_COUNT)
+    });
+    let n = cursor.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % JOB_PORT_COUNT;
+    JOB_PORT_START + n as u16
 }

@@ -210,3 +210,34 @@ async fn blocking_callers_on_a_current_thread_runtime() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("home"));
     drop(cluster);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clusters_started_at_once_keep_their_sandboxes_apart() {
+    // Tests start clusters at the same moment; one dropped must not remove another's jobs'
+    // sandboxes (a job serving its working directory then answers 404).
+    let starts = (0..16).map(|_| {
+        tokio::spawn(yt_devcluster::DevCluster::start(
+            yt_devcluster::DevClusterConfig::default(),
+        ))
+    });
+    let mut clusters = Vec::new();
+    for start in starts {
+        clusters.push(start.await.expect("task").expect("start"));
+    }
+    let dirs: std::collections::HashSet<std::path::PathBuf> = clusters
+        .iter()
+        .map(|c| c.work_dir().to_path_buf())
+        .collect();
+    assert_eq!(dirs.len(), clusters.len(), "two clusters share a directory");
+    let first = clusters.remove(0);
+    let gone = first.work_dir().to_path_buf();
+    drop(first);
+    assert!(!gone.exists());
+    for cluster in &clusters {
+        assert!(
+            cluster.work_dir().is_dir(),
+            "{:?} removed",
+            cluster.work_dir()
+        );
+    }
+}
