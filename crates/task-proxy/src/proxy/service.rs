@@ -840,23 +840,28 @@ impl Transport for HyperAttempt<'_> {
         ep: &Arc<EndpointState>,
         permit: ConnPermit,
     ) -> Result<HyperConn, ConnectError> {
-        match self.protocol {
-            Protocol::Http => self
-                .upstreams
-                .http1_connect(ep, self.upgrade, permit)
-                .await
-                .map(HyperConn::Http1),
-            Protocol::Grpc => self
-                .upstreams
-                .http2_connect(ep, permit)
-                .await
-                .map(HyperConn::Http2),
-            Protocol::Https => self
-                .upstreams
-                .tls_connect(ep, self.upgrade, permit)
-                .await
-                .map(HyperConn::from),
-        }
+        // Boxed, as the relay's: connecting is rare, and its future (a TLS handshake among
+        // them) is many KiB that every request's future would otherwise carry and copy.
+        Box::pin(async move {
+            match self.protocol {
+                Protocol::Http => self
+                    .upstreams
+                    .http1_connect(ep, self.upgrade, permit)
+                    .await
+                    .map(HyperConn::Http1),
+                Protocol::Grpc => self
+                    .upstreams
+                    .http2_connect(ep, permit)
+                    .await
+                    .map(HyperConn::Http2),
+                Protocol::Https => self
+                    .upstreams
+                    .tls_connect(ep, self.upgrade, permit)
+                    .await
+                    .map(HyperConn::from),
+            }
+        })
+        .await
     }
 
     async fn send(
