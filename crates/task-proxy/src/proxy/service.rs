@@ -12,12 +12,13 @@ use super::balance::ServiceBackends;
 use super::conn_limit::ConnPermit;
 use super::endpoint::{EndpointState, InFlight};
 use super::failure::{
-    add_retry_after, closes_connection, failure_answer, unroutable_answer, Unroutable,
+    add_retry_after, closes_connection, failure_answer, unroutable_answer, Failure, Unroutable,
 };
 use super::forward::{self, ClientView};
 use super::framing::Switch;
 use super::headers::{self, CookiePolicy};
 use super::lifecycle::{self, LazyTimer, RetryPolicy, Sent, Transport, UploadClock};
+use super::relay::streams::{self, RawBody};
 use super::sessions::{Revocable, Session, SessionInfo, SessionKind};
 use super::shared::{monotonic_ms, ConnSlot, Shared};
 use super::upgrade::{self, TunnelContext};
@@ -519,6 +520,18 @@ impl Pipeline {
             version: parts.version,
             headers: parts.headers.clone(),
         });
+        // Bodiless requests from HTTP/2 callers to plain HTTP/1.1 jobs go over the relay's raw
+        // job connections instead of hyper's client (see `relay::streams`).
+        let raw = self.shared.limits.raw_job_streams
+            && protocol == Protocol::Http
+            && version == Version::HTTP_2
+            && !is_upgrade
+            && body.is_end_stream();
+        let raw_request = raw.then(|| {
+            let mut out = Vec::with_capacity(512);
+            streams::write_request(&parts, &mut out);
+            (out, parts.method == Method::HEAD)
+        });
         let (body, upload): (ProxyBody, _) = if body.is_end_stream() {
             (empty_body(), None)
         } else {
@@ -542,24 +555,47 @@ impl Pipeline {
         let stream_idle = timeouts.stream_idle_timeout(limits.stream_idle_timeout);
         let policy = RetryPolicy::new(replayable, &timeouts, limits);
         let mut timer = LazyTimer::after(policy.attempt_timeout);
-        let mut attempt = HyperAttempt {
-            upstreams: &self.upstreams,
-            protocol,
-            upgrade: is_upgrade,
-            req: Some(req),
-            replay,
-            upload,
+        let forwarded = match raw_request {
+            Some((request, is_head)) => {
+                let mut attempt =
+                    streams::attempt(&self.upstreams, &request, limits.max_header_bytes, is_head);
+                let forwarded = lifecycle::forward(
+                    &self.shared.balancer,
+                    &backend,
+                    &mut attempt,
+                    &policy,
+                    &mut timer,
+                    affinity.preferred,
+                )
+                .await;
+                forwarded.and_then(|((conn, head), in_flight)| {
+                    match streams::into_response(conn, head, &self.upstreams) {
+                        Ok(response) => Ok((response.map(JobBody::Raw), in_flight)),
+                        Err(bad) => Err(Failure::Job(bad.to_string())),
+                    }
+                })
+            }
+            None => {
+                let mut attempt = HyperAttempt {
+                    upstreams: &self.upstreams,
+                    protocol,
+                    upgrade: is_upgrade,
+                    req: Some(req),
+                    replay,
+                    upload,
+                };
+                lifecycle::forward(
+                    &self.shared.balancer,
+                    &backend,
+                    &mut attempt,
+                    &policy,
+                    &mut timer,
+                    affinity.preferred,
+                )
+                .await
+                .map(|(response, in_flight)| (response.map(JobBody::Hyper), in_flight))
+            }
         };
-        let forwarded = lifecycle::forward(
-            &self.shared.balancer,
-            &backend,
-            &mut attempt,
-            &policy,
-            &mut timer,
-            affinity.preferred,
-        )
-        .await;
-        drop(attempt);
         let (response, in_flight) = match forwarded {
             Ok(ok) => ok,
             Err(failure) => {
@@ -699,6 +735,45 @@ impl Pipeline {
     }
 }
 
+/// A job's response body on hyper's path: from hyper's client, or read from a raw
+/// connection ([`streams`]).
+// The raw body holds its connection inline: the enum ends up in the one allocation of the
+// boxed response body either way, and a box of its own would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum JobBody {
+    Hyper(Incoming),
+    Raw(RawBody),
+}
+
+impl Body for JobBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            JobBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            JobBody::Raw(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            JobBody::Hyper(body) => body.is_end_stream(),
+            JobBody::Raw(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            JobBody::Hyper(body) => body.size_hint(),
+            JobBody::Raw(body) => body.size_hint(),
+        }
+    }
+}
+
 /// A connection to a job on hyper's path.
 enum HyperConn {
     Http1(http1::SendRequest<ProxyBody>),
@@ -765,23 +840,28 @@ impl Transport for HyperAttempt<'_> {
         ep: &Arc<EndpointState>,
         permit: ConnPermit,
     ) -> Result<HyperConn, ConnectError> {
-        match self.protocol {
-            Protocol::Http => self
-                .upstreams
-                .http1_connect(ep, self.upgrade, permit)
-                .await
-                .map(HyperConn::Http1),
-            Protocol::Grpc => self
-                .upstreams
-                .http2_connect(ep, permit)
-                .await
-                .map(HyperConn::Http2),
-            Protocol::Https => self
-                .upstreams
-                .tls_connect(ep, self.upgrade, permit)
-                .await
-                .map(HyperConn::from),
-        }
+        // Boxed, as the relay's: connecting is rare, and its future (a TLS handshake among
+        // them) is many KiB that every request's future would otherwise carry and copy.
+        Box::pin(async move {
+            match self.protocol {
+                Protocol::Http => self
+                    .upstreams
+                    .http1_connect(ep, self.upgrade, permit)
+                    .await
+                    .map(HyperConn::Http1),
+                Protocol::Grpc => self
+                    .upstreams
+                    .http2_connect(ep, permit)
+                    .await
+                    .map(HyperConn::Http2),
+                Protocol::Https => self
+                    .upstreams
+                    .tls_connect(ep, self.upgrade, permit)
+                    .await
+                    .map(HyperConn::from),
+            }
+        })
+        .await
     }
 
     async fn send(

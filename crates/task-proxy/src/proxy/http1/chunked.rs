@@ -53,6 +53,16 @@ pub fn size_line(line: &[u8]) -> Result<u64, Malformed> {
     }
 }
 
+/// A piece of a chunked body being decoded ([`ChunkedTracker::step`]): bytes at the start
+/// of the data given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Chunk data.
+    Data(usize),
+    /// Chunk-size lines, the CRLF after data, or trailer lines.
+    Framing(usize),
+}
+
 /// Follows one chunked body.
 #[derive(Debug, Clone)]
 pub struct ChunkedTracker {
@@ -88,10 +98,39 @@ impl ChunkedTracker {
     /// Follows `data`; returns how many of its bytes belong to the body (all of them unless
     /// the body ends inside `data`).
     pub fn feed(&mut self, data: &[u8]) -> Result<usize, Malformed> {
+        self.run(data, false)
+    }
+
+    /// Whether the next bytes are the trailer section (after the last chunk).
+    pub fn in_trailers(&self) -> bool {
+        matches!(self.state, State::Trailers { .. })
+    }
+
+    /// Decoding instead of following: what the bytes at the start of `data` are. Chunk data
+    /// comes back as [`Step::Data`]; framing as [`Step::Framing`], one chunk-size line at a
+    /// time, so that a step that starts [`in_trailers`](Self::in_trailers) holds only trailer
+    /// bytes.
+    pub fn step(&mut self, data: &[u8]) -> Result<Step, Malformed> {
+        if let State::Data(left) = self.state {
+            let take = usize::try_from(left).unwrap_or(usize::MAX).min(data.len());
+            let left = left - take as u64;
+            self.state = if left == 0 {
+                State::DataEnd { seen_cr: false }
+            } else {
+                State::Data(left)
+            };
+            return Ok(Step::Data(take));
+        }
+        Ok(Step::Framing(self.run(data, true)?))
+    }
+
+    /// `decode`: stop before chunk data and after each chunk-size line.
+    fn run(&mut self, data: &[u8], decode: bool) -> Result<usize, Malformed> {
         let mut i = 0;
         while i < data.len() {
             match self.state {
                 State::Done => return Ok(i),
+                State::Data(_) if decode => return Ok(i),
                 State::Data(left) => {
                     let take = usize::try_from(left)
                         .unwrap_or(usize::MAX)
@@ -104,7 +143,12 @@ impl ChunkedTracker {
                         State::Data(left)
                     };
                 }
-                State::SizeLine => i += self.size_line_part(&data[i..])?,
+                State::SizeLine => {
+                    i += self.size_line_part(&data[i..])?;
+                    if decode {
+                        return Ok(i);
+                    }
+                }
                 State::DataEnd { seen_cr } => {
                     let b = data[i];
                     i += 1;
@@ -182,6 +226,49 @@ mod tests {
         let mut t = ChunkedTracker::default();
         let n = t.feed(body)?;
         Ok(t.is_done().then_some(n))
+    }
+
+    /// Data, trailer bytes, and where the body ended.
+    type Decoded = (Vec<u8>, Vec<u8>, Option<usize>);
+
+    /// Decodes `body` fed in pieces of `piece` bytes.
+    fn decode(body: &[u8], piece: usize) -> Result<Decoded, Malformed> {
+        let mut t = ChunkedTracker::default();
+        let (mut data, mut trailers) = (Vec::new(), Vec::new());
+        let mut at = 0;
+        while at < body.len() && !t.is_done() {
+            let end = (at + piece).min(body.len());
+            let trailer = t.in_trailers();
+            match t.step(&body[at..end])? {
+                Step::Data(n) => {
+                    data.extend_from_slice(&body[at..at + n]);
+                    at += n;
+                }
+                Step::Framing(n) => {
+                    if trailer {
+                        trailers.extend_from_slice(&body[at..at + n]);
+                    }
+                    at += n;
+                }
+            }
+        }
+        Ok((data, trailers, t.is_done().then_some(at)))
+    }
+
+    #[test]
+    fn decodes_data_and_trailers_in_any_pieces() {
+        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-t: 1\r\n\r\nNEXT";
+        for piece in 1..body.len() {
+            let (data, trailers, end) = decode(body, piece).unwrap();
+            assert_eq!(data, b"hello world", "pieces of {piece}");
+            assert_eq!(trailers, b"x-t: 1\r\n\r\n", "pieces of {piece}");
+            assert_eq!(end, Some(body.len() - 4), "pieces of {piece}");
+        }
+        assert_eq!(decode(b"1\r\nxy\r\n", 3), Err(Malformed));
+        assert_eq!(
+            decode(b"0\r\n\r\n", 2).unwrap(),
+            (vec![], b"\r\n".to_vec(), Some(5))
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //! by the lifecycle both paths share ([`super::lifecycle`]: connect failures retried on other
 //! endpoints, bodiless idempotent requests replayed once, the same response timeout).
 
+pub mod streams;
 mod upstream;
 
 use upstream::ExchangeError;
@@ -530,8 +531,9 @@ fn caller(head: &RequestHead, head_bytes: &[u8]) -> CallerKind {
 }
 
 /// The relay's attempt: the request's bytes (head rewritten for the job, and the whole body)
-/// written on a raw connection, and the job's head read back.
-struct RelayAttempt<'a> {
+/// written on a raw connection, and the job's head read back. Hyper's path sends bodiless
+/// requests to `http` jobs with it too ([`streams`]).
+pub struct RelayAttempt<'a> {
     upstreams: &'a JobConnector,
     request: &'a [u8],
     max_head: usize,
@@ -568,6 +570,10 @@ impl lifecycle::Transport for RelayAttempt<'_> {
             Ok(head) => Sent::Answered((conn, head)),
             Err(ExchangeError::Response(BadResponse::Framing(conflict))) => {
                 Sent::Refused(conflict.to_string())
+            }
+            // The job's doing, as a framing conflict: not sent to another job.
+            Err(ExchangeError::Response(error @ BadResponse::UnaskedUpgrade)) => {
+                Sent::Refused(error.to_string())
             }
             Err(error @ ExchangeError::Unanswered(_)) => Sent::Unanswered(error),
             Err(error) => Sent::Failed(error),
