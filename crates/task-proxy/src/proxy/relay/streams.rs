@@ -30,6 +30,9 @@ use std::task::{ready, Context, Poll};
 const COPY_BELOW: usize = 4096;
 /// Reads of a body ask for at least this much room.
 const READ_CHUNK: usize = 16 * 1024;
+/// The most data one frame carries: what hyper's path reads from a job at once, which the
+/// HTTP/2 response budget allows beyond its limit per connection.
+const FRAME_MAX: usize = crate::proxy::upstream::UPSTREAM_READ_CHUNK;
 
 /// Writes a bodiless request prepared for an HTTP/1.1 job (`forward::prepare_request`) as
 /// HTTP/1.1 bytes into `out`: what hyper's HTTP/1.1 client would write for it (a
@@ -210,7 +213,8 @@ impl Body for RawBody {
                     Framing::Length(left) => {
                         let take = usize::try_from(*left)
                             .unwrap_or(usize::MAX)
-                            .min(conn.buf.len());
+                            .min(conn.buf.len())
+                            .min(FRAME_MAX);
                         *left -= take as u64;
                         let data = split(conn, take);
                         if *left == 0 {
@@ -251,7 +255,7 @@ impl Body for RawBody {
                         continue;
                     }
                     Framing::UntilClose => {
-                        let take = conn.buf.len();
+                        let take = conn.buf.len().min(FRAME_MAX);
                         return Poll::Ready(Some(Ok(Frame::data(split(conn, take)))));
                     }
                 }
