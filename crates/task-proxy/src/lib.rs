@@ -17,6 +17,7 @@ pub mod answer;
 pub mod auth;
 pub mod config;
 pub mod discovery;
+pub mod file_watch;
 pub mod html;
 pub mod logging;
 pub mod portal;

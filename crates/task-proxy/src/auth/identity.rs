@@ -441,41 +441,23 @@ impl IdentitySigner {
         Ok(true)
     }
 
-    /// The files' modification times (`None` for one absent or unreadable).
-    fn stamp(&self) -> Vec<Option<SystemTime>> {
-        let Some(files) = &self.files else {
-            return Vec::new();
-        };
-        [&files.key_file, &files.previous_key_file]
-            .into_iter()
-            .flatten()
-            .map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
-            .collect()
-    }
-
     /// Polls the key files' modification times every `period` and reloads on a change, until
     /// `shutdown`. A Kubernetes Secret volume swaps all of its files at once.
     pub async fn watch(self: Arc<Self>, period: Duration, shutdown: CancellationToken) {
-        if self.files.is_none() {
+        let Some(files) = &self.files else {
             return;
-        }
-        let mut last = self.stamp();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(period) => {}
-            }
-            let now = self.stamp();
-            if now == last {
-                continue;
-            }
-            // Files copied one after the other: let the second land.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            last = self.stamp();
+        };
+        let paths = [&files.key_file, &files.previous_key_file]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        crate::file_watch::on_change(paths, period, shutdown, || {
             if let Err(error) = self.reload() {
                 tracing::error!(%error, "identity keys not reloaded; the keys in use stay");
             }
-        }
+        })
+        .await
     }
 
     /// A receiver told each time the keys change.

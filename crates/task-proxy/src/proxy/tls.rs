@@ -9,7 +9,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Why a certificate and key cannot be used.
@@ -108,11 +108,6 @@ impl Tls {
         })
     }
 
-    fn stamp(&self) -> (Option<SystemTime>, Option<SystemTime>) {
-        let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        (m(&self.cert), m(&self.key))
-    }
-
     /// Reloads the pair now; on failure the current certificate stays.
     pub fn reload(&self) -> Result<(), TlsError> {
         let certified = load_certified_key(&self.cert, &self.key)?;
@@ -122,25 +117,13 @@ impl Tls {
 
     /// Polls the files' modification times and reloads on change, until `shutdown`.
     pub async fn watch(self, period: Duration, shutdown: CancellationToken) {
-        let mut last = self.stamp();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(period) => {}
+        let paths = vec![self.cert.clone(), self.key.clone()];
+        crate::file_watch::on_change(paths, period, shutdown, || match self.reload() {
+            Ok(()) => tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificate not reloaded; the previous one stays")
             }
-            let now = self.stamp();
-            if now == last {
-                continue;
-            }
-            // Both files are usually replaced one after the other: let the second land.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            last = self.stamp();
-            match self.reload() {
-                Ok(()) => tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "TLS certificate not reloaded; the previous one stays")
-                }
-            }
-        }
+        })
+        .await
     }
 }
