@@ -366,8 +366,7 @@ async fn grpc_unary_streaming_and_reflection_through_grpcurl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_and_sse_stream_through_the_proxy() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let job = spawn_http("ws-job").await;
     let svc = Svc {
         op: "op-ws",
@@ -387,28 +386,14 @@ async fn websocket_echo_and_sse_stream_through_the_proxy() {
         .expect("websocket handshake through the proxy");
     assert_eq!(response.status(), 101);
     for text in ["hello", "second message"] {
-        ws.send(Message::Text(text.into())).await.expect("send");
-        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("echo in time")
-            .expect("a message")
-            .expect("no error");
-        assert_eq!(echoed.into_text().expect("text"), text);
+        support::assert_echoes(&mut ws, text).await;
     }
     ws.close(None).await.expect("close");
 
     // WebSocket over HTTP/2 (RFC 8441 extended CONNECT) on the h2c port.
     {
         let mut ws = support::h2_websocket(env.proxy.plain, &svc.domain(), "/ws", &[]).await;
-        ws.send(Message::Text("over h2".into()))
-            .await
-            .expect("send");
-        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("echo in time")
-            .expect("a message")
-            .expect("no error");
-        assert_eq!(echoed.into_text().expect("text"), "over h2");
+        support::assert_echoes(&mut ws, "over h2").await;
     }
 
     // The same with Python's `websockets`, routed by x-yt-taskproxy-id.

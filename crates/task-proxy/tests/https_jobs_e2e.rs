@@ -330,8 +330,7 @@ async fn https_jobs_through_the_proxy() {
 
     // WebSocket over a TLS job (HTTP/1.1 upgrade on a connection of its own).
     {
-        use futures_util::{SinkExt, StreamExt};
-        use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut request = format!("ws://{}/ws", proxy.plain)
             .into_client_request()
             .expect("request");
@@ -342,15 +341,7 @@ async fn https_jobs_through_the_proxy() {
             .await
             .expect("websocket handshake through the proxy");
         assert_eq!(response.status(), 101);
-        ws.send(Message::Text("over tls".into()))
-            .await
-            .expect("send");
-        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("echo in time")
-            .expect("a message")
-            .expect("no error");
-        assert_eq!(echoed.into_text().expect("text"), "over tls");
+        support::assert_echoes(&mut ws, "over tls").await;
         ws.close(None).await.expect("close");
     }
 
@@ -585,9 +576,7 @@ async fn tls_and_plain_connections_to_one_address_never_mix() {
 /// h2: the proxy offers it only HTTP/1.1 for the upgrade, and the tunnel echoes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_over_http2_reaches_a_tls_job_that_prefers_h2() {
-    use futures_util::{SinkExt, StreamExt};
     use std::net::{Ipv4Addr, SocketAddr};
-    use tokio_tungstenite::tungstenite::Message;
     let tls = demo_services::DemoTls::self_signed(&[]).expect("certificate");
     let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let job = demo_services::spawn_https_on(any, "tls-job", tls)
@@ -599,13 +588,5 @@ async fn websocket_over_http2_reaches_a_tls_job_that_prefers_h2() {
     let domain = format!("{}.{BASE_DOMAIN}", service_hash("op", "t", "ws"));
 
     let mut ws = support::h2_websocket(proxy.plain, &domain, "/ws", &[]).await;
-    ws.send(Message::Text("h2 to tls".into()))
-        .await
-        .expect("send");
-    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
-        .await
-        .expect("echo in time")
-        .expect("a message")
-        .expect("no error");
-    assert_eq!(echoed.into_text().expect("text"), "h2 to tls");
+    support::assert_echoes(&mut ws, "h2 to tls").await;
 }

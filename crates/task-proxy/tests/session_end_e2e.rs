@@ -7,7 +7,7 @@
 
 mod support;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::{set_acl, start_operation, yt, BASE_DOMAIN};
@@ -208,17 +208,6 @@ impl Env {
     }
 }
 
-/// The echo answers `text`.
-async fn echoes<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, text: &str) {
-    ws.send(Message::Text(text.into())).await.expect("send");
-    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
-        .await
-        .expect("echo in time")
-        .expect("a message")
-        .expect("no error");
-    assert_eq!(echoed.into_text().expect("text"), text);
-}
-
 /// Waits (up to `bound`) for the server to close `ws`; returns the close frame's code and
 /// reason (None: the connection closed without one).
 async fn closed_by_server<S: AsyncRead + AsyncWrite + Unpin>(
@@ -246,14 +235,14 @@ async fn revoking_read_closes_the_users_sessions_and_keeps_the_others() {
         .websocket("alice-token")
         .await
         .expect("alice's WebSocket");
-    echoes(&mut bob, "bob here").await;
+    support::assert_echoes(&mut bob, "bob here").await;
     let mut bob_h2 = env.h2_websocket("bob-token").await;
-    echoes(&mut bob_h2, "bob over h2").await;
+    support::assert_echoes(&mut bob_h2, "bob over h2").await;
     let mut bob_sse_relay = env.sse("bob-token", false).await;
     let mut bob_sse_h2 = env.sse("bob-token", true).await;
     // Several re-checks pass with access unchanged: nothing is closed.
     tokio::time::sleep(RECHECK * 3).await;
-    echoes(&mut bob, "still open").await;
+    support::assert_echoes(&mut bob, "still open").await;
     assert!(env.closes().is_empty(), "{:?}", env.closes());
 
     // Alice (the operation's owner) takes bob off the ACL with the real CLI. The change lands
@@ -314,7 +303,7 @@ async fn revoking_read_closes_the_users_sessions_and_keeps_the_others() {
 
     // Alice keeps her session across several more re-checks, and bob cannot come back.
     tokio::time::sleep(RECHECK * 3).await;
-    echoes(&mut alice, "alice stays").await;
+    support::assert_echoes(&mut alice, "alice stays").await;
     assert_eq!(env.closes().len(), 4);
     let again = env.websocket("bob-token").await;
     assert!(
@@ -343,7 +332,7 @@ async fn aborting_the_operation_closes_its_sessions() {
         .websocket("alice-token")
         .await
         .expect("alice's WebSocket");
-    echoes(&mut alice, "hello").await;
+    support::assert_echoes(&mut alice, "hello").await;
     let mut alice_sse = env.sse("alice-token", false).await;
     let aborting = Instant::now();
     yt(&env.cluster, "alice-token", &["abort-op", &env.op]);
@@ -459,7 +448,7 @@ async fn revoking_read_ends_a_grpc_stream_with_permission_denied() {
 async fn a_failing_permission_check_closes_nothing_until_the_cluster_answers() {
     let env = Env::start(false).await;
     let mut bob = env.websocket("bob-token").await.expect("bob's WebSocket");
-    echoes(&mut bob, "bob here").await;
+    support::assert_echoes(&mut bob, "bob here").await;
     let failing = yt_devcluster::CommandKnob {
         error_rate: 1.0,
         ..yt_devcluster::CommandKnob::default()
@@ -484,7 +473,7 @@ async fn a_failing_permission_check_closes_nothing_until_the_cluster_answers() {
         || async { (failed_checks() >= 3).then_some(()) },
     )
     .await;
-    echoes(&mut bob, "still here").await;
+    support::assert_echoes(&mut bob, "still here").await;
     assert!(env.closes().is_empty(), "{:?}", env.closes());
 
     // The cluster answers again: the deny closes the session within the bound.

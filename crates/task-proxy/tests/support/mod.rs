@@ -238,3 +238,19 @@ pub async fn h2_websocket(
     )
     .await
 }
+
+/// Sends `text` on `ws` and asserts that the echo job answers it within 5 s.
+pub async fn assert_echoes<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, text: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::Text(text.into())).await.expect("send");
+    let echoed = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+        .await
+        .expect("echo in time")
+        .expect("a message")
+        .expect("no error");
+    assert_eq!(echoed.into_text().expect("text"), text);
+}
