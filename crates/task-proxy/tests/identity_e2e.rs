@@ -209,19 +209,7 @@ async fn spoofed_identity_headers_never_reach_the_job_on_any_path() {
             vec!["-H", "Transfer-Encoding: chunked", "--data-binary", "x=1"],
         ),
         ("hyper HTTP/2 (h2c)", vec!["--http2-prior-knowledge"]),
-        (
-            "WebSocket handshake",
-            vec![
-                "-H",
-                "Connection: Upgrade",
-                "-H",
-                "Upgrade: websocket",
-                "-H",
-                "Sec-WebSocket-Version: 13",
-                "-H",
-                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-            ],
-        ),
+        ("WebSocket handshake", support::WEBSOCKET_HANDSHAKE.to_vec()),
     ] {
         let headers = env.job_headers(&with(&extra));
         let token = alice_assertion(&headers, what);

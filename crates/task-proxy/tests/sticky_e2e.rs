@@ -248,21 +248,8 @@ async fn a_browser_sticks_to_one_job_moves_once_when_it_dies_and_the_job_never_s
     let ws = |args: &[&str]| -> String {
         let host = format!("Host: {}", env.domain("web"));
         let url = format!("http://{}/ws", env.proxy.plain);
-        let mut all = vec![
-            "-i",
-            "--max-time",
-            "2",
-            "-H",
-            host.as_str(),
-            "-H",
-            "Connection: Upgrade",
-            "-H",
-            "Upgrade: websocket",
-            "-H",
-            "Sec-WebSocket-Version: 13",
-            "-H",
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-        ];
+        let mut all = vec!["-i", "--max-time", "2", "-H", host.as_str()];
+        all.extend_from_slice(&support::WEBSOCKET_HANDSHAKE);
         all.extend_from_slice(args);
         all.push(&url);
         // curl waits on the open tunnel until --max-time: only the head matters.

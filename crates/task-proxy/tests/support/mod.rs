@@ -254,3 +254,15 @@ where
         .expect("no error");
     assert_eq!(echoed.into_text().expect("text"), text);
 }
+
+/// curl arguments that make its request a WebSocket handshake (RFC 6455's sample key).
+pub const WEBSOCKET_HANDSHAKE: [&str; 8] = [
+    "-H",
+    "Connection: Upgrade",
+    "-H",
+    "Upgrade: websocket",
+    "-H",
+    "Sec-WebSocket-Version: 13",
+    "-H",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+];
